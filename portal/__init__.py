@@ -1,0 +1,108 @@
+"""The MIS connection portal: create_app() wires one application and starts nothing."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+__all__ = ["create_app"]
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Create and configure one portal application.
+
+    Configuration flows one way: portal/config.py defaults, then instance/portal.cfg, then
+    PORTAL_* environment variables, then ``test_config`` (which replaces the middle two).
+    Raises portal.errors.StartupError with a one-line message when a setting is wrong or the
+    database cannot be reached.
+    """
+    from portal.configuration import load_config
+
+    app = Flask(__name__, instance_relative_config=True)
+    load_config(app, test_config)
+    register_logging(app)
+    register_extensions(app)
+    from portal.plugins import manager
+
+    plugins = manager.init_app(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    from portal.admin import init_admin
+
+    init_admin(app)
+    register_commands(app)
+    from portal.jobs import scheduler
+
+    scheduler.init_app(app)
+    plugins.startup(app)
+    check_database(app)
+    return app
+
+
+def register_logging(app: Flask) -> None:
+    """Set the portal's log level; handlers are the deployment's business."""
+    import logging
+
+    logging.getLogger("portal").setLevel(app.config["LOG_LEVEL"])
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the unbound extensions to this app."""
+    from portal import models  # noqa: F401  (register every table on the metadata)
+    from portal.auth.session import init_login
+    from portal.extensions import csrf, db, limiter, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    init_login(app)
+
+
+def _migrations_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount the page and API blueprints."""
+    from portal.auth.views import bp as auth_bp
+    from portal.school.views import bp as school_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(school_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Answer errors with a page (or JSON for the API), never a traceback."""
+    from portal.web_errors import init_app
+
+    init_app(app)
+
+
+def register_commands(app: Flask) -> None:
+    """Add the ``flask portal ...`` commands."""
+    from portal.cli import portal_cli
+
+    if "portal" not in app.cli.commands:
+        app.cli.add_command(portal_cli)
+
+
+def check_database(app: Flask) -> None:
+    """Fail start-up with one line when the database cannot be reached."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from portal.errors import StartupError
+    from portal.extensions import db
+
+    with app.app_context():
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            url = db.engine.url.render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+            raise StartupError(f"the database at {url} cannot be reached: {reason}") from None

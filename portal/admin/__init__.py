@@ -1,0 +1,16 @@
+"""flask-admin for support staff, built per app inside create_app()."""
+from __future__ import annotations
+
+from flask import Flask
+from flask_admin import Admin
+
+from portal.admin.views import SecureIndexView
+from portal.plugins.manager import get_plugins
+
+
+def init_admin(app: Flask) -> Admin:
+    """Build a fresh Admin for this app and add every view the plugins (core included) contribute."""
+    admin = Admin(app, name="Portal support", index_view=SecureIndexView(url="/admin", name="Overview"))
+    for view in get_plugins(app).admin_views(app):
+        admin.add_view(view)
+    return admin

@@ -1,0 +1,251 @@
+"""Sign-in with a rate limit and an optional (for support staff, required) TOTP step; logout; password reset."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pyotp
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import func, select
+
+from portal import audit, mail
+from portal.auth.forms import LoginForm, NewPasswordForm, ResetRequestForm, TotpForm
+from portal.auth.passwords import hash_password, needs_rehash, verify_password
+from portal.extensions import db, limiter
+from portal.models import PasswordResetToken, User
+from portal.models.base import utcnow
+
+bp = Blueprint("auth", __name__)
+
+GENERIC_FAILURE = "The email address or password is not right, or the account is not active."
+PENDING_KEY = "pending_login"
+MFA_KEY = "mfa"
+PENDING_MAX_AGE = timedelta(minutes=5)
+
+
+def safe_next(target: str | None) -> str | None:
+    """Return ``target`` only if it is a path on this site (no scheme, no host, no //)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    return target
+
+
+def _account_key() -> str:
+    return "account:" + (request.form.get("email") or "").strip().lower()[:254]
+
+
+def _failed(response) -> bool:
+    # Only failed attempts count towards the limits, so a user who signs in often is never locked out.
+    return bool(g.get("login_failed"))
+
+
+def _find_user(email: str) -> User | None:
+    return db.session.execute(select(User).where(func.lower(User.email) == email.strip().lower())).scalar()
+
+
+def complete_login(user: User, *, second_factor: bool = False) -> None:
+    """Start a fresh session for the user: new session token, cleared cookie state, audit entry."""
+    session.clear()  # no state from before sign-in survives (session fixation)
+    user.session_token = secrets.token_hex(32)
+    user.last_login_at = utcnow()
+    login_user(user)
+    session[MFA_KEY] = second_factor
+    audit.record(
+        "auth.login", target=user, actor=f"user:{user.id}", actor_user_id=user.id, details={"mfa": second_factor}
+    )
+    db.session.commit()
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_account_key, methods=["POST"], deduct_when=_failed
+)
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("school.home"))
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        user = _find_user(form.email.data)
+        if user is not None and user.active and verify_password(user.password_hash, form.password.data):
+            if needs_rehash(user.password_hash):
+                user.password_hash = hash_password(form.password.data)
+            nxt = safe_next(request.args.get("next"))
+            if user.needs_totp:
+                session.clear()
+                session[PENDING_KEY] = {"user_id": user.id, "at": utcnow().isoformat(), "next": nxt}
+                db.session.commit()
+                return redirect(url_for("auth.totp_setup" if not user.totp_enabled else "auth.totp"))
+            complete_login(user)
+            return redirect(nxt or url_for("school.home"))
+        g.login_failed = True
+        audit.record(
+            "auth.login_failed",
+            target_type="users",
+            target_id=user.id if user else None,
+            actor="anonymous",
+        )
+        db.session.commit()
+        error = GENERIC_FAILURE
+    return render_template("auth/login.html", form=form, error=error), (401 if error else 200)
+
+
+def _pending_user() -> tuple[User | None, dict]:
+    pending = session.get(PENDING_KEY) or {}
+    if not pending:
+        return None, {}
+    from datetime import datetime
+
+    started = datetime.fromisoformat(pending["at"])
+    if utcnow() - started > PENDING_MAX_AGE:
+        session.pop(PENDING_KEY, None)
+        return None, {}
+    user = db.session.get(User, pending["user_id"])
+    return (user if user and user.active else None), pending
+
+
+@bp.route("/login/totp", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
+def totp():
+    user, pending = _pending_user()
+    if user is None or not user.totp_enabled:
+        flash("Sign in again to continue.")
+        return redirect(url_for("auth.login"))
+    form = TotpForm()
+    error = None
+    if form.validate_on_submit():
+        if pyotp.TOTP(user.totp_secret).verify(form.code.data.strip(), valid_window=1):
+            complete_login(user, second_factor=True)
+            return redirect(pending.get("next") or url_for("school.home"))
+        g.login_failed = True
+        audit.record("auth.totp_failed", target=user, actor="anonymous")
+        db.session.commit()
+        error = "That code is not right. Check the time on your device and try again."
+    return render_template("auth/totp.html", form=form, error=error), (401 if error else 200)
+
+
+def _enrolment_secret() -> str:
+    secret = session.get("totp_enrol_secret")
+    if not secret:
+        secret = pyotp.random_base32()
+        session["totp_enrol_secret"] = secret
+    return secret
+
+
+@bp.route("/login/totp/setup", methods=["GET", "POST"])
+def totp_setup():
+    """Enrol a second factor: required for support staff before their first sign-in completes."""
+    if current_user.is_authenticated:
+        user, pending = current_user._get_current_object(), {}
+    else:
+        user, pending = _pending_user()
+    if user is None:
+        return redirect(url_for("auth.login"))
+    secret = _enrolment_secret()
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=current_app.config["TOTP_ISSUER"])
+    form = TotpForm()
+    error = None
+    if form.validate_on_submit():
+        if pyotp.TOTP(secret).verify(form.code.data.strip(), valid_window=1):
+            user.totp_secret = secret
+            user.totp_enabled = True
+            session.pop("totp_enrol_secret", None)
+            audit.record("auth.totp_enabled", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
+            if current_user.is_authenticated:
+                db.session.commit()
+                flash("Two-factor sign-in is now on for your account.")
+                return redirect(url_for("school.home"))
+            complete_login(user, second_factor=True)
+            return redirect(pending.get("next") or url_for("school.home"))
+        error = "That code is not right. Check the time on your device and try again."
+    return render_template("auth/totp_setup.html", form=form, error=error, secret=secret, uri=uri)
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    user = current_user._get_current_object()
+    # Rotating the token ends every session of this user, not just this browser's cookie.
+    user.session_token = secrets.token_hex(32)
+    audit.record("auth.logout", target=user)
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You have signed out.")
+    return redirect(url_for("auth.login"))
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_reset_token(user: User) -> str:
+    """Create a single-use reset token for the user and return it (only its hash is stored)."""
+    token = secrets.token_urlsafe(32)
+    db.session.add(
+        PasswordResetToken(
+            user_id=user.id,
+            token_hash=_token_hash(token),
+            expires_at=utcnow() + timedelta(seconds=current_app.config["PASSWORD_RESET_MAX_AGE"]),
+        )
+    )
+    return token
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"])
+def reset_request():
+    form = ResetRequestForm()
+    if form.validate_on_submit():
+        user = _find_user(form.email.data)
+        if user is not None and user.active:
+            token = issue_reset_token(user)
+            link = current_app.config["BASE_URL"].rstrip("/") + url_for("auth.reset", token=token)
+            minutes = current_app.config["PASSWORD_RESET_MAX_AGE"] // 60
+            mail.send(
+                user.email,
+                "Reset your MIS connection portal password",
+                f"Someone asked to reset the password for this account.\n\n"
+                f"To choose a new password, open this link within {minutes} minutes:\n{link}\n\n"
+                "If it was not you, ignore this email: your password has not changed.\n",
+            )
+            audit.record("auth.reset_requested", target=user, actor="anonymous")
+            db.session.commit()
+        # The same answer whether or not the account exists.
+        flash("If that address belongs to an account, we have sent it a link to reset the password.")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/reset_request.html", form=form)
+
+
+def _usable_token(token: str) -> PasswordResetToken | None:
+    row = db.session.execute(
+        select(PasswordResetToken).where(PasswordResetToken.token_hash == _token_hash(token))
+    ).scalar()
+    if row is None or row.used_at is not None or row.expires_at < utcnow():
+        return None
+    return row
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+def reset(token: str):
+    row = _usable_token(token)
+    if row is None:
+        return render_template("auth/reset_invalid.html"), 400
+    form = NewPasswordForm()
+    if form.validate_on_submit():
+        user = db.session.get(User, row.user_id)
+        user.password_hash = hash_password(form.password.data)
+        user.session_token = secrets.token_hex(32)  # signs out every other session
+        row.used_at = utcnow()
+        audit.record("auth.password_reset", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
+        db.session.commit()
+        flash("Your password has been changed. Sign in with the new password.")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/reset.html", form=form), (400 if form.errors else 200)

@@ -1,0 +1,76 @@
+"""The `flask portal ...` commands (also installed as the `portal` console script)."""
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
+from sqlalchemy import func, select
+
+from portal.errors import StartupError
+
+portal_cli = AppGroup("portal", help="Run the MIS connection portal's tasks.")
+
+
+@portal_cli.command("create-user")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--support/--no-support", default=False, help="Operator support staff (needs TOTP).")
+@click.password_option()
+@with_appcontext
+def create_user(email: str, name: str, support: bool, password: str) -> None:
+    """Create a user, e.g. the first support user."""
+    from portal import audit
+    from portal.auth.passwords import hash_password, policy_problem
+    from portal.extensions import db
+    from portal.models import User
+
+    email = email.strip()
+    if "@" not in email:
+        raise click.BadParameter("enter an email address", param_hint="--email")
+    if problem := policy_problem(password):
+        raise click.BadParameter(problem, param_hint="--password")
+    if db.session.execute(select(User).where(func.lower(User.email) == email.lower())).first():
+        raise click.ClickException(f"a user with email {email} already exists")
+    user = User(email=email, name=name.strip(), password_hash=hash_password(password), is_support=support)
+    db.session.add(user)
+    db.session.flush()
+    audit.record("user.created", target=user, actor="cli", details={"support": support})
+    db.session.commit()
+    click.echo(f"Created user {user.id}{' (support staff: TOTP is set up at first sign-in)' if support else ''}.")
+
+
+@portal_cli.group("audit")
+def audit_group() -> None:
+    """The audit trail."""
+
+
+@audit_group.command("verify")
+@with_appcontext
+def audit_verify() -> None:
+    """Check the audit trail's hash chain and report the first broken link."""
+    from portal import audit
+
+    result = audit.verify()
+    if result.ok:
+        click.echo(f"Audit trail intact: {result.checked} entries checked.")
+        return
+    click.echo(f"Audit trail broken at entry {result.broken_id}: {result.reason}.", err=True)
+    sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of the `portal` console script: like `flask`, but start-up errors are one line."""
+    from portal import create_app
+
+    def factory():
+        try:
+            return create_app()
+        except StartupError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+    FlaskGroup(create_app=factory)(prog_name="portal")
+
+
+__all__ = ["main", "portal_cli"]

@@ -1,0 +1,66 @@
+"""In-code configuration defaults; deployments override them in instance/portal.cfg or PORTAL_* variables."""
+
+# The database. SQLite in the instance folder is the embedded default; the factory fills in
+# the path. PostgreSQL: postgresql+psycopg://user@host:5432/dbname
+DATABASE_URL = None
+
+# Generated into instance/secret_key on first run when not set.
+SECRET_KEY = None
+# Fernet key(s) for secrets at rest (comma-separated, newest first). Generated into
+# instance/encryption_key on first run when not set.
+ENCRYPTION_KEYS = None
+
+# Cookies: secure by default; development over plain http sets PORTAL_SESSION_COOKIE_SECURE=false.
+SESSION_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+REMEMBER_COOKIE_SECURE = True
+REMEMBER_COOKIE_HTTPONLY = True
+REMEMBER_COOKIE_SAMESITE = "Lax"
+PERMANENT_SESSION_LIFETIME = 8 * 3600
+WTF_CSRF_ENABLED = True
+WTF_CSRF_TIME_LIMIT = 3600
+
+# Sign-in protection (flask-limiter syntax).
+LOGIN_RATE_LIMIT_ACCOUNT = "5 per 15 minutes"
+LOGIN_RATE_LIMIT_ADDRESS = "30 per 15 minutes"
+RATELIMIT_STORAGE_URI = "memory://"
+RATELIMIT_HEADERS_ENABLED = True
+PASSWORD_RESET_MAX_AGE = 3600
+TOTP_ISSUER = "MIS connection portal"
+
+# Mail: with MAIL_SERVER unset, messages are written to instance/mail/ (development).
+MAIL_SERVER = None
+MAIL_PORT = 587
+MAIL_USE_TLS = True
+MAIL_USERNAME = None
+MAIL_PASSWORD = None
+MAIL_FROM = "portal@localhost"
+# Used in links inside emails.
+BASE_URL = "http://127.0.0.1:5000"
+
+# Plugins.
+PLUGINS_LOAD_ENTRYPOINTS = True
+PLUGINS_BLOCKED: list[str] = []
+PLUGINS: list[str] = []
+ENABLED_CONNECTORS: list[str] = ["wonde", "groupcall"]
+TRACE_PLUGINS = False
+# Per-connector settings, namespaced by connector name: CONNECTORS["wonde"]["token"].
+CONNECTORS: dict = {}
+
+# Jobs.
+SCHEDULER_ENABLED = False
+SCHEDULER_TIMEZONE = "Europe/London"
+SCHEDULER_MISFIRE_GRACE_SECONDS = 3600
+JOB_LEASE_SECONDS = 300
+JOB_HEARTBEAT_SECONDS = 30
+EXECUTOR = "inprocess"
+
+# Extract engine.
+EXTRACT_BATCH_SIZE = 1000
+MASS_REMOVAL_THRESHOLD = 0.10
+
+# R64: the deployment must declare where pupil data lives.
+DATA_LOCATION = "UK"
+
+LOG_LEVEL = "INFO"

@@ -1,0 +1,121 @@
+"""Load configuration in one direction (defaults, instance file, PORTAL_* variables, test mapping) and validate it."""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+from flask import Flask
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from portal.errors import StartupError
+
+ENV_PREFIX = "PORTAL"
+
+
+def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
+    """Fill app.config from defaults, then the instance file, then PORTAL_* variables, then the test mapping."""
+    app.config.from_object("portal.config")
+    if test_config is None:
+        try:
+            app.config.from_pyfile("portal.cfg", silent=True)
+        except Exception as exc:  # a syntax error in the deployment's file
+            raise StartupError(f"instance/portal.cfg could not be read: {exc}") from None
+        app.config.from_prefixed_env(ENV_PREFIX)
+    else:
+        app.config.from_mapping(test_config)
+    _fill_generated_defaults(app)
+    validate_config(app.config)
+
+
+def _instance_secret(app: Flask, filename: str, make: Any) -> str:
+    """Return a secret kept in the instance folder, creating it (mode 0600) on first run."""
+    path = Path(app.instance_path) / filename
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def _fill_generated_defaults(app: Flask) -> None:
+    cfg = app.config
+    if not cfg.get("DATABASE_URL"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        cfg["DATABASE_URL"] = f"sqlite:///{Path(app.instance_path) / 'portal.sqlite3'}"
+    if not cfg.get("SECRET_KEY"):
+        cfg["SECRET_KEY"] = _instance_secret(app, "secret_key", lambda: secrets.token_urlsafe(48))
+    if not cfg.get("ENCRYPTION_KEYS"):
+        cfg["ENCRYPTION_KEYS"] = _instance_secret(
+            app, "encryption_key", lambda: Fernet.generate_key().decode()
+        )
+    cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
+    cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# key -> (check, what the value must be). Checked after every source is applied.
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "SECRET_KEY": (lambda v: isinstance(v, str) and len(v) >= 16, "a string of at least 16 characters"),
+    "SESSION_COOKIE_SECURE": (lambda v: isinstance(v, bool), "true or false"),
+    "WTF_CSRF_ENABLED": (lambda v: isinstance(v, bool), "true or false"),
+    "SCHEDULER_ENABLED": (lambda v: isinstance(v, bool), "true or false"),
+    "PLUGINS_LOAD_ENTRYPOINTS": (lambda v: isinstance(v, bool), "true or false"),
+    "ENABLED_CONNECTORS": (
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        'a JSON list of connector names, e.g. ["wonde"]',
+    ),
+    "PLUGINS": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a JSON list of module paths"),
+    "PLUGINS_BLOCKED": (lambda v: isinstance(v, list), "a JSON list of plugin names"),
+    "CONNECTORS": (lambda v: isinstance(v, dict), "a mapping of connector name to settings"),
+    "JOB_LEASE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
+    "JOB_HEARTBEAT_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
+    "SCHEDULER_MISFIRE_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
+    "EXTRACT_BATCH_SIZE": (_is_positive_int, "a positive whole number"),
+    "PASSWORD_RESET_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
+    "MASS_REMOVAL_THRESHOLD": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+        "a fraction between 0 and 1, e.g. 0.1",
+    ),
+    "EXECUTOR": (lambda v: v in ("inprocess", "celery"), '"inprocess" or "celery"'),
+    # R64: pupil data stays in the UK; the deployment must say so or the portal refuses to start.
+    "DATA_LOCATION": (lambda v: v == "UK", '"UK" (pupil data must be stored in the UK)'),
+}
+
+
+def validate_config(cfg: Mapping[str, Any]) -> None:
+    """Raise StartupError naming the first missing or invalid setting."""
+    for key, (check, expected) in _CHECKS.items():
+        if key not in cfg or cfg[key] is None:
+            raise StartupError(f"setting {ENV_PREFIX}_{key} is missing: it must be {expected}")
+        if not check(cfg[key]):
+            raise StartupError(f"setting {ENV_PREFIX}_{key} is invalid: it must be {expected}")
+    try:
+        url = make_url(cfg["DATABASE_URL"])
+    except (ArgumentError, TypeError):
+        raise StartupError(
+            f"setting {ENV_PREFIX}_DATABASE_URL is invalid: use sqlite:///path or postgresql+psycopg://user@host/db"
+        ) from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StartupError(f"setting {ENV_PREFIX}_DATABASE_URL is invalid: only SQLite and PostgreSQL are supported")
+    try:
+        fernet_keys(cfg)
+    except ValueError:
+        raise StartupError(f"setting {ENV_PREFIX}_ENCRYPTION_KEYS is invalid: it must hold Fernet keys") from None
+
+
+def fernet_keys(cfg: Mapping[str, Any]) -> list[Fernet]:
+    """Return the configured Fernet keys, newest first."""
+    raw = cfg["ENCRYPTION_KEYS"]
+    keys = raw if isinstance(raw, list) else str(raw).split(",")
+    return [Fernet(k.strip().encode()) for k in keys if k.strip()]

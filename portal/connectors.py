@@ -1,0 +1,356 @@
+"""The connector contract: the Connector base class, canonical Record types and the ConnectorError family."""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+from portal.errors import StartupError
+
+__all__ = [
+    "CATEGORIES",
+    "AccessStatus",
+    "AssessmentRecord",
+    "AttendanceMarkRecord",
+    "AuthorisationLost",
+    "BadResponse",
+    "Checkpoint",
+    "Connector",
+    "ConnectorError",
+    "DemographicsRecord",
+    "ExclusionRecord",
+    "GroupRecord",
+    "LessonRecord",
+    "MembershipRecord",
+    "ProviderUnavailable",
+    "PupilRecord",
+    "RateLimited",
+    "Record",
+    "StaffRecord",
+    "StartupError",
+    "SubjectRecord",
+    "Tombstone",
+]
+
+# The six categories of the usage matrix, in extract order (pupils first: other records refer to them).
+CATEGORIES = (
+    "student_basic",
+    "student_demographics",
+    "student_timetable",
+    "student_assessment",
+    "student_attendance_exclusions",
+    "staff_basic",
+)
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """A canonical, provider-neutral record. ``external_id`` is the provider's stable id for it."""
+
+    kind: ClassVar[str]
+    category: ClassVar[str]
+    # Fields holding special-category data (R71); the store encrypts and withholds them.
+    special_fields: ClassVar[frozenset[str]] = frozenset()
+
+    external_id: str
+    updated_at: datetime | None = None
+
+    def values(self) -> dict[str, Any]:
+        """Return the record's fields as a dict (without the class-level tags)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PupilRecord(Record):
+    kind = "pupil"
+    category = "student_basic"
+
+    legal_forename: str | None = None
+    legal_surname: str | None = None
+    preferred_forename: str | None = None
+    preferred_surname: str | None = None
+    date_of_birth: date | None = None
+    gender: str | None = None
+    upn: str | None = None
+    year_group: str | None = None  # national curriculum year, e.g. "7", "R", "N1"
+    registration_group: str | None = None
+    admission_date: date | None = None
+    leaving_date: date | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemographicsRecord(Record):
+    """Census data for one pupil; ``external_id`` is the pupil's external id."""
+
+    kind = "demographics"
+    category = "student_demographics"
+    special_fields = frozenset({"sen_status", "sen_need", "first_language", "eal", "ethnicity"})
+
+    # None means "not supplied" (e.g. scope not granted), never "blank".
+    fsm: bool | None = None
+    fsm_ever6: bool | None = None
+    pupil_premium: bool | None = None
+    sen_status: str | None = None  # DfE SEN provision code: N, K, E
+    sen_need: str | None = None
+    first_language: str | None = None  # DfE language code
+    eal: bool | None = None
+    ethnicity: str | None = None  # DfE ethnicity code
+    looked_after: bool | None = None
+    ever_in_care: bool | None = None
+    service_child: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubjectRecord(Record):
+    kind = "subject"
+    category = "student_timetable"
+
+    code: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupRecord(Record):
+    """A class, registration group or other teaching group."""
+
+    kind = "group"
+    category = "student_timetable"
+
+    name: str | None = None
+    group_type: str | None = None  # "class", "registration", "year", "house", "other"
+    subject_external_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MembershipRecord(Record):
+    """A pupil's membership of a group; ``external_id`` is "<group id>:<pupil id>" unless the provider has one."""
+
+    kind = "membership"
+    category = "student_timetable"
+
+    group_external_id: str = ""
+    pupil_external_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LessonRecord(Record):
+    """One timetabled lesson of a group in a period."""
+
+    kind = "lesson"
+    category = "student_timetable"
+
+    group_external_id: str | None = None
+    period_name: str | None = None
+    day_of_week: int | None = None  # 1 = Monday
+    starts_at: str | None = None  # "09:00"
+    ends_at: str | None = None
+    lesson_date: date | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssessmentRecord(Record):
+    kind = "assessment_result"
+    category = "student_assessment"
+
+    pupil_external_id: str = ""
+    stage: str | None = None  # EYFS, KS1, KS2, KS4, KS5, or a current-assessment stage
+    statutory: bool = False
+    aspect: str | None = None  # e.g. "KS2 Reading scaled score"
+    template: str | None = None
+    result: str | None = None
+    result_date: date | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttendanceMarkRecord(Record):
+    """One mark per pupil per session; ``external_id`` is "<pupil id>:<date>:<AM|PM>" unless the provider has one."""
+
+    kind = "attendance_mark"
+    category = "student_attendance_exclusions"
+
+    pupil_external_id: str = ""
+    session_date: date | None = None
+    session: str = "AM"  # AM or PM
+    code: str = ""  # DfE attendance code
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExclusionRecord(Record):
+    kind = "exclusion"
+    category = "student_attendance_exclusions"
+
+    pupil_external_id: str = ""
+    exclusion_type: str | None = None  # "fixed" (suspension) or "permanent"
+    start_date: date | None = None
+    end_date: date | None = None
+    sessions: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaffRecord(Record):
+    kind = "staff"
+    category = "staff_basic"
+
+    title: str | None = None
+    forename: str | None = None
+    surname: str | None = None
+    email: str | None = None
+    roles: tuple[str, ...] = ()
+    currently_employed: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tombstone(Record):
+    """A record deleted at the provider; ``record_kind`` names what kind of record it removes."""
+
+    kind = "tombstone"
+    category = ""
+
+    record_kind: str
+    record_category: str
+    deleted_at: datetime | None = None
+
+
+RECORD_TYPES: Mapping[str, type[Record]] = {
+    cls.kind: cls
+    for cls in (
+        PupilRecord,
+        DemographicsRecord,
+        SubjectRecord,
+        GroupRecord,
+        MembershipRecord,
+        LessonRecord,
+        AssessmentRecord,
+        AttendanceMarkRecord,
+        ExclusionRecord,
+        StaffRecord,
+    )
+}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an interrupted extract resumes: a category and the provider's cursor within it (opaque)."""
+
+    category: str
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessStatus:
+    """The provider's view of a school's authorisation."""
+
+    state: str  # "approved", "pending", "revoked", "declined", "not_connected"
+    provider_school_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ConnectorError(Exception):
+    """A connector could not do its work. ``message`` is plain English for staff, with no personal data.
+
+    ``kind`` says who must act: "school_action", "provider_problem" or "temporary".
+    """
+
+    code = "connector_error"
+    kind = "provider_problem"
+    retryable = False
+
+    def __init__(self, message: str, *, endpoint: str | None = None, page: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.endpoint = endpoint
+        self.page = page
+
+
+class AuthorisationLost(ConnectorError):
+    """The school revoked or never granted access at the provider (R5): stop, do not retry."""
+
+    code = "authorisation_lost"
+    kind = "school_action"
+
+
+class ProviderUnavailable(ConnectorError):
+    """The provider did not answer or answered 5xx after retries."""
+
+    code = "provider_unavailable"
+    kind = "temporary"
+    retryable = True
+
+
+class RateLimited(ConnectorError):
+    """The provider kept answering 429 after the retries allowed."""
+
+    code = "rate_limited"
+    kind = "temporary"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class BadResponse(ConnectorError):
+    """The provider answered with something that is not what its API promises (invalid JSON, wrong shape)."""
+
+    code = "bad_response"
+    kind = "provider_problem"
+
+
+# ---------------------------------------------------------------- connector
+
+
+class Connector(abc.ABC):
+    """One MIS data provider. Subclass once per provider; never write to the database.
+
+    The engine builds one instance per use with the merged settings (deployment settings from
+    ``CONNECTORS[name]`` overlaid with the connection's own decrypted settings).
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    # JSON-Schema-like description of settings; keys listed in "secret" are masked in the UI.
+    settings_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "properties": {}, "secret": []}
+    categories: ClassVar[tuple[str, ...]] = CATEGORIES
+    schedule: ClassVar[Mapping[str, Any]] = {"trigger": "cron", "hour": 2}
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = dict(settings)
+
+    @abc.abstractmethod
+    def check_connection(self) -> None:
+        """Raise ConnectorError with a message staff can act on if the provider is unusable."""
+
+    @abc.abstractmethod
+    def request_access(self, school: Any) -> AccessStatus:
+        """Ask the provider for access to the school's MIS; return the resulting status."""
+
+    @abc.abstractmethod
+    def revoke_access(self, school: Any) -> None:
+        """Tell the provider the school's access is revoked."""
+
+    @abc.abstractmethod
+    def access_status(self, school: Any) -> AccessStatus:
+        """Return the provider's current view of the school's authorisation."""
+
+    @abc.abstractmethod
+    def extract(
+        self,
+        connection: Any,
+        categories: Iterable[str],
+        since: datetime | None,
+        checkpoint: Checkpoint | None,
+    ) -> Iterator[Record | Checkpoint]:
+        """Yield records of the given categories changed since ``since`` (all when None).
+
+        Yield a Checkpoint after each page: the engine commits what it received before it and
+        stores it, and passes it back to resume an interrupted run.
+        """

@@ -1,0 +1,92 @@
+"""Portal users, their memberships of organisations, and password-reset tokens."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.crypto import EncryptedText
+from portal.extensions import db
+from portal.models.base import UTCDateTime, utcnow
+from portal.models.tenancy import Organisation
+
+
+class Role(str, enum.Enum):
+    school_admin = "school_admin"
+    school_viewer = "school_viewer"
+    trust_admin = "trust_admin"
+    la_officer = "la_officer"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").replace("la ", "LA ").capitalize()
+
+
+class User(UserMixin, db.Model):
+    """An adult who signs in: school staff, trust or LA staff, or operator support staff (R60)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    is_support: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    totp_secret: Mapped[str | None] = mapped_column(EncryptedText())
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Rotated at every sign-in and sign-out; a session holding an old value is no longer valid.
+    session_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    def get_id(self) -> str:
+        # flask-login keeps this in the session: the rotating token, so logout is server-side.
+        return self.session_token or ""
+
+    @property
+    def is_active(self) -> bool:  # flask-login
+        return self.active
+
+    @property
+    def needs_totp(self) -> bool:
+        """Support staff must use a second factor (R63); others may opt in."""
+        return self.is_support or self.totp_enabled
+
+    def __repr__(self) -> str:
+        return f"<User {self.id}>"
+
+
+class Membership(db.Model):
+    """A user's role in one organisation."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "organisation_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set when the organisation removes the user or the MIS stops showing them employed (R38, R59).
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(back_populates="memberships")
+    organisation: Mapped[Organisation] = relationship()
+
+
+class PasswordResetToken(db.Model):
+    """A single-use password-reset token; only its hash is stored."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

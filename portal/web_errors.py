@@ -1,0 +1,55 @@
+"""Error pages and JSON errors: a clear message with a stable code, never a traceback."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from portal.errors import PortalError
+
+log = logging.getLogger(__name__)
+
+_PLAIN = {
+    400: "The request could not be understood.",
+    403: "You do not have permission to do that.",
+    404: "Page not found.",
+    405: "That action is not allowed here.",
+    429: "Too many attempts. Wait a few minutes and try again.",
+    500: "Something went wrong on our side. The problem has been logged.",
+}
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def _respond(status: int, code: str, message: str):
+    if _wants_json():
+        return jsonify({"error": {"code": code, "message": message}}), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers."""
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        return _respond(400, "csrf_failed", "The form expired or was sent from elsewhere. Go back, reload and try again.")
+
+    @app.errorhandler(PortalError)
+    def portal_error(exc: PortalError):
+        return _respond(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _respond(status, code, _PLAIN.get(status, exc.description or "Error."))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        # Ids only in logs: the exception text may quote data, so log its type and the path.
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc)
+        return _respond(500, "internal_error", _PLAIN[500])

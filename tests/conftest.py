@@ -1,0 +1,147 @@
+"""Fixtures: a fresh app per test on SQLite and on PostgreSQL, a client, and a sign-in helper."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyotp
+import pytest
+
+from portal.testing.databases import (
+    Snapshot,
+    base_config,
+    copy_sqlite,
+    migrate,
+    postgres_available,
+    private_postgres_database,
+)
+from tests import factories
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        help="run database tests on this backend only (repeatable); default: both",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--backend") or BACKENDS
+        metafunc.parametrize("backend", chosen, scope="session")
+
+
+@pytest.fixture(autouse=True)
+def _clean_portal_env(monkeypatch):
+    """Keep the machine's PORTAL_* variables out of tests."""
+    for key in list(os.environ):
+        if key.startswith("PORTAL_") and not key.startswith("PORTAL_TEST_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def migrated_database(backend, tmp_path_factory):
+    """A database migrated to head once per session, with the reference rows the migrations seed."""
+    from sqlalchemy import create_engine
+
+    if backend == "sqlite":
+        template = tmp_path_factory.mktemp("sqlite") / "template.sqlite3"
+        url = f"sqlite:///{template}"
+        migrate(url)
+        engine = create_engine(url)
+        yield {"backend": backend, "template": template, "snapshot": Snapshot(engine)}
+        engine.dispose()
+        return
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    with private_postgres_database() as url:
+        migrate(url)
+        engine = create_engine(url)
+        yield {"backend": backend, "url": url, "snapshot": Snapshot(engine)}
+        engine.dispose()
+
+
+@pytest.fixture
+def database_url(migrated_database, tmp_path):
+    """The URL of an empty (reference rows only) database for this test."""
+    if migrated_database["backend"] == "sqlite":
+        return copy_sqlite(migrated_database["template"], tmp_path / "portal.sqlite3")
+    from sqlalchemy import create_engine
+
+    from portal.extensions import db
+
+    engine = create_engine(migrated_database["url"])
+    migrated_database["snapshot"].reset_postgres(engine, db.metadata)
+    engine.dispose()
+    return migrated_database["url"]
+
+
+@pytest.fixture
+def make_app(database_url, tmp_path):
+    """Build apps on this test's database with extra configuration."""
+    from portal import create_app
+    from portal.extensions import db
+
+    apps = []
+
+    def build(**overrides):
+        app = create_app(base_config(database_url, **overrides))
+        app.instance_path = str(tmp_path / "instance")
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    """The portal app on this test's database, with an app context pushed."""
+    app = make_app()
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def make():
+    """The test-data factories (schools, trusts, LAs, users)."""
+    return factories
+
+
+class Auth:
+    """Signs users in and out through the real forms."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, user, password: str = factories.PASSWORD, follow: bool = False):
+        resp = self.client.post("/login", data={"email": user.email, "password": password})
+        if user.needs_totp and resp.status_code == 302 and "/login/totp" in resp.headers["Location"]:
+            code = pyotp.TOTP(user.totp_secret).now()
+            resp = self.client.post("/login/totp", data={"code": code})
+        if follow and resp.status_code == 302:
+            return self.client.get(resp.headers["Location"])
+        return resp
+
+    def logout(self):
+        return self.client.post("/logout")
+
+
+@pytest.fixture
+def auth(client):
+    """Sign-in helper bound to the test client."""
+    return Auth(client)

@@ -1,0 +1,18 @@
+"""WSGI entry point: builds the app and, when SCHEDULER_ENABLED, starts the in-process scheduler."""
+from __future__ import annotations
+
+import sys
+
+from portal import create_app
+from portal.errors import StartupError
+
+try:
+    app = create_app()
+except StartupError as exc:
+    print(f"Error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+if app.config["SCHEDULER_ENABLED"]:
+    from portal.jobs.scheduler import start_scheduler
+
+    start_scheduler(app)
