@@ -84,8 +84,9 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """Add the ``flask portal ...`` commands."""
-    from portal.cli import portal_cli
+    from portal.cli import portal_cli, register_area_commands
 
+    register_area_commands(portal_cli)
     if "portal" not in app.cli.commands:
         app.cli.add_command(portal_cli)
 

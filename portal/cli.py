@@ -11,6 +11,24 @@ from portal.errors import StartupError
 
 portal_cli = AppGroup("portal", help="Run the MIS connection portal's tasks.")
 
+# Each area keeps its commands in its own module with a register(group) function.
+COMMAND_MODULES = (
+    "portal.jobs.commands",
+    "portal.extract.commands",
+    "portal.demo",
+)
+
+
+def register_area_commands(group: click.Group = portal_cli) -> None:
+    """Add every area's commands to the group (once)."""
+    import importlib
+
+    if getattr(group, "_areas_registered", False):
+        return
+    for path in COMMAND_MODULES:
+        importlib.import_module(path).register(group)
+    group._areas_registered = True
+
 
 @portal_cli.command("create-user")
 @click.option("--email", required=True)

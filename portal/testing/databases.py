@@ -16,6 +16,8 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 # Key material fixed for tests only, so encrypted columns read back across processes.
 TEST_ENCRYPTION_KEY = "cNhVdIuD3mmvnJbRnSmMT2Dsw8kI3Tn8c1mz4O3mzaQ="
 TEST_SECRET_KEY = "test-secret-key-not-for-production"
+# Skip reasons for a missing service start with this; .ci/run fails a run that has any.
+SERVICE_UNAVAILABLE = "service unavailable:"
 
 
 def base_config(database_url: str, **overrides) -> dict:
@@ -48,7 +50,7 @@ def postgres_available(url: str | None = None) -> str | None:
         engine.dispose()
         return None
     except Exception as exc:  # any driver error means "not available"
-        return f"PostgreSQL not reachable at {make_url(url).render_as_string(hide_password=True)}: {type(exc).__name__}"
+        return f"{SERVICE_UNAVAILABLE} PostgreSQL not reachable at {make_url(url).render_as_string(hide_password=True)}: {type(exc).__name__}"
 
 
 @contextmanager

@@ -1,0 +1,40 @@
+# Two commands: `make run` sets up everything and serves the portal; `make test` sets up and runs every test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+FLASK := $(VENV)/bin/flask
+PYTHON ?= python3.11
+CONNECTORS := $(wildcard connectors/*/setup.cfg)
+STAMP := $(VENV)/.installed
+PG_TEST_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
+
+.PHONY: run test setup migrate demo serve workers bench clean
+
+$(STAMP): setup.cfg pyproject.toml $(CONNECTORS)
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet -e ".[test,postgres]" $(foreach c,$(CONNECTORS),-e $(dir $(c)))
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+migrate: setup
+	FLASK_APP=portal $(FLASK) db upgrade
+
+demo: migrate
+	FLASK_APP=portal $(FLASK) portal demo
+
+# Serves on http://127.0.0.1:5000 with the sandbox providers running beside it.
+run: migrate
+	bash scripts/run-dev.sh
+
+test: setup
+	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest
+
+bench: setup
+	$(PY) bench/extract.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

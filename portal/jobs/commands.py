@@ -1,0 +1,8 @@
+"""Commands for jobs: run the scheduler."""
+from __future__ import annotations
+
+import click
+
+
+def register(group: click.Group) -> None:
+    """Add this area's commands to the `portal` group."""
