@@ -17,9 +17,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     Raises portal.errors.StartupError with a one-line message when a setting is wrong or the
     database cannot be reached.
     """
-    from portal.configuration import load_config
+    from portal.configuration import instance_path, load_config
 
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path(test_config))
     load_config(app, test_config)
     register_logging(app)
     register_extensions(app)
@@ -73,6 +73,34 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(school_bp)
+    from portal.extensions import csrf
+    from portal.webhooks.views import bp as webhooks_bp
+
+    # Providers post events from their servers with no session: a URL secret (and signature) replace CSRF.
+    csrf.exempt(webhooks_bp)
+    app.register_blueprint(webhooks_bp)
+    from portal.api.statements import bp as statements_bp
+    from portal.api.views import bp as api_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(statements_bp)
+    from portal.retention.views import bp as retention_bp
+
+    app.register_blueprint(retention_bp)
+    register_connector_blueprints(app)
+
+
+def register_connector_blueprints(app: Flask) -> None:
+    """Mount routes an enabled connector brings (a class attribute ``blueprint``, e.g. Groupcall's callback)."""
+    from portal.extensions import csrf
+    from portal.plugins.manager import get_plugins
+
+    for connector in get_plugins(app).connectors().values():
+        blueprint = getattr(connector, "blueprint", None)
+        if blueprint is not None and blueprint.name not in app.blueprints:
+            # Provider-to-portal callbacks carry no session cookie; each checks its own shared secret.
+            csrf.exempt(blueprint)
+            app.register_blueprint(blueprint)
 
 
 def register_errorhandlers(app: Flask) -> None:

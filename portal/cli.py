@@ -14,8 +14,11 @@ portal_cli = AppGroup("portal", help="Run the MIS connection portal's tasks.")
 # Each area keeps its commands in its own module with a register(group) function.
 COMMAND_MODULES = (
     "portal.jobs.commands",
+    "portal.plugins.commands",
     "portal.extract.commands",
+    "portal.retention.commands",
     "portal.demo",
+    "portal.sandbox_commands",
 )
 
 
@@ -43,9 +46,14 @@ def create_user(email: str, name: str, support: bool, password: str) -> None:
     from portal.extensions import db
     from portal.models import User
 
-    email = email.strip()
-    if "@" not in email:
-        raise click.BadParameter("enter an email address", param_hint="--email")
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        email = validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise click.BadParameter(f"enter a valid email address ({exc})", param_hint="--email") from None
+    if not name.strip():
+        raise click.BadParameter("enter the user's name", param_hint="--name")
     if problem := policy_problem(password):
         raise click.BadParameter(problem, param_hint="--password")
     if db.session.execute(select(User).where(func.lower(User.email) == email.lower())).first():

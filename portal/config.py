@@ -24,6 +24,8 @@ WTF_CSRF_TIME_LIMIT = 3600
 # Sign-in protection (flask-limiter syntax).
 LOGIN_RATE_LIMIT_ACCOUNT = "5 per 15 minutes"
 LOGIN_RATE_LIMIT_ADDRESS = "30 per 15 minutes"
+# Explicit, because the one module-level limiter would otherwise keep the previous app's choice.
+RATELIMIT_ENABLED = True
 RATELIMIT_STORAGE_URI = "memory://"
 RATELIMIT_HEADERS_ENABLED = True
 PASSWORD_RESET_MAX_AGE = 3600
@@ -54,11 +56,35 @@ SCHEDULER_TIMEZONE = "Europe/London"
 SCHEDULER_MISFIRE_GRACE_SECONDS = 3600
 JOB_LEASE_SECONDS = 300
 JOB_HEARTBEAT_SECONDS = 30
+# Housekeeping in every scheduling process: re-sync extract jobs with the connections, and
+# take over runs whose process died (see portal.jobs.builtin).
+JOB_REFRESH_SECONDS = 300
+JOB_RECOVER_SECONDS = 60
 EXECUTOR = "inprocess"
 
 # Extract engine.
 EXTRACT_BATCH_SIZE = 1000
 MASS_REMOVAL_THRESHOLD = 0.10
+
+# R2: the terms version a school admin must accept before authorising a connection.
+TERMS_VERSION = "2025-09"
+TERMS_UPDATED = "2025-09-01"
+# Provider webhooks: how far a signed timestamp may be from our clock.
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+# Product data API: credential lifetime, per-credential rate limit (flask-limiter syntax), page sizes.
+API_CREDENTIAL_DAYS = 365
+API_RATE_LIMIT = "600 per minute"
+API_PAGE_SIZE = 1000
+API_MAX_PAGE_SIZE = 10000
+# R73: reference to the DPA 2018 Schedule 1 appropriate policy document; without it special-category fields are withheld.
+SPECIAL_CATEGORY_POLICY_DOCUMENT = None
+
+# Retention (portal.retention). R35: live data is deleted this many days before its deadline, so
+# no backup outlives it; set it to the backup retention period. R26: False = no bank-holiday calendar.
+RETENTION_BACKUP_WINDOW_DAYS = 30
+RETENTION_BANK_HOLIDAYS = True
+RETENTION_BATCH_SIZE = 500
 
 # R64: the deployment must declare where pupil data lives.
 DATA_LOCATION = "UK"

@@ -17,6 +17,20 @@ from portal.errors import StartupError
 ENV_PREFIX = "PORTAL"
 
 
+def instance_path(test_config: Mapping[str, Any] | None) -> str | None:
+    """Return the instance folder: INSTANCE_PATH in the test mapping, else PORTAL_INSTANCE_PATH, else Flask's default."""
+    if test_config is not None:
+        chosen = test_config.get("INSTANCE_PATH")
+    else:
+        chosen = os.environ.get(f"{ENV_PREFIX}_INSTANCE_PATH")
+    if not chosen:
+        return None  # Flask's default: instance/ beside the package
+    path = Path(chosen)
+    if not path.is_absolute():
+        raise StartupError(f"setting {ENV_PREFIX}_INSTANCE_PATH is invalid: it must be an absolute path")
+    return str(path)
+
+
 def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     """Fill app.config from defaults, then the instance file, then PORTAL_* variables, then the test mapping."""
     app.config.from_object("portal.config")

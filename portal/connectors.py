@@ -324,6 +324,8 @@ class Connector(abc.ABC):
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
+        # HTTP requests made and retried by this instance; the engine copies them into the run's stats.
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0}
 
     @abc.abstractmethod
     def check_connection(self) -> None:

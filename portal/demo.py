@@ -1,8 +1,173 @@
 """The demo command: demo organisations, users and sandbox-backed connections."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import date
+
 import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import func, select
+
+from portal import audit
+from portal.auth.passwords import hash_password
+from portal.auth.totp import new_secret, provisioning_uri
+from portal.extensions import db
+from portal.models import Connection, Membership, Organisation, OrgKind, Role, Subscription, SubscriptionRoute, User
+
+# Known on purpose: the demo is for trying the portal, never for a deployment holding real data.
+DEMO_PASSWORD = "demo-password-2026"
+SUBSCRIPTION_START = date(2025, 9, 1)
+
+LA = {"name": "Demoshire County Council", "la_code": "990"}
+TRUST = {"name": "Demo Learning Trust"}
+# (key, name, urn, dfe_number, phase, in the trust, subscription route)
+SCHOOLS = (
+    ("primary", "Demo Primary School", "990001", "9902001", "Primary", True, SubscriptionRoute.direct),
+    ("academy", "Demo Academy", "990002", "9904001", "Secondary", True, SubscriptionRoute.direct),
+    ("village", "Demo Village School", "990003", "9902002", "Primary", False, SubscriptionRoute.local_authority),
+)
+# (email, name, role, organisation key: a school key, "trust" or "la"; None for support staff)
+USERS = (
+    ("admin.primary@demo.example", "Demo Primary Admin", Role.school_admin, "primary"),
+    ("viewer.primary@demo.example", "Demo Primary Viewer", Role.school_viewer, "primary"),
+    ("admin.academy@demo.example", "Demo Academy Admin", Role.school_admin, "academy"),
+    ("admin.village@demo.example", "Demo Village Admin", Role.school_admin, "village"),
+    ("viewer.village@demo.example", "Demo Village Viewer", Role.school_viewer, "village"),
+    ("trust.admin@demo.example", "Demo Trust Admin", Role.trust_admin, "trust"),
+    ("la.officer@demo.example", "Demo LA Officer", Role.la_officer, "la"),
+    ("support@demo.example", "Demo Support", None, None),
+)
+
+
+@dataclass
+class DemoResult:
+    """What the demo holds after a run, and how many rows this run created."""
+
+    organisations: dict[str, Organisation] = field(default_factory=dict)
+    users: list[tuple[User, Role | None, str | None]] = field(default_factory=list)
+    created: int = 0
+
+    @property
+    def schools(self) -> list[Organisation]:
+        return [self.organisations[key] for key, *_ in SCHOOLS]
+
+
+def _organisation(result: DemoResult, key: str, lookup, **values) -> Organisation:
+    org = db.session.execute(select(Organisation).where(lookup)).scalar()
+    if org is None:
+        org = Organisation(**values)
+        db.session.add(org)
+        db.session.flush()
+        audit.record("demo.organisation_created", organisation_id=org.id, target=org, actor="cli")
+        result.created += 1
+    result.organisations[key] = org
+    return org
+
+
+def _user(result: DemoResult, email: str, name: str, support: bool) -> User:
+    user = db.session.execute(select(User).where(func.lower(User.email) == email)).scalar()
+    if user is None:
+        user = User(email=email, name=name, password_hash=hash_password(DEMO_PASSWORD), is_support=support)
+        if support:
+            # Support staff must use a second factor (R63): the demo prints the key to add to an app.
+            user.totp_secret = new_secret()
+            user.totp_enabled = True
+        db.session.add(user)
+        db.session.flush()
+        audit.record("user.created", target=user, actor="cli", details={"support": support, "demo": True})
+        result.created += 1
+    return user
+
+
+def build_demo() -> DemoResult:
+    """Create whatever part of the demo is missing; existing rows are left exactly as they are. The caller commits."""
+    result = DemoResult()
+    la = _organisation(
+        result, "la", Organisation.la_code == LA["la_code"], kind=OrgKind.local_authority, **LA
+    )
+    trust = _organisation(
+        result,
+        "trust",
+        (Organisation.kind == OrgKind.trust) & (Organisation.name == TRUST["name"]),
+        kind=OrgKind.trust,
+        **TRUST,
+    )
+    for key, name, urn, dfe_number, phase, in_trust, route in SCHOOLS:
+        school = _organisation(
+            result,
+            key,
+            Organisation.urn == urn,
+            kind=OrgKind.school,
+            name=name,
+            urn=urn,
+            dfe_number=dfe_number,
+            phase=phase,
+            local_authority_id=la.id,
+            trust_id=trust.id if in_trust else None,
+        )
+        if not db.session.execute(select(Subscription.id).where(Subscription.school_id == school.id)).first():
+            db.session.add(
+                Subscription(
+                    school_id=school.id,
+                    route=route,
+                    local_authority_id=la.id if route == SubscriptionRoute.local_authority else None,
+                    starts_on=SUBSCRIPTION_START,
+                )
+            )
+            result.created += 1
+    for email, name, role, org_key in USERS:
+        user = _user(result, email, name, support=role is None)
+        if role is not None:
+            org = result.organisations[org_key]
+            found = db.session.execute(
+                select(Membership.id).where(Membership.user_id == user.id, Membership.organisation_id == org.id)
+            ).first()
+            if not found:
+                db.session.add(Membership(user_id=user.id, organisation_id=org.id, role=role))
+                audit.record(
+                    "demo.membership_created", organisation_id=org.id, target=user, actor="cli", details={"role": role.value}
+                )
+                result.created += 1
+        result.users.append((user, role, org_key))
+    db.session.flush()
+    return result
+
+
+def connect_sandbox_schools(schools: list[Organisation]) -> list[Connection]:
+    """Connect the demo schools to the sandbox providers (the hook point for the connector teams).
+
+    Not built yet: it returns no connections. When built, it should find or create one approved
+    connection per school and connector through portal.lifecycle, idempotently like build_demo().
+    """
+    return []
+
+
+def _describe(result: DemoResult) -> list[str]:
+    lines = [f"Sign in at {current_app.config['BASE_URL'].rstrip('/')}/login — every demo password is: {DEMO_PASSWORD}", ""]
+    for user, role, org_key in result.users:
+        if role is None:
+            what = "support staff"
+        else:
+            what = f"{role.label} — {result.organisations[org_key].name}"
+        lines.append(f"  {user.email:<32} {what}")
+        if user.is_support and user.totp_secret:
+            lines.append(f"  {'':<32} two-factor key for your authenticator app: {user.totp_secret}")
+            lines.append(f"  {'':<32} {provisioning_uri(user.totp_secret, user.email, current_app.config['TOTP_ISSUER'])}")
+    return lines
+
+
+@click.command("demo")
+@with_appcontext
+def demo_command() -> None:
+    """Create the demo organisations and users (running it again changes nothing) and print how to sign in."""
+    result = build_demo()
+    connect_sandbox_schools(result.schools)
+    db.session.commit()
+    click.echo("Created the demo." if result.created else "The demo is already in place; nothing changed.")
+    click.echo("\n".join(_describe(result)))
 
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
+    group.add_command(demo_command)

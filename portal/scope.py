@@ -5,33 +5,53 @@ Every view, API and job asks here; nothing filters school data by hand.
 from __future__ import annotations
 
 import enum
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from flask import abort
-from sqlalchemy import Select, exists, or_, select
+from sqlalchemy import Select, exists, false, or_, select
 
 from portal.extensions import db
 from portal.models import Organisation, OrgKind, Role, Subscription, SubscriptionRoute, User
 
+LONDON = ZoneInfo("Europe/London")
+
 
 class Action(str, enum.Enum):
-    view = "view"  # connection states, run history, data-use page (no records)
-    manage = "manage"  # authorise/revoke connections, deletion instructions, requests, users
+    view = "view"  # the school's status: connection states, run history, data-use page (no records)
     view_users = "view_users"  # the school's portal users (names, emails, roles, last login)
-    view_pupil_data = "view_pupil_data"  # pupil and staff records
+    view_pupil_data = "view_pupil_data"  # pupil and staff records, through matrix-granted features
+    authorise = "authorise"  # authorise connections and accept the terms
+    revoke = "revoke"  # revoke connections
+    instruct_deletion = "instruct_deletion"  # deletion instructions and retention choices
+    release_export = "release_export"  # data-subject requests: release an access export
+    manage_users = "manage_users"  # add, suspend and change the school's portal users
+    manage = "manage"  # any of the school admin's management actions above
 
 
-_SCHOOL_ROLES = {
-    Action.view: {Role.school_admin, Role.school_viewer},
-    Action.manage: {Role.school_admin},
-    Action.view_users: {Role.school_admin},
-    Action.view_pupil_data: {Role.school_admin, Role.school_viewer},
+_ADMIN_ACTIONS = frozenset(Action)
+# R55: the role × action table. A school viewer reads; a school admin does everything for the school;
+# a trust admin does the same for the trust's academies.
+_SCHOOL_ROLES: dict[Role, frozenset[Action]] = {
+    Role.school_admin: _ADMIN_ACTIONS,
+    Role.school_viewer: frozenset({Action.view, Action.view_pupil_data}),
 }
-_TRUST_ACTIONS = {Action.view, Action.manage, Action.view_users, Action.view_pupil_data}
-# R56: an LA officer administers users of schools subscribed through that LA, never pupil data.
-_LA_ACTIONS = {Action.view, Action.view_users}
-# R58: support staff see connection status, runs and counts, users for support, but no records.
-_SUPPORT_ACTIONS = {Action.view, Action.manage, Action.view_users}
+_TRUST_ACTIONS = _ADMIN_ACTIONS
+# R56: an LA officer sees the school's status and users for administration, never pupil data.
+_LA_ACTIONS = frozenset({Action.view, Action.view_users})
+# R58: support staff see connection status, run logs and counts, and users for support; no records.
+_SUPPORT_ACTIONS = frozenset({Action.view, Action.view_users})
+
+
+def allowed_actions(role: Role | None) -> frozenset[Action]:
+    """Return the actions a role may take on a school in its scope (None: support staff), the R55 table."""
+    if role is None:
+        return _SUPPORT_ACTIONS
+    if role == Role.trust_admin:
+        return _TRUST_ACTIONS
+    if role == Role.la_officer:
+        return _LA_ACTIONS
+    return _SCHOOL_ROLES[role]
 
 
 def _active_memberships(user: User):
@@ -52,22 +72,23 @@ def _la_subscription_clause(la_id: int, today: date):
 
 def schools_query(user: User, action: Action = Action.view, today: date | None = None) -> Select:
     """Return a SELECT of the schools on which the user may perform the action."""
-    today = today or date.today()
+    # Subscriptions run on UK calendar dates.
+    today = today or datetime.now(LONDON).date()
     query = select(Organisation).where(Organisation.kind == OrgKind.school)
     if not user.is_authenticated or not user.is_active:
-        return query.where(False)
+        return query.where(false())
     if user.is_support:
-        return query if action in _SUPPORT_ACTIONS else query.where(False)
+        return query if action in _SUPPORT_ACTIONS else query.where(false())
     clauses = []
     for m in _active_memberships(user):
-        if m.role in (Role.school_admin, Role.school_viewer) and m.role in _SCHOOL_ROLES[action]:
+        if m.role in _SCHOOL_ROLES and action in _SCHOOL_ROLES[m.role]:
             clauses.append(Organisation.id == m.organisation_id)
         elif m.role == Role.trust_admin and action in _TRUST_ACTIONS:
             clauses.append(Organisation.trust_id == m.organisation_id)
         elif m.role == Role.la_officer and action in _LA_ACTIONS:
             clauses.append(_la_subscription_clause(m.organisation_id, today))
     if not clauses:
-        return query.where(False)
+        return query.where(false())
     return query.where(or_(*clauses)).order_by(Organisation.name)
 
 
@@ -95,4 +116,4 @@ def organisations_of(user: User) -> list[Organisation]:
     return sorted((m.organisation for m in _active_memberships(user)), key=lambda o: o.name)
 
 
-__all__ = ["Action", "can", "organisations_of", "school_ids", "school_or_404", "schools_query"]
+__all__ = ["Action", "allowed_actions", "can", "organisations_of", "school_ids", "school_or_404", "schools_query"]

@@ -46,7 +46,9 @@ def init_app(app: Flask) -> None:
     def http_error(exc: HTTPException):
         status = exc.code or 500
         code = (exc.name or "error").lower().replace(" ", "_")
-        return _respond(status, code, _PLAIN.get(status, exc.description or "Error."))
+        body, status = _respond(status, code, _PLAIN.get(status, exc.description or "Error."))
+        # Keep the headers the error carries (Allow on 405, Retry-After on 429); the body sets its own type.
+        return body, status, [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -66,6 +66,22 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_products')),
     sa.UniqueConstraint('name', name=op.f('uq_products_name'))
     )
+    op.create_table('retention_rules',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('title', sa.String(length=200), nullable=False),
+    sa.Column('covers', sa.String(length=40), nullable=False),
+    sa.Column('categories', sa.JSON(), nullable=False),
+    sa.Column('clock', sa.String(length=40), nullable=False),
+    sa.Column('period', sa.Integer(), nullable=False),
+    sa.Column('period_unit', sa.Enum('years', 'months', 'days', 'working_days', name='periodunit', native_enum=False, length=20), nullable=False),
+    sa.Column('max_period', sa.Integer(), nullable=True),
+    sa.Column('action', sa.Enum('delete', 'anonymise', name='retentionaction', native_enum=False, length=20), nullable=False),
+    sa.Column('timing', sa.String(length=20), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('source', sa.Text(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_retention_rules'))
+    )
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sa.String(length=254), nullable=False),
@@ -75,6 +91,7 @@ def upgrade():
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('totp_secret', sa.Text(), nullable=True),
     sa.Column('totp_enabled', sa.Boolean(), nullable=False),
+    sa.Column('totp_last_step', sa.BigInteger(), nullable=True),
     sa.Column('session_token', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_login_at', sa.DateTime(timezone=True), nullable=True),
@@ -82,6 +99,25 @@ def upgrade():
     sa.UniqueConstraint('email', name=op.f('uq_users_email'))
     )
     op.create_index(op.f('ix_users_session_token'), 'users', ['session_token'], unique=False)
+    op.create_table('api_credentials',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('product_id', sa.Integer(), nullable=False),
+    sa.Column('prefix', sa.String(length=16), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('label', sa.String(length=200), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_used_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('replaces_id', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_api_credentials_created_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_api_credentials_product_id_products'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['replaces_id'], ['api_credentials.id'], name=op.f('fk_api_credentials_replaces_id_api_credentials'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_credentials')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_api_credentials_token_hash'))
+    )
+    op.create_index(op.f('ix_api_credentials_product_id'), 'api_credentials', ['product_id'], unique=False)
     op.create_table('audit_entries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
@@ -96,7 +132,8 @@ def upgrade():
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['organisation_id'], ['organisations.id'], name=op.f('fk_audit_entries_organisation_id_organisations'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_entries')),
-    sa.UniqueConstraint('hash', name=op.f('uq_audit_entries_hash'))
+    sa.UniqueConstraint('hash', name=op.f('uq_audit_entries_hash')),
+    sa.UniqueConstraint('prev_hash', name=op.f('uq_audit_entries_prev_hash'))
     )
     op.create_index(op.f('ix_audit_entries_action'), 'audit_entries', ['action'], unique=False)
     op.create_index(op.f('ix_audit_entries_actor_user_id'), 'audit_entries', ['actor_user_id'], unique=False)
@@ -121,6 +158,15 @@ def upgrade():
     op.create_index(op.f('ix_connections_connector'), 'connections', ['connector'], unique=False)
     op.create_index(op.f('ix_connections_school_id'), 'connections', ['school_id'], unique=False)
     op.create_index(op.f('ix_connections_state'), 'connections', ['state'], unique=False)
+    op.create_table('dfe_agreements',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('reference', sa.String(length=100), nullable=False),
+    sa.Column('ends_on', sa.Date(), nullable=True),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['recorded_by_id'], ['users.id'], name=op.f('fk_dfe_agreements_recorded_by_id_users'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dfe_agreements'))
+    )
     op.create_table('feature_grants',
     sa.Column('feature_id', sa.String(length=60), nullable=False),
     sa.Column('category_id', sa.String(length=60), nullable=False),
@@ -131,6 +177,25 @@ def upgrade():
     sa.ForeignKeyConstraint(['feature_id'], ['features.id'], name=op.f('fk_feature_grants_feature_id_features'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('feature_id', 'category_id', name=op.f('pk_feature_grants'))
     )
+    op.create_table('legal_holds',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('record_table', sa.String(length=60), nullable=False),
+    sa.Column('record_id', sa.Integer(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('review_on', sa.Date(), nullable=False),
+    sa.Column('dpo_approved_by_id', sa.Integer(), nullable=True),
+    sa.Column('dpo_approved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('released_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_legal_holds_created_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['dpo_approved_by_id'], ['users.id'], name=op.f('fk_legal_holds_dpo_approved_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_legal_holds_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_legal_holds'))
+    )
+    op.create_index(op.f('ix_legal_holds_record_id'), 'legal_holds', ['record_id'], unique=False)
+    op.create_index(op.f('ix_legal_holds_school_id'), 'legal_holds', ['school_id'], unique=False)
     op.create_table('memberships',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -156,6 +221,23 @@ def upgrade():
     sa.UniqueConstraint('token_hash', name=op.f('uq_password_reset_tokens_token_hash'))
     )
     op.create_index(op.f('ix_password_reset_tokens_user_id'), 'password_reset_tokens', ['user_id'], unique=False)
+    op.create_table('product_authorisations',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('product_id', sa.Integer(), nullable=False),
+    sa.Column('authorised_by_id', sa.Integer(), nullable=True),
+    sa.Column('authorised_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('revoked_by_id', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['authorised_by_id'], ['users.id'], name=op.f('fk_product_authorisations_authorised_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_product_authorisations_product_id_products'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['revoked_by_id'], ['users.id'], name=op.f('fk_product_authorisations_revoked_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_product_authorisations_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_product_authorisations'))
+    )
+    op.create_index('ix_product_authorisations_live', 'product_authorisations', ['school_id', 'product_id', 'revoked_at'], unique=False)
+    op.create_index(op.f('ix_product_authorisations_product_id'), 'product_authorisations', ['product_id'], unique=False)
+    op.create_index(op.f('ix_product_authorisations_school_id'), 'product_authorisations', ['school_id'], unique=False)
     op.create_table('product_features',
     sa.Column('product_id', sa.Integer(), nullable=False),
     sa.Column('feature_id', sa.String(length=60), nullable=False),
@@ -163,6 +245,31 @@ def upgrade():
     sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_product_features_product_id_products'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('product_id', 'feature_id', name=op.f('pk_product_features'))
     )
+    op.create_table('school_retention_settings',
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('last_year_group', sa.Integer(), nullable=False),
+    sa.Column('confirmed_by_id', sa.Integer(), nullable=True),
+    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['confirmed_by_id'], ['users.id'], name=op.f('fk_school_retention_settings_confirmed_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_school_retention_settings_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('school_id', name=op.f('pk_school_retention_settings'))
+    )
+    op.create_table('subject_flags',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('subject_kind', sa.Enum('pupil', 'staff', name='subjectkind', native_enum=False, length=20), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('kind', sa.Enum('restricted', 'special_category_objection', name='flagkind', native_enum=False, length=40), nullable=False),
+    sa.Column('reason_code', sa.String(length=60), nullable=False),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
+    sa.Column('lifted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['recorded_by_id'], ['users.id'], name=op.f('fk_subject_flags_recorded_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_subject_flags_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subject_flags'))
+    )
+    op.create_index('ix_subject_flags_lookup', 'subject_flags', ['school_id', 'subject_kind', 'kind', 'lifted_at'], unique=False)
+    op.create_index(op.f('ix_subject_flags_school_id'), 'subject_flags', ['school_id'], unique=False)
     op.create_table('subscriptions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('school_id', sa.Integer(), nullable=False),
@@ -178,6 +285,52 @@ def upgrade():
     )
     op.create_index(op.f('ix_subscriptions_local_authority_id'), 'subscriptions', ['local_authority_id'], unique=False)
     op.create_index(op.f('ix_subscriptions_school_id'), 'subscriptions', ['school_id'], unique=False)
+    op.create_table('terms_acceptances',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.String(length=20), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('accepted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_terms_acceptances_school_id_organisations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_terms_acceptances_user_id_users'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_terms_acceptances')),
+    sa.UniqueConstraint('school_id', 'version', name=op.f('uq_terms_acceptances_school_id_version'))
+    )
+    op.create_index(op.f('ix_terms_acceptances_school_id'), 'terms_acceptances', ['school_id'], unique=False)
+    op.create_table('access_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.Column('requested_by_id', sa.Integer(), nullable=True),
+    sa.Column('contact_name', sa.Text(), nullable=True),
+    sa.Column('contact_email', sa.Text(), nullable=True),
+    sa.Column('terms_version', sa.String(length=20), nullable=False),
+    sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_access_requests_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['requested_by_id'], ['users.id'], name=op.f('fk_access_requests_requested_by_id_users'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_access_requests'))
+    )
+    op.create_index(op.f('ix_access_requests_connection_id'), 'access_requests', ['connection_id'], unique=False)
+    op.create_table('deletion_orders',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=True),
+    sa.Column('categories', sa.JSON(), nullable=False),
+    sa.Column('reason', sa.String(length=40), nullable=False),
+    sa.Column('rule_id', sa.String(length=40), nullable=False),
+    sa.Column('trigger_on', sa.Date(), nullable=False),
+    sa.Column('due_on', sa.Date(), nullable=False),
+    sa.Column('requested_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('cancelled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_deletion_orders_connection_id_connections'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['requested_by_id'], ['users.id'], name=op.f('fk_deletion_orders_requested_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['rule_id'], ['retention_rules.id'], name=op.f('fk_deletion_orders_rule_id_retention_rules')),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_deletion_orders_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deletion_orders'))
+    )
+    op.create_index(op.f('ix_deletion_orders_connection_id'), 'deletion_orders', ['connection_id'], unique=False)
+    op.create_index(op.f('ix_deletion_orders_school_id'), 'deletion_orders', ['school_id'], unique=False)
     op.create_table('job_runs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('job_id', sa.String(length=120), nullable=False),
@@ -207,27 +360,450 @@ def upgrade():
     op.create_index(op.f('ix_job_runs_kind'), 'job_runs', ['kind'], unique=False)
     op.create_index(op.f('ix_job_runs_lease_expires_at'), 'job_runs', ['lease_expires_at'], unique=False)
     op.create_index(op.f('ix_job_runs_status'), 'job_runs', ['status'], unique=False)
+    op.create_table('mis_groups',
+    sa.Column('name', sa.String(length=200), nullable=True),
+    sa.Column('group_type', sa.String(length=20), nullable=True),
+    sa.Column('subject_external_id', sa.String(length=200), nullable=True),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_groups_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_groups_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_groups')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_groups_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_groups_feed', 'mis_groups', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_groups_provider_updated_at'), 'mis_groups', ['provider_updated_at'], unique=False)
+    op.create_index('ix_mis_groups_school_category', 'mis_groups', ['school_id', 'category'], unique=False)
+    op.create_table('mis_lessons',
+    sa.Column('group_external_id', sa.String(length=200), nullable=True),
+    sa.Column('period_name', sa.String(length=100), nullable=True),
+    sa.Column('day_of_week', sa.Integer(), nullable=True),
+    sa.Column('starts_at', sa.String(length=5), nullable=True),
+    sa.Column('ends_at', sa.String(length=5), nullable=True),
+    sa.Column('lesson_date', sa.Date(), nullable=True),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_lessons_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_lessons_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_lessons')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_lessons_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_lessons_feed', 'mis_lessons', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_lessons_provider_updated_at'), 'mis_lessons', ['provider_updated_at'], unique=False)
+    op.create_index('ix_mis_lessons_school_category', 'mis_lessons', ['school_id', 'category'], unique=False)
+    op.create_table('mis_pupils',
+    sa.Column('legal_forename', sa.String(length=200), nullable=True),
+    sa.Column('legal_surname', sa.String(length=200), nullable=True),
+    sa.Column('preferred_forename', sa.String(length=200), nullable=True),
+    sa.Column('preferred_surname', sa.String(length=200), nullable=True),
+    sa.Column('date_of_birth', sa.Date(), nullable=True),
+    sa.Column('gender', sa.String(length=20), nullable=True),
+    sa.Column('upn', sa.String(length=13), nullable=True),
+    sa.Column('year_group', sa.String(length=10), nullable=True),
+    sa.Column('registration_group', sa.String(length=100), nullable=True),
+    sa.Column('admission_date', sa.Date(), nullable=True),
+    sa.Column('leaving_date', sa.Date(), nullable=True),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_pupils_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_pupils_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_pupils')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_pupils_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_pupils_feed', 'mis_pupils', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_pupils_provider_updated_at'), 'mis_pupils', ['provider_updated_at'], unique=False)
+    op.create_index('ix_mis_pupils_school_category', 'mis_pupils', ['school_id', 'category'], unique=False)
+    op.create_table('mis_staff',
+    sa.Column('title', sa.String(length=40), nullable=True),
+    sa.Column('forename', sa.String(length=200), nullable=True),
+    sa.Column('surname', sa.String(length=200), nullable=True),
+    sa.Column('email', sa.String(length=320), nullable=True),
+    sa.Column('roles', sa.JSON(), nullable=False),
+    sa.Column('currently_employed', sa.Boolean(), nullable=True),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_staff_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_staff_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_staff')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_staff_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_staff_feed', 'mis_staff', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_staff_provider_updated_at'), 'mis_staff', ['provider_updated_at'], unique=False)
+    op.create_index('ix_mis_staff_school_category', 'mis_staff', ['school_id', 'category'], unique=False)
+    op.create_table('mis_subjects',
+    sa.Column('code', sa.String(length=50), nullable=True),
+    sa.Column('name', sa.String(length=200), nullable=True),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_subjects_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_subjects_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_subjects')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_subjects_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_subjects_feed', 'mis_subjects', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_subjects_provider_updated_at'), 'mis_subjects', ['provider_updated_at'], unique=False)
+    op.create_index('ix_mis_subjects_school_category', 'mis_subjects', ['school_id', 'category'], unique=False)
+    op.create_table('webhook_events',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('connector', sa.String(length=50), nullable=False),
+    sa.Column('event_id', sa.String(length=128), nullable=False),
+    sa.Column('payload_type', sa.String(length=60), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=True),
+    sa.Column('outcome', sa.String(length=40), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_webhook_events_connection_id_connections'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_events')),
+    sa.UniqueConstraint('connector', 'event_id', name=op.f('uq_webhook_events_connector_event_id'))
+    )
+    op.create_table('extract_removals',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=40), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_extract_removals_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['run_id'], ['job_runs.id'], name=op.f('fk_extract_removals_run_id_job_runs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_extract_removals')),
+    sa.UniqueConstraint('run_id', 'kind', 'external_id', name=op.f('uq_extract_removals_run_id_kind_external_id'))
+    )
+    op.create_index(op.f('ix_extract_removals_connection_id'), 'extract_removals', ['connection_id'], unique=False)
+    op.create_index(op.f('ix_extract_removals_run_id'), 'extract_removals', ['run_id'], unique=False)
+    op.create_table('extract_watermarks',
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('watermark', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_extract_watermarks_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['run_id'], ['job_runs.id'], name=op.f('fk_extract_watermarks_run_id_job_runs'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('connection_id', 'category', name=op.f('pk_extract_watermarks'))
+    )
+    op.create_table('mis_assessment_results',
+    sa.Column('stage', sa.String(length=40), nullable=True),
+    sa.Column('statutory', sa.Boolean(), nullable=False),
+    sa.Column('aspect', sa.String(length=200), nullable=True),
+    sa.Column('template', sa.String(length=200), nullable=True),
+    sa.Column('result', sa.String(length=100), nullable=True),
+    sa.Column('result_date', sa.Date(), nullable=True),
+    sa.Column('pupil_external_id', sa.String(length=200), nullable=False),
+    sa.Column('pupil_id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_assessment_results_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['pupil_id'], ['mis_pupils.id'], name=op.f('fk_mis_assessment_results_pupil_id_mis_pupils'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_assessment_results_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_assessment_results')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_assessment_results_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_assessment_results_feed', 'mis_assessment_results', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_assessment_results_provider_updated_at'), 'mis_assessment_results', ['provider_updated_at'], unique=False)
+    op.create_index(op.f('ix_mis_assessment_results_pupil_id'), 'mis_assessment_results', ['pupil_id'], unique=False)
+    op.create_index('ix_mis_assessment_results_school_category', 'mis_assessment_results', ['school_id', 'category'], unique=False)
+    op.create_table('mis_attendance_marks',
+    sa.Column('session_date', sa.Date(), nullable=True),
+    sa.Column('session', sa.String(length=2), nullable=False),
+    sa.Column('code', sa.String(length=2), nullable=False),
+    sa.Column('pupil_external_id', sa.String(length=200), nullable=False),
+    sa.Column('pupil_id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_attendance_marks_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['pupil_id'], ['mis_pupils.id'], name=op.f('fk_mis_attendance_marks_pupil_id_mis_pupils'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_attendance_marks_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_attendance_marks')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_attendance_marks_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_attendance_marks_feed', 'mis_attendance_marks', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_attendance_marks_provider_updated_at'), 'mis_attendance_marks', ['provider_updated_at'], unique=False)
+    op.create_index(op.f('ix_mis_attendance_marks_pupil_id'), 'mis_attendance_marks', ['pupil_id'], unique=False)
+    op.create_index('ix_mis_attendance_marks_school_category', 'mis_attendance_marks', ['school_id', 'category'], unique=False)
+    op.create_table('mis_demographics',
+    sa.Column('fsm', sa.Boolean(), nullable=True),
+    sa.Column('fsm_ever6', sa.Boolean(), nullable=True),
+    sa.Column('pupil_premium', sa.Boolean(), nullable=True),
+    sa.Column('sen_status', sa.Text(), nullable=True),
+    sa.Column('sen_need', sa.Text(), nullable=True),
+    sa.Column('first_language', sa.Text(), nullable=True),
+    sa.Column('eal', sa.Text(), nullable=True),
+    sa.Column('ethnicity', sa.Text(), nullable=True),
+    sa.Column('looked_after', sa.Boolean(), nullable=True),
+    sa.Column('ever_in_care', sa.Boolean(), nullable=True),
+    sa.Column('service_child', sa.Boolean(), nullable=True),
+    sa.Column('pupil_external_id', sa.String(length=200), nullable=False),
+    sa.Column('pupil_id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_demographics_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['pupil_id'], ['mis_pupils.id'], name=op.f('fk_mis_demographics_pupil_id_mis_pupils'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_demographics_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_demographics')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_demographics_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_demographics_feed', 'mis_demographics', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_demographics_provider_updated_at'), 'mis_demographics', ['provider_updated_at'], unique=False)
+    op.create_index(op.f('ix_mis_demographics_pupil_id'), 'mis_demographics', ['pupil_id'], unique=False)
+    op.create_index('ix_mis_demographics_school_category', 'mis_demographics', ['school_id', 'category'], unique=False)
+    op.create_table('mis_exclusions',
+    sa.Column('exclusion_type', sa.String(length=20), nullable=True),
+    sa.Column('start_date', sa.Date(), nullable=True),
+    sa.Column('end_date', sa.Date(), nullable=True),
+    sa.Column('sessions', sa.Integer(), nullable=True),
+    sa.Column('pupil_external_id', sa.String(length=200), nullable=False),
+    sa.Column('pupil_id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_exclusions_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['pupil_id'], ['mis_pupils.id'], name=op.f('fk_mis_exclusions_pupil_id_mis_pupils'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_exclusions_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_exclusions')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_exclusions_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_exclusions_feed', 'mis_exclusions', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_exclusions_provider_updated_at'), 'mis_exclusions', ['provider_updated_at'], unique=False)
+    op.create_index(op.f('ix_mis_exclusions_pupil_id'), 'mis_exclusions', ['pupil_id'], unique=False)
+    op.create_index('ix_mis_exclusions_school_category', 'mis_exclusions', ['school_id', 'category'], unique=False)
+    op.create_table('mis_memberships',
+    sa.Column('group_external_id', sa.String(length=200), nullable=False),
+    sa.Column('pupil_external_id', sa.String(length=200), nullable=False),
+    sa.Column('pupil_id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('provider_updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('extracted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('data_type', sa.String(length=20), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('seen_run_id', sa.Integer(), nullable=True),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('connection_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['connection_id'], ['connections.id'], name=op.f('fk_mis_memberships_connection_id_connections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['pupil_id'], ['mis_pupils.id'], name=op.f('fk_mis_memberships_pupil_id_mis_pupils'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_mis_memberships_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mis_memberships')),
+    sa.UniqueConstraint('connection_id', 'external_id', name=op.f('uq_mis_memberships_connection_id_external_id'))
+    )
+    op.create_index('ix_mis_memberships_feed', 'mis_memberships', ['school_id', 'extracted_at', 'id'], unique=False)
+    op.create_index(op.f('ix_mis_memberships_provider_updated_at'), 'mis_memberships', ['provider_updated_at'], unique=False)
+    op.create_index(op.f('ix_mis_memberships_pupil_id'), 'mis_memberships', ['pupil_id'], unique=False)
+    op.create_index('ix_mis_memberships_school_category', 'mis_memberships', ['school_id', 'category'], unique=False)
+    op.create_table('retention_proofs',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=True),
+    sa.Column('rule_id', sa.String(length=40), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=True),
+    sa.Column('connection_id', sa.Integer(), nullable=True),
+    sa.Column('order_id', sa.Integer(), nullable=True),
+    sa.Column('trigger_on', sa.Date(), nullable=False),
+    sa.Column('deadline', sa.Date(), nullable=False),
+    sa.Column('as_of', sa.Date(), nullable=False),
+    sa.Column('late_days', sa.Integer(), nullable=False),
+    sa.Column('records', sa.Integer(), nullable=False),
+    sa.Column('counts', sa.JSON(), nullable=False),
+    sa.Column('ids_sha256', sa.String(length=64), nullable=True),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('done_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['run_id'], ['job_runs.id'], name=op.f('fk_retention_proofs_run_id_job_runs'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_retention_proofs'))
+    )
+    op.create_index(op.f('ix_retention_proofs_order_id'), 'retention_proofs', ['order_id'], unique=False)
+    op.create_index(op.f('ix_retention_proofs_rule_id'), 'retention_proofs', ['rule_id'], unique=False)
+    op.create_index(op.f('ix_retention_proofs_run_id'), 'retention_proofs', ['run_id'], unique=False)
+    op.create_index(op.f('ix_retention_proofs_school_id'), 'retention_proofs', ['school_id'], unique=False)
+    op.create_table('retention_work_items',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('proof_id', sa.Integer(), nullable=False),
+    sa.Column('record_table', sa.String(length=60), nullable=False),
+    sa.Column('record_id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=60), nullable=False),
+    sa.Column('done', sa.Boolean(), nullable=False),
+    sa.ForeignKeyConstraint(['proof_id'], ['retention_proofs.id'], name=op.f('fk_retention_work_items_proof_id_retention_proofs'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['run_id'], ['job_runs.id'], name=op.f('fk_retention_work_items_run_id_job_runs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_retention_work_items'))
+    )
+    op.create_index('ix_retention_work_items_pending', 'retention_work_items', ['run_id', 'done', 'id'], unique=False)
+    op.create_index(op.f('ix_retention_work_items_proof_id'), 'retention_work_items', ['proof_id'], unique=False)
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_index(op.f('ix_retention_work_items_proof_id'), table_name='retention_work_items')
+    op.drop_index('ix_retention_work_items_pending', table_name='retention_work_items')
+    op.drop_table('retention_work_items')
+    op.drop_index(op.f('ix_retention_proofs_school_id'), table_name='retention_proofs')
+    op.drop_index(op.f('ix_retention_proofs_run_id'), table_name='retention_proofs')
+    op.drop_index(op.f('ix_retention_proofs_rule_id'), table_name='retention_proofs')
+    op.drop_index(op.f('ix_retention_proofs_order_id'), table_name='retention_proofs')
+    op.drop_table('retention_proofs')
+    op.drop_index('ix_mis_memberships_school_category', table_name='mis_memberships')
+    op.drop_index(op.f('ix_mis_memberships_pupil_id'), table_name='mis_memberships')
+    op.drop_index(op.f('ix_mis_memberships_provider_updated_at'), table_name='mis_memberships')
+    op.drop_index('ix_mis_memberships_feed', table_name='mis_memberships')
+    op.drop_table('mis_memberships')
+    op.drop_index('ix_mis_exclusions_school_category', table_name='mis_exclusions')
+    op.drop_index(op.f('ix_mis_exclusions_pupil_id'), table_name='mis_exclusions')
+    op.drop_index(op.f('ix_mis_exclusions_provider_updated_at'), table_name='mis_exclusions')
+    op.drop_index('ix_mis_exclusions_feed', table_name='mis_exclusions')
+    op.drop_table('mis_exclusions')
+    op.drop_index('ix_mis_demographics_school_category', table_name='mis_demographics')
+    op.drop_index(op.f('ix_mis_demographics_pupil_id'), table_name='mis_demographics')
+    op.drop_index(op.f('ix_mis_demographics_provider_updated_at'), table_name='mis_demographics')
+    op.drop_index('ix_mis_demographics_feed', table_name='mis_demographics')
+    op.drop_table('mis_demographics')
+    op.drop_index('ix_mis_attendance_marks_school_category', table_name='mis_attendance_marks')
+    op.drop_index(op.f('ix_mis_attendance_marks_pupil_id'), table_name='mis_attendance_marks')
+    op.drop_index(op.f('ix_mis_attendance_marks_provider_updated_at'), table_name='mis_attendance_marks')
+    op.drop_index('ix_mis_attendance_marks_feed', table_name='mis_attendance_marks')
+    op.drop_table('mis_attendance_marks')
+    op.drop_index('ix_mis_assessment_results_school_category', table_name='mis_assessment_results')
+    op.drop_index(op.f('ix_mis_assessment_results_pupil_id'), table_name='mis_assessment_results')
+    op.drop_index(op.f('ix_mis_assessment_results_provider_updated_at'), table_name='mis_assessment_results')
+    op.drop_index('ix_mis_assessment_results_feed', table_name='mis_assessment_results')
+    op.drop_table('mis_assessment_results')
+    op.drop_table('extract_watermarks')
+    op.drop_index(op.f('ix_extract_removals_run_id'), table_name='extract_removals')
+    op.drop_index(op.f('ix_extract_removals_connection_id'), table_name='extract_removals')
+    op.drop_table('extract_removals')
+    op.drop_table('webhook_events')
+    op.drop_index('ix_mis_subjects_school_category', table_name='mis_subjects')
+    op.drop_index(op.f('ix_mis_subjects_provider_updated_at'), table_name='mis_subjects')
+    op.drop_index('ix_mis_subjects_feed', table_name='mis_subjects')
+    op.drop_table('mis_subjects')
+    op.drop_index('ix_mis_staff_school_category', table_name='mis_staff')
+    op.drop_index(op.f('ix_mis_staff_provider_updated_at'), table_name='mis_staff')
+    op.drop_index('ix_mis_staff_feed', table_name='mis_staff')
+    op.drop_table('mis_staff')
+    op.drop_index('ix_mis_pupils_school_category', table_name='mis_pupils')
+    op.drop_index(op.f('ix_mis_pupils_provider_updated_at'), table_name='mis_pupils')
+    op.drop_index('ix_mis_pupils_feed', table_name='mis_pupils')
+    op.drop_table('mis_pupils')
+    op.drop_index('ix_mis_lessons_school_category', table_name='mis_lessons')
+    op.drop_index(op.f('ix_mis_lessons_provider_updated_at'), table_name='mis_lessons')
+    op.drop_index('ix_mis_lessons_feed', table_name='mis_lessons')
+    op.drop_table('mis_lessons')
+    op.drop_index('ix_mis_groups_school_category', table_name='mis_groups')
+    op.drop_index(op.f('ix_mis_groups_provider_updated_at'), table_name='mis_groups')
+    op.drop_index('ix_mis_groups_feed', table_name='mis_groups')
+    op.drop_table('mis_groups')
     op.drop_index(op.f('ix_job_runs_status'), table_name='job_runs')
     op.drop_index(op.f('ix_job_runs_lease_expires_at'), table_name='job_runs')
     op.drop_index(op.f('ix_job_runs_kind'), table_name='job_runs')
     op.drop_index(op.f('ix_job_runs_job_id'), table_name='job_runs')
     op.drop_index(op.f('ix_job_runs_connection_id'), table_name='job_runs')
     op.drop_table('job_runs')
+    op.drop_index(op.f('ix_deletion_orders_school_id'), table_name='deletion_orders')
+    op.drop_index(op.f('ix_deletion_orders_connection_id'), table_name='deletion_orders')
+    op.drop_table('deletion_orders')
+    op.drop_index(op.f('ix_access_requests_connection_id'), table_name='access_requests')
+    op.drop_table('access_requests')
+    op.drop_index(op.f('ix_terms_acceptances_school_id'), table_name='terms_acceptances')
+    op.drop_table('terms_acceptances')
     op.drop_index(op.f('ix_subscriptions_school_id'), table_name='subscriptions')
     op.drop_index(op.f('ix_subscriptions_local_authority_id'), table_name='subscriptions')
     op.drop_table('subscriptions')
+    op.drop_index(op.f('ix_subject_flags_school_id'), table_name='subject_flags')
+    op.drop_index('ix_subject_flags_lookup', table_name='subject_flags')
+    op.drop_table('subject_flags')
+    op.drop_table('school_retention_settings')
     op.drop_table('product_features')
+    op.drop_index(op.f('ix_product_authorisations_school_id'), table_name='product_authorisations')
+    op.drop_index(op.f('ix_product_authorisations_product_id'), table_name='product_authorisations')
+    op.drop_index('ix_product_authorisations_live', table_name='product_authorisations')
+    op.drop_table('product_authorisations')
     op.drop_index(op.f('ix_password_reset_tokens_user_id'), table_name='password_reset_tokens')
     op.drop_table('password_reset_tokens')
     op.drop_index(op.f('ix_memberships_user_id'), table_name='memberships')
     op.drop_index(op.f('ix_memberships_organisation_id'), table_name='memberships')
     op.drop_table('memberships')
+    op.drop_index(op.f('ix_legal_holds_school_id'), table_name='legal_holds')
+    op.drop_index(op.f('ix_legal_holds_record_id'), table_name='legal_holds')
+    op.drop_table('legal_holds')
     op.drop_table('feature_grants')
+    op.drop_table('dfe_agreements')
     op.drop_index(op.f('ix_connections_state'), table_name='connections')
     op.drop_index(op.f('ix_connections_school_id'), table_name='connections')
     op.drop_index(op.f('ix_connections_connector'), table_name='connections')
@@ -237,8 +813,11 @@ def downgrade():
     op.drop_index(op.f('ix_audit_entries_actor_user_id'), table_name='audit_entries')
     op.drop_index(op.f('ix_audit_entries_action'), table_name='audit_entries')
     op.drop_table('audit_entries')
+    op.drop_index(op.f('ix_api_credentials_product_id'), table_name='api_credentials')
+    op.drop_table('api_credentials')
     op.drop_index(op.f('ix_users_session_token'), table_name='users')
     op.drop_table('users')
+    op.drop_table('retention_rules')
     op.drop_table('products')
     op.drop_index(op.f('ix_organisations_trust_id'), table_name='organisations')
     op.drop_index(op.f('ix_organisations_name'), table_name='organisations')

@@ -1,15 +1,28 @@
-"""One secured base for every admin view (support role + TOTP, SecureForm, checked next) and the core views."""
+"""One secured base for every admin view (support role + TOTP, SecureForm, checked next, audit) and the core views."""
 from __future__ import annotations
 
+import logging
+import secrets
 from typing import Any
 
-from flask import redirect, request, session, url_for
+from flask import abort, flash, redirect, request, session, url_for
 from flask_admin import AdminIndexView, BaseView, expose
+from flask_admin.actions import action
+from flask_admin.babel import gettext
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import SecureForm
 from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
+from portal import audit
 from portal.auth.views import MFA_KEY, safe_next
+
+log = logging.getLogger(__name__)
+
+# Shown in place of any secret value: admin pages never carry the value itself (R62).
+MASK = "••••••••"
 
 
 def staff_allowed() -> bool:
@@ -19,14 +32,14 @@ def staff_allowed() -> bool:
 
 def _deny():
     if current_user.is_authenticated:
-        # Signed in but not support staff (or without TOTP): do not reveal the admin exists.
-        from flask import abort
-
+        # Signed in but not support staff (or without a second factor): do not reveal the admin exists.
         abort(404)
     return redirect(url_for("auth.login", next=safe_next(request.full_path.rstrip("?"))))
 
 
 class SecureIndexView(AdminIndexView):
+    """The admin's front page."""
+
     def is_accessible(self) -> bool:
         return staff_allowed()
 
@@ -48,12 +61,25 @@ class SecureBaseView(BaseView):
         return _deny()
 
 
+def organisation_of(model: Any) -> int | None:
+    """Return the organisation an admin change concerns, for the audit trail."""
+    from portal.models import Organisation
+
+    if isinstance(model, Organisation):
+        return model.id
+    for attr in ("organisation_id", "school_id"):
+        if getattr(model, attr, None) is not None:
+            return getattr(model, attr)
+    return None
+
+
 class SecureModelView(ModelView):
-    """Base for model views: access policy and CSRF in one place."""
+    """Base for model views: access policy, CSRF and the audit of every change in one place."""
 
     form_base_class = SecureForm
     page_size = 50
     can_view_details = True
+    can_export = False
 
     def is_accessible(self) -> bool:
         return staff_allowed()
@@ -61,49 +87,195 @@ class SecureModelView(ModelView):
     def inaccessible_callback(self, name: str, **kwargs: Any):
         return _deny()
 
+    def on_model_change(self, form, model, is_created: bool) -> None:
+        self.validate_model(model, is_created)
+        from portal.extensions import db
+
+        db.session.flush()  # so a new row has its id for the audit entry
+        # Field names only: the values may be personal data and the trail keeps none (R65).
+        changed = sorted(f.name for f in form if f.name != "csrf_token" and (is_created or f.data != f.object_data))
+        audit.record(
+            f"admin.{self.endpoint}.{'created' if is_created else 'updated'}",
+            organisation_id=organisation_of(model),
+            target=model,
+            details={"fields": changed},
+        )
+
+    def on_model_delete(self, model) -> None:
+        # Recorded before the delete, in the same transaction, so a delete is never left unaudited.
+        audit.record(f"admin.{self.endpoint}.deleted", organisation_id=organisation_of(model), target=model)
+
+    def validate_model(self, model, is_created: bool) -> None:
+        """Raise wtforms.ValidationError with a message for staff when the change is not allowed."""
+
+    def handle_view_exception(self, exc: Exception) -> bool:
+        if isinstance(exc, IntegrityError):
+            # The database's message quotes values; staff get a plain sentence, the log gets the type only.
+            log.warning("admin %s refused a change: %s", self.endpoint, type(exc.orig).__name__)
+            flash(gettext("That change clashes with another record (for example the same email, URN or DfE number)."), "error")
+            return True
+        return super().handle_view_exception(exc)
+
 
 class ReadOnlyModelView(SecureModelView):
+    """Base for audit-like tables: list and details only."""
+
     can_create = False
     can_edit = False
     can_delete = False
 
 
+def _masked_settings(view, context, model, name) -> str:
+    """Show which settings a connection has, never their values."""
+    import json
+
+    try:
+        keys = sorted(json.loads(model.settings_encrypted or "{}"))
+    except (ValueError, TypeError):
+        return MASK
+    return ", ".join(f"{k}: {MASK}" for k in keys) or "none"
+
+
+def _ids_of(model_cls, ids: list[str]) -> list:
+    from portal.extensions import db
+
+    return list(db.session.execute(select(model_cls).where(model_cls.id.in_([int(i) for i in ids]))).scalars())
+
+
 def core_views() -> list[BaseView]:
     """Return the core admin views."""
     from portal.extensions import db
-    from portal.models import AuditEntry, Connection, JobRun, Membership, Organisation, User
+    from portal.models import AuditEntry, Connection, JobRun, Membership, Organisation, OrgKind, Role, User
 
     class OrganisationView(SecureModelView):
-        column_list = ("name", "kind", "urn", "dfe_number", "phase", "local_authority", "trust")
+        column_list = ("name", "kind", "urn", "dfe_number", "la_code", "phase", "local_authority.name", "trust.name")
+        column_labels = {"urn": "URN", "dfe_number": "DfE number", "la_code": "LA code",
+                         "local_authority.name": "Local authority", "trust.name": "Trust"}
         column_searchable_list = ("name", "urn", "dfe_number")
         column_filters = ("kind", "phase")
         column_default_sort = "name"
-        form_excluded_columns = ("subscriptions", "created_at")
+        form_columns = ("kind", "name", "urn", "dfe_number", "la_code", "phase", "local_authority", "trust")
+        form_args = {
+            "name": {"validators": [DataRequired("Enter the name."), Length(max=200)]},
+            "urn": {"validators": [Optional(), Regexp(r"^\d{6}$", message="A URN is 6 digits.")]},
+            "dfe_number": {"validators": [Optional(), Regexp(r"^\d{7}$", message="A DfE number is 7 digits (LA code + 4).")]},
+            "la_code": {"validators": [Optional(), Regexp(r"^\d{3}$", message="An LA code is 3 digits.")]},
+            "local_authority": {"query_factory": lambda: Organisation.query.filter_by(kind=OrgKind.local_authority)},
+            "trust": {"query_factory": lambda: Organisation.query.filter_by(kind=OrgKind.trust)},
+        }
+
+        def validate_model(self, model, is_created):
+            if model.kind != OrgKind.school and (model.urn or model.dfe_number):
+                raise ValidationError("Only schools have a URN or DfE number.")
+            if model.kind != OrgKind.local_authority and model.la_code:
+                raise ValidationError("Only local authorities have an LA code.")
+            if model.kind != OrgKind.school and (model.trust or model.local_authority):
+                raise ValidationError("Only schools belong to a trust or local authority.")
+
+    user_columns = ("name", "email", "is_support", "active", "totp_enabled", "last_login_at", "created_at")
 
     class UserView(SecureModelView):
-        column_list = ("name", "email", "is_support", "active", "totp_enabled", "last_login_at")
+        # Explicit lists everywhere: never password hashes, TOTP secrets or session tokens (R62).
+        column_list = user_columns
+        column_details_list = user_columns
+        column_export_list = user_columns
+        column_labels = {"is_support": "Support staff", "totp_enabled": "Two-factor on"}
         column_searchable_list = ("name", "email")
-        # Never hashes, TOTP secrets or session tokens.
-        column_exclude_list = ("password_hash", "totp_secret", "session_token")
-        column_details_exclude_list = ("password_hash", "totp_secret", "session_token")
-        form_excluded_columns = ("password_hash", "totp_secret", "session_token", "created_at", "last_login_at", "memberships")
-        can_delete = False
+        form_columns = ("name", "email", "is_support", "active")
+        form_args = {
+            "name": {"validators": [DataRequired("Enter the name."), Length(max=200)]},
+            "email": {"validators": [DataRequired("Enter the email address."), Email("Enter a valid email address.")]},
+        }
+        can_delete = False  # deactivate instead: the audit trail and memberships keep their meaning
+
+        def validate_model(self, model, is_created):
+            model.email = model.email.strip()
+            clash = db.session.execute(
+                select(User.id).where(db.func.lower(User.email) == model.email.lower(), User.id != model.id)
+            ).first()
+            if clash:
+                raise ValidationError("Another user already has that email address.")
+            if not is_created:
+                # Deactivating or changing support status ends the user's sessions at once.
+                from sqlalchemy import inspect
+
+                state = inspect(model)
+                if state.attrs.active.history.has_changes() or state.attrs.is_support.history.has_changes():
+                    model.session_token = secrets.token_hex(32)
+
+        @action("reset_totp", "Reset two-factor sign-in", "Reset two-factor sign-in for the selected users?")
+        def action_reset_totp(self, ids: list[str]) -> None:
+            users = _ids_of(User, ids)
+            for user in users:
+                user.totp_secret = None
+                user.totp_enabled = False
+                user.totp_last_step = None
+                user.session_token = secrets.token_hex(32)
+                audit.record("admin.users.totp_reset", target=user)
+            db.session.commit()
+            flash(f"Two-factor sign-in reset for {len(users)} user(s). They set it up again at their next sign-in.")
+
+        @action("send_reset", "Send password reset link", "Email a password reset link to the selected users?")
+        def action_send_reset(self, ids: list[str]) -> None:
+            from portal.auth.views import send_reset_link
+
+            users = [u for u in _ids_of(User, ids) if u.active]
+            for user in users:
+                send_reset_link(user)
+                audit.record("admin.users.reset_sent", target=user)
+            db.session.commit()
+            flash(f"Password reset link sent to {len(users)} active user(s).")
 
     class MembershipView(SecureModelView):
-        column_list = ("user", "organisation", "role", "suspended_at")
+        column_list = ("user.email", "organisation.name", "role", "suspended_at")
+        column_labels = {"user.email": "User", "organisation.name": "Organisation"}
+        column_searchable_list = ("user.email", "organisation.name")
         column_filters = ("role",)
+        form_columns = ("user", "organisation", "role", "suspended_at")
+        form_args = {"user": {"get_label": "email"}, "organisation": {"get_label": "name"}}
+
+        # Which kind of organisation each role belongs to (R55).
+        ROLE_KINDS = {
+            Role.school_admin: OrgKind.school,
+            Role.school_viewer: OrgKind.school,
+            Role.trust_admin: OrgKind.trust,
+            Role.la_officer: OrgKind.local_authority,
+        }
+
+        def validate_model(self, model, is_created):
+            if model.user is None or model.organisation is None:
+                raise ValidationError("Choose a user and an organisation.")
+            role = Role(model.role)
+            if self.ROLE_KINDS[role] != model.organisation.kind:
+                raise ValidationError(
+                    f"The role {role.label} is for a {self.ROLE_KINDS[role].value.replace('_', ' ')}, "
+                    f"not a {model.organisation.kind.value.replace('_', ' ')}."
+                )
+            clash = db.session.execute(
+                select(Membership.id).where(
+                    Membership.user_id == model.user.id,
+                    Membership.organisation_id == model.organisation.id,
+                    Membership.id != model.id,
+                )
+            ).first()
+            if clash:
+                raise ValidationError("This user already has a role in this organisation.")
 
     class ConnectionView(SecureModelView):
-        column_list = ("school", "connector", "state", "state_changed_at", "paused", "provider_school_id")
+        column_list = ("school.name", "connector", "state", "state_changed_at", "paused", "provider_school_id", "settings")
+        column_details_list = column_list
+        column_labels = {"school.name": "School", "settings": "Settings"}
+        column_formatters = {"settings": _masked_settings}
+        column_formatters_detail = {"settings": _masked_settings}
         column_filters = ("connector", "state", "paused")
-        column_exclude_list = ("settings_encrypted",)
-        column_details_exclude_list = ("settings_encrypted",)
-        form_excluded_columns = ("settings_encrypted", "created_at")
+        column_searchable_list = ("school.name", "connector")
+        # State changes go through portal.lifecycle only; staff may pause and resume extracts here.
+        form_columns = ("paused",)
         can_create = False
         can_delete = False
 
     class RunView(ReadOnlyModelView):
-        column_list = ("job_id", "kind", "connection", "status", "scheduled_for", "started_at", "finished_at", "error_kind", "error_message")
+        column_list = ("id", "job_id", "kind", "status", "scheduled_for", "started_at", "finished_at", "error_kind", "error_code", "error_message")
         column_filters = ("status", "kind", "job_id")
         column_default_sort = ("id", True)
 
@@ -112,12 +284,11 @@ def core_views() -> list[BaseView]:
         column_filters = ("action", "actor", "organisation_id")
         column_default_sort = ("id", True)
 
-    s = db
     return [
-        OrganisationView(Organisation, s, name="Organisations", endpoint="organisations"),
-        UserView(User, s, name="Users", endpoint="users"),
-        MembershipView(Membership, s, name="Memberships", endpoint="memberships"),
-        ConnectionView(Connection, s, name="Connections", endpoint="connections"),
-        RunView(JobRun, s, name="Runs", endpoint="runs"),
-        AuditView(AuditEntry, s, name="Audit trail", endpoint="audit"),
+        OrganisationView(Organisation, db, name="Organisations", endpoint="organisations"),
+        UserView(User, db, name="Users", endpoint="users"),
+        MembershipView(Membership, db, name="Memberships", endpoint="memberships"),
+        ConnectionView(Connection, db, name="Connections", endpoint="connections"),
+        RunView(JobRun, db, name="Runs", endpoint="runs"),
+        AuditView(AuditEntry, db, name="Audit trail", endpoint="audit"),
     ]

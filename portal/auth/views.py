@@ -6,14 +6,14 @@ import secrets
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-import pyotp
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from portal import audit, mail
 from portal.auth.forms import LoginForm, NewPasswordForm, ResetRequestForm, TotpForm
 from portal.auth.passwords import hash_password, needs_rehash, verify_password
+from portal.auth.totp import accept_code, new_secret, provisioning_uri
 from portal.extensions import db, limiter
 from portal.models import PasswordResetToken, User
 from portal.models.base import utcnow
@@ -94,7 +94,8 @@ def login():
         )
         db.session.commit()
         error = GENERIC_FAILURE
-    return render_template("auth/login.html", form=form, error=error), (401 if error else 200)
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("auth/login.html", form=form, error=error), status
 
 
 def _pending_user() -> tuple[User | None, dict]:
@@ -111,7 +112,15 @@ def _pending_user() -> tuple[User | None, dict]:
     return (user if user and user.active else None), pending
 
 
+def _pending_key() -> str:
+    # Per account, so guessing codes from many addresses still meets one limit.
+    return "pending:" + str((session.get(PENDING_KEY) or {}).get("user_id", ""))
+
+
 @bp.route("/login/totp", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_pending_key, methods=["POST"], deduct_when=_failed
+)
 @limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
 def totp():
     user, pending = _pending_user()
@@ -121,51 +130,54 @@ def totp():
     form = TotpForm()
     error = None
     if form.validate_on_submit():
-        if pyotp.TOTP(user.totp_secret).verify(form.code.data.strip(), valid_window=1):
+        if accept_code(user, form.code.data):
             complete_login(user, second_factor=True)
             return redirect(pending.get("next") or url_for("school.home"))
         g.login_failed = True
         audit.record("auth.totp_failed", target=user, actor="anonymous")
         db.session.commit()
-        error = "That code is not right. Check the time on your device and try again."
-    return render_template("auth/totp.html", form=form, error=error), (401 if error else 200)
-
-
-def _enrolment_secret() -> str:
-    secret = session.get("totp_enrol_secret")
-    if not secret:
-        secret = pyotp.random_base32()
-        session["totp_enrol_secret"] = secret
-    return secret
+        error = "That code is not right, or it has been used already. Wait for the next code and try again."
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("auth/totp.html", form=form, error=error), status
 
 
 @bp.route("/login/totp/setup", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
 def totp_setup():
-    """Enrol a second factor: required for support staff before their first sign-in completes."""
+    """Turn on two-factor sign-in: any signed-in user may; support staff must before their first sign-in completes."""
     if current_user.is_authenticated:
         user, pending = current_user._get_current_object(), {}
     else:
         user, pending = _pending_user()
     if user is None:
         return redirect(url_for("auth.login"))
-    secret = _enrolment_secret()
-    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=current_app.config["TOTP_ISSUER"])
+    if user.totp_enabled:
+        if current_user.is_authenticated:
+            return render_template("auth/totp_on.html")
+        return redirect(url_for("auth.totp"))
+    if not user.totp_secret:
+        # Kept in the database (encrypted), not in the cookie, until a first code confirms it.
+        user.totp_secret = new_secret()
+        db.session.commit()
+    secret = user.totp_secret
+    uri = provisioning_uri(secret, user.email, current_app.config["TOTP_ISSUER"])
     form = TotpForm()
     error = None
     if form.validate_on_submit():
-        if pyotp.TOTP(secret).verify(form.code.data.strip(), valid_window=1):
-            user.totp_secret = secret
+        if accept_code(user, form.code.data, secret):
             user.totp_enabled = True
-            session.pop("totp_enrol_secret", None)
             audit.record("auth.totp_enabled", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
             if current_user.is_authenticated:
+                session[MFA_KEY] = True
                 db.session.commit()
                 flash("Two-factor sign-in is now on for your account.")
                 return redirect(url_for("school.home"))
             complete_login(user, second_factor=True)
             return redirect(pending.get("next") or url_for("school.home"))
+        g.login_failed = True
         error = "That code is not right. Check the time on your device and try again."
-    return render_template("auth/totp_setup.html", form=form, error=error, secret=secret, uri=uri)
+    status = 400 if (error or form.errors) else 200
+    return render_template("auth/totp_setup.html", form=form, error=error, secret=secret, uri=uri), status
 
 
 @bp.route("/logout", methods=["POST"])
@@ -199,6 +211,20 @@ def issue_reset_token(user: User) -> str:
     return token
 
 
+def send_reset_link(user: User) -> None:
+    """Email the user a single-use link to choose a new password; the caller commits."""
+    token = issue_reset_token(user)
+    link = current_app.config["BASE_URL"].rstrip("/") + url_for("auth.reset", token=token)
+    minutes = current_app.config["PASSWORD_RESET_MAX_AGE"] // 60
+    mail.send(
+        user.email,
+        "Reset your MIS connection portal password",
+        "Someone asked to reset the password for this account.\n\n"
+        f"To choose a new password, open this link within {minutes} minutes:\n{link}\n\n"
+        "If it was not you, ignore this email: your password has not changed.\n",
+    )
+
+
 @bp.route("/password/reset", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"])
 def reset_request():
@@ -206,22 +232,13 @@ def reset_request():
     if form.validate_on_submit():
         user = _find_user(form.email.data)
         if user is not None and user.active:
-            token = issue_reset_token(user)
-            link = current_app.config["BASE_URL"].rstrip("/") + url_for("auth.reset", token=token)
-            minutes = current_app.config["PASSWORD_RESET_MAX_AGE"] // 60
-            mail.send(
-                user.email,
-                "Reset your MIS connection portal password",
-                f"Someone asked to reset the password for this account.\n\n"
-                f"To choose a new password, open this link within {minutes} minutes:\n{link}\n\n"
-                "If it was not you, ignore this email: your password has not changed.\n",
-            )
+            send_reset_link(user)
             audit.record("auth.reset_requested", target=user, actor="anonymous")
             db.session.commit()
         # The same answer whether or not the account exists.
         flash("If that address belongs to an account, we have sent it a link to reset the password.")
         return redirect(url_for("auth.login"))
-    return render_template("auth/reset_request.html", form=form)
+    return render_template("auth/reset_request.html", form=form), (400 if form.errors else 200)
 
 
 def _usable_token(token: str) -> PasswordResetToken | None:
@@ -240,10 +257,16 @@ def reset(token: str):
         return render_template("auth/reset_invalid.html"), 400
     form = NewPasswordForm()
     if form.validate_on_submit():
+        # A conditional UPDATE claims the link, so two requests racing with it cannot both succeed.
+        unused = (PasswordResetToken.used_at.is_(None),)
+        claim = update(PasswordResetToken).values(used_at=utcnow()).execution_options(synchronize_session=False)
+        if db.session.execute(claim.where(PasswordResetToken.id == row.id, *unused)).rowcount != 1:
+            db.session.rollback()
+            return render_template("auth/reset_invalid.html"), 400
+        db.session.execute(claim.where(PasswordResetToken.user_id == row.user_id, *unused))  # retire older links
         user = db.session.get(User, row.user_id)
         user.password_hash = hash_password(form.password.data)
         user.session_token = secrets.token_hex(32)  # signs out every other session
-        row.used_at = utcnow()
         audit.record("auth.password_reset", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
         db.session.commit()
         flash("Your password has been changed. Sign in with the new password.")

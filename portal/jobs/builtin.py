@@ -1,16 +1,138 @@
-"""Default plugin: the core's own scheduled jobs, declared through portal_register_jobs."""
+"""Default plugin: the core's own jobs (retention sweep, extracts, housekeeping) through portal_register_jobs.
+
+Declared jobs: ``retention:sweep`` daily at 02:00 Europe/London, and two housekeeping jobs
+that run in every scheduling process (``claim=False``): ``jobs:refresh`` re-syncs the dynamic
+``extract:<connection_id>`` jobs with the connections in the database, and ``jobs:recover``
+takes over runs whose process died (lease lapsed) and runs them to the end.
+
+Job bodies import their engines lazily, so the portal starts (and shows a clear failed run)
+even before the extract engine or the retention sweep is installed.
+"""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
+from sqlalchemy import select
 
+from portal.connectors import Connector
+from portal.errors import StartupError
+from portal.extensions import db
 from portal.jobs import JobSpec
+from portal.jobs.claims import finish, owner_id, take_over_lapsed
+from portal.jobs.runner import JobFailed, call_body, execute
+from portal.jobs.scheduler import registry, sync_dynamic_jobs
+from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, RunStatus
 from portal.plugins import hookimpl
+from portal.plugins.manager import get_plugins
+
+RETENTION_SWEEP = "retention:sweep"
+REFRESH = "jobs:refresh"
+RECOVER = "jobs:recover"
 
 
 @hookimpl
 def portal_register_jobs(app: Flask, connectors: Mapping[str, Any]) -> list[JobSpec]:
-    """Declare the core jobs; extract and retention jobs join as those engines land."""
-    return []
+    """Declare the core jobs; the extract jobs are dynamic (see refresh_extract_jobs)."""
+    every = {key: app.config.get(key, default) for key, default in (("JOB_REFRESH_SECONDS", 300), ("JOB_RECOVER_SECONDS", 60))}
+    for key, value in every.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise StartupError(f"setting PORTAL_{key} is invalid: it must be a positive whole number of seconds")
+    return [
+        JobSpec(RETENTION_SWEEP, retention_sweep, "cron", {"hour": 2, "minute": 0}, kind="retention"),
+        JobSpec(
+            REFRESH, refresh_extract_jobs, "interval", {"seconds": every["JOB_REFRESH_SECONDS"]},
+            kind="housekeeping", claim=False,
+        ),
+        JobSpec(
+            RECOVER, recover_runs, "interval", {"seconds": every["JOB_RECOVER_SECONDS"]},
+            kind="housekeeping", claim=False,
+        ),
+    ]
+
+
+def _engine(module: str, name: str, what: str) -> Callable[..., Any]:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        # Only "the engine is not there"; a broken import inside the engine is a real error.
+        if getattr(exc, "name", module) not in (module, name):
+            raise
+        raise JobFailed(f"The {what} is not available in this version of the portal.", code="not_available") from None
+
+
+def retention_sweep(run_id: int) -> Any:
+    """Run the daily retention sweep in the claimed run ``run_id``."""
+    run_sweep = _engine("portal.retention.sweep", "run_sweep", "retention sweep")
+    return call_body(run_sweep, {}, run_id)
+
+
+def extract(connection_id: int, run_id: int) -> Any:
+    """Run one connection's scheduled extract in the claimed run ``run_id``."""
+    run_extract = _engine("portal.extract", "run_extract", "extract engine")
+    return run_extract(connection_id, mode="auto", run_id=run_id)
+
+
+def extract_spec(connection_id: int, connector: type[Connector]) -> JobSpec:
+    """Return the job of one connection, on its connector's schedule.
+
+    A cron schedule that names no minute (e.g. ``hour=2``) gets minute = connection id mod 60,
+    so thousands of schools spread over the hour instead of starting in the same second.
+    """
+    schedule = dict(connector.schedule)
+    trigger = schedule.pop("trigger", "cron")
+    if trigger == "cron" and not {"minute", "second"} & schedule.keys():
+        schedule["minute"] = connection_id % 60
+    return JobSpec(
+        f"extract:{connection_id}",
+        extract,
+        trigger,
+        schedule,
+        kwargs={"connection_id": connection_id},
+        kind="extract",
+        connection_id=connection_id,
+    )
+
+
+def extract_specs(app: Flask) -> list[JobSpec]:
+    """Return one extract job per connection that may be extracted through an enabled connector."""
+    connectors = get_plugins(app).connectors()
+    rows = db.session.execute(
+        select(Connection.id, Connection.connector)
+        .where(
+            Connection.state.in_(EXTRACTABLE_STATES),
+            Connection.paused.is_(False),
+            Connection.connector.in_(list(connectors)),
+        )
+        .order_by(Connection.id)
+    ).all()
+    return [extract_spec(connection_id, connectors[name]) for connection_id, name in rows]
+
+
+def refresh_extract_jobs() -> None:
+    """Make this process's extract jobs match the connections in the database."""
+    app = current_app._get_current_object()
+    sync_dynamic_jobs(app, extract_specs(app))
+
+
+def recover_runs() -> None:
+    """Take over every run whose process died and run it to the end here."""
+    app = current_app._get_current_object()
+    taken = take_over_lapsed(owner_id())
+    if not taken:
+        return
+    specs = {**{spec.id: spec for spec in extract_specs(app)}, **registry(app).specs()}
+    for run in taken:
+        spec = specs.get(run.job_id)
+        if spec is None:
+            finish(
+                run,
+                RunStatus.failed,
+                error_kind=ErrorKind.internal,
+                error_code="not_declared",
+                error_message="The run was interrupted and its job is no longer scheduled, so it was not resumed.",
+            )
+            continue
+        execute(spec, run)

@@ -1,24 +1,77 @@
 """All portal models, imported here so Alembic and the app see one metadata."""
+from portal.models.api import ApiCredential, FlagKind, ProductAuthorisation, SubjectFlag, SubjectKind
 from portal.models.audit import AuditEntry
 from portal.models.connections import EXTRACTABLE_STATES, Connection, ConnectionState
+from portal.models.mis import (
+    STORE_MODELS,
+    ExtractRemoval,
+    ExtractWatermark,
+    MisAssessmentResult,
+    MisAttendanceMark,
+    MisDemographics,
+    MisExclusion,
+    MisGroup,
+    MisLesson,
+    MisMembership,
+    MisPupil,
+    MisStaff,
+    MisSubject,
+)
+from portal.models.consent import AccessRequest, TermsAcceptance, WebhookEvent
 from portal.models.products import Category, Feature, FeatureGrant, MatrixInfo, Product, product_features
 from portal.models.runs import FINISHED_STATUSES, ErrorKind, JobRun, RunStatus
+from portal.models.retention import (
+    DeletionOrder,
+    DfeAgreement,
+    LegalHold,
+    RetentionProof,
+    RetentionRule,
+    RetentionWorkItem,
+    SchoolRetentionSetting,
+)
 from portal.models.tenancy import Organisation, OrgKind, Subscription, SubscriptionRoute
 from portal.models.users import Membership, PasswordResetToken, Role, User
 
 __all__ = [
+    "DeletionOrder",
+    "DfeAgreement",
+    "LegalHold",
+    "RetentionProof",
+    "RetentionRule",
+    "RetentionWorkItem",
+    "SchoolRetentionSetting",
+    "ApiCredential",
+    "FlagKind",
+    "ProductAuthorisation",
+    "SubjectFlag",
+    "SubjectKind",
+    "AccessRequest",
+    "TermsAcceptance",
+    "WebhookEvent",
     "AuditEntry",
     "Category",
     "Connection",
     "ConnectionState",
     "EXTRACTABLE_STATES",
     "ErrorKind",
+    "ExtractRemoval",
+    "ExtractWatermark",
     "FINISHED_STATUSES",
     "Feature",
     "FeatureGrant",
     "JobRun",
     "MatrixInfo",
     "Membership",
+    "MisAssessmentResult",
+    "MisAttendanceMark",
+    "MisDemographics",
+    "MisExclusion",
+    "MisGroup",
+    "MisLesson",
+    "MisMembership",
+    "MisPupil",
+    "MisStaff",
+    "MisSubject",
     "OrgKind",
     "Organisation",
     "PasswordResetToken",
@@ -26,6 +79,7 @@ __all__ = [
     "Role",
     "RunStatus",
     "Subscription",
+    "STORE_MODELS",
     "SubscriptionRoute",
     "User",
     "product_features",

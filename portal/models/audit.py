@@ -26,5 +26,6 @@ class AuditEntry(db.Model):
     target_type: Mapped[str | None] = mapped_column(String(60))
     target_id: Mapped[str | None] = mapped_column(String(120))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    # Unique, so two writers can never both extend the same entry: the chain cannot fork.
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -5,7 +5,7 @@ import enum
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
@@ -38,6 +38,8 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     totp_secret: Mapped[str | None] = mapped_column(EncryptedText())
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The 30-second time-step of the last accepted code: a code is never accepted twice (replay).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     # Rotated at every sign-in and sign-out; a session holding an old value is no longer valid.
     session_token: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

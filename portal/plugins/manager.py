@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "portal"
 EXTENSION_KEY = "portal.plugins"
 # Core features register through the same hooks as any plugin.
-DEFAULT_PLUGINS = ("portal.jobs.builtin", "portal.admin.builtin")
+DEFAULT_PLUGINS = ("portal.jobs.builtin", "portal.admin.builtin", "portal.api.plugin", "portal.school.plugin", "portal.retention.plugin")
 
 
 class PortalPlugins:
@@ -35,7 +35,12 @@ class PortalPlugins:
         for name in cfg["PLUGINS_BLOCKED"]:
             self.pm.set_blocked(name)
         if cfg["PLUGINS_LOAD_ENTRYPOINTS"]:
-            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            try:
+                self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            except pluggy.PluginValidationError as exc:
+                raise StartupError(f"an installed plugin does not match the plugin API: {exc}") from None
+            except ImportError as exc:
+                raise StartupError(f"an installed plugin (entry point group {ENTRY_POINT_GROUP!r}) cannot be imported: {exc}") from None
         for path in (*DEFAULT_PLUGINS, *cfg["PLUGINS"]):
             if self.pm.has_plugin(path) or self.pm.is_blocked(path):
                 continue
@@ -43,7 +48,10 @@ class PortalPlugins:
                 module = importlib.import_module(path)
             except ImportError as exc:
                 raise StartupError(f"plugin {path!r} named in PORTAL_PLUGINS cannot be imported: {exc}") from None
-            self.pm.register(module, name=path)
+            try:
+                self.pm.register(module, name=path)
+            except pluggy.PluginValidationError as exc:
+                raise StartupError(f"plugin {path!r} does not match the plugin API: {exc}") from None
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -97,8 +105,18 @@ class PortalPlugins:
         return list(specs.values())
 
     def admin_views(self, app: Flask) -> list[Any]:
-        """Return the admin views all plugins contribute."""
-        return [view for views in self.pm.hook.portal_admin_views(app=app) for view in views or ()]
+        """Return the admin views all plugins contribute; a view outside the secured bases stops start-up."""
+        from portal.admin.views import SecureBaseView, SecureModelView
+
+        views = [view for group in self.pm.hook.portal_admin_views(app=app) for view in group or ()]
+        for view in views:
+            # Access policy lives in the two secured bases only; an unsecured view would open the admin.
+            if not isinstance(view, (SecureBaseView, SecureModelView)):
+                raise StartupError(
+                    f"admin view {type(view).__qualname__} from {type(view).__module__} must subclass "
+                    "portal.admin.views.SecureBaseView or SecureModelView"
+                )
+        return views
 
     def startup(self, app: Flask) -> None:
         """Let every plugin check its configuration; a StartupError refuses start-up."""
@@ -114,16 +132,18 @@ class PortalPlugins:
                 log.exception("plugin %s failed in portal_extract_finished for run %s", impl.plugin_name, run.id)
 
     def describe(self) -> list[dict[str, Any]]:
-        """Return each registered plugin with its hooks and distribution, for the admin page."""
+        """Return each registered or blocked plugin with its hooks and distribution version."""
         dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
         out = []
         for name, plugin in self.pm.list_name_plugin():
             dist = dists.get(id(plugin))
+            blocked = plugin is None  # pluggy keeps a blocked name with no plugin behind it
             out.append(
                 {
                     "name": name,
                     "version": dist.version if dist else None,
-                    "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()),
+                    "hooks": [] if blocked else sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()),
+                    "blocked": blocked,
                 }
             )
         return sorted(out, key=lambda p: p["name"])

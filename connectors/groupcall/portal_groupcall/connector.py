@@ -1,0 +1,427 @@
+"""GroupcallConnector: the six categories from Xporter on Demand as canonical records, pages and checkpoints."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+from portal.connectors import (
+    CATEGORIES,
+    AccessStatus,
+    AuthorisationLost,
+    Checkpoint,
+    Connector,
+    ConnectorError,
+    Record,
+    Tombstone,
+)
+from portal_groupcall import callback, mapping
+from portal_groupcall.client import TOKENS, AuthorisationPaused, GroupcallClient, Page
+
+
+@dataclass(frozen=True)
+class Step:
+    """One paged XoD resource read for a category, and how its sets become records."""
+
+    resource: str
+    primary: str
+    params: tuple[tuple[str, str], ...] = ()
+    # Whether XoD's changedRows works for it (all data endpoints take the common parameters).
+    changesets: bool = True
+
+
+@dataclass
+class ChangeTokens:
+    """NextChangedRows per (school, category, resource, parameters), kept for the process like tokens.
+
+    A changeset asked against an older snapshot is still right (it is a superset), so sharing the
+    tokens between runs, or losing them on restart (the next run then reads everything), is safe.
+    """
+
+    tokens: dict[tuple[str, ...], str]
+    lock: threading.Lock
+
+    def get(self, key: tuple[str, ...]) -> str | None:
+        with self.lock:
+            return self.tokens.get(key)
+
+    def put(self, key: tuple[str, ...], value: str) -> None:
+        with self.lock:
+            self.tokens[key] = value
+
+    def clear(self) -> None:
+        with self.lock:
+            self.tokens.clear()
+
+
+CHANGE_TOKENS = ChangeTokens({}, threading.Lock())
+
+# XoD scopes that open each category (any one is enough); a category with none granted yields nothing.
+CATEGORY_SCOPES = {
+    "student_basic": ("Student", "StudentLite"),
+    "student_demographics": ("Student", "StudentLite"),
+    "student_timetable": ("School",),
+    "student_assessment": ("AssessmentResults",),
+    "student_attendance_exclusions": ("Attendance", "StudentExclusions"),
+    "staff_basic": ("Staff", "StaffLite"),
+}
+
+
+def academic_year(today: date) -> tuple[date, date]:
+    """1 September to 31 August around ``today``: a fixed window keeps changesets stable all year."""
+    start_year = today.year if today.month >= 9 else today.year - 1
+    return date(start_year, 9, 1), date(start_year + 1, 8, 31)
+
+
+class GroupcallConnector(Connector):
+    """Groupcall Xporter on Demand: a school authorises the portal in Groupcall's portal; a per-school secret gives a token."""
+
+    name = "groupcall"
+    title = "Groupcall Xporter on Demand"
+    settings_schema = {
+        "type": "object",
+        "properties": {
+            "base_url": {"type": "string", "default": "https://xporter.groupcall.com"},
+            "token_url": {"type": "string"},
+            "relying_party": {"type": "string", "description": "The portal's application id at Groupcall"},
+            "school_secret": {"type": "string", "description": "Set by the authorisation callback"},
+            "estab": {"type": "string", "description": "LA + DfE number; defaults to the school's"},
+            "callback_secret": {"type": "string", "description": "Shared secret in the authorisation URL"},
+            "page_size": {"type": "integer", "default": 1000},
+            "date_from": {"type": "string", "format": "date"},
+            "date_to": {"type": "string", "format": "date"},
+            "allow_insecure_http": {"type": "boolean", "default": False},
+        },
+        "required": ["relying_party"],
+        "secret": ["school_secret", "callback_secret"],
+    }
+    categories = CATEGORIES
+    schedule = {"trigger": "cron", "hour": 4}  # after XoD's overnight cache refresh (~03:00, spec §7)
+    # The authorisation callback route; create_app mounts connector blueprints.
+    blueprint = callback.bp
+    # Retries wait through this; tests replace it so they never wait.
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        self.stats = {"requests": 0, "retries": 0}
+
+    # ------------------------------------------------------------ plumbing
+
+    def _estab(self, school: Any = None, connection: Any = None) -> str:
+        estab = self.settings.get("estab") or getattr(connection, "provider_school_id", None)
+        if not estab:
+            school = school or getattr(connection, "school", None)
+            estab = getattr(school, "dfe_number", None)
+        if not estab:
+            raise ConnectorError("The school has no LA/DfE number, so Groupcall cannot find it.")
+        return str(estab)
+
+    def client(self, school: Any = None, connection: Any = None) -> GroupcallClient:
+        secret = self.settings.get("school_secret")
+        if not secret:
+            raise AuthorisationLost(
+                "The school has not authorised the portal in Groupcall yet (no school secret has arrived)."
+            )
+        if not self.settings.get("relying_party"):
+            raise ConnectorError("The portal's Groupcall application id (relying_party) is not configured.")
+        client = GroupcallClient(
+            base_url=self.settings.get("base_url") or "https://xporter.groupcall.com",
+            token_url=self.settings.get("token_url"),
+            relying_party=self.settings["relying_party"],
+            estab=self._estab(school, connection),
+            school_secret=secret,
+            page_size=int(self.settings.get("page_size") or 1000),
+            retries=int(self.settings.get("retries", 3)),
+            backoff=float(self.settings.get("retry_backoff", 0.5)),
+            timeout=float(self.settings["timeout"]) if self.settings.get("timeout") else (10.0, 120.0),
+            allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
+            sleep=lambda seconds: type(self).sleep(seconds),
+            tokens=TOKENS,
+            counters=self.stats,
+        )
+        return client
+
+    def _window(self) -> tuple[date, date]:
+        start, end = academic_year(datetime.now(timezone.utc).date())
+        if self.settings.get("date_from"):
+            start = date.fromisoformat(str(self.settings["date_from"]))
+        if self.settings.get("date_to"):
+            end = date.fromisoformat(str(self.settings["date_to"]))
+        return start, end
+
+    # ------------------------------------------------------------ access
+
+    def check_connection(self) -> None:
+        if self.settings.get("school_secret"):
+            self.client().token_details()
+            return
+        # Without a school, only the deployment settings can be checked.
+        GroupcallClient(
+            base_url=self.settings.get("base_url") or "https://xporter.groupcall.com",
+            token_url=self.settings.get("token_url"),
+            relying_party=self.settings.get("relying_party") or "",
+            estab="",
+            school_secret="",
+            allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
+        )
+        if not self.settings.get("relying_party"):
+            raise ConnectorError("The portal's Groupcall application id (relying_party) is not configured.")
+
+    def request_access(self, school: Any) -> AccessStatus:
+        """Groupcall has no request API for a school secret: the school authorises in Groupcall's portal, then the callback arrives."""
+        if self.settings.get("school_secret"):
+            return self.access_status(school)
+        return AccessStatus("pending", provider_school_id=self._estab(school), detail={"how": "authorise_in_groupcall"})
+
+    def revoke_access(self, school: Any) -> None:
+        """XoD has no partner-side revoke: forget the token so nothing more is read; the school revokes in Groupcall."""
+        if self.settings.get("school_secret"):
+            try:
+                key = self.client(school)._cache_key
+            except ConnectorError:
+                return
+            with TOKENS.lock:
+                TOKENS.tokens.pop(key, None)
+
+    def access_status(self, school: Any) -> AccessStatus:
+        estab = self._estab(school)
+        if not self.settings.get("school_secret"):
+            return AccessStatus("pending", provider_school_id=estab)
+        try:
+            client = self.client(school)
+            client.token(refresh=True)  # GetToken is where Groupcall says "paused" or "not found" (spec §2.3)
+            details = client.token_details()
+        except AuthorisationPaused:
+            return AccessStatus("pending", provider_school_id=estab, detail={"paused": True})
+        except AuthorisationLost:
+            return AccessStatus("revoked", provider_school_id=estab)
+        return AccessStatus("approved", provider_school_id=estab, detail={"scopes": sorted(details.get("Scopes") or [])})
+
+    # ------------------------------------------------------------ extract
+
+    def extract(
+        self,
+        connection: Any,
+        categories: Iterable[str],
+        since: datetime | None,
+        checkpoint: Checkpoint | None,
+    ) -> Iterator[Record | Checkpoint]:
+        client = self.client(connection=connection)
+        # TokenDetails first: it proves the authorisation still stands and says which scopes it has.
+        scopes = client.granted_scopes()
+        wanted = [c for c in CATEGORIES if c in set(categories)]
+        resume = _Cursor.parse(checkpoint)
+        for category in wanted:
+            if resume and CATEGORIES.index(category) < CATEGORIES.index(resume.category):
+                continue
+            if not scopes.intersection(CATEGORY_SCOPES[category]):
+                yield Checkpoint(category, None)
+                continue
+            reader = _CategoryReader(self, client, connection, category, scopes, incremental=since is not None)
+            yield from reader.run(resume if resume and resume.category == category else None)
+
+
+@dataclass
+class _Cursor:
+    category: str
+    step: int
+    page: int
+    changed_rows: str | None
+
+    @classmethod
+    def parse(cls, checkpoint: Checkpoint | None) -> _Cursor | None:
+        if checkpoint is None or not checkpoint.cursor:
+            return None
+        data = json.loads(checkpoint.cursor)
+        return cls(checkpoint.category, int(data["step"]), int(data["page"]), data.get("changed_rows"))
+
+    def checkpoint(self) -> Checkpoint:
+        body = {"step": self.step, "page": self.page, "changed_rows": self.changed_rows}
+        return Checkpoint(self.category, json.dumps(body, sort_keys=True))
+
+
+class _CategoryReader:
+    """Reads one category's resources page by page, yielding records, tombstones and a checkpoint per page."""
+
+    def __init__(self, connector: GroupcallConnector, client: GroupcallClient, connection: Any, category: str,
+                 scopes: frozenset[str], *, incremental: bool) -> None:
+        self.connector = connector
+        self.client = client
+        self.connection = connection
+        self.category = category
+        self.scopes = scopes
+        self.incremental = incremental
+        self.start, self.end = connector._window()
+
+    def steps(self) -> list[Step]:
+        window = (("DateFrom", self.start.isoformat()), ("DateTo", self.end.isoformat()))
+        if self.category in ("student_basic", "student_demographics"):
+            return [Step("Students", "Students", (("options", "includeLeavers"),))]
+        if self.category == "student_timetable":
+            return [
+                Step("Groups", "Group", (("options", "includeStudentMembers,includeSubjects"),)),
+                Step("Timetable", "Lessons", (("options", "includeLessons"), *window)),
+            ]
+        if self.category == "student_assessment":
+            return [Step("assessmentresults", "AsmResults", (("ResultSets", ",".join(sorted(self.result_sets))),))]
+        if self.category == "student_attendance_exclusions":
+            steps = []
+            if "Attendance" in self.scopes:
+                steps.append(Step("AttendanceForDateRange", "AttendMarks", window))
+            if "StudentExclusions" in self.scopes:
+                steps.append(Step("StudentExclusions", "StudentExclusions", (("options", "includeLeavers"),)))
+            return steps
+        if self.category == "staff_basic":
+            return [Step("Staff", "Staff", (("options", "includePrevious"),))]
+        return []
+
+    # -- reference data read whole before the paged steps (small, unpaged)
+
+    def prepare(self) -> None:
+        self.subjects: dict[str, str] = {}
+        self.sen_needs: Any = mapping.MISSING
+        self.aspects: dict[str, dict] = {}
+        self.result_sets: dict[str, dict] = {}
+        if self.category == "student_timetable":
+            body = self.client.fetch("TimetableStructure")
+            self.subject_rows = body.get("TTSubjects") or []
+            self.subjects = {str(r.get("Code")): str(r["Id"]) for r in self.subject_rows if r.get("Code")}
+        if self.category == "student_demographics" and "SENTypes" in self.scopes:
+            self.sen_needs = {}
+            for page in self.client.pages("SEN", {"Active": "1"}):
+                for row in page.rows("StudentSENTypeHistory"):
+                    pupil, rank = str(row.get("StudentMis_Id")), row.get("Rank") or 99
+                    code = mapping.text(row, "NeedTypeCode")
+                    if code and (pupil not in self.sen_needs or rank < self.sen_needs[pupil][0]):
+                        self.sen_needs[pupil] = (rank, code)
+        if self.category == "student_assessment":
+            body = self.client.fetch("assessmentstructure")
+            self.aspects = {str(r["Id"]): r for r in body.get("Aspects") or []}
+            self.result_sets = {str(r["Id"]): r for r in body.get("ResultSets") or []}
+
+    def run(self, resume: _Cursor | None) -> Iterator[Record | Checkpoint]:
+        self.prepare()
+        if self.category == "student_timetable" and (resume is None or resume.step == 0):
+            # Subjects have no endpoint of their own: TimetableStructure's TTSubjects, read whole.
+            for row in self.subject_rows:
+                yield mapping.subject(row)
+        steps = self.steps()
+        if self.category == "student_assessment" and not self.result_sets:
+            steps = []  # assessmentresults refuses a request without a filter
+        for index, step in enumerate(steps):
+            if resume and index < resume.step:
+                continue
+            yield from self.read(index, step, resume if resume and resume.step == index else None)
+        yield Checkpoint(self.category, None)
+
+    def token_key(self, step: Step) -> tuple[str, ...]:
+        c = self.client
+        return (c.token_url, c.relying_party, c.estab, self.category, step.resource, json.dumps(step.params))
+
+    def read(self, index: int, step: Step, resume: _Cursor | None) -> Iterator[Record | Checkpoint]:
+        params = dict(step.params)
+        key = self.token_key(step)
+        if resume is not None:
+            requested, start = resume.changed_rows, resume.page + 1
+        else:
+            known = CHANGE_TOKENS.get(key) if self.incremental else None
+            requested, start = known or "*", 1
+        if step.changesets and requested:
+            params["changedRows"] = requested
+        next_token = None
+        kept: set[tuple[str, str]] = set()
+        deleted: list[Tombstone] = []
+        last_page = start
+        for page in self.client.pages(step.resource, params, start_page=start):
+            block = page.changed_rows
+            if block is not None:
+                # An unknown or expired snapshot comes back as "*": a full answer without deletions.
+                next_token = block.get("NextChangedRows")
+            for record in self.records(step, page):
+                kept.add((record.kind, record.external_id))
+                yield record
+            deleted.extend(self.tombstones(step, page))
+            last_page = page.number
+            yield _Cursor(self.category, index, page.number, requested).checkpoint()
+        # Tombstones last: a pupil who moved from Students to Leavers is "deleted" from one set only.
+        done: set[tuple[str, str]] = set()
+        for tombstone in deleted:
+            key_ = (tombstone.record_kind, tombstone.external_id)
+            if key_ not in kept and key_ not in done:
+                done.add(key_)
+                yield tombstone
+        if deleted:
+            yield _Cursor(self.category, index, last_page, requested).checkpoint()
+        if next_token:
+            CHANGE_TOKENS.put(key, next_token)
+
+    def records(self, step: Step, page: Page) -> Iterator[Record]:
+        category = self.category
+        if step.resource == "Students":
+            for row in page.rows("Students") + page.rows("Leavers"):
+                if category == "student_basic":
+                    yield mapping.pupil(row)
+                else:
+                    need = self.sen_needs
+                    if need is not mapping.MISSING:
+                        found = need.get(str(row["Id"]))
+                        need = found[1] if found else None
+                    yield mapping.demographics(row, need)
+        elif step.resource == "Groups":
+            for row in page.rows("Group"):
+                yield mapping.group(row, self.subjects)
+            for row in page.rows("StudentMembers"):
+                yield mapping.membership(row)
+        elif step.resource == "Timetable":
+            for row in page.rows("Lessons"):
+                yield mapping.lesson(row)
+        elif step.resource == "assessmentresults":
+            for row in page.rows("AsmResults"):
+                yield mapping.assessment(row, self.aspects, self.result_sets)
+        elif step.resource == "AttendanceForDateRange":
+            for row in page.rows("AttendMarks"):
+                if (row.get("Type") or "S") == "S":
+                    yield mapping.attendance_mark(row)
+        elif step.resource == "StudentExclusions":
+            for row in page.rows("StudentExclusions"):
+                yield mapping.exclusion(row)
+        elif step.resource == "Staff":
+            for row in page.rows("Staff"):
+                yield mapping.staff(row)
+
+    def tombstones(self, step: Step, page: Page) -> Iterator[Tombstone]:
+        """{Set}_deleted lists (delta answers only) become tombstones of the records they removed."""
+        kinds = {
+            "Students": [("Students", self._pupil_kind()), ("Leavers", self._pupil_kind())],
+            "Groups": [("Group", ("group", "student_timetable")), ("StudentMembers", ("membership", "student_timetable"))],
+            "Timetable": [("Lessons", ("lesson", "student_timetable"))],
+            "assessmentresults": [("AsmResults", ("assessment_result", "student_assessment"))],
+            "AttendanceForDateRange": [("AttendMarks", ("attendance_mark", "student_attendance_exclusions"))],
+            "StudentExclusions": [("StudentExclusions", ("exclusion", "student_attendance_exclusions"))],
+            "Staff": [("Staff", ("staff", "staff_basic"))],
+        }[step.resource]
+        now = datetime.now(timezone.utc)
+        for set_name, (kind, category) in kinds:
+            for entry in page.rows(f"{set_name}_deleted"):
+                xod_id = str(entry.get("Id") or "")
+                external_id = xod_id
+                if kind == "attendance_mark":
+                    external_id = mapping.mark_id_from_xod(xod_id)
+                elif kind == "membership":
+                    external_id = mapping.membership_id_from_xod(xod_id) or xod_id
+                if external_id:
+                    yield Tombstone(external_id=external_id, record_kind=kind, record_category=category, deleted_at=now)
+
+    def _pupil_kind(self) -> tuple[str, str]:
+        return ("pupil", "student_basic") if self.category == "student_basic" else ("demographics", "student_demographics")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -1,0 +1,104 @@
+"""The authorisation callback route: shared secret, validation against Groupcall, and the connection's state."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select, text
+
+from portal.extensions import db
+from portal.models import AuditEntry, Connection, ConnectionState, Organisation, OrgKind
+
+KEY = "callback-key-for-tests"
+
+
+@pytest.fixture
+def org(gc_app, school):
+    la = Organisation(kind=OrgKind.local_authority, name="LA", la_code=school.la_code)
+    db.session.add(la)
+    db.session.flush()
+    org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
+                       local_authority_id=la.id)
+    db.session.add(org)
+    db.session.commit()
+    return org
+
+
+def make_connection(org, state):
+    connection = Connection(school_id=org.id, connector="groupcall", state=state)
+    db.session.add(connection)
+    db.session.commit()
+    return connection
+
+
+def post(gc_app, form, key=KEY):
+    return gc_app.test_client().post(f"/connectors/groupcall/authorised?key={key}", data=form)
+
+
+def reload(connection):
+    db.session.expire_all()
+    return db.session.get(Connection, connection.id)
+
+
+def test_callback_approves_the_requested_connection_and_stores_the_secret_encrypted(gc_app, sandbox, school, org):
+    connection = make_connection(org, ConnectionState.pending)
+    secret = sandbox.authorise(school.dfe_number)
+    resp = post(gc_app, sandbox.callback_form(school.dfe_number))
+    assert resp.status_code == 200 and resp.json["status"] == "approved"
+    connection = reload(connection)
+    assert connection.state == ConnectionState.approved and connection.provider_school_id == school.dfe_number
+    assert json.loads(connection.settings_encrypted)["school_secret"] == secret
+    raw = db.session.execute(text("SELECT settings_encrypted FROM connections WHERE id = :i"), {"i": connection.id}).scalar()
+    assert secret not in raw
+    actions = db.session.execute(select(AuditEntry.action).where(AuditEntry.organisation_id == org.id)).scalars().all()
+    assert "connection.approved" in actions
+    assert not any(secret in json.dumps(e.details or {}) for e in db.session.execute(select(AuditEntry)).scalars())
+
+
+def test_a_wrong_key_is_refused_and_changes_nothing(gc_app, sandbox, school, org):
+    connection = make_connection(org, ConnectionState.pending)
+    resp = post(gc_app, sandbox.callback_form(school.dfe_number), key="guess")
+    assert resp.status_code == 403 and resp.json["error"]["code"] == "bad_key"
+    assert reload(connection).state == ConnectionState.pending and reload(connection).settings_encrypted is None
+
+
+def test_a_callback_with_missing_fields_says_what_is_wrong(gc_app, sandbox, school, org):
+    resp = post(gc_app, {"schoolId": "12"})
+    assert resp.status_code == 400
+    assert "schoolSecret" in resp.json["error"]["message"] and "7-digit" in resp.json["error"]["message"]
+
+
+def test_a_secret_groupcall_refuses_does_not_approve(gc_app, sandbox, school, org):
+    connection = make_connection(org, ConnectionState.pending)
+    form = {**sandbox.callback_form(school.dfe_number), "schoolSecret": "forged"}
+    resp = post(gc_app, form)
+    assert resp.status_code == 200 and resp.json["status"] == "revoked"
+    # A pending connection whose secret is refused is not approved (it ends revoked, R5).
+    assert reload(connection).state == ConnectionState.revoked
+
+
+def test_a_school_that_did_not_ask_in_the_portal_is_not_connected(gc_app, sandbox, school, org):
+    connection = make_connection(org, ConnectionState.not_connected)
+    resp = post(gc_app, sandbox.callback_form(school.dfe_number))
+    assert resp.status_code == 409 and resp.json["error"]["code"] == "not_requested"
+    assert reload(connection).state == ConnectionState.not_connected and reload(connection).settings_encrypted is None
+
+
+def test_an_unknown_school_is_a_clear_error(gc_app, sandbox, school):
+    resp = post(gc_app, {**sandbox.callback_form(school.dfe_number), "schoolId": "9999999"})
+    assert resp.status_code == 404 and resp.json["error"]["code"] == "unknown_school"
+
+
+def test_revocation_at_groupcall_is_seen_by_the_next_callback(gc_app, sandbox, school, org):
+    connection = make_connection(org, ConnectionState.pending)
+    post(gc_app, sandbox.callback_form(school.dfe_number))
+    assert reload(connection).state == ConnectionState.approved
+    form = sandbox.callback_form(school.dfe_number)
+    sandbox.revoke(school.dfe_number)
+    assert post(gc_app, form).json["status"] == "revoked"
+    assert reload(connection).state == ConnectionState.revoked
+
+
+def test_the_route_is_mounted_only_with_the_connector(make_kit_app):
+    app = make_kit_app(ENABLED_CONNECTORS=[])
+    assert "groupcall_callback" not in app.blueprints

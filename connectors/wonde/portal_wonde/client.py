@@ -1,0 +1,316 @@
+"""A thin HTTP client for the Wonde API: auth, timeouts, retries, paging and Wonde's datetime objects."""
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import requests
+
+from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, ProviderUnavailable, RateLimited
+
+__all__ = ["Page", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
+
+DEFAULT_BASE_URL = "https://api.wonde.com/v1.0"
+USER_AGENT = "mis-portal-wonde/0.1"
+LOOPBACK_NAMES = {"localhost"}
+
+
+# ---------------------------------------------------------------- dates
+
+
+def _zone(name: str | None) -> timezone | ZoneInfo:
+    if not name or name.upper() in ("UTC", "Z", "GMT"):
+        return timezone.utc
+    if name[0] in "+-":  # PHP timezone_type 1: an offset such as "+01:00"
+        sign = -1 if name[0] == "-" else 1
+        hours, _, minutes = name[1:].partition(":")
+        from datetime import timedelta
+
+        return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        # PHP abbreviations (timezone_type 2) such as "BST" are not IANA names; Wonde's UK data is London time.
+        return ZoneInfo("Europe/London") if name.upper() in ("BST", "GMT") else timezone.utc
+
+
+def parse_wonde_datetime(value: Any) -> datetime | None:
+    """Return a timezone-aware datetime from a Wonde DateTime object or a date/datetime string (None if blank)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Mapping):
+        if "data" in value and "date" not in value:
+            return parse_wonde_datetime(value["data"])
+        text, zone = value.get("date"), _zone(value.get("timezone"))
+    elif isinstance(value, str):
+        text, zone = value, timezone.utc
+    else:
+        raise ValueError(f"not a Wonde date: {type(value).__name__}")
+    if not text:
+        return None
+    text = str(text).strip().replace("T", " ")
+    if text.endswith("Z"):
+        text = text[:-1]
+    parsed = datetime.fromisoformat(text) if len(text) > 10 else datetime.combine(date.fromisoformat(text), datetime.min.time())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+
+
+def parse_wonde_date(value: Any) -> date | None:
+    """Return the calendar date of a Wonde date field, in the zone it was given in (never shifted to UTC)."""
+    parsed = parse_wonde_datetime(value)
+    return parsed.date() if parsed else None
+
+
+def format_filter_datetime(value: datetime) -> str:
+    """Format a datetime for Wonde's updated_after filter: UTC, "YYYY-MM-DD HH:MM:SS"."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---------------------------------------------------------------- client
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: its rows, the URL of the next page (None at the end) and its number."""
+
+    items: list[dict[str, Any]]
+    next_url: str | None
+    number: int
+    url: str
+
+
+class WondeClient:
+    """Talk to one Wonde-compatible server with one token. Knows nothing of the portal's database."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        token: str = "",
+        *,
+        per_page: int = 200,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        retry_after_cap: float = 120.0,
+        allow_insecure_http: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[float, float], float] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not token:
+            raise ConnectorError("No Wonde access token is configured (setting 'token').")
+        base_url = base_url.rstrip("/")
+        if not base_url.endswith("/v1.0"):
+            base_url += "/v1.0"
+        parts = urlsplit(base_url)
+        if parts.scheme != "https" and not (allow_insecure_http and parts.scheme == "http" and _is_loopback(parts.hostname)):
+            # R61: credentials and pupil data travel over HTTPS only; plain HTTP only to a local sandbox in tests.
+            raise ConnectorError("The Wonde base URL must use HTTPS (plain HTTP is allowed only to a local test sandbox).")
+        self.base_url = base_url
+        self.scheme = parts.scheme
+        self.host = parts.netloc
+        self.per_page = per_page
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.retry_after_cap = retry_after_cap
+        self.sleep = sleep
+        self.jitter = jitter or random.uniform
+        self.session = session or requests.Session()
+        self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json",
+                                     "User-Agent": USER_AGENT})
+        self.requests_made = 0
+        self.retries = 0
+        self._school_bases: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- one request
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter: a random wait up to the capped exponential step, so many clients do not retry in step.
+        return self.jitter(0, min(self.backoff_cap, self.backoff_base * (2**attempt)))
+
+    def _retry_after(self, response: requests.Response, attempt: int) -> float:
+        header = response.headers.get("Retry-After")
+        if header:
+            try:
+                seconds = float(header)
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(header)
+                    seconds = (when - datetime.now(timezone.utc)).total_seconds()
+                except (TypeError, ValueError):
+                    seconds = self._backoff(attempt)
+            return max(0.0, min(seconds, self.retry_after_cap))
+        return self._backoff(attempt)
+
+    def request(self, method: str, url: str, *, endpoint: str, page: int | None = None,
+                params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+        """Send one request with retries and return the decoded JSON body; raise a ConnectorError on failure."""
+        where = f"{endpoint} (page {page})" if page else endpoint
+        last_429: float | None = None
+        for attempt in range(self.max_retries + 1):
+            final = attempt == self.max_retries
+            self.requests_made += 1
+            try:
+                response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if final:
+                    raise ProviderUnavailable(
+                        f"Wonde did not answer the request for {where} after {attempt + 1} attempts "
+                        f"({type(exc).__name__}).", endpoint=endpoint, page=page) from None
+                self._wait(self._backoff(attempt))
+                continue
+            status = response.status_code
+            if status in (401, 403):
+                # R5: the school revoked access or never granted it; retrying cannot help.
+                raise AuthorisationLost(
+                    f"Wonde refused access to {where} (HTTP {status}): the school has not approved, or has revoked, "
+                    "this application in the Wonde school portal.", endpoint=endpoint, page=page)
+            if status == 429:
+                last_429 = self._retry_after(response, attempt)
+                if final:
+                    raise RateLimited(f"Wonde kept rate-limiting requests for {where} after {attempt + 1} attempts.",
+                                      retry_after=last_429, endpoint=endpoint, page=page)
+                self._wait(last_429)
+                continue
+            if status >= 500:
+                if final:
+                    raise ProviderUnavailable(
+                        f"Wonde answered HTTP {status} for {where} after {attempt + 1} attempts.",
+                        endpoint=endpoint, page=page)
+                self._wait(self._backoff(attempt))
+                continue
+            if status >= 400:
+                raise BadResponse(f"Wonde answered HTTP {status} for {where}.", endpoint=endpoint, page=page)
+            try:
+                return response.json()
+            except ValueError:
+                raise BadResponse(f"Wonde returned invalid JSON for {where}.", endpoint=endpoint, page=page) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, seconds: float) -> None:
+        self.retries += 1
+        self.sleep(seconds)
+
+    # -- documents and lists
+
+    def get_object(self, url: str, *, endpoint: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """GET a single-object document and return its ``data`` object."""
+        body = self.request("GET", url, endpoint=endpoint, params=params)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise BadResponse(f"Wonde's answer for {endpoint} has no 'data' object.", endpoint=endpoint)
+        return data
+
+    def pages(self, url: str, *, endpoint: str, params: Mapping[str, Any] | None = None,
+              first_page: int = 1) -> Iterator[Page]:
+        """Yield the pages of a list one at a time, following ``meta.pagination.next`` to the end.
+
+        ``url`` may be a next-page URL saved from an earlier run; then ``params`` must be None.
+        """
+        number = first_page
+        query: dict[str, Any] | None = None
+        if params is not None:
+            query = {"per_page": self.per_page, **params}
+        while url:
+            body = self.request("GET", url, endpoint=endpoint, page=number, params=query)
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise BadResponse(f"Wonde's answer for {endpoint} (page {number}) is not a list in a 'data' key.",
+                                  endpoint=endpoint, page=number)
+            meta = body.get("meta")
+            pagination = meta.get("pagination") if isinstance(meta, dict) else None
+            next_url = pagination.get("next") if isinstance(pagination, dict) else None
+            if next_url is not None and not isinstance(next_url, str):
+                raise BadResponse(f"Wonde's answer for {endpoint} (page {number}) has a malformed next link.",
+                                  endpoint=endpoint, page=number)
+            current = pagination.get("current_page") if isinstance(pagination, dict) else None
+            # The next link is followed verbatim (the spec's rule), but only to the host we were configured with.
+            if next_url:
+                self._check_host(next_url, endpoint, number)
+            yield Page(body["data"], next_url or None, current if isinstance(current, int) else number, url)
+            url = next_url
+            query = None
+            number += 1
+
+    def _check_host(self, url: str, endpoint: str, page: int | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.netloc != self.host and not parts.netloc.endswith(".wonde.com"):
+            raise BadResponse(f"Wonde's answer for {endpoint} points to another host; not followed.",
+                              endpoint=endpoint, page=page)
+        if parts.scheme != self.scheme:
+            raise BadResponse(f"Wonde's answer for {endpoint} points to a non-{self.scheme} URL; not followed.",
+                              endpoint=endpoint, page=page)
+
+    # -- schools
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def ping(self) -> None:
+        """Check that the server answers and accepts the token."""
+        self.request("GET", self.base_url, endpoint="root")
+
+    def find_schools(self, listing: str = "all", **filters: str) -> list[dict[str, Any]]:
+        """Return the schools in a listing ("all", "approved", "pending", "revoked", "declined") matching the filters."""
+        path = "schools" if listing == "approved" else f"schools/{listing}"
+        out: list[dict[str, Any]] = []
+        for page in self.pages(self.url(path), endpoint=path, params=filters):
+            out.extend(page.items)
+        return out
+
+    def school(self, school_id: str) -> dict[str, Any]:
+        """Return one school's object."""
+        return self.get_object(self.url(f"schools/{school_id}"), endpoint="school")
+
+    def school_base(self, school_id: str) -> str:
+        """Return ``https://{region domain}/v1.0/schools/{id}`` for a school, from its region (cached)."""
+        base = self._school_bases.get(school_id)
+        if base is None:
+            school = self.school(school_id)
+            region = school.get("region") if isinstance(school.get("region"), dict) else {}
+            domain = region.get("domain") or self.host
+            # Only Wonde's own domains (or the configured host) receive the token.
+            if domain != self.host and not str(domain).endswith(".wonde.com"):
+                raise BadResponse("Wonde gave the school a region domain outside wonde.com; not used.", endpoint="school")
+            base = self._school_bases[school_id] = f"{self.scheme}://{domain}/v1.0/schools/{school_id}"
+        return base
+
+    def request_access(self, school_id: str, contacts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Ask the school to approve this application; return Wonde's {success, state, message}."""
+        body = {"contacts": contacts} if contacts else None
+        answer = self.request("POST", self.url(f"schools/{school_id}/request-access"), endpoint="request-access", json=body)
+        if not isinstance(answer, dict):
+            raise BadResponse("Wonde's answer to request-access is not an object.", endpoint="request-access")
+        return answer
+
+    def revoke_access(self, school_id: str) -> dict[str, Any]:
+        """Withdraw this application's approved or pending access to the school."""
+        answer = self.request("DELETE", self.url(f"schools/{school_id}/revoke-access"), endpoint="revoke-access")
+        return answer if isinstance(answer, dict) else {}
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,259 @@
+"""The Wonde connector: access requests, access status and page-by-page extracts with resumable checkpoints."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from portal.connectors import (
+    CATEGORIES,
+    AccessStatus,
+    AuthorisationLost,
+    BadResponse,
+    Checkpoint,
+    Connector,
+    ConnectorError,
+    Record,
+)
+
+from portal_wonde import mapping
+from portal_wonde.client import DEFAULT_BASE_URL, WondeClient, format_filter_datetime
+
+__all__ = ["SchoolNotFound", "WondeConnector"]
+
+# Wonde's answer state -> the portal's AccessStatus.state
+STATES = {"approved": "approved", "audited": "approved", "pending": "pending", "revoked": "revoked",
+          "declined": "declined"}
+
+
+class SchoolNotFound(ConnectorError):
+    """Wonde has no school with the portal school's URN or DfE number."""
+
+    code = "school_not_found"
+    kind = "school_action"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One list endpoint read for a category, with the mapper that turns each row into records."""
+
+    endpoint: str
+    params: Mapping[str, Any]
+    mapper: Callable[[Mapping[str, Any]], Iterable[Record]]
+
+
+class WondeConnector(Connector):
+    """Reads the six categories from Wonde's API, page by page."""
+
+    name = "wonde"
+    title = "Wonde"
+    settings_schema = {
+        "type": "object",
+        "properties": {
+            "base_url": {"type": "string", "default": DEFAULT_BASE_URL, "title": "API base URL"},
+            "token": {"type": "string", "title": "Application access token"},
+            "per_page": {"type": "integer", "default": 200, "title": "Rows per page"},
+            "connect_timeout": {"type": "number", "default": 5},
+            "read_timeout": {"type": "number", "default": 60},
+            "max_retries": {"type": "integer", "default": 5},
+            "backoff_base": {"type": "number", "default": 0.5},
+            "backoff_cap": {"type": "number", "default": 30},
+            "retry_after_cap": {"type": "number", "default": 120},
+            "allow_insecure_http": {"type": "boolean", "default": False, "title": "Allow plain HTTP to a local sandbox (tests)"},
+        },
+        "required": ["token"],
+        "secret": ["token"],
+    }
+    categories = CATEGORIES
+
+    def __init__(self, settings: Mapping[str, Any], *, sleep: Callable[[float], None] | None = None) -> None:
+        super().__init__(settings)
+        s = self.settings
+        extra = {"sleep": sleep} if sleep else {}
+        self.client = WondeClient(
+            s.get("base_url") or DEFAULT_BASE_URL,
+            s.get("token") or "",
+            per_page=int(s.get("per_page", 200)),
+            connect_timeout=float(s.get("connect_timeout", 5)),
+            read_timeout=float(s.get("read_timeout", 60)),
+            max_retries=int(s.get("max_retries", 5)),
+            backoff_base=float(s.get("backoff_base", 0.5)),
+            backoff_cap=float(s.get("backoff_cap", 30)),
+            retry_after_cap=float(s.get("retry_after_cap", 120)),
+            allow_insecure_http=bool(s.get("allow_insecure_http", False)),
+            **extra,
+        )
+        # Stats the engine may copy into the run row.
+        self.pages_read = 0
+
+    @property
+    def requests_made(self) -> int:
+        return self.client.requests_made
+
+    @property
+    def retries(self) -> int:
+        return self.client.retries
+
+    # -- schools and access
+
+    def check_connection(self) -> None:
+        self.client.ping()
+
+    def find_school(self, school: Any) -> dict[str, Any] | None:
+        """Return Wonde's school object for a portal school: by URN, else by LA code + establishment number."""
+        urn = _attr(school, "urn")
+        if urn:
+            found = self.client.find_schools("all", urn=str(urn))
+            if len(found) == 1:
+                return found[0]
+        dfe = _attr(school, "dfe_number")
+        if dfe and len(str(dfe)) == 7:
+            found = self.client.find_schools("all", la_code=str(dfe)[:3], establishment_number=str(dfe)[3:])
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    def _school_id(self, target: Any) -> str:
+        """Return the Wonde school id for a connection (its stored id) or a portal school (matched)."""
+        stored = _attr(target, "provider_school_id")
+        if stored:
+            return str(stored)
+        school = _attr(target, "school") or target
+        found = self.find_school(school)
+        if not found:
+            raise SchoolNotFound(
+                f"Wonde has no school with URN {_attr(school, 'urn') or '-'} or DfE number "
+                f"{_attr(school, 'dfe_number') or '-'}: check the school's numbers, or ask it to join Wonde.")
+        return str(found["id"])
+
+    def request_access(self, school: Any, contacts: list[dict[str, Any]] | None = None) -> AccessStatus:
+        school_id = self._school_id(school)
+        answer = self.client.request_access(school_id, contacts)
+        state = STATES.get(str(answer.get("state") or "").lower(), "pending" if answer.get("success") else "not_connected")
+        return AccessStatus(state, school_id, {"message": answer.get("message")})
+
+    def revoke_access(self, school: Any) -> None:
+        school_id = self._school_id(school)
+        try:
+            self.client.revoke_access(school_id)
+        except AuthorisationLost:
+            return  # access is already gone at Wonde; nothing left to withdraw
+
+    def access_status(self, school: Any) -> AccessStatus:
+        school_id = self._school_id(school)
+        for listing in ("approved", "pending", "revoked", "declined"):
+            if any(str(s.get("id")) == school_id for s in self.client.find_schools(listing)):
+                return AccessStatus(STATES[listing], school_id)
+        return AccessStatus("not_connected", school_id)
+
+    # -- extract
+
+    def steps(self, category: str, since: datetime | None) -> list[Step]:
+        """Return the list endpoints read for a category, in order (deletions last on incremental runs)."""
+        changed = {"updated_after": format_filter_datetime(since)} if since else {}
+        steps: list[Step] = []
+        if category == "student_basic":
+            params = {"include": "education_details,registration,year", **changed}
+            steps = [Step("students", params, lambda row: [mapping.map_pupil(row)]),
+                     Step("students-leaver", params, lambda row: [mapping.map_pupil(row, leaving=True)])]
+        elif category == "student_demographics":
+            params = {"include": "extended_details,sen_needs", **changed}
+            steps = [Step("students", params, lambda row: [mapping.map_demographics(row)]),
+                     Step("students-leaver", params, lambda row: [mapping.map_demographics(row)])]
+        elif category == "student_timetable":
+            steps = [Step("subjects", dict(changed), lambda row: [mapping.map_subject(row)]),
+                     Step("classes", {"include": "subject,students", **changed}, mapping.map_class),
+                     Step("groups", {"include": "students", **changed}, mapping.map_group),
+                     Step("lessons", {"include": "period,class", **changed}, lambda row: [mapping.map_lesson(row)])]
+        elif category == "student_assessment":
+            steps = [Step("assessment/results", {"include": "aspect,template,resultset", **changed},
+                          lambda row: [mapping.map_result(row)])]
+        elif category == "student_attendance_exclusions":
+            steps = [Step("attendance/session", {"include": "attendance_code", **changed},
+                          lambda row: [mapping.map_mark(row, self._codes)]),
+                     Step("exclusions", dict(changed), lambda row: [mapping.map_exclusion(row)])]
+        elif category == "staff_basic":
+            steps = [Step("employees", {"include": "employment_details,contact_details,roles", **changed},
+                          lambda row: [mapping.map_employee(row)])]
+        if since is not None:
+            types = ",".join(t for t, kinds in mapping.DELETION_KINDS.items() if any(c == category for _, c in kinds))
+            if types:
+                steps.append(Step("deletions", {"type": types, **changed},
+                                  lambda row, c=category: [t] if (t := mapping.map_deletion(row, c)) else []))
+        return steps
+
+    def extract(
+        self,
+        connection: Any,
+        categories: Iterable[str],
+        since: datetime | None,
+        checkpoint: Checkpoint | None,
+    ) -> Iterator[Record | Checkpoint]:
+        """Yield records page by page, then Checkpoint(category, cursor) after each page.
+
+        The cursor is JSON: ``{"step": i, "next": url}`` (resume at that page) or ``{"step": i}``
+        (start step i). A checkpoint for a later category means earlier ones are done.
+        """
+        wanted = [c for c in CATEGORIES if c in set(categories)]
+        school_id = self._school_id(connection)
+        base = self.client.school_base(school_id)
+        self._codes: dict[str, str] = {}
+        self._codes_loaded = False
+        resume_at = wanted.index(checkpoint.category) if checkpoint and checkpoint.category in wanted else 0
+        for index, category in enumerate(wanted):
+            if index < resume_at:
+                continue
+            cursor = checkpoint.cursor if checkpoint and index == resume_at else None
+            yield from self._extract_category(base, category, since, cursor)
+
+    def _extract_category(self, base: str, category: str, since: datetime | None,
+                          cursor: str | None) -> Iterator[Record | Checkpoint]:
+        steps = self.steps(category, since)
+        start_step, next_url = 0, None
+        if cursor:
+            try:
+                saved = json.loads(cursor)
+                start_step, next_url = int(saved.get("step", 0)), saved.get("next")
+            except (ValueError, TypeError, AttributeError):
+                raise BadResponse(f"The saved checkpoint for {category} cannot be read; run a full extract.") from None
+        for number in range(start_step, len(steps)):
+            step = steps[number]
+            if step.endpoint == "attendance/session":
+                self._load_codes(base)
+            if number == start_step and next_url:
+                self.client._check_host(next_url, step.endpoint)
+                pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
+            else:
+                pages = self.client.pages(f"{base}/{step.endpoint}", endpoint=step.endpoint, params=step.params)
+            for page in pages:
+                self.pages_read += 1
+                for row in page.items:
+                    if not isinstance(row, Mapping):
+                        raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row that "
+                                          "is not an object.", endpoint=step.endpoint, page=page.number)
+                    try:
+                        yield from step.mapper(row)
+                    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                        raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row "
+                                          f"of an unexpected shape ({type(exc).__name__}).",
+                                          endpoint=step.endpoint, page=page.number) from None
+                position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
+                yield Checkpoint(category, json.dumps(position))
+
+    def _load_codes(self, base: str) -> None:
+        """Load the school's attendance codes once, for marks that carry a code id instead of the include."""
+        if self._codes_loaded:
+            return
+        for page in self.client.pages(f"{base}/attendance-codes", endpoint="attendance-codes", params={}):
+            for row in page.items:
+                if isinstance(row, Mapping) and row.get("id") is not None and row.get("code"):
+                    self._codes[str(row["id"])] = str(row["code"])
+        self._codes_loaded = True
+
+
+def _attr(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)

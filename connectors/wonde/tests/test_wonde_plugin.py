@@ -1,0 +1,31 @@
+"""The installed package is found through the `portal` entry point, and the sandbox command dispatches to it."""
+from __future__ import annotations
+
+import importlib.metadata
+
+from portal.testing.databases import base_config
+
+
+def test_entry_point_is_declared():
+    entry_points = importlib.metadata.entry_points(group="portal")
+    assert "portal_wonde.plugin" in {ep.value for ep in entry_points if ep.name == "wonde"}
+
+
+def test_create_app_discovers_the_wonde_connector(tmp_path):
+    from portal import create_app
+    from portal.plugins.manager import get_plugins
+    from portal_wonde.connector import WondeConnector
+
+    app = create_app(base_config(f"sqlite:///{tmp_path / 'portal.sqlite3'}", PLUGINS_LOAD_ENTRYPOINTS=True,
+                                 ENABLED_CONNECTORS=["wonde"], PLUGINS=[]))
+    plugins = get_plugins(app)
+    assert plugins.connector("wonde") is WondeConnector
+    assert "token" in WondeConnector.settings_schema["secret"]
+
+
+def test_sandbox_command_refuses_an_unknown_connector(tmp_path):
+    from portal import create_app
+
+    app = create_app(base_config(f"sqlite:///{tmp_path / 'portal.sqlite3'}"))
+    result = app.test_cli_runner().invoke(args=["portal", "sandbox", "nosuch"])
+    assert result.exit_code != 0 and "no sandbox for connector 'nosuch'" in result.output

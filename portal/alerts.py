@@ -1,0 +1,123 @@
+"""Alert emails to a school's admins: approval, revocation, failures the school must fix, held mass removals (R65)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import or_, select
+
+from portal import mail
+from portal.extensions import db
+from portal.models import Connection, JobRun, Membership, Organisation, Role, User
+
+log = logging.getLogger(__name__)
+
+# Bodies name the school, the connector and portal links; never pupils, staff or field values (R65).
+_FOOTER = "\n\nThis message contains no pupil data. Sign in to the portal for details.\n"
+
+
+def recipients(school: Organisation) -> list[str]:
+    """Email addresses of the school's active admins and its trust's admins."""
+    clauses = [(Membership.organisation_id == school.id) & (Membership.role == Role.school_admin)]
+    if school.trust_id:
+        clauses.append((Membership.organisation_id == school.trust_id) & (Membership.role == Role.trust_admin))
+    rows = db.session.execute(
+        select(User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(or_(*clauses), Membership.suspended_at.is_(None), User.active.is_(True))
+        .order_by(User.email)
+    ).scalars()
+    return sorted(set(rows))
+
+
+def _link(path: str) -> str:
+    return current_app.config["BASE_URL"].rstrip("/") + path
+
+
+def _title(connection: Connection) -> str:
+    from portal.plugins.manager import get_plugins
+
+    cls = get_plugins().installed_connectors().get(connection.connector)
+    return getattr(cls, "title", connection.connector)
+
+
+def _send(school: Organisation, subject: str, body: str, **ids: Any) -> bool:
+    to = recipients(school)
+    if not to:
+        log.info("alert %r for organisation %s has no recipients", subject, school.id)
+        return False
+    mail.send(to, subject, body + _FOOTER)
+    log.info("alert sent for organisation %s: %s", school.id, ids)
+    return True
+
+
+def connection_approved(connection: Connection) -> bool:
+    school = connection.school
+    title = _title(connection)
+    return _send(
+        school,
+        f"{title} connection approved for {school.name}",
+        f"{title} has approved the portal's access to {school.name}'s MIS.\n"
+        f"The first extract will run at the next scheduled time.\n\n"
+        f"Connections: {_link(f'/schools/{school.id}/connections')}",
+        connection=connection.id,
+    )
+
+
+def connection_revoked(connection: Connection, by_provider: bool) -> bool:
+    school = connection.school
+    title = _title(connection)
+    who = (
+        f"Access was switched off in the {title} school portal."
+        if by_provider
+        else "A school admin revoked the connection in this portal."
+    )
+    return _send(
+        school,
+        f"{title} connection revoked for {school.name}",
+        f"{who}\nNo further data will be extracted through this connection. Data already held is "
+        f"deleted according to the retention rules.\n\n"
+        f"Connections: {_link(f'/schools/{school.id}/connections')}",
+        connection=connection.id,
+    )
+
+
+def run_needs_school_action(run: JobRun) -> bool:
+    connection = run.connection
+    school = connection.school
+    return _send(
+        school,
+        f"Action needed: the {_title(connection)} extract for {school.name} failed",
+        f"Extract run {run.id} failed and needs someone at the school to act.\n"
+        f"What went wrong: {run.error_message or 'see the run history'}\n\n"
+        f"Run history: {_link(f'/schools/{school.id}/runs')}",
+        run=run.id,
+    )
+
+
+def run_held(run: JobRun) -> bool:
+    connection = run.connection
+    school = connection.school
+    removed = (run.stats or {}).get("hold", {}).get("pupils_removed")
+    count = f" ({removed} records)" if isinstance(removed, int) else ""
+    return _send(
+        school,
+        f"Extract held for review: {school.name}",
+        f"Extract run {run.id} would remove an unusually large share of records{count}, so it was held.\n"
+        f"Support staff will check it with the school before anything is removed.\n\n"
+        f"Run history: {_link(f'/schools/{school.id}/runs')}",
+        run=run.id,
+    )
+
+
+def extract_finished(run: JobRun) -> None:
+    """Send the alert a finished extract run calls for, if any (called by the plugin hook)."""
+    if run.connection is None:
+        return
+    if run.status.value == "held":
+        run_held(run)
+    elif run.status.value == "failed" and run.error_kind is not None and run.error_kind.value == "school_action":
+        # Revocations at the provider get their own message from the lifecycle.
+        if run.error_code != "authorisation_lost":
+            run_needs_school_action(run)

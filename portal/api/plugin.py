@@ -1,0 +1,16 @@
+"""Default plugin: support staff's admin views for products, the matrix, API credentials and product authorisations."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from portal.plugins import hookimpl
+
+
+@hookimpl
+def portal_admin_views(app: Flask) -> list[Any]:
+    """Return the product API's admin views."""
+    from portal.api.admin import api_views
+
+    return api_views()

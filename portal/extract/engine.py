@@ -1,0 +1,477 @@
+"""The extract engine: run_extract streams a connector's pages into the store, page-checked and resumable."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from portal import audit, lifecycle, store
+from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError
+from portal.extensions import db
+from portal.extract import plan
+from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
+from portal.models.base import utcnow
+from portal.plugins.manager import get_plugins
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunStopped", "approve_held_run", "job_id_for", "reject_held_run", "run_extract"]
+
+# Plain-English messages for staff (no personal data, R65).
+MESSAGES = {
+    "not_authorised": "The connection is not approved (or is paused), so nothing was extracted.",
+    "nothing_authorised": "No product the school has authorised needs data from its MIS, so nothing was extracted.",
+    "connection_revoked": "Stopped because the connection was revoked or paused during the run.",
+    "mass_removal_hold": (
+        "The provider stopped returning {removed} of {live} pupils. Nothing was removed: "
+        "support staff must confirm the removals before they are applied."
+    ),
+    "mass_removal_rejected": "Support staff rejected the removals; the next full extract will propose them again.",
+    "internal_error": "The extract stopped because of a fault in the portal; support staff have been told.",
+}
+KIND_CATEGORY = {kind: cls.category for kind, cls in RECORD_TYPES.items()}
+Progress = Callable[[dict[str, Any]], None]
+
+
+class RunStopped(Exception):
+    """The connection was revoked or paused, or the run cancelled, while the run was going (R4)."""
+
+
+def job_id_for(connection_id: int) -> str:
+    """Return the stable job id of a connection's extract runs."""
+    return f"extract:{connection_id}"
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=current_app.config.get("JOB_LEASE_SECONDS", 300))
+
+
+# ---------------------------------------------------------------- claiming
+
+
+def _claim(connection: Connection, run_id: int | None) -> JobRun:
+    """Return the run row to work in: the given one, a lapsed one to take over, or a new claim."""
+    now = utcnow()
+    if run_id is not None:
+        run = db.session.get(JobRun, run_id)
+        if run is None or run.connection_id != connection.id:
+            raise plan.ExtractRefused("unknown_run", f"There is no extract run {run_id} for this connection.")
+        return run
+    # A run whose process died (its lease lapsed) is resumed from its last checkpoint, not restarted.
+    lapsed = db.session.execute(
+        select(JobRun)
+        .where(
+            JobRun.job_id == job_id_for(connection.id),
+            JobRun.status == RunStatus.running,
+            JobRun.lease_expires_at < now,
+        )
+        .order_by(JobRun.id.desc())
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).scalar()
+    if lapsed is not None:
+        lapsed.claimed_by, lapsed.claimed_at = _owner(), now
+        lapsed.attempts = (lapsed.attempts or 0) + 1
+        lapsed.lease_expires_at = now + _lease()
+        db.session.commit()
+        return lapsed
+    try:
+        from portal.jobs.claims import claim_run
+    except ImportError:  # the jobs module adds claim_run; until then claim here
+        claim_run = None
+    if claim_run is not None:
+        run = claim_run(job_id_for(connection.id), now, kind="extract", connection_id=connection.id, owner=_owner())
+        if run is not None:
+            return run
+    run = JobRun(
+        job_id=job_id_for(connection.id), kind="extract", scheduled_for=now, connection_id=connection.id,
+        status=RunStatus.running, claimed_by=_owner(), claimed_at=now, attempts=1, lease_expires_at=now + _lease(),
+    )
+    db.session.add(run)
+    db.session.commit()
+    return run
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _Run:
+    """One attempt at one run: holds the writer, the counts and the page bookkeeping."""
+
+    def __init__(self, run: JobRun, connection: Connection, progress: Progress | None) -> None:
+        self.run = run
+        self.connection = connection
+        self.progress = progress
+        self.batch_size = int(current_app.config.get("EXTRACT_BATCH_SIZE", 1000))
+        stats = dict(run.stats or {})
+        self.base = {c: Counter(v) for c, v in stats.get("categories", {}).items()}
+        self.base_skipped = Counter(stats.get("skipped", {}))
+        self.pages = stats.get("pages", 0)
+        self.base_requests = stats.get("requests", 0)
+        self.base_retries = stats.get("retries", 0)
+        self.completed: list[str] = list(stats.get("completed", []))
+        self.checkpoint: dict | None = stats.get("checkpoint")
+        self.window = stats.get("session_window") or [None, None]
+        self.since: dict[str, str | None] = stats.get("since", {})
+        self.high_water: dict[str, str] = stats.get("high_water", {})
+        self.started = time.monotonic()
+        self.seconds_before = stats.get("seconds", 0.0)
+        self.pending = 0
+        self.connector = None
+        self.writer: store.Writer | None = None
+
+    # -- stats
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for category in self.run.params.get("categories", []):
+            total = Counter({k: 0 for k in store.COUNT_KEYS})
+            total.update(self.base.get(category, {}))
+            if self.writer:
+                total.update(self.writer.counts.get(category, {}))
+            out[category] = dict(total)
+        return out
+
+    def stats(self, **extra: Any) -> dict[str, Any]:
+        connector_stats = getattr(self.connector, "stats", None) or {}
+        window = list(self.window)
+        if self.writer:
+            for day in self.writer.session_window:
+                if day is not None:
+                    iso = day.isoformat()
+                    window = [min(window[0] or iso, iso), max(window[1] or iso, iso)]
+        skipped = Counter(self.base_skipped)
+        if self.writer:
+            skipped.update(self.writer.skipped)
+        high_water = dict(self.high_water)
+        if self.writer:
+            for category, at in self.writer.high_water.items():
+                iso = at.astimezone(timezone.utc).isoformat()
+                high_water[category] = max(high_water.get(category, iso), iso)
+        stats = {
+            "categories": self.counts(),
+            "high_water": high_water,
+            "skipped": dict(skipped),
+            "pages": self.pages,
+            "requests": self.base_requests + connector_stats.get("requests", 0),
+            "retries": self.base_retries + connector_stats.get("retries", 0),
+            "completed": list(self.completed),
+            "checkpoint": self.checkpoint,
+            "session_window": window,
+            "since": self.since,
+            "seconds": round(self.seconds_before + time.monotonic() - self.started, 3),
+        }
+        stats.update(extra)
+        return stats
+
+    def stats_committed(self) -> dict[str, Any]:
+        """Return the stats as last committed (after a rollback, the run row holds them)."""
+        self.run = db.session.get(JobRun, self.run.id)
+        db.session.refresh(self.run)
+        stats = dict(self.run.stats or {})
+        stats["seconds"] = round(self.seconds_before + time.monotonic() - self.started, 3)
+        return stats
+
+    # -- page checks
+
+    def check_still_allowed(self, *, lock: bool = True) -> None:
+        """Raise RunStopped unless the connection is still approved, not paused, and the run not cancelled (R4).
+
+        Before a commit it locks both rows until the commit, so a revocation landing now waits
+        for this page, and one already committed is seen here: no page is committed after it.
+        """
+        conn_q = select(Connection.state, Connection.paused).where(Connection.id == self.connection.id)
+        run_q = select(JobRun.status).where(JobRun.id == self.run.id)
+        if lock:
+            conn_q, run_q = conn_q.with_for_update(read=True), run_q.with_for_update()
+        state = db.session.execute(conn_q).one()
+        status = db.session.execute(run_q).scalar_one()
+        if state.state not in EXTRACTABLE_STATES or state.paused or status != RunStatus.running:
+            raise RunStopped()
+
+    def commit_page(self, checkpoint: Checkpoint | None) -> None:
+        """Write what is buffered, store the checkpoint with it and commit, after the page check."""
+        self.writer.flush()
+        self.check_still_allowed()
+        self.checkpoint = None if checkpoint is None else {"category": checkpoint.category, "cursor": checkpoint.cursor}
+        now = utcnow()
+        self.run.stats = self.stats()
+        self.run.heartbeat_at = now
+        self.run.lease_expires_at = now + _lease()
+        db.session.commit()
+        self.pending = 0
+
+    def tell(self, **event: Any) -> None:
+        if self.progress:
+            self.progress(event)
+
+
+def run_extract(
+    connection_id: int,
+    mode: str = "auto",
+    categories: list[str] | None = None,
+    run_id: int | None = None,
+    *,
+    progress: Progress | None = None,
+) -> JobRun:
+    """Extract one connection's granted categories into the store and return the finished run row.
+
+    ``mode`` is "full", "incremental" or "auto" (R21 decides). With ``run_id`` the engine works in
+    that already-claimed row and resumes from its last checkpoint; without it, it takes over a
+    run whose lease lapsed, or claims a new one.
+    """
+    connection = db.session.get(Connection, connection_id)
+    if connection is None:
+        raise plan.ExtractRefused("unknown_connection", f"There is no connection {connection_id}.")
+    try:
+        connector_cls = get_plugins().connector(connection.connector)
+    except KeyError:
+        raise plan.ExtractRefused("connector_not_enabled", "This connector is not enabled on this portal.") from None
+    run = _claim(connection, run_id)
+    if run.status in (RunStatus.queued,):
+        run.status = RunStatus.running
+    resuming = bool((run.stats or {}).get("checkpoint") or (run.stats or {}).get("completed"))
+    if not connection.can_extract:
+        return _finish(run, RunStatus.cancelled, ErrorKind.school_action, "not_authorised")
+    now = utcnow()
+    if not resuming:
+        try:
+            wanted = plan.categories_for(connection, connector_cls, categories)
+        except plan.ExtractRefused as exc:
+            run.error_message = exc.message
+            return _finish(run, RunStatus.failed, ErrorKind.school_action, exc.code, message=exc.message)
+        if not wanted:
+            return _finish(run, RunStatus.failed, ErrorKind.school_action, "nothing_authorised")
+        chosen, reason, since = plan.choose_mode(connection, mode, wanted, now)
+        run.params = {
+            "mode_requested": mode, "mode": chosen, "mode_reason": reason, "categories": wanted,
+            "started_at": now.isoformat(),
+        }
+        run.started_at = run.started_at or now
+        run.stats = {"since": {c: (s.isoformat() if s else None) for c, s in since.items()}}
+        run.status = RunStatus.running
+        db.session.commit()
+    state = _Run(run, connection, progress)
+    log.info("extract run %s for connection %s: %s %s", run.id, connection.id, run.params["mode"], run.params["categories"])
+    try:
+        return _work(state)
+    except RunStopped:
+        db.session.rollback()
+        return _stopped(state)
+    except ConnectorError as exc:
+        db.session.rollback()
+        return _failed(state, exc)
+    except Exception as exc:  # noqa: BLE001 - any fault must end the run with a typed error
+        db.session.rollback()
+        # The exception text may carry values (e.g. SQL parameters): log only its type and frames.
+        log.error(
+            "extract run %s failed with %s\n%s", run.id, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__))
+        )
+        stats = state.stats_committed()
+        store.discard_removals(connection, run.id)
+        return _finish(state.run, RunStatus.failed, ErrorKind.internal, "internal_error", stats=stats)
+
+
+def _work(state: _Run) -> JobRun:
+    run, connection = state.run, state.connection
+    full = run.params["mode"] == "full"
+    state.connector = lifecycle.connector_instance(connection)
+    state.writer = store.Writer(connection, run.id, full=full, batch_size=state.batch_size)
+    for category in run.params["categories"]:
+        if category in state.completed:
+            continue
+        since_iso = state.since.get(category)
+        since = datetime.fromisoformat(since_iso) if since_iso else None
+        resume = None
+        if state.checkpoint and state.checkpoint.get("category") == category:
+            resume = Checkpoint(category, state.checkpoint.get("cursor"))
+        state.tell(event="category", category=category)
+        for item in state.connector.extract(connection, [category], since, resume):
+            if isinstance(item, Checkpoint):
+                state.pages += 1
+                # A cheap check at every page; a commit (with its checkpoint) once a batch has built up.
+                if state.pending >= state.batch_size:
+                    state.commit_page(item)
+                else:
+                    state.check_still_allowed(lock=False)
+                state.tell(event="page", category=category, pages=state.pages, records=state.writer.written)
+                continue
+            if plan.is_suppressed(connection.school_id, item.kind, item.external_id):
+                continue
+            state.writer.add(item)
+            state.pending += 1
+        state.completed.append(category)
+        state.commit_page(None)
+    return _complete(state)
+
+
+def _complete(state: _Run) -> JobRun:
+    """Reconcile (complete full pulls only), apply the hold rule, apply removals and finish."""
+    run, connection = state.run, state.connection
+    state.writer.finish()
+    full = run.params["mode"] == "full"
+    categories = run.params["categories"]
+    if full:
+        kinds = [k for k, c in KIND_CATEGORY.items() if c in categories]
+        window = state.stats()["session_window"]
+        session_window = (date.fromisoformat(window[0]), date.fromisoformat(window[1])) if window[0] else None
+        store.stage_reconciliation(connection, run.id, kinds, session_window=session_window)
+    removing = store.pending_pupil_removals(connection, run.id)
+    live = store.live_pupil_count(connection)
+    threshold = float(current_app.config.get("MASS_REMOVAL_THRESHOLD", 0.10))
+    state.check_still_allowed()
+    if live and removing / live > threshold:
+        message = MESSAGES["mass_removal_hold"].format(removed=removing, live=live)
+        audit.record(
+            "extract.held", organisation_id=connection.school_id, target=run,
+            details={"connection_id": connection.id, "pupils_removed": removing, "pupils_live": live}, actor="system",
+        )
+        return _finish(
+            run, RunStatus.held, None, "mass_removal_hold", message=message,
+            stats=state.stats(hold={"pupils_removed": removing, "pupils_live": live}),
+        )
+    tombstoned = store.apply_removals(connection, run.id)
+    stats = state.stats()
+    for category, n in tombstoned.items():
+        stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
+    plan.save_watermarks(connection, categories, _watermarks(run, stats), run.id)
+    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
+    lifecycle.mark_healthy(connection)
+    return finished
+
+
+def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime]:
+    """Per category, the latest provider time the run saw; the run's start where it saw none.
+
+    Provider times, not our clock: the updated-after filter is compared with the provider's own
+    clock, so a skew between the two can neither skip nor repeat changes.
+    """
+    high = stats.get("high_water", {})
+    started = datetime.fromisoformat(run.params["started_at"])
+    return {c: datetime.fromisoformat(high[c]) if c in high else started for c in run.params["categories"]}
+
+
+def _stopped(state: _Run) -> JobRun:
+    run = db.session.get(JobRun, state.run.id)
+    db.session.refresh(run)
+    if run.status == RunStatus.running:
+        return _finish(run, RunStatus.cancelled, ErrorKind.school_action, "connection_revoked", stats=state.stats_committed())
+    # Cancelled by the lifecycle (revoke, pause): it already wrote the reason; keep it.
+    run.stats = state.stats_committed()
+    db.session.commit()
+    _notify(run)
+    return run
+
+
+def _failed(state: _Run, exc: ConnectorError) -> JobRun:
+    run = db.session.get(JobRun, state.run.id)
+    stats = state.stats_committed()
+    connector_stats = getattr(state.connector, "stats", None) or {}
+    stats["requests"] = state.base_requests + connector_stats.get("requests", 0)
+    stats["retries"] = state.base_retries + connector_stats.get("retries", 0)
+    stats["failed_at"] = {"endpoint": exc.endpoint, "page": exc.page}
+    # Removals found so far come from an incomplete run: they are never applied (R20).
+    store.discard_removals(state.connection, run.id)
+    log.warning("extract run %s failed: %s (%s)", run.id, exc.code, exc.kind)
+    finished = _finish(run, RunStatus.failed, ErrorKind(exc.kind), exc.code, message=exc.message, stats=stats)
+    if isinstance(exc, AuthorisationLost):
+        lifecycle.mark_revoked_by_provider(state.connection, exc.code)
+    elif exc.kind == ErrorKind.provider_problem.value:
+        lifecycle.mark_failing(state.connection, error_code=exc.code, run=finished)
+    return finished
+
+
+def _finish(
+    run: JobRun,
+    status: RunStatus,
+    kind: ErrorKind | None,
+    code: str | None,
+    *,
+    message: str | None = None,
+    stats: dict[str, Any] | None = None,
+) -> JobRun:
+    now = utcnow()
+    run.status = status
+    run.finished_at = now
+    run.started_at = run.started_at or now
+    run.lease_expires_at = None
+    run.error_kind = kind
+    run.error_code = code
+    run.error_message = message or (MESSAGES.get(code) if code else None)
+    if stats is not None:
+        stats = dict(stats)
+        stats["checkpoint"] = None if status == RunStatus.succeeded else stats.get("checkpoint")
+        run.stats = stats
+    db.session.commit()
+    _notify(run)
+    return run
+
+
+def _notify(run: JobRun) -> None:
+    get_plugins().extract_finished(run)
+
+
+# ---------------------------------------------------------------- the mass-removal hold
+
+
+def _held(run_id: int, user: User) -> tuple[JobRun, Connection]:
+    if not getattr(user, "is_support", False):
+        raise plan.ExtractRefused("not_support", "Only support staff can review a held extract run.")
+    run = db.session.get(JobRun, run_id)
+    if run is None or run.kind != "extract" or run.status != RunStatus.held:
+        raise plan.ExtractRefused("not_held", f"Extract run {run_id} is not held for review.")
+    return run, db.session.get(Connection, run.connection_id)
+
+
+def approve_held_run(run_id: int, user: User) -> JobRun:
+    """Support staff confirm a held run's removals: apply them and finish the run as succeeded."""
+    run, connection = _held(run_id, user)
+    tombstoned = store.apply_removals(connection, run.id, actor=f"user:{user.id}", actor_user_id=user.id)
+    stats = dict(run.stats or {})
+    categories = {c: dict(v) for c, v in stats.get("categories", {}).items()}
+    for category, n in tombstoned.items():
+        categories.setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
+    stats["categories"] = categories
+    stats["hold"] = {**stats.get("hold", {}), "decision": "approved", "by_user_id": user.id}
+    audit.record(
+        "extract.hold_approved", organisation_id=connection.school_id, target=run,
+        details={"connection_id": connection.id, "tombstoned": tombstoned}, actor=f"user:{user.id}", actor_user_id=user.id,
+    )
+    plan.save_watermarks(connection, run.params["categories"], _watermarks(run, stats), run.id)
+    run.error_code = run.error_message = run.error_kind = None
+    run.status = RunStatus.succeeded
+    run.stats = stats
+    db.session.commit()
+    return run
+
+
+def reject_held_run(run_id: int, user: User) -> JobRun:
+    """Support staff refuse a held run's removals: drop them; the run ends failed so the school sees it."""
+    run, connection = _held(run_id, user)
+    discarded = store.discard_removals(connection, run.id, actor=f"user:{user.id}", actor_user_id=user.id)
+    stats = dict(run.stats or {})
+    stats["hold"] = {**stats.get("hold", {}), "decision": "rejected", "by_user_id": user.id, "discarded": discarded}
+    audit.record(
+        "extract.hold_rejected", organisation_id=connection.school_id, target=run,
+        details={"connection_id": connection.id, "discarded": discarded}, actor=f"user:{user.id}", actor_user_id=user.id,
+    )
+    run.status = RunStatus.failed
+    run.error_kind = ErrorKind.provider_problem
+    run.error_code = "mass_removal_rejected"
+    run.error_message = MESSAGES["mass_removal_rejected"]
+    run.stats = stats
+    db.session.commit()
+    return run

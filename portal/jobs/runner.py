@@ -1,0 +1,124 @@
+"""Run one firing of a job: claim it, keep its lease alive while the body runs, record how it ended."""
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+from portal.connectors import ConnectorError
+from portal.extensions import db
+from portal.jobs import JobSpec
+from portal.jobs.claims import beat, claim_run, finish, owner_id
+from portal.models import ErrorKind, JobRun, RunStatus
+
+__all__ = ["JobFailed", "call_body", "execute", "fire"]
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED = (
+    "The job stopped because of an unexpected error. "
+    "Support staff can find this run's id in the server log."
+)
+
+
+class JobFailed(Exception):
+    """A job body's typed failure: ``message`` is plain English for staff, with no personal data."""
+
+    def __init__(self, message: str, *, code: str, kind: ErrorKind = ErrorKind.internal) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.kind = ErrorKind(kind)
+
+
+def call_body(func: Callable[..., Any], kwargs: Mapping[str, Any], run_id: int | None) -> Any:
+    """Call a job body, passing ``run_id`` only when the body asks for it."""
+    params = inspect.signature(func).parameters
+    if run_id is not None and "run_id" in params:
+        return func(**kwargs, run_id=run_id)
+    return func(**kwargs)
+
+
+class _Heartbeat(threading.Thread):
+    """Extends one run's lease every JOB_HEARTBEAT_SECONDS on its own connection until stopped.
+
+    A thread rather than calls from the body, so that a body stuck in one long provider call
+    still holds its lease, and a dead process stops extending it.
+    """
+
+    def __init__(self, app: Flask, run_id: int, owner: str) -> None:
+        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
+        self.app, self.run_id, self.owner = app, run_id, owner
+        self.every = app.config["JOB_HEARTBEAT_SECONDS"]
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                with self.app.app_context(), db.engine.begin() as conn:
+                    if not beat(conn, self.run_id, self.owner):
+                        return  # cancelled, finished or taken over: the lease is not ours to extend
+            except SQLAlchemyError as exc:
+                # SQLite may be locked by the body's own transaction; the next beat tries again.
+                log.warning("heartbeat of run %s failed (%s); retrying", self.run_id, type(exc).__name__)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def execute(spec: JobSpec, run: JobRun) -> JobRun:
+    """Run a claimed run's body in this app context and record how it ended; return the run."""
+    app = current_app._get_current_object()
+    run_id, owner = run.id, getattr(run, "claimed_as", None) or run.claimed_by
+    heart = _Heartbeat(app, run_id, owner)
+    heart.start()
+    try:
+        result = call_body(spec.func, spec.kwargs, run_id)
+    except (JobFailed, ConnectorError) as exc:
+        db.session.rollback()
+        log.warning("job %s run %s failed: %s", spec.id, run_id, exc.code)
+        _finish_failed(run_id, owner, ErrorKind(exc.kind), exc.code, exc.message)
+    except Exception as exc:
+        db.session.rollback()
+        # Exception text may quote data values (personal data), so the log gets its type only;
+        # the traceback goes to DEBUG for a developer reproducing the fault.
+        log.error("job %s run %s stopped with an unexpected %s", spec.id, run_id, type(exc).__name__)
+        log.debug("traceback of run %s", run_id, exc_info=True)
+        _finish_failed(run_id, owner, ErrorKind.internal, "unexpected_error", UNEXPECTED)
+    else:
+        # A body given run_id may have finished the run itself; then this changes nothing.
+        stats = result if isinstance(result, Mapping) else None
+        finish(db.session.get(JobRun, run_id), RunStatus.succeeded, stats=stats, owner=owner)
+    finally:
+        heart.stop()
+    return db.session.get(JobRun, run_id)
+
+
+def _finish_failed(run_id: int, owner: str, kind: ErrorKind, code: str, message: str) -> None:
+    run = db.session.get(JobRun, run_id)
+    finish(run, RunStatus.failed, error_kind=kind, error_code=code, error_message=message, owner=owner)
+
+
+def fire(spec: JobSpec, scheduled_for: datetime, *, owner: str | None = None) -> JobRun | None:
+    """Claim and run one firing of a job in the current app context; None when another process has it.
+
+    Jobs declared with ``claim=False`` just run (in every process) and return None.
+    """
+    if not spec.claim:
+        call_body(spec.func, spec.kwargs, None)
+        return None
+    run = claim_run(
+        spec.id, scheduled_for, kind=spec.kind, connection_id=spec.connection_id, owner=owner or owner_id()
+    )
+    if run is None:
+        log.info("job %s at %s already claimed by another process; skipped", spec.id, scheduled_for.isoformat())
+        return None
+    log.info("job %s at %s claimed as run %s", spec.id, scheduled_for.isoformat(), run.id)
+    return execute(spec, run)

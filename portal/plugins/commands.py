@@ -1,0 +1,26 @@
+"""Commands for plugins: list what is installed, enabled and which hooks each implements."""
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+
+
+def register(group: click.Group) -> None:
+    """Add this area's commands to the `portal` group."""
+    group.add_command(plugins_command)
+
+
+@click.command("plugins")
+@with_appcontext
+def plugins_command() -> None:
+    """List registered plugins with their versions and hooks, then the connectors and whether each is enabled."""
+    from portal.plugins.manager import get_plugins
+
+    plugins = get_plugins()
+    for plugin in plugins.describe():
+        version = f" {plugin['version']}" if plugin["version"] else ""
+        hooks = "blocked" if plugin["blocked"] else ", ".join(plugin["hooks"]) or "-"
+        click.echo(f"{plugin['name']}{version}: {hooks}")
+    enabled = plugins.connectors()
+    for name in sorted(plugins.installed_connectors()):
+        click.echo(f"connector {name}: {'enabled' if name in enabled else 'installed, not enabled'}")

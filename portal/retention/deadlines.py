@@ -1,0 +1,275 @@
+"""Deadlines per record: each rule's clock for a pupil, staff member or connection, the earliest winning (R24–R40)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Connection, ConnectionState, Organisation, OrgKind, Subscription
+from portal.models.retention import DeletionOrder, DfeAgreement, LegalHold, RetentionRule, SchoolRetentionSetting
+from portal.retention.calendar import BankHolidays, london_date
+from portal.retention.rules import deadline_for
+
+__all__ = ["Due", "RetentionContext", "earliest", "last_year_group_for_phase", "parse_year_group"]
+
+# R30: the school's last national curriculum year group by phase, until a school admin confirms one.
+PHASE_LAST_YEAR = {
+    "nursery": 0,
+    "infant": 2,
+    "primary": 6,
+    "junior": 6,
+    "first": 4,
+    "middle": 8,
+    "middle deemed primary": 8,
+    "middle deemed secondary": 8,
+    "secondary": 11,
+    "secondary with sixth form": 13,
+    "all-through": 13,
+    "all through": 13,
+    "16 plus": 13,
+    "sixth form": 13,
+}
+
+
+def last_year_group_for_phase(phase: str | None) -> int | None:
+    """Return the last NC year group of a school phase (GIAS wording), or None when unknown."""
+    return PHASE_LAST_YEAR.get((phase or "").strip().lower())
+
+
+def parse_year_group(value: str | None) -> int | None:
+    """Return the NC year as a number (Reception 0, nursery below 0); None when it is not a year group."""
+    text = (value or "").strip().upper().removeprefix("YEAR").removeprefix("Y").strip()
+    if text in ("R", "REC", "RECEPTION"):
+        return 0
+    if text.startswith("N") and text[1:].isdigit():
+        return -int(text[1:])  # N1 -> -1, N2 -> -2
+    return int(text) if text.isdigit() else None
+
+
+@dataclass(frozen=True, order=True)
+class Due:
+    """When one rule deletes one record: the sweep date (due_on) first, so the earliest compares lowest."""
+
+    due_on: date
+    deadline: date
+    trigger_on: date
+    rule_id: str
+
+
+@dataclass
+class RetentionContext:
+    """Everything a sweep or preview needs besides the records, loaded once per run."""
+
+    as_of: date
+    backup_days: int
+    bank_holidays: BankHolidays
+    rules: dict[str, list[RetentionRule]]
+    rules_by_id: dict[str, RetentionRule]
+    dfe_agreement_end: date | None
+    subscription_end: dict[int, date]
+    last_year_group: dict[int, int]
+    revoked_on: dict[int, date]
+    orders: dict[int, list[DeletionOrder]]
+    holds: dict[tuple[str, int], date] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, as_of: date) -> RetentionContext:
+        """Load the enabled rules, the clocks held outside the store and the active legal holds."""
+        cfg = current_app.config
+        rules: dict[str, list[RetentionRule]] = defaultdict(list)
+        rules_by_id = {}
+        for rule in db.session.execute(select(RetentionRule).order_by(RetentionRule.id)).scalars():
+            rules_by_id[rule.id] = rule
+            if rule.enabled:
+                rules[f"{rule.covers}:{rule.clock}"].append(rule)
+        agreement = db.session.execute(
+            select(DfeAgreement).where(DfeAgreement.ends_on.is_not(None)).order_by(DfeAgreement.id.desc()).limit(1)
+        ).scalar()
+        return cls(
+            as_of=as_of,
+            backup_days=int(cfg.get("RETENTION_BACKUP_WINDOW_DAYS", 30)),
+            bank_holidays=BankHolidays(bool(cfg.get("RETENTION_BANK_HOLIDAYS", True))),
+            rules=dict(rules),
+            rules_by_id=rules_by_id,
+            dfe_agreement_end=agreement.ends_on if agreement else None,
+            subscription_end=_subscription_ends(),
+            last_year_group=_last_year_groups(),
+            revoked_on=_revocations(),
+            orders=_open_orders(),
+            holds=_holds(),
+        )
+
+    # -- one rule
+
+    def due(self, rule: RetentionRule, trigger: date) -> Due:
+        """Return when the rule deletes a record whose clock started on the trigger date (R24, R35)."""
+        deadline = deadline_for(rule, trigger, self.bank_holidays)
+        if rule.timing == "asap":
+            # R28: by the first sweep after the trigger, and in any case by the deadline.
+            due_on = min(deadline, trigger + timedelta(days=1))
+        elif rule.timing == "deadline":
+            due_on = deadline
+        else:
+            # R35: live data goes B days before the deadline, so no backup outlives it; never before the clock starts.
+            due_on = max(trigger, deadline - timedelta(days=self.backup_days))
+        return Due(due_on, deadline, trigger, rule.id)
+
+    def _each(self, key: str, trigger: date | None) -> list[Due]:
+        if trigger is None:
+            return []
+        return [self.due(rule, trigger) for rule in self.rules.get(key, ())]
+
+    # -- clocks shared by every record of a school or connection
+
+    def school_dues(self, school_id: int, connection_id: int, category: str | None = None) -> list[Due]:
+        """Return the deadlines every record of the connection has (R31, R32, deletion orders)."""
+        dues = self._each("school:subscription_end", self.subscription_end.get(school_id))
+        dues += self._each("connection:connection_revoked", self.revoked_on.get(connection_id))
+        for order in self.orders.get(school_id, ()):
+            if order.connection_id not in (None, connection_id):
+                continue
+            if order.categories and category is not None and category not in order.categories:
+                continue
+            rule = self.rules_by_id[order.rule_id]
+            dues.append(Due(order.due_on, deadline_for(rule, order.trigger_on, self.bank_holidays), order.trigger_on, rule.id))
+        return dues
+
+    def order_for(self, school_id: int, connection_id: int, due: Due) -> int | None:
+        """Return the id of the deletion order a Due came from, if it came from one."""
+        for order in self.orders.get(school_id, ()):
+            if order.rule_id == due.rule_id and order.trigger_on == due.trigger_on and order.connection_id in (None, connection_id):
+                return order.id
+        return None
+
+    # -- one pupil
+
+    def pupil_dues(self, pupil) -> list[Due]:
+        """Return every applicable deadline of one pupil row (R27–R33); the caller takes the earliest."""
+        if pupil.data_type == "government":
+            dues = self._each("government:date_of_birth", pupil.date_of_birth)
+            dues += self._each("government:dfe_agreement_end", self.dfe_agreement_end)
+            return dues
+        dues = self._each("pupil:left", self.left_on(pupil))
+        dues += self._each("pupil:key_stage_completed", self.key_stage_completed_on(pupil))
+        dues += self.school_dues(pupil.school_id, pupil.connection_id, "student_basic")
+        return dues
+
+    def left_on(self, pupil) -> date | None:
+        """Return T_left (R29): the MIS leaving date once passed, else the extract that stopped returning the pupil."""
+        if pupil.leaving_date is not None and pupil.leaving_date <= self.as_of:
+            return pupil.leaving_date
+        if pupil.deleted_at is not None:
+            return london_date(pupil.deleted_at)
+        return None
+
+    def key_stage_completed_on(self, pupil) -> date | None:
+        """Return 31 August of the academic year the pupil is in the school's last year group (R30)."""
+        last = self.last_year_group.get(pupil.school_id)
+        year = parse_year_group(pupil.year_group)
+        if last is None or year is None:
+            return None
+        seen = london_date(pupil.extracted_at)
+        academic_year = seen.year if seen.month >= 9 else seen.year - 1
+        # The MIS year group is advanced by one each 1 September while no newer extract arrives.
+        academic_year += max(0, last - year)
+        return date(academic_year + 1, 8, 31)
+
+    # -- one staff member
+
+    def staff_dues(self, staff) -> list[Due]:
+        """Return every applicable deadline of one staff row (R39, R31, R32)."""
+        left = None
+        if staff.deleted_at is not None:
+            left = london_date(staff.deleted_at)
+        elif staff.currently_employed is False:
+            # The provider's change time is when the MIS stopped showing them employed.
+            left = london_date(staff.provider_updated_at or staff.extracted_at)
+        dues = self._each("staff:staff_left", left)
+        dues += self.school_dues(staff.school_id, staff.connection_id, "staff_basic")
+        return dues
+
+    def tombstone_dues(self, deleted_at: datetime) -> list[Due]:
+        """Return the deadlines of a row deleted upstream."""
+        return self._each("row:tombstoned", london_date(deleted_at))
+
+    def run_dues(self, finished_at: datetime) -> list[Due]:
+        """Return the deadlines of a finished run log."""
+        return self._each("operational:run_finished", london_date(finished_at))
+
+    def hold_until(self, table: str, record_id: int) -> date | None:
+        """Return the review date of an active legal hold on the record (R40), or None."""
+        return self.holds.get((table, record_id))
+
+
+def earliest(dues: list[Due], hold_until: date | None = None) -> tuple[Due | None, bool]:
+    """Return the earliest deadline (R24, R33) and whether a legal hold postponed it past its review date (R40)."""
+    if not dues:
+        return None, False
+    best = min(dues)
+    if hold_until is not None and best.due_on <= hold_until:
+        # The hold suspends the deadline too: deleting the day it lapses is on time, not late.
+        resumed = hold_until + timedelta(days=1)
+        return Due(resumed, max(best.deadline, resumed), best.trigger_on, best.rule_id), True
+    return best, False
+
+
+def _subscription_ends() -> dict[int, date]:
+    """R31: per school, the end of its last subscription, when every subscription has ended or has an end."""
+    ends: dict[int, date] = {}
+    open_ended: set[int] = set()
+    for sub in db.session.execute(select(Subscription)).scalars():
+        end = sub.effective_end
+        if end is None:
+            open_ended.add(sub.school_id)
+        elif sub.school_id not in ends or end > ends[sub.school_id]:
+            ends[sub.school_id] = end
+    return {school: end for school, end in ends.items() if school not in open_ended}
+
+
+def _last_year_groups() -> dict[int, int]:
+    out = {}
+    for school_id, phase in db.session.execute(
+        select(Organisation.id, Organisation.phase).where(Organisation.kind == OrgKind.school)
+    ):
+        last = last_year_group_for_phase(phase)
+        if last is not None:
+            out[school_id] = last
+    for setting in db.session.execute(select(SchoolRetentionSetting)).scalars():
+        out[setting.school_id] = setting.last_year_group
+    return out
+
+
+def _revocations() -> dict[int, date]:
+    """R32: revoked connections and the day they were revoked; re-authorising changes the state and so cancels it."""
+    rows = db.session.execute(
+        select(Connection.id, Connection.state_changed_at).where(Connection.state == ConnectionState.revoked)
+    )
+    return {cid: london_date(at) for cid, at in rows}
+
+
+def _open_orders() -> dict[int, list[DeletionOrder]]:
+    out: dict[int, list[DeletionOrder]] = defaultdict(list)
+    query = (
+        select(DeletionOrder, Connection.state)
+        .outerjoin(Connection, Connection.id == DeletionOrder.connection_id)
+        .where(DeletionOrder.cancelled_at.is_(None), DeletionOrder.completed_at.is_(None))
+    )
+    for order, state in db.session.execute(query):
+        # R32: re-authorising cancels a revocation clock, even if nobody cancelled the order.
+        if order.rule_id == "R32" and state is not None and state != ConnectionState.revoked:
+            continue
+        out[order.school_id].append(order)
+    return dict(out)
+
+
+def _holds() -> dict[tuple[str, int], date]:
+    out: dict[tuple[str, int], date] = {}
+    query = select(LegalHold).where(LegalHold.released_at.is_(None), LegalHold.dpo_approved_at.is_not(None))
+    for hold in db.session.execute(query).scalars():
+        key = (hold.record_table, hold.record_id)
+        out[key] = max(out.get(key, hold.review_on), hold.review_on)
+    return out

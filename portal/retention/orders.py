@@ -1,0 +1,114 @@
+"""Tracked deletions a school sets off: revoking a connection (at once or under the rules) and categories no grant needs."""
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select
+
+from portal import audit
+from portal.extensions import db
+from portal.models import Connection, Organisation, Product, ProductAuthorisation, User
+from portal.models.base import utcnow
+from portal.models.mis import STORE_MODELS
+from portal.models.retention import DeletionOrder, RetentionRule
+from portal.retention.calendar import london_date
+from portal.retention.deadlines import RetentionContext
+
+__all__ = [
+    "REVOKE_NOW_RULE",
+    "REVOKE_RULE",
+    "GRANT_RULE",
+    "cancel_connection_deletion",
+    "categories_still_needed",
+    "schedule_category_deletion",
+    "schedule_connection_deletion",
+]
+
+REVOKE_RULE = "R32"
+REVOKE_NOW_RULE = "R32-now"
+GRANT_RULE = "R31-grant"
+
+
+def _due_on(rule_id: str, trigger: date) -> date:
+    rule = db.session.get(RetentionRule, rule_id)
+    if rule is None:
+        raise LookupError(f"retention rule {rule_id} is missing; run the database migrations")
+    return RetentionContext.load(trigger).due(rule, trigger).due_on
+
+
+def schedule_connection_deletion(connection: Connection, *, immediate: bool, user: User | None) -> DeletionOrder:
+    """Schedule the deletion of the connection's data: at the next sweep, or 6 months on unless re-authorised (R32).
+
+    Called by portal.lifecycle.revoke inside its transaction; the caller commits.
+    """
+    today = london_date(utcnow())
+    rule_id = REVOKE_NOW_RULE if immediate else REVOKE_RULE
+    order = DeletionOrder(
+        school_id=connection.school_id, connection_id=connection.id, categories=[], reason="revocation",
+        rule_id=rule_id, trigger_on=today, due_on=today if immediate else _due_on(rule_id, today),
+        requested_by_id=user.id if user else None,
+    )
+    db.session.add(order)
+    db.session.flush()
+    audit.record(
+        "retention.deletion_scheduled", organisation_id=connection.school_id, target=order,
+        details={"connection_id": connection.id, "rule": rule_id, "due_on": order.due_on.isoformat()},
+        **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}),
+    )
+    return order
+
+
+def cancel_connection_deletion(connection: Connection, *, user: User | None = None) -> int:
+    """Cancel the connection's pending revocation deletions (re-authorised before the deadline, R32); the caller commits.
+
+    A deletion the school asked for at once is never cancelled. The sweep also ignores such
+    orders by itself once the connection is no longer revoked.
+    """
+    orders = db.session.execute(
+        select(DeletionOrder).where(
+            DeletionOrder.connection_id == connection.id, DeletionOrder.rule_id == REVOKE_RULE,
+            DeletionOrder.cancelled_at.is_(None), DeletionOrder.completed_at.is_(None),
+        )
+    ).scalars().all()
+    for order in orders:
+        order.cancelled_at = utcnow()
+        audit.record("retention.deletion_cancelled", organisation_id=order.school_id, target=order,
+                     details={"connection_id": connection.id},
+                     **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}))
+    return len(orders)
+
+
+def categories_still_needed(school: Organisation) -> set[str]:
+    """Return the categories some feature of a product the school still authorises is granted (R31)."""
+    products = db.session.execute(
+        select(Product).join(ProductAuthorisation, ProductAuthorisation.product_id == Product.id).where(
+            ProductAuthorisation.school_id == school.id, ProductAuthorisation.revoked_at.is_(None)
+        )
+    ).scalars().all()
+    return set().union(*(p.categories() for p in products)) if products else set()
+
+
+def schedule_category_deletion(school: Organisation, *, user: User | None = None) -> DeletionOrder | None:
+    """Schedule deletion of the school's categories no granted feature needs any more, 6 months on (R31).
+
+    Call after a product authorisation ends or a feature loses a grant; the caller commits.
+    Returns None when every stored category is still needed.
+    """
+    stored: set[str] = set()
+    for model in STORE_MODELS.values():
+        table = model.__table__
+        stored.update(db.session.execute(select(table.c.category).where(table.c.school_id == school.id).distinct()).scalars())
+    unneeded = sorted(stored - categories_still_needed(school))
+    if not unneeded:
+        return None
+    today = london_date(utcnow())
+    order = DeletionOrder(
+        school_id=school.id, connection_id=None, categories=unneeded, reason="grant_removed", rule_id=GRANT_RULE,
+        trigger_on=today, due_on=_due_on(GRANT_RULE, today), requested_by_id=user.id if user else None,
+    )
+    db.session.add(order)
+    db.session.flush()
+    audit.record("retention.deletion_scheduled", organisation_id=school.id, target=order,
+                 details={"categories": unneeded, "rule": GRANT_RULE, "due_on": order.due_on.isoformat()},
+                 **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}))
+    return order

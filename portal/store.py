@@ -1,0 +1,677 @@
+"""The MIS store's one door: every write, read and delete of pupil and staff data goes through here.
+
+Write side (the extract engine): a ``Writer`` buffers canonical records and writes them in batches
+with SQLAlchemy Core (``INSERT … ON CONFLICT``; on PostgreSQL the attendance set goes through
+COPY into a temporary table first), counting inserted / updated / unchanged per category.
+Removals (the deletions feed, full-pull reconciliation) are staged per run and applied only when
+the engine says so, so the mass-removal hold can stop them. Every public function, and every
+Writer when it finishes, writes one audit entry with ids and counts only.
+
+Other areas add their own sections below (retention deletes, product API reads, data-subject requests).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import Table, and_, delete, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from portal import audit
+from portal.connectors import RECORD_TYPES, Record, Tombstone
+from portal.extensions import db
+from portal.models import Connection, ExtractRemoval, MisPupil
+from portal.models.base import UTCDateTime, utcnow
+from portal.models.mis import STORE_MODELS
+
+__all__ = [
+    "COUNT_KEYS",
+    "Writer",
+    "apply_removals",
+    "content_hash",
+    "delete_pupils",
+    "delete_rows",
+    "discard_removals",
+    "live_pupil_count",
+    "pending_pupil_removals",
+    "pupil_row_counts",
+    "stage_reconciliation",
+]
+
+COUNT_KEYS = ("inserted", "updated", "unchanged", "tombstoned")
+# Columns the store fills itself; everything else on a store table comes from the record.
+_META = frozenset(
+    {"id", "school_id", "connection_id", "category", "external_id", "provider_updated_at", "extracted_at",
+     "deleted_at", "data_type", "content_hash", "seen_run_id", "pupil_id"}
+)
+# Record kinds whose rows hang off a pupil row (resolved from pupil_external_id, R34).
+PUPIL_KINDS = frozenset(k for k, m in STORE_MODELS.items() if "pupil_id" in m.__table__.c)
+# The one big set: on PostgreSQL it is loaded with COPY.
+COPY_KINDS = frozenset({"attendance_mark"})
+KIND_CATEGORY = {kind: cls.category for kind, cls in RECORD_TYPES.items()}
+
+
+def _table(kind: str) -> Table:
+    return STORE_MODELS[kind].__table__
+
+
+def _data_columns(kind: str) -> list[str]:
+    return [c.name for c in _table(kind).columns if c.name not in _META]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def content_hash(kind: str, values: Mapping[str, Any]) -> str:
+    """Return a keyed hash of a record's stored values, so change detection never needs to decrypt.
+
+    Keyed (HMAC with the app's secret key) because the values include special-category codes
+    with few possible values, which a plain hash would give away.
+    """
+    key = current_app.config["SECRET_KEY"]
+    key = key.encode() if isinstance(key, str) else key
+    payload = json.dumps(
+        {k: _jsonable(values.get(k)) for k in (*_data_columns(kind), "pupil_external_id") if k in values},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hmac.new(key, f"{kind}|{payload}".encode(), hashlib.sha256).hexdigest()
+
+
+def _insert_for(dialect: str):
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+class Writer:
+    """Buffers one run's records for one connection and writes them in batches (no commits: the engine commits).
+
+    ``full`` marks rows as seen by this run, so a complete full pull can tombstone the rest (R20).
+    """
+
+    def __init__(self, connection: Connection, run_id: int, *, full: bool, batch_size: int = 1000) -> None:
+        self.connection_id = connection.id
+        self.school_id = connection.school_id
+        self.run_id = run_id
+        self.full = full
+        self.batch_size = batch_size
+        self.dialect = db.session.get_bind().dialect.name
+        self._rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._removals: dict[tuple[str, str], datetime] = {}
+        self._buffered = 0
+        # Per category: inserted/updated/unchanged (tombstoned is counted when removals are applied).
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.skipped: Counter = Counter()
+        # Earliest and latest attendance session seen: full-pull reconciliation of marks stays inside it.
+        self.session_window: list[date | None] = [None, None]
+        self.written = 0
+        # Per category: the latest provider time seen (updated or deleted), the next watermark.
+        self.high_water: dict[str, datetime] = {}
+
+    # -- buffering
+
+    def add(self, record: Record) -> None:
+        """Buffer one record (a tombstone is staged as a removal); write when the buffer is full."""
+        if isinstance(record, Tombstone):
+            key = (record.record_kind, record.external_id)
+            self._removals[key] = record.deleted_at or utcnow()
+            self._high_water(record.record_category, record.deleted_at)
+        else:
+            self._high_water(record.category, record.updated_at)
+            kind = record.kind
+            # Later copies of the same record in one batch win (and ON CONFLICT needs unique keys).
+            self._rows[kind][record.external_id] = self._row(record)
+            if kind == "attendance_mark":
+                self._widen_window(record.session_date)
+        self._buffered += 1
+        if self._buffered >= self.batch_size:
+            self.flush()
+
+    def _high_water(self, category: str, at: datetime | None) -> None:
+        if at is not None and (category not in self.high_water or at > self.high_water[category]):
+            self.high_water[category] = at
+
+    def _widen_window(self, day: date | None) -> None:
+        if day is None:
+            return
+        lo, hi = self.session_window
+        self.session_window = [day if lo is None or day < lo else lo, day if hi is None or day > hi else hi]
+
+    def _row(self, record: Record) -> dict[str, Any]:
+        values = record.values()
+        kind = record.kind
+        # R10: only the listed fields are kept; anything else the record carries is dropped here.
+        row = {c: _jsonable(values.get(c)) if c == "roles" else values.get(c) for c in _data_columns(kind)}
+        if kind in PUPIL_KINDS:
+            row["pupil_external_id"] = values.get("pupil_external_id") or (
+                record.external_id if kind == "demographics" else None
+            )
+        row.update(
+            school_id=self.school_id,
+            connection_id=self.connection_id,
+            category=record.category,
+            external_id=record.external_id,
+            provider_updated_at=record.updated_at,
+            data_type="customer",  # R16: MIS data is the school's, as controller
+            content_hash=content_hash(kind, row),
+            seen_run_id=self.run_id if self.full else None,
+        )
+        return row
+
+    # -- writing
+
+    def flush(self) -> None:
+        """Write everything buffered (inside the caller's transaction)."""
+        now = utcnow()
+        for kind in list(self._rows):
+            rows = self._rows.pop(kind)
+            if not rows:
+                continue
+            for row in rows.values():
+                row["extracted_at"] = now
+            if kind in PUPIL_KINDS:
+                rows = self._resolve_pupils(kind, rows)
+            if not rows:
+                continue
+            if self.dialect == "postgresql" and kind in COPY_KINDS:
+                self._write_copy(kind, rows)
+            else:
+                self._write_upsert(kind, rows)
+            self.written += len(rows)
+        if self._removals:
+            ins = _insert_for(self.dialect)(ExtractRemoval.__table__)
+            db.session.execute(
+                ins.on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"]),
+                [
+                    {"run_id": self.run_id, "connection_id": self.connection_id, "kind": kind,
+                     "external_id": ext, "deleted_at": at}
+                    for (kind, ext), at in self._removals.items()
+                ],
+            )
+            self._removals.clear()
+        self._buffered = 0
+
+    def _resolve_pupils(self, kind: str, rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        wanted = {r["pupil_external_id"] for r in rows.values() if r["pupil_external_id"]}
+        ids = dict(
+            db.session.execute(
+                select(MisPupil.external_id, MisPupil.id).where(
+                    MisPupil.connection_id == self.connection_id, MisPupil.external_id.in_(wanted)
+                )
+            ).all()
+        ) if wanted else {}
+        kept = {}
+        for ext, row in rows.items():
+            pupil_id = ids.get(row["pupil_external_id"])
+            if pupil_id is None:
+                # A record about a pupil the store does not hold (not imported, R23, or erased): dropped.
+                self.skipped[KIND_CATEGORY[kind]] += 1
+                continue
+            row["pupil_id"] = pupil_id
+            kept[ext] = row
+        return kept
+
+    def _write_upsert(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+        table = _table(kind)
+        category = KIND_CATEGORY[kind]
+        existing = {
+            ext: (h, deleted)
+            for ext, h, deleted in db.session.execute(
+                select(table.c.external_id, table.c.content_hash, table.c.deleted_at).where(
+                    table.c.connection_id == self.connection_id, table.c.external_id.in_(list(rows))
+                )
+            )
+        }
+        changed, unchanged = [], []
+        for ext, row in rows.items():
+            old = existing.get(ext)
+            if old is None:
+                self.counts[category]["inserted"] += 1
+                changed.append(row)
+            elif old[0] != row["content_hash"] or old[1] is not None:
+                self.counts[category]["updated"] += 1
+                changed.append(row)
+            else:
+                self.counts[category]["unchanged"] += 1
+                unchanged.append(ext)
+        if changed:
+            stmt = _insert_for(self.dialect)(table)
+            cols = [c for c in changed[0] if c not in ("connection_id", "external_id")]
+            set_ = {c: stmt.excluded[c] for c in cols}
+            set_["deleted_at"] = None
+            db.session.execute(
+                stmt.on_conflict_do_update(index_elements=["connection_id", "external_id"], set_=set_), changed
+            )
+        if unchanged and self.full:
+            db.session.execute(
+                update(table)
+                .where(table.c.connection_id == self.connection_id, table.c.external_id.in_(unchanged))
+                .values(seen_run_id=self.run_id)
+            )
+
+    def _write_copy(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+        """COPY the batch into a temporary table, count against the store, then one INSERT … ON CONFLICT."""
+        table = _table(kind)
+        name = table.name
+        stage = f"_stage_{name}"
+        cols = [c for c in next(iter(rows.values())) if c != "deleted_at"]
+        col_list = ", ".join(cols)
+        raw = db.session.connection().connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT {col_list} FROM {name} WITH NO DATA"
+            )
+            cur.execute(f"TRUNCATE {stage}")
+            with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as copy:
+                for row in rows.values():
+                    copy.write_row([row[c] for c in cols])
+            changed_sql = (
+                "t.content_hash IS DISTINCT FROM s.content_hash OR t.deleted_at IS NOT NULL"
+            )
+            cur.execute(
+                f"SELECT count(*) FILTER (WHERE t.id IS NULL), "
+                f"count(*) FILTER (WHERE t.id IS NOT NULL AND ({changed_sql})), "
+                f"count(*) FILTER (WHERE t.id IS NOT NULL AND NOT ({changed_sql})) "
+                f"FROM {stage} s LEFT JOIN {name} t "
+                f"ON t.connection_id = s.connection_id AND t.external_id = s.external_id"
+            )
+            inserted, updated, unchanged = cur.fetchone()
+            data_cols = [c for c in cols if c not in ("connection_id", "external_id", "seen_run_id")]
+            sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in data_cols)
+            seen = "EXCLUDED.seen_run_id" if self.full else f"{name}.seen_run_id"
+            cur.execute(
+                f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {stage} "
+                f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}, deleted_at = NULL, "
+                f"seen_run_id = {seen} "
+                f"WHERE {name}.content_hash IS DISTINCT FROM EXCLUDED.content_hash "
+                f"OR {name}.deleted_at IS NOT NULL OR {name}.seen_run_id IS DISTINCT FROM {seen}"
+            )
+        category = KIND_CATEGORY[kind]
+        self.counts[category].update(inserted=inserted, updated=updated, unchanged=unchanged)
+
+    def finish(self, action: str = "store.records_written") -> None:
+        """Write what is left and record one audit entry with the counts (ids and counts only)."""
+        self.flush()
+        audit.record(
+            action,
+            organisation_id=self.school_id,
+            target_type="connections",
+            target_id=self.connection_id,
+            details={"run_id": self.run_id, "counts": {c: dict(v) for c, v in self.counts.items()}},
+            actor="system",
+        )
+
+
+# ---------------------------------------------------------------- removals (staged, then applied)
+
+
+def stage_reconciliation(
+    connection: Connection, run_id: int, kinds: Iterable[str], *, session_window: tuple[date, date] | None = None
+) -> int:
+    """Stage the removal of every live row of these kinds that a complete full pull did not return (R20).
+
+    Attendance marks are reconciled only inside the sessions the pull covered: a pull of this
+    term's marks says nothing about last year's.
+    """
+    now = utcnow()
+    dialect = db.session.get_bind().dialect.name
+    staged = 0
+    for kind in kinds:
+        table = _table(kind)
+        where = [
+            table.c.connection_id == connection.id,
+            table.c.deleted_at.is_(None),
+            or_(table.c.seen_run_id.is_(None), table.c.seen_run_id != run_id),
+        ]
+        if kind == "attendance_mark":
+            if session_window is None:
+                continue
+            where.append(table.c.session_date.between(*session_window))
+        source = select(
+            literal(run_id), literal(connection.id), literal(kind), table.c.external_id, literal(now, UTCDateTime())
+        ).where(and_(*where))
+        stmt = _insert_for(dialect)(ExtractRemoval.__table__).from_select(
+            ["run_id", "connection_id", "kind", "external_id", "deleted_at"], source
+        ).on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"])
+        staged += db.session.execute(stmt).rowcount or 0
+    audit.record(
+        "store.reconciliation_staged",
+        organisation_id=connection.school_id,
+        target=connection,
+        details={"run_id": run_id, "staged": staged},
+        actor="system",
+    )
+    return staged
+
+
+def pending_pupil_removals(connection: Connection, run_id: int) -> int:
+    """Return how many live pupils the run's staged removals would tombstone."""
+    return db.session.execute(
+        select(func.count())
+        .select_from(ExtractRemoval)
+        .join(
+            MisPupil,
+            and_(MisPupil.connection_id == ExtractRemoval.connection_id, MisPupil.external_id == ExtractRemoval.external_id),
+        )
+        .where(ExtractRemoval.run_id == run_id, ExtractRemoval.kind == "pupil", MisPupil.deleted_at.is_(None))
+    ).scalar_one()
+
+
+def live_pupil_count(connection: Connection) -> int:
+    """Return how many pupils of the connection are not tombstoned."""
+    return db.session.execute(
+        select(func.count()).select_from(MisPupil).where(
+            MisPupil.connection_id == connection.id, MisPupil.deleted_at.is_(None)
+        )
+    ).scalar_one()
+
+
+def apply_removals(connection: Connection, run_id: int, *, actor: str = "system", actor_user_id: int | None = None) -> dict[str, int]:
+    """Tombstone every row the run staged for removal; return tombstoned counts per category."""
+    counts: Counter = Counter()
+    kinds = db.session.execute(
+        select(ExtractRemoval.kind).where(ExtractRemoval.run_id == run_id).distinct()
+    ).scalars().all()
+    for kind in kinds:
+        if kind not in STORE_MODELS:
+            continue
+        table = _table(kind)
+        staged = select(ExtractRemoval.external_id).where(ExtractRemoval.run_id == run_id, ExtractRemoval.kind == kind)
+        when = (
+            select(ExtractRemoval.deleted_at)
+            .where(
+                ExtractRemoval.run_id == run_id,
+                ExtractRemoval.kind == kind,
+                ExtractRemoval.external_id == table.c.external_id,
+            )
+            .scalar_subquery()
+        )
+        result = db.session.execute(
+            update(table)
+            .where(table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(staged))
+            # extracted_at moves too: the product feed pages by it, so consumers see the tombstone and delete.
+            .values(deleted_at=when, extracted_at=utcnow())
+        )
+        counts[KIND_CATEGORY[kind]] += result.rowcount or 0
+    db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))
+    audit.record(
+        "store.records_tombstoned",
+        organisation_id=connection.school_id,
+        target=connection,
+        details={"run_id": run_id, "tombstoned": dict(counts)},
+        actor=actor,
+        actor_user_id=actor_user_id,
+    )
+    return dict(counts)
+
+
+def discard_removals(connection: Connection, run_id: int, *, actor: str = "system", actor_user_id: int | None = None) -> int:
+    """Drop the run's staged removals without applying them; return how many there were."""
+    result = db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))
+    audit.record(
+        "store.removals_discarded",
+        organisation_id=connection.school_id,
+        target=connection,
+        details={"run_id": run_id, "discarded": result.rowcount or 0},
+        actor=actor,
+        actor_user_id=actor_user_id,
+    )
+    return result.rowcount or 0
+
+
+# ---------------------------------------------------------------------------
+# Product API reads (owner: product API). Every product read of pupil or staff data comes
+# through read_feed(), after portal.api.purpose.check_read() has allowed it (R11); each call
+# writes one audit entry with feature, category, school and count, never field values (R68).
+# ---------------------------------------------------------------------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402  (this section keeps its imports to itself)
+from datetime import date as _date, datetime as _datetime  # noqa: E402
+
+from sqlalchemy import and_ as _and, func as _func, or_ as _or, select as _select  # noqa: E402
+
+from portal import audit as _audit  # noqa: E402
+from portal.extensions import db as _db  # noqa: E402
+from portal.models.base import utcnow as _utcnow  # noqa: E402
+
+
+# The feed's record types: name in the URL -> (store model, the category it belongs to).
+def api_record_types() -> dict[str, tuple[type, str]]:
+    """Return each record type the product API serves, with its store model and category."""
+    from portal.models import mis
+
+    return {
+        "pupils": (mis.MisPupil, "student_basic"),
+        "demographics": (mis.MisDemographics, "student_demographics"),
+        "subjects": (mis.MisSubject, "student_timetable"),
+        "groups": (mis.MisGroup, "student_timetable"),
+        "memberships": (mis.MisMembership, "student_timetable"),
+        "lessons": (mis.MisLesson, "student_timetable"),
+        "assessment_results": (mis.MisAssessmentResult, "student_assessment"),
+        "attendance_marks": (mis.MisAttendanceMark, "student_attendance_exclusions"),
+        "exclusions": (mis.MisExclusion, "student_attendance_exclusions"),
+        "staff": (mis.MisStaff, "staff_basic"),
+    }
+
+
+# Columns that locate a row in the portal rather than describe the subject; the envelope carries what consumers need.
+API_ENVELOPE_COLUMNS = frozenset(
+    {"id", "school_id", "connection_id", "category", "external_id", "provider_updated_at", "extracted_at",
+     "deleted_at", "data_type", "content_hash", "seen_run_id"}
+)
+
+
+def api_field_columns(model: type) -> list:
+    """Return the columns a record of this model shows in its "fields" object, in table order."""
+    return [c for c in model.__table__.columns if c.name not in API_ENVELOPE_COLUMNS]
+
+
+@_dataclass
+class FeedPage:
+    """One page of a product feed: the records and the position of the last one (None when empty)."""
+
+    records: list[dict]
+    last_changed_at: _datetime | None
+    last_id: int | None
+    has_more: bool
+
+
+def _api_json(value):
+    if isinstance(value, (_date, _datetime)):
+        return value.isoformat()
+    if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
+        return value.value
+    return value
+
+
+def _feed_horizon(school_id: int, now: _datetime):
+    """Return the time before which every stored change of the school is committed.
+
+    A running extract writes rows stamped at or after its start, and may commit them later than rows
+    a consumer has already paged past; serving only rows stamped before the earliest running extract
+    started keeps the keyset (extracted_at, id) gap-free while extracts write.
+    """
+    from portal.models import Connection, JobRun, RunStatus
+
+    started = _db.session.execute(
+        _select(_func.min(_func.coalesce(JobRun.started_at, JobRun.claimed_at)))
+        .join(Connection, Connection.id == JobRun.connection_id)
+        .where(Connection.school_id == school_id, JobRun.status == RunStatus.running)
+    ).scalar()
+    return min(started, now) if started is not None else now
+
+
+def read_feed(grant, record_type: str, *, after: tuple[_datetime, int] | None = None,
+              updated_since: _datetime | None = None, limit: int = 1000, now: _datetime | None = None) -> FeedPage:
+    """Return one page of a school's records of one type for an allowed read (a portal.api.purpose.ReadGrant).
+
+    Rows come in (extracted_at, id) order after ``after``; tombstones are included so consumers delete
+    too; rows from connections that are not live, restricted subjects (R51) and, for current-students
+    features, pupils not on roll (R13) are left out; special-category fields are withheld without a
+    policy document (R73) or after the pupil's written objection (R74). Writes one audit entry.
+    """
+    from portal.models import EXTRACTABLE_STATES, Connection, FlagKind, SubjectFlag, SubjectKind
+    from portal.models.mis import MisPupil
+
+    model, category = api_record_types()[record_type]
+    if category != grant.category_id:
+        raise ValueError(f"{record_type} records are not in the category {grant.category_id}")
+    now = now or _utcnow()
+    horizon = _feed_horizon(grant.school_id, now)
+    live_connections = _select(Connection.id).where(
+        Connection.school_id == grant.school_id, Connection.state.in_(EXTRACTABLE_STATES)
+    )
+
+    def flagged(kind: FlagKind, subject: SubjectKind):
+        return _select(SubjectFlag.external_id).where(
+            SubjectFlag.school_id == grant.school_id, SubjectFlag.subject_kind == subject,
+            SubjectFlag.kind == kind, SubjectFlag.lifted_at.is_(None),
+        )
+
+    query = _select(model).where(
+        model.school_id == grant.school_id,
+        model.connection_id.in_(live_connections),
+        model.extracted_at < horizon,
+    )
+    if updated_since is not None:
+        query = query.where(model.extracted_at >= updated_since)
+    if after is not None:
+        query = query.where(_or(model.extracted_at > after[0], _and(model.extracted_at == after[0], model.id > after[1])))
+    # R51: restricted subjects are kept in sync but never leave to a product.
+    if model is MisPupil:
+        query = query.where(model.external_id.not_in(flagged(FlagKind.restricted, SubjectKind.pupil)))
+    elif hasattr(model, "pupil_external_id"):
+        query = query.where(model.pupil_external_id.not_in(flagged(FlagKind.restricted, SubjectKind.pupil)))
+    elif record_type == "staff":
+        query = query.where(model.external_id.not_in(flagged(FlagKind.restricted, SubjectKind.staff)))
+    # R13: on roll means admitted on or before the day and not left on or before it. Tombstones still
+    # flow, so a consumer deletes what it holds.
+    if grant.on_roll_only and (model is MisPupil or hasattr(model, "pupil_id")):
+        on_roll = _and(
+            _or(MisPupil.admission_date.is_(None), MisPupil.admission_date <= grant.on),
+            _or(MisPupil.leaving_date.is_(None), MisPupil.leaving_date > grant.on),
+        )
+        if model is not MisPupil:
+            query = query.join(MisPupil, MisPupil.id == model.pupil_id)
+        query = query.where(_or(model.deleted_at.is_not(None), on_roll))
+    rows = list(_db.session.execute(query.order_by(model.extracted_at, model.id).limit(limit + 1)).scalars())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+
+    special = [c.name for c in model.__table__.columns if c.info.get("special_category")]
+    objecting: set[str] = set()
+    if special and rows:
+        objecting = set(_db.session.execute(
+            flagged(FlagKind.special_category_objection, SubjectKind.pupil)
+            .where(SubjectFlag.external_id.in_({r.pupil_external_id for r in rows}))
+        ).scalars())
+    columns = api_field_columns(model)
+    records = []
+    tombstones = 0
+    for row in rows:
+        record = {
+            "id": row.id,
+            "external_id": row.external_id,
+            "category": category,
+            "data_type": row.data_type,
+            "provider_updated_at": _api_json(row.provider_updated_at),
+            "changed_at": row.extracted_at.isoformat(),
+            "deleted": row.deleted_at is not None,
+            "deleted_at": _api_json(row.deleted_at),
+        }
+        if row.deleted_at is not None:
+            tombstones += 1
+            record["fields"] = None
+        else:
+            fields = {c.name: _api_json(getattr(row, c.key)) for c in columns}
+            if special:
+                # R73 before R74: without a policy document nobody's fields are served.
+                reason = ("no_policy_document" if grant.policy_document is None
+                          else "objection" if row.pupil_external_id in objecting else None)
+                if reason:
+                    fields.update(dict.fromkeys(special))
+                record["withheld"] = reason
+            record["fields"] = fields
+        records.append(record)
+    _audit.record(
+        "api.read",
+        organisation_id=grant.school_id,
+        target_type="products",
+        target_id=grant.product_id,
+        actor=grant.actor,
+        details={"feature": grant.feature_id, "category": category, "record_type": record_type,
+                 "count": len(records), "tombstones": tombstones},
+    )
+    last = rows[-1] if rows else None
+    return FeedPage(records, last.extracted_at if last else None, last.id if last else None, has_more)
+
+
+# ---------------------------------------------------------------- retention deletes (owner: portal.retention)
+
+
+def _about_pupil_tables() -> list[Table]:
+    pupils = MisPupil.__table__
+    return [t for t in db.metadata.sorted_tables if t is not pupils and any(fk.column.table is pupils for fk in t.foreign_keys)]
+
+
+def pupil_row_counts(pupil_ids: list[int]) -> dict[int, Counter]:
+    """Return, per pupil, how many rows (the pupil's own included) each category holds about them."""
+    pupils = MisPupil.__table__
+    counts: dict[int, Counter] = defaultdict(Counter)
+    for pupil_id, category in db.session.execute(select(pupils.c.id, pupils.c.category).where(pupils.c.id.in_(pupil_ids))):
+        counts[pupil_id][category] += 1
+    for table in _about_pupil_tables():
+        rows = db.session.execute(
+            select(table.c.pupil_id, table.c.category, func.count())
+            .where(table.c.pupil_id.in_(pupil_ids))
+            .group_by(table.c.pupil_id, table.c.category)
+        )
+        for pupil_id, category, n in rows:
+            counts[pupil_id][category] += n
+    return counts
+
+
+def delete_pupils(pupil_ids: list[int], *, run_id: int | None = None) -> dict[int, Counter]:
+    """Hard-delete pupils and every row about them (R34, R36); return rows deleted per pupil per category.
+
+    Children are deleted explicitly before the pupils, so nothing is left behind on SQLite
+    connections without foreign-key enforcement; the caller's transaction makes it all or nothing.
+    """
+    pupils = MisPupil.__table__
+    if not pupil_ids:
+        return {}
+    counts = pupil_row_counts(pupil_ids)
+    for table in _about_pupil_tables():
+        db.session.execute(delete(table).where(table.c.pupil_id.in_(pupil_ids)))
+    db.session.execute(delete(pupils).where(pupils.c.id.in_(pupil_ids)))
+    total: Counter = Counter()
+    for per_pupil in counts.values():
+        total.update(per_pupil)
+    audit.record("store.pupils_deleted", details={"run_id": run_id, "pupils": len(counts), "deleted": dict(total)})
+    return counts
+
+
+def delete_rows(table_name: str, ids: list[int], *, run_id: int | None = None) -> dict[int, str]:
+    """Hard-delete single store rows (not pupils) by id; return each deleted row's category."""
+    if table_name == MisPupil.__tablename__:
+        raise ValueError("pupils are deleted with delete_pupils, which takes their rows with them")
+    if not table_name.startswith("mis_"):
+        raise ValueError(f"{table_name} is not a store table")
+    if not ids:
+        return {}
+    table = db.metadata.tables[table_name]
+    found = dict(db.session.execute(select(table.c.id, table.c.category).where(table.c.id.in_(ids))).all())
+    db.session.execute(delete(table).where(table.c.id.in_(ids)))
+    audit.record("store.rows_deleted", details={"run_id": run_id, "table": table_name, "deleted": dict(Counter(found.values()))})
+    return found

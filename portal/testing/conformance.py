@@ -1,0 +1,502 @@
+"""The connector conformance kit: one pytest suite every connector package runs against its own sandbox.
+
+A connector package opts in with two small files in its tests folder:
+
+    # conftest.py
+    from portal.testing.conformance import kit_database, kit_database_url  # noqa: F401 (fixtures)
+
+    @pytest.fixture
+    def provider():
+        return MyProvider()          # a ConformanceProvider: how to serve a synthetic school
+
+    # test_conformance.py
+    from portal.testing.conformance import *  # noqa: F401,F403 (the kit's tests)
+
+Every test serves the same synthetic school (portal.testing.synthetic) through the provider's
+sandbox, runs the real extract engine into a real database (SQLite and PostgreSQL), and compares
+the store with the school itself, ids aside: a connector that passes stores what any other
+connector that passes stores. See docs/plugin_authors.md.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from portal.testing import synthetic
+from portal.testing.databases import (
+    Snapshot,
+    base_config,
+    copy_sqlite,
+    migrate,
+    postgres_available,
+    private_postgres_database,
+)
+
+__all__ = [
+    "ConformanceProvider",
+    "Served",
+    "kit",
+    "school_window",
+    "test_deletions_reach_the_store",
+    "test_each_fault_type",
+    "test_full_extract_stores_the_school",
+    "test_incremental_extract_applies_changes",
+    "test_kill_and_resume",
+    "test_revocation_mid_run_stops_the_run",
+    "test_transient_faults_are_retried",
+]
+
+BACKENDS = ("sqlite", "postgresql")
+# The fault types every sandbox must be able to inject (names are the kit's; each provider maps them).
+FAULTS = ("server_error", "rate_limited", "malformed", "timeout")
+# What a run that keeps meeting the fault must end with: (error_kind, error_code).
+FAULT_OUTCOMES = {
+    "server_error": ("temporary", "provider_unavailable"),
+    "rate_limited": ("temporary", "rate_limited"),
+    "malformed": ("provider_problem", "bad_response"),
+    "timeout": ("temporary", "provider_unavailable"),
+}
+KIT_SEED = 11
+KIT_PUPILS = 36
+KIT_DAYS = 12
+EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------- what a connector package supplies
+
+
+class Served(abc.ABC):
+    """One synthetic school being served by a provider's sandbox."""
+
+    #: Deployment settings for the connector (CONNECTORS[name]); may point at a plain-http sandbox.
+    settings: dict[str, Any]
+    #: The connection's own settings (e.g. a per-school secret); stored encrypted by the kit.
+    connection_settings: dict[str, Any]
+
+    @abc.abstractmethod
+    def synthetic_key(self, provider_id: str) -> str | None:
+        """Return the synthetic key of the entity the provider calls ``provider_id`` (None if unknown)."""
+
+    @abc.abstractmethod
+    def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:
+        """Make the next ``times`` data requests (after ``skip`` good ones) fail with a FAULTS type, or "revoke"."""
+
+    @abc.abstractmethod
+    def request_count(self) -> int:
+        """How many requests the sandbox has answered so far."""
+
+    def changed(self) -> None:
+        """Called after the kit mutates the synthetic school (sandboxes that cache renderings refresh here)."""
+
+
+class ConformanceProvider(abc.ABC):
+    """A connector package's side of the kit: its connector name, plugin module and sandbox."""
+
+    name: str
+    plugin: str
+
+    @abc.abstractmethod
+    def serve(self, school: synthetic.SyntheticSchool) -> contextlib.AbstractContextManager[Served]:
+        """Serve the school through a running sandbox for the duration of the ``with`` block."""
+
+
+# ---------------------------------------------------------------- databases (like tests/conftest.py)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def kit_database(request, tmp_path_factory):
+    """A database migrated once per session and backend, with the reference rows the migrations seed."""
+    from sqlalchemy import create_engine
+
+    backend = request.param
+    chosen = request.config.getoption("--backend", default=None)
+    if chosen and backend not in chosen:
+        pytest.skip(f"backend {backend} not chosen")
+    if backend == "sqlite":
+        template = tmp_path_factory.mktemp("kit-sqlite") / "template.sqlite3"
+        url = f"sqlite:///{template}"
+        migrate(url)
+        engine = create_engine(url)
+        yield {"backend": backend, "template": template, "snapshot": Snapshot(engine)}
+        engine.dispose()
+        return
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    with private_postgres_database() as url:
+        migrate(url)
+        engine = create_engine(url)
+        yield {"backend": backend, "url": url, "snapshot": Snapshot(engine)}
+        engine.dispose()
+
+
+@pytest.fixture
+def kit_database_url(kit_database, tmp_path):
+    """This test's database: reference rows only."""
+    if kit_database["backend"] == "sqlite":
+        return copy_sqlite(kit_database["template"], tmp_path / "kit.sqlite3")
+    from sqlalchemy import create_engine
+
+    from portal.extensions import db
+
+    engine = create_engine(kit_database["url"])
+    kit_database["snapshot"].reset_postgres(engine, db.metadata)
+    engine.dispose()
+    return kit_database["url"]
+
+
+# ---------------------------------------------------------------- the kit
+
+
+@dataclass
+class Kit:
+    """One test's world: a synthetic school, its sandbox, a portal app, and a connection to extract."""
+
+    provider: ConformanceProvider
+    school: synthetic.SyntheticSchool
+    served: Served
+    app: Any
+    connection_id: int
+    # Synthetic keys of entities deleted upstream while the store held them.
+    deleted: dict[str, set[str]] = field(default_factory=lambda: {"pupil": set(), "staff": set()})
+
+    def run(self, mode: str = "auto", **kwargs: Any):
+        from portal.extract import run_extract
+
+        return run_extract(self.connection_id, mode, **kwargs)
+
+    def mutate(self, at: datetime, **changes: int) -> dict[str, list[str]]:
+        done = self.school.mutate(at, seed=int(at.timestamp()), **changes)
+        self.deleted["pupil"].update(done["deleted"])
+        self.deleted["staff"].update(done["staff_deleted"])
+        self.served.changed()
+        return done
+
+    def connection(self):
+        from portal.extensions import db
+        from portal.models import Connection
+
+        db.session.expire_all()
+        return db.session.get(Connection, self.connection_id)
+
+    # -- the store, ids aside
+
+    def store(self) -> dict[str, dict[tuple, dict[str, Any]]]:
+        """Every store row of the connection keyed by natural key, with provider ids mapped to synthetic keys."""
+        from sqlalchemy import select
+
+        from portal.extensions import db
+        from portal.models.mis import STORE_MODELS
+
+        db.session.expire_all()
+        out: dict[str, dict[tuple, dict[str, Any]]] = {}
+        for kind, model in STORE_MODELS.items():
+            rows = db.session.execute(select(model).where(model.connection_id == self.connection_id)).scalars()
+            table: dict[tuple, dict[str, Any]] = {}
+            for row in rows:
+                values = {c: getattr(row, c) for c in _compared_columns(model)}
+                for ref in ("pupil_external_id", "group_external_id", "subject_external_id"):
+                    if ref in values and values[ref] is not None:
+                        values[ref] = self._key(values[ref])
+                if "roles" in values:
+                    values["roles"] = list(values["roles"] or [])
+                values["deleted"] = row.deleted_at is not None
+                table[_natural_key(kind, values, self._key(row.external_id))] = values
+            out[kind] = table
+        return out
+
+    def _key(self, provider_id: str) -> str:
+        key = self.served.synthetic_key(str(provider_id))
+        return key if key is not None else f"?{provider_id}"
+
+    def expected(self) -> dict[str, dict[tuple, dict[str, Any]]]:
+        return expected_store(self.school)
+
+    def assert_store_matches(self) -> None:
+        """The store's live rows are exactly the school's; rows of deleted entities are tombstoned, not live."""
+        actual, expected = self.store(), self.expected()
+        for kind, rows in expected.items():
+            live = {k: {c: v for c, v in r.items() if c != "deleted"} for k, r in actual[kind].items() if not r["deleted"]}
+            missing = sorted(set(rows) - set(live))[:5]
+            extra = sorted(set(live) - set(rows))[:5]
+            assert not missing and not extra, f"{kind}: missing {missing}, unexpected {extra}"
+            wrong = [(k, _diff(rows[k], live[k])) for k in rows if _diff(rows[k], live[k])][:3]
+            assert not wrong, f"{kind}: values differ (expected, stored): {wrong}"
+        for kind, keys in self.deleted.items():
+            for key in keys:
+                row = actual[kind].get((key,))
+                assert row is None or row["deleted"], f"{kind} {key} was deleted upstream but is live in the store"
+
+
+def school_window(school: synthetic.SyntheticSchool) -> tuple[date, date]:
+    """The first and last date the school has data for (its timetable week may run past its last school day)."""
+    last = max([school.days[-1], *(lesson.lesson_date for lesson in school.lessons.values())])
+    return school.days[0], last
+
+
+def _diff(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {c: (v, actual.get(c)) for c, v in expected.items() if actual.get(c) != v}
+
+
+# Bookkeeping and provider-specific columns are left out of the comparison ("ids aside").
+_SKIP = {"id", "school_id", "connection_id", "pupil_id", "category", "external_id", "provider_updated_at",
+         "extracted_at", "deleted_at", "content_hash", "seen_run_id"}
+
+
+def _compared_columns(model) -> list[str]:
+    return [c.key for c in model.__table__.columns if c.key not in _SKIP]
+
+
+def _natural_key(kind: str, values: Mapping[str, Any], own: str) -> tuple:
+    if kind == "membership":
+        return (values["group_external_id"], values["pupil_external_id"])
+    if kind == "attendance_mark":
+        return (values["pupil_external_id"], values["session_date"], values["session"])
+    return (own,)
+
+
+def expected_store(school: synthetic.SyntheticSchool) -> dict[str, dict[tuple, dict[str, Any]]]:
+    """The canonical store a conforming connector produces for the school: the kit's reference mapping."""
+    groups = school.groups
+    out: dict[str, dict[tuple, dict[str, Any]]] = {k: {} for k in (
+        "pupil", "demographics", "subject", "group", "membership", "lesson", "assessment_result",
+        "attendance_mark", "exclusion", "staff")}
+    for p in school.pupils.values():
+        reg = groups.get(p.registration_group)
+        out["pupil"][(p.key,)] = {
+            "legal_forename": p.legal_forename, "legal_surname": p.legal_surname,
+            "preferred_forename": p.preferred_forename, "preferred_surname": p.preferred_surname,
+            "date_of_birth": p.date_of_birth, "gender": p.gender, "upn": p.upn, "year_group": p.year_group,
+            "registration_group": reg.name if reg else None, "admission_date": p.admission_date,
+            "leaving_date": p.leaving_date, "data_type": "customer",
+        }
+        out["demographics"][(p.key,)] = {
+            "pupil_external_id": p.key, "fsm": p.fsm, "fsm_ever6": p.fsm_ever6, "pupil_premium": p.pupil_premium,
+            "sen_status": p.sen_status, "sen_need": p.sen_need, "first_language": p.first_language, "eal": p.eal,
+            "ethnicity": p.ethnicity, "looked_after": p.looked_after, "ever_in_care": p.ever_in_care,
+            "service_child": p.service_child, "data_type": "customer",
+        }
+    for s in school.subjects.values():
+        out["subject"][(s.key,)] = {"code": s.code, "name": s.name, "data_type": "customer"}
+    for g in groups.values():
+        out["group"][(g.key,)] = {"name": g.name, "group_type": g.group_type, "subject_external_id": g.subject_key,
+                                  "data_type": "customer"}
+        for member in g.members:
+            out["membership"][(g.key, member)] = {"group_external_id": g.key, "pupil_external_id": member,
+                                                  "data_type": "customer"}
+    for lesson in school.lessons.values():
+        out["lesson"][(lesson.key,)] = {
+            "group_external_id": lesson.group_key, "period_name": lesson.period_name,
+            "day_of_week": lesson.day_of_week, "starts_at": lesson.starts_at, "ends_at": lesson.ends_at,
+            "lesson_date": lesson.lesson_date, "data_type": "customer",
+        }
+    for r in school.results.values():
+        out["assessment_result"][(r.key,)] = {
+            "pupil_external_id": r.pupil_key, "stage": r.stage, "statutory": r.statutory, "aspect": r.aspect,
+            "template": r.template, "result": r.result, "result_date": r.result_date, "data_type": "customer",
+        }
+    for mark in school.marks():
+        out["attendance_mark"][(mark.pupil_key, mark.session_date, mark.session)] = {
+            "pupil_external_id": mark.pupil_key, "session_date": mark.session_date, "session": mark.session,
+            "code": mark.code, "data_type": "customer",
+        }
+    for e in school.exclusions.values():
+        out["exclusion"][(e.key,)] = {
+            "pupil_external_id": e.pupil_key, "exclusion_type": e.exclusion_type, "start_date": e.start_date,
+            "end_date": e.end_date, "sessions": e.sessions, "data_type": "customer",
+        }
+    for s in school.staff.values():
+        out["staff"][(s.key,)] = {
+            "title": s.title, "forename": s.forename, "surname": s.surname, "email": s.email, "roles": list(s.roles),
+            "currently_employed": s.currently_employed, "data_type": "customer",
+        }
+    return out
+
+
+@pytest.fixture
+def kit(provider: ConformanceProvider, kit_database_url) -> Iterator[Kit]:
+    """A school served by the provider's sandbox, a portal app on a fresh database, and an approved connection."""
+    from portal import create_app
+    from portal.extensions import db
+
+    school = synthetic.generate_school(KIT_SEED, pupils=KIT_PUPILS, days=KIT_DAYS, phase="secondary", sixth_form=False)
+    # A suspension and a leaver-to-be make sure every record type is present in a small school.
+    _ensure_exclusion(school)
+    with provider.serve(school) as served:
+        app = create_app(base_config(
+            kit_database_url,
+            PLUGINS=[provider.plugin],
+            ENABLED_CONNECTORS=[provider.name],
+            CONNECTORS={provider.name: dict(served.settings)},
+            EXTRACT_BATCH_SIZE=200,
+            MASS_REMOVAL_THRESHOLD=0.5,
+        ))
+        with app.app_context():
+            connection_id = _school_with_connection(school, provider.name, served.connection_settings)
+            yield Kit(provider, school, served, app, connection_id)
+            db.session.remove()
+            db.engine.dispose()
+
+
+def _ensure_exclusion(school: synthetic.SyntheticSchool) -> None:
+    if school.exclusions:
+        return
+    pupil = next(iter(school.pupils.values()))
+    day = school.days[2]
+    stamp = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=12)
+    school.exclusions["EX-KIT"] = synthetic.Exclusion("EX-KIT", pupil.key, "fixed", day, day, 2, "DB",
+                                                       "Free-text note held in the MIS", stamp, stamp)
+
+
+def _school_with_connection(school: synthetic.SyntheticSchool, connector: str, settings: Mapping[str, Any]) -> int:
+    """Create the school, a product that needs all six categories, and an approved connection."""
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import (
+        Connection,
+        ConnectionState,
+        Feature,
+        Organisation,
+        OrgKind,
+        Product,
+        ProductAuthorisation,
+    )
+
+    la = Organisation(kind=OrgKind.local_authority, name="Kit LA", la_code=school.la_code)
+    db.session.add(la)
+    db.session.flush()
+    org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
+                       phase=school.phase, local_authority_id=la.id)
+    product = Product(name="Conformance kit product", purpose="Testing connectors")
+    product.features = list(db.session.execute(select(Feature)).scalars())
+    db.session.add_all([org, product])
+    db.session.flush()
+    db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id,
+                                        authorised_at=datetime.now(timezone.utc) - timedelta(days=1)))
+    connection = Connection(school_id=org.id, connector=connector, state=ConnectionState.approved,
+                            provider_school_id=None, settings_encrypted=json.dumps(dict(settings)))
+    db.session.add(connection)
+    db.session.commit()
+    return connection.id
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_full_extract_stores_the_school(kit: Kit):
+    run = kit.run("full")
+    assert run.status.value == "succeeded", (run.error_code, run.error_message)
+    assert run.params["mode"] == "full"
+    assert set(run.params["categories"]) == set(synthetic_categories())
+    counts = run.stats["categories"]
+    assert counts["student_basic"]["inserted"] == len(kit.school.pupils)
+    assert counts["staff_basic"]["inserted"] == len(kit.school.staff)
+    kit.assert_store_matches()
+
+
+def synthetic_categories() -> tuple[str, ...]:
+    from portal.connectors import CATEGORIES
+
+    return CATEGORIES
+
+
+def test_incremental_extract_applies_changes(kit: Kit):
+    assert kit.run("full").status.value == "succeeded"
+    done = kit.mutate(EPOCH, updated=3, leavers=1, added=1, marks=3, staff_updated=1)
+    run = kit.run("incremental")
+    assert run.status.value == "succeeded", (run.error_code, run.error_message)
+    assert run.params["mode"] == "incremental"
+    basic = run.stats["categories"]["student_basic"]
+    assert basic["inserted"] == len(done["added"])
+    assert basic["updated"] >= len(done["updated"]) + len(done["leavers"])
+    kit.assert_store_matches()
+
+
+def test_deletions_reach_the_store(kit: Kit):
+    assert kit.run("full").status.value == "succeeded"
+    kit.mutate(EPOCH, deleted=2, staff_deleted=1)
+    assert kit.run("incremental").status.value == "succeeded"
+    store = kit.store()
+    for key in kit.deleted["pupil"]:
+        assert store["pupil"][(key,)]["deleted"], "a pupil deleted upstream is tombstoned by the next incremental run"
+    for key in kit.deleted["staff"]:
+        assert store["staff"][(key,)]["deleted"]
+    # A full run afterwards reconciles everything else about them (R20); the store then equals the school.
+    assert kit.run("full").status.value == "succeeded"
+    kit.assert_store_matches()
+
+
+def test_transient_faults_are_retried(kit: Kit):
+    temporary = [f for f in FAULTS if FAULT_OUTCOMES[f][0] == "temporary"]
+    for fault in temporary:
+        kit.served.inject(fault, times=1, skip=2)
+    run = kit.run("full")
+    assert run.status.value == "succeeded", (run.error_code, run.error_message)
+    assert run.stats.get("retries", 0) >= len(temporary)
+    kit.assert_store_matches()
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_type(kit: Kit, fault: str):
+    kit.served.inject(fault, times=1000, skip=3)
+    run = kit.run("full")
+    kind, code = FAULT_OUTCOMES[fault]
+    assert run.status.value == "failed"
+    assert (run.error_kind.value, run.error_code) == (kind, code)
+    assert run.error_message and not any(p.legal_surname in run.error_message for p in kit.school.pupils.values())
+    # A provider fault is not a revocation: the connection stays extractable.
+    assert kit.connection().state.value in ("approved", "failing")
+
+
+def test_revocation_mid_run_stops_the_run(kit: Kit):
+    kit.served.inject("revoke", skip=4)
+    run = kit.run("full")
+    assert run.status.value == "failed"
+    assert (run.error_kind.value, run.error_code) == ("school_action", "authorisation_lost")
+    assert kit.connection().state.value == "revoked"  # R5: recorded as a revocation, not an error
+    before = kit.served.request_count()
+    again = kit.run("full")
+    assert again.status.value == "cancelled"
+    assert kit.served.request_count() == before, "nothing is asked of the provider after a revocation"
+
+
+class _Killed(BaseException):
+    """Stands in for the process dying mid-run (not an Exception, so nothing catches it)."""
+
+
+def test_kill_and_resume(kit: Kit):
+    from portal.extensions import db
+    from portal.models import JobRun, RunStatus
+
+    seen = {"pages": 0}
+
+    def die_after_some_pages(event: dict) -> None:
+        if event.get("event") == "page" and event.get("category") == "student_attendance_exclusions":
+            seen["pages"] += 1
+            if seen["pages"] == 2:
+                raise _Killed()
+
+    with pytest.raises(_Killed):
+        kit.run("full", progress=die_after_some_pages)
+    db.session.rollback()
+    run = db.session.execute(db.select(JobRun).order_by(JobRun.id.desc())).scalars().first()
+    assert run.status == RunStatus.running and run.stats.get("completed"), "the dead run kept its progress"
+    run.lease_expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)  # the lease lapses
+    db.session.commit()
+    before = kit.served.request_count()
+    resumed = kit.run("full")
+    assert resumed.id == run.id and resumed.status.value == "succeeded", (resumed.error_code, resumed.error_message)
+    kit.assert_store_matches()
+    resumed_requests = kit.served.request_count() - before
+    before = kit.served.request_count()
+    assert kit.run("full").status.value == "succeeded"
+    full_requests = kit.served.request_count() - before
+    assert resumed_requests < full_requests, "the resumed run carried on from its checkpoint instead of starting again"

@@ -1,0 +1,1 @@
+"""Provider webhooks: verified, idempotent event routes that move connections through portal.lifecycle."""
