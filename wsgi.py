@@ -12,6 +12,8 @@ except StartupError as exc:
     print(f"Error: {exc}", file=sys.stderr)
     sys.exit(2)
 
+# Under gunicorn, start the scheduler in the workers (no --preload): threads do not survive a fork.
+# Several workers or machines may all schedule; each firing is claimed once in the database.
 if app.config["SCHEDULER_ENABLED"]:
     from portal.jobs.scheduler import start_scheduler
 

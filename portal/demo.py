@@ -137,10 +137,17 @@ def build_demo() -> DemoResult:
 def connect_sandbox_schools(schools: list[Organisation]) -> list[Connection]:
     """Connect the demo schools to the sandbox providers (the hook point for the connector teams).
 
-    Not built yet: it returns no connections. When built, it should find or create one approved
-    connection per school and connector through portal.lifecycle, idempotently like build_demo().
+    Each enabled connector class may offer ``demo_connections(schools)``, which finds or creates an
+    approved connection per school its sandbox serves, through portal.lifecycle, idempotently.
     """
-    return []
+    from portal.plugins.manager import get_plugins
+
+    connections: list[Connection] = []
+    for connector in get_plugins().connectors().values():
+        connect = getattr(connector, "demo_connections", None)
+        if connect is not None:
+            connections.extend(connect(schools))
+    return connections
 
 
 def _describe(result: DemoResult) -> list[str]:

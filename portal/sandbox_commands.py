@@ -13,7 +13,9 @@ import click
 @click.option("--pupils", type=click.IntRange(1, 20000), default=250, show_default=True, help="Pupils per school.")
 @click.option("--days", type=click.IntRange(1, 400), default=190, show_default=True, help="School days of attendance.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the synthetic data.")
-def sandbox_command(connector: str, port: int, schools: int, pupils: int, days: int, seed: int) -> None:
+@click.option("--webhook-url", default=None, help="Where the sandbox POSTs its provider's webhook events, if it has any.")
+def sandbox_command(connector: str, port: int, schools: int, pupils: int, days: int, seed: int,
+                    webhook_url: str | None) -> None:
     """Serve synthetic schools through CONNECTOR's sandbox (e.g. wonde) until interrupted."""
     if not connector.isidentifier():
         raise click.BadParameter("a connector name is letters, digits and underscores", param_hint="CONNECTOR")
@@ -23,7 +25,8 @@ def sandbox_command(connector: str, port: int, schools: int, pupils: int, days: 
         raise click.ClickException(
             f"no sandbox for connector {connector!r}: install its package (pip install -e connectors/{connector})"
         ) from None
-    module.serve(port=port, schools=schools, pupils=pupils, days=days, seed=seed, echo=click.echo)
+    extra = {"webhook_url": webhook_url} if webhook_url else {}
+    module.serve(port=port, schools=schools, pupils=pupils, days=days, seed=seed, echo=click.echo, **extra)
 
 
 def register(group: click.Group) -> None:

@@ -108,8 +108,8 @@ def test_support_with_second_factor_enters(staff, client):
 def test_admin_forms_carry_and_need_a_csrf_token(staff, client):
     before = count(Organisation)
     refused = client.post("/admin/organisations/new/", data={"kind": "trust", "name": "No Token Trust"})
+    assert refused.status_code == 200 and b"The form expired or was sent from elsewhere" in refused.data
     assert count(Organisation) == before
-    assert b"CSRF" in refused.data or refused.status_code == 400
     made = post_form(client, "/admin/organisations/new/", {"kind": "trust", "name": "Token Trust"})
     assert made.status_code == 302
     assert count(Organisation) == before + 1
@@ -130,7 +130,7 @@ def test_admin_post_without_token_is_refused_when_csrf_is_on(make_app):
         assert client.get("/admin/").status_code == 200
         before = count(Organisation)
         resp = client.post("/admin/organisations/new/", data={"kind": "trust", "name": "Forged Trust"})
-        assert resp.status_code == 400 and b"The form expired or was sent from elsewhere" in resp.data
+        assert b"The form expired or was sent from elsewhere" in resp.data
         assert count(Organisation) == before
         assert post_form(client, "/admin/organisations/new/", {"kind": "trust", "name": "Real Trust"}).status_code == 302
         assert count(Organisation) == before + 1
@@ -288,11 +288,13 @@ def test_runs_and_audit_are_read_only(staff, client):
     before = count(AuditEntry)
     assert before > 0
     first = db.session.execute(select(AuditEntry.id).order_by(AuditEntry.id)).scalar()
-    page = client.get("/admin/audit/")
-    assert page.status_code == 200
-    client.post("/admin/audit/delete/", data={"id": first, "csrf_token": token_of(page.data)})
-    client.post("/admin/audit/new/", data={"action": "forged", "actor": "x", "csrf_token": token_of(page.data)})
+    assert client.get("/admin/audit/").status_code == 200
+    token = token_of(client.get("/admin/organisations/new/").data)  # any admin form's token is valid for the session
+    client.post("/admin/audit/delete/", data={"id": first, "csrf_token": token})
+    client.post("/admin/audit/new/", data={"action": "forged", "actor": "x", "csrf_token": token})
+    client.post("/admin/audit/edit/?id=%d" % first, data={"action": "forged", "csrf_token": token})
     assert count(AuditEntry) == before
+    assert db.session.get(AuditEntry, first).action != "forged"
     assert client.get("/admin/runs/").status_code == 200
     assert client.get("/admin/runs/new/").status_code == 302
 

@@ -85,7 +85,13 @@ def test_the_admin_refuses_a_product_outside_the_uk(app, client, make, auth):
     staff = make.user(support=True)
     db.session.commit()
     auth.login(staff)
-    resp = client.post("/admin/products/new/", data={"name": "Abroad", "purpose": "Analyse.", "features": ["pupil_tracking"],
-                                                     "processing_location": "IE"}, follow_redirects=True)
+    form = client.get("/admin/products/new/").get_data(as_text=True)
+    csrf = re.search(r'id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)
+    data = {"csrf_token": csrf, "name": "Abroad", "purpose": "Analyse.", "features": ["pupil_tracking"],
+            "processing_location": "IE"}
+    resp = client.post("/admin/products/new/", data=data, follow_redirects=True)
     assert b"only in the UK" in resp.data
     assert db.session.execute(select(Product)).first() is None
+    resp = client.post("/admin/products/new/", data={**data, "processing_location": "UK"}, follow_redirects=True)
+    product = db.session.execute(select(Product)).scalar_one()
+    assert product.name == "Abroad" and [f.id for f in product.features] == ["pupil_tracking"]

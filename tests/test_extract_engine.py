@@ -83,22 +83,28 @@ def test_incremental_run_sends_the_watermark_and_applies_updates_and_deletions(x
     run = run_extract(conn.id)
     assert run.status == RunStatus.succeeded, run.error_message
     assert run.params["mode"] == "incremental"
-    # The updated-after filter is the last run's start (less a small overlap), for every category.
+    # The updated-after filter is the latest provider time the last run saw (less a small overlap).
     sent = {cat: since for cat, since, _ in fake_mis.CALLS}
     assert set(sent) == set(CATEGORIES)
-    started = datetime.fromisoformat(first.params["started_at"])
-    assert all(since is not None and started - timedelta(minutes=10) < since <= started for since in sent.values())
+    assert set(sent.values()) == {fake_mis.T0 - timedelta(minutes=5)}
     snap = snapshot(conn.id)
     assert snap["pupil"]["P2"]["legal_surname"] == "Changed"
     assert snap["attendance_mark"]["P3:2026-09-07:AM"]["code"] == "I"
     assert snap["pupil"]["P4"]["deleted_at"] == LATER
     assert snap["staff"]["ST2"]["deleted_at"] is not None
     counts = run.stats["categories"]
-    assert counts["student_basic"] == {"inserted": 0, "updated": 1, "unchanged": 0, "tombstoned": 1}
+    # The overlap re-fetches records stamped at the old watermark: they count as unchanged, nothing else.
+    assert counts["student_basic"] == {"inserted": 0, "updated": 1, "unchanged": 18, "tombstoned": 1}
     assert counts["student_attendance_exclusions"]["updated"] == 1
     assert counts["staff_basic"]["tombstoned"] == 1
-    # Only the changed records were fetched: nothing else was touched.
-    assert counts["student_demographics"] == {"inserted": 0, "updated": 0, "unchanged": 0, "tombstoned": 0}
+    assert counts["student_demographics"] == {"inserted": 0, "updated": 0, "unchanged": 20, "tombstoned": 0}
+    # A third run asks from the newest provider time seen, so it fetches only what changed at LATER.
+    fake_mis.CALLS.clear()
+    third = run_extract(conn.id)
+    sent = {cat: since for cat, since, _ in fake_mis.CALLS}
+    assert sent["student_basic"] == sent["staff_basic"] == LATER - timedelta(minutes=5)
+    assert sent["student_demographics"] == fake_mis.T0 - timedelta(minutes=5)  # nothing newer seen there
+    assert third.stats["categories"]["student_basic"] == {"inserted": 0, "updated": 0, "unchanged": 1, "tombstoned": 0}
 
 
 def test_a_complete_full_run_tombstones_records_missing_from_the_pull(xapp, make, tmp_path):

@@ -1,6 +1,7 @@
 """Jobs: declared as data, each firing claimed once, recorded with a typed error, taken over when its process dies."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,6 +17,7 @@ from portal.jobs.scheduler import build_scheduler, fire_job, job_specs, registry
 from portal.models import AuditEntry, Connection, ConnectionState, ErrorKind, JobRun, RunStatus
 from portal.models.base import utcnow
 from tests.plugins.ticking_jobs import ONCE, TICK
+from tests.test_plugins import plugin_module  # noqa: F401  (fixture)
 
 AT = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
 TICKING = {"PLUGINS": ["tests.plugins.fake_connector", "tests.plugins.ticking_jobs"]}
@@ -96,6 +98,25 @@ def test_bad_housekeeping_interval_stops_start_up(make_app):
         make_app(JOB_RECOVER_SECONDS=0)
 
 
+def test_a_connector_with_a_bad_schedule_stops_start_up(make_app, plugin_module):
+    name = plugin_module(
+        """
+        from portal.plugins import hookimpl
+        from tests.plugins.fake_connector import FakeConnector
+
+        class Hourly(FakeConnector):
+            name = "hourly"
+            schedule = {"trigger": "cron", "hour": "26"}
+
+        @hookimpl
+        def portal_register_connectors():
+            return [Hourly]
+        """
+    )
+    with pytest.raises(StartupError, match="connector 'hourly' has an invalid schedule"):
+        make_app(PLUGINS=["tests.plugins.fake_connector", name], ENABLED_CONNECTORS=["fake", "hourly"])
+
+
 # ---------------------------------------------------------------- claims
 
 
@@ -143,6 +164,27 @@ def test_heartbeat_extends_the_lease_until_the_run_is_cancelled(app):
     assert not heartbeat(run)
     assert not finish(run, RunStatus.succeeded)
     assert db.session.get(JobRun, run.id).status == RunStatus.cancelled
+
+
+def test_a_running_job_keeps_its_lease_alive_while_its_body_works(make_app):
+    app = make_app(JOB_HEARTBEAT_SECONDS=1)
+
+    def body(run_id: int) -> dict:
+        claimed = db.session.get(JobRun, run_id).heartbeat_at
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            db.session.rollback()  # end the read, so the heartbeat can write and we see it
+            run = db.session.get(JobRun, run_id)
+            if run.heartbeat_at > claimed:
+                return {"lease_extended_to": run.lease_expires_at.isoformat()}
+            time.sleep(0.1)
+        raise JobFailed("No heartbeat arrived.", code="no_heartbeat")
+
+    with app.app_context():
+        run = fire(JobSpec("demo:long", body), AT)
+        assert run.status == RunStatus.succeeded, run.error_code
+        extended = datetime.fromisoformat(run.stats["lease_extended_to"])
+        assert extended > run.claimed_at + timedelta(seconds=app.config["JOB_LEASE_SECONDS"])
 
 
 def test_finish_refuses_unfinished_statuses(app):

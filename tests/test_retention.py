@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from portal.extensions import db
 from portal.models import Connection, ConnectionState, Organisation, User
@@ -101,7 +101,9 @@ class World:
         return hold
 
 
-def exists(model, row_id: int) -> bool:
+def exists(model, row) -> bool:
+    """Return whether the row (or row id) is still in the database, without loading a deleted object."""
+    row_id = row if isinstance(row, int) else inspect(row).identity[0]
     return db.session.execute(select(model.id).where(model.id == row_id)).first() is not None
 
 

@@ -8,7 +8,7 @@ import json
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from portal import store
 from portal.extensions import db
@@ -21,6 +21,7 @@ from portal.models import (
     Role,
     RunStatus,
 )
+from portal.models.base import utcnow
 from portal.models.mis import MisAssessmentResult, MisAttendanceMark, MisMembership, MisPupil
 from portal.models.retention import DeletionOrder, DfeAgreement, RetentionProof, RetentionWorkItem
 from portal.retention import schedule_category_deletion, schedule_connection_deletion
@@ -57,10 +58,10 @@ def test_r24_an_overdue_record_goes_at_the_next_sweep_and_is_flagged_late(zero_w
     pupil = leaver(world, conn, date(2025, 7, 23))  # deadline 2026-01-23
     db.session.commit()
     run_sweep(as_of=date(2026, 1, 22))
-    assert exists(MisPupil, pupil.id)
+    assert exists(MisPupil, pupil)
     run = run_sweep(as_of=date(2026, 1, 24))  # no sweep ran on the 23rd
     assert run.status == RunStatus.succeeded
-    assert not exists(MisPupil, pupil.id)
+    assert not exists(MisPupil, pupil)
     [proof] = proofs()
     assert (proof.rule_id, proof.deadline, proof.late_days, proof.late) == ("R29", date(2026, 1, 23), 1, True)
     assert run.stats["late"] == 1
@@ -71,9 +72,9 @@ def test_r35_live_data_goes_backup_window_days_before_the_deadline(app, world):
     pupil = leaver(world, conn, date(2025, 7, 23))  # deadline 2026-01-23, B = 30 by default
     db.session.commit()
     run_sweep(as_of=date(2025, 12, 23))
-    assert exists(MisPupil, pupil.id)
+    assert exists(MisPupil, pupil)
     run_sweep(as_of=date(2025, 12, 24))
-    assert not exists(MisPupil, pupil.id)
+    assert not exists(MisPupil, pupil)
     assert proofs()[0].late_days == 0
 
 
@@ -84,10 +85,10 @@ def test_r28_dfe_agreement_ending_before_christmas_deletes_government_data_at_th
     db.session.add(DfeAgreement(reference="DfE-2025", ends_on=date(2025, 12, 19)))
     db.session.commit()
     run_sweep(as_of=date(2025, 12, 19))
-    assert exists(MisPupil, gov.id)
+    assert exists(MisPupil, gov)
     run_sweep(as_of=date(2025, 12, 20))
-    assert not exists(MisPupil, gov.id)
-    assert exists(MisPupil, school_pupil.id)
+    assert not exists(MisPupil, gov)
+    assert exists(MisPupil, school_pupil)
     assert db.session.execute(select(func.count()).select_from(MisPupil).where(MisPupil.data_type == "government")).scalar() == 0
     [proof] = proofs()
     assert (proof.rule_id, proof.trigger_on, proof.deadline) == ("R28", date(2025, 12, 19), date(2026, 1, 21))
@@ -114,10 +115,10 @@ def test_r41_preview_counts_equal_what_the_sweep_deletes_and_the_proof_records(z
     proven = {(p.rule_id, c): n for p in proofs() for c, n in p.counts.items()}
     assert proven == planned
     r29 = next(p for p in proofs() if p.rule_id == "R29")
-    lines = "".join(f"mis_pupils:{i}\n" for i in sorted(p.id for p in pupils))
+    lines = "".join(f"mis_pupils:{i}\n" for i in sorted(inspect(p).identity[0] for p in pupils))
     assert r29.ids_sha256 == hashlib.sha256(lines.encode()).hexdigest()
     assert r29.records == 3 and r29.trigger_on == date(2025, 7, 22) and r29.deadline == day
-    assert not exists(MisAttendanceMark, tomb.id) and exists(MisPupil, stays.id)
+    assert not exists(MisAttendanceMark, tomb) and exists(MisPupil, stays)
     assert orphan_count() == 0
     assert run.stats["records"] == 4
     # No proof (nor its audit entry) holds a name, UPN or date of birth.
@@ -137,15 +138,17 @@ def test_r40_a_held_pupil_survives_is_listed_as_held_and_goes_when_the_hold_laps
     hold = world.hold("mis_pupils", unapproved, date(2026, 6, 30), support)
     hold.dpo_approved_at = None  # R40: a hold needs the DPO's approval
     db.session.commit()
-    assert [(l.rule_id, l.held) for l in preview(date(2026, 1, 1), 30) if l.category == "student_basic"] == [("R29", True)]
+    listed = [(l.rule_id, l.held, l.count) for l in preview(date(2026, 1, 1), 30) if l.category == "student_basic"]
+    assert listed == [("R29", False, 1), ("R29", True, 1)]
     run = run_sweep(as_of=date(2026, 1, 1))
-    assert exists(MisPupil, held.id) and not exists(MisPupil, unapproved.id)
+    assert exists(MisPupil, held) and not exists(MisPupil, unapproved)
     assert run.stats["held"] == 1
     run_sweep(as_of=date(2026, 6, 30))
-    assert exists(MisPupil, held.id)
+    assert exists(MisPupil, held)
     run_sweep(as_of=date(2026, 7, 1))
-    assert not exists(MisPupil, held.id)
-    assert all(p.late_days == 0 for p in proofs())
+    assert not exists(MisPupil, held)
+    # The unapproved one was simply overdue; the held one was deleted the day its hold lapsed, on time.
+    assert [p.late_days for p in proofs()] == [(date(2026, 1, 1) - date(2025, 7, 10)).days, 0]
 
 
 class Killed(BaseException):
@@ -174,13 +177,13 @@ def test_a_killed_sweep_resumed_completes_with_no_orphan_rows(make_app, world, m
         db.session.rollback()
         run = db.session.execute(select(JobRun).where(JobRun.job_id == "retention:sweep")).scalar_one()
         assert run.status == RunStatus.running  # as a dead process leaves it
-        assert sum(exists(MisPupil, p.id) for p in pupils) == 3
+        assert sum(exists(MisPupil, p) for p in pupils) == 3
         assert orphan_count() == 0
 
         monkeypatch.setattr(store, "delete_pupils", real)
         resumed = run_sweep(run_id=run.id)
         assert resumed.status == RunStatus.succeeded
-        assert not any(exists(MisPupil, p.id) for p in pupils)
+        assert not any(exists(MisPupil, p) for p in pupils)
         assert orphan_count() == 0
         proven = {(p.rule_id, c): n for p in proofs() for c, n in p.counts.items()}
         assert proven == expected
@@ -193,12 +196,12 @@ def test_revoking_with_delete_now_deletes_at_the_next_sweep_and_gives_a_receipt(
     pupil = world.pupil(conn, year="3", extracted=date(2025, 10, 1))
     kept = world.pupil(other, year="3", extracted=date(2025, 10, 1))
     admin = make.user(Role.school_admin, conn.school)
-    conn.state = ConnectionState.revoked
+    conn.state, conn.state_changed_at = ConnectionState.revoked, utcnow()
     order = schedule_connection_deletion(conn, immediate=True, user=admin)
     db.session.commit()
     assert order.due_on == order.trigger_on
     run_sweep(as_of=order.due_on)
-    assert not exists(MisPupil, pupil.id) and exists(MisPupil, kept.id)
+    assert not exists(MisPupil, pupil) and exists(MisPupil, kept)
     db.session.refresh(order)
     assert order.completed_at is not None
 
@@ -223,42 +226,41 @@ def test_revoking_under_the_normal_rules_is_cancelled_by_re_authorising(zero_win
     conn.state = ConnectionState.approved
     db.session.commit()
     run_sweep(as_of=order.due_on + timedelta(days=1))
-    assert exists(MisPupil, pupil.id)
+    assert exists(MisPupil, pupil)
 
 
-def test_a_category_no_granted_feature_needs_is_deleted_six_months_later(zero_window_app, world):
+def test_r31_categories_no_remaining_product_needs_go_six_months_after_the_grant_ended(zero_window_app, world):
     conn = world.school()
-    pupil = world.pupil(conn, year="1", extracted=date(2025, 10, 1))
-    # One product that reads basic data only: timetable, assessment and the rest are no longer needed.
-    feature = db.session.execute(
-        select(Feature).where(Feature.grants.any()).order_by(Feature.id)
-    ).scalars().all()
-    basic_only = next(f for f in feature if {g.category_id for g in f.grants} == {"student_basic"}) if any(
-        {g.category_id for g in f.grants} == {"student_basic"} for f in feature) else None
-    product = Product(name="Register app", purpose="Registers")
-    if basic_only is not None:
-        product.features = [basic_only]
-    db.session.add(product)
+    pupil = world.pupil(conn, year="1", extracted=date(2025, 1, 10))
+    tracking = Product(name="Tracker", purpose="Pupil tracking", features=[db.session.get(Feature, "pupil_tracking")])
+    attendance = Product(name="Attendance", purpose="Attendance", features=[db.session.get(Feature, "attendance_reporting")])
+    db.session.add_all([tracking, attendance])
     db.session.flush()
-    db.session.add(ProductAuthorisation(school_id=conn.school_id, product_id=product.id))
+    dropped = ProductAuthorisation(school_id=conn.school_id, product_id=tracking.id)
+    db.session.add_all([dropped, ProductAuthorisation(school_id=conn.school_id, product_id=attendance.id)])
     db.session.commit()
+    dropped.revoked_at = at(date(2025, 6, 30))
     order = schedule_category_deletion(conn.school)
     db.session.commit()
-    assert order is not None and "student_assessment" in order.categories
-    needed = set() if basic_only is None else {"student_basic"}
-    assert not needed & set(order.categories)
-    run_sweep(as_of=order.due_on - timedelta(days=1))
-    assert db.session.execute(select(func.count()).select_from(MisAssessmentResult)).scalar() == 2
-    run_sweep(as_of=order.due_on)
-    assert db.session.execute(select(func.count()).select_from(MisAssessmentResult)).scalar() == 0
-    if basic_only is not None:
-        assert exists(MisPupil, pupil.id)
+    assert order.categories == ["student_assessment", "student_timetable"]
+    order.trigger_on, order.due_on = date(2025, 6, 30), date(2025, 12, 30)  # as if scheduled on the day it ended
+    db.session.commit()
+
+    def count(model):
+        return db.session.execute(select(func.count()).select_from(model)).scalar()
+
+    run_sweep(as_of=date(2025, 12, 29))
+    assert (count(MisAssessmentResult), count(MisMembership)) == (2, 1)
+    run_sweep(as_of=date(2025, 12, 30))
+    assert (count(MisAssessmentResult), count(MisMembership)) == (0, 0)
+    assert exists(MisPupil, pupil) and count(MisAttendanceMark) == 2
+    [proof] = proofs()
+    assert (proof.rule_id, proof.order_id, proof.counts) == (
+        "R31-grant", order.id, {"student_assessment": 2, "student_timetable": 1})
     assert orphan_count() == 0
 
 
 def test_old_run_logs_go_after_24_months(zero_window_app):
-    from portal.models.base import utcnow
-
     old = JobRun(job_id="extract:1", kind="extract", scheduled_for=at(date(2023, 1, 1)), status=RunStatus.succeeded,
                  finished_at=at(date(2023, 1, 1)), params={}, stats={})
     recent = JobRun(job_id="extract:1", kind="extract", scheduled_for=at(date(2025, 1, 1)), status=RunStatus.succeeded,
@@ -268,8 +270,8 @@ def test_old_run_logs_go_after_24_months(zero_window_app):
     old_id, recent_id = old.id, recent.id
     run = run_sweep(as_of=date(2025, 1, 2))
     assert db.session.get(JobRun, old_id) is None
+    # The sweep's own row survives.
     assert db.session.get(JobRun, recent_id) is not None and db.session.get(JobRun, run.id) is not None
-    assert utcnow()  # the sweep's own row survives
 
 
 def test_cli_dry_run_lists_due_counts_and_deletes_nothing(zero_window_app, world):
@@ -281,9 +283,9 @@ def test_cli_dry_run_lists_due_counts_and_deletes_nothing(zero_window_app, world
     assert result.exit_code == 0, result.output
     assert "2026-01-22" in result.output and "R29" in result.output and "student_basic" in result.output
     assert "2025-07-22" in result.output
-    assert exists(MisPupil, pupil.id)
+    assert exists(MisPupil, pupil)
     bad = runner.invoke(args=["portal", "retention", "--dry-run", "--as-of", "22/01/2026"])
     assert bad.exit_code != 0 and "YYYY-MM-DD" in bad.output
     done = runner.invoke(args=["portal", "retention", "--as-of", "2026-01-22"])
     assert done.exit_code == 0 and "1 records" in done.output
-    assert not exists(MisPupil, pupil.id)
+    assert not exists(MisPupil, pupil)

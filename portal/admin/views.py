@@ -87,6 +87,13 @@ class SecureModelView(ModelView):
     def inaccessible_callback(self, name: str, **kwargs: Any):
         return _deny()
 
+    def validate_form(self, form) -> bool:
+        ok = super().validate_form(form)
+        csrf_field = getattr(form, "csrf_token", None)
+        if not ok and csrf_field is not None and csrf_field.errors:
+            flash(gettext("The form expired or was sent from elsewhere. Reload the page and try again."), "error")
+        return ok
+
     def on_model_change(self, form, model, is_created: bool) -> None:
         self.validate_model(model, is_created)
         from portal.extensions import db
@@ -142,6 +149,17 @@ def _ids_of(model_cls, ids: list[str]) -> list:
     return list(db.session.execute(select(model_cls).where(model_cls.id.in_([int(i) for i in ids]))).scalars())
 
 
+def _clashes(model_cls, model, *conditions) -> bool:
+    """Return whether another row (not this one) meets the conditions; the pending row is not flushed first."""
+    from sqlalchemy import true
+
+    from portal.extensions import db
+
+    not_this = model_cls.id != model.id if model.id is not None else true()
+    with db.session.no_autoflush:
+        return db.session.execute(select(model_cls.id).where(not_this, *conditions)).first() is not None
+
+
 def core_views() -> list[BaseView]:
     """Return the core admin views."""
     from portal.extensions import db
@@ -190,10 +208,7 @@ def core_views() -> list[BaseView]:
 
         def validate_model(self, model, is_created):
             model.email = model.email.strip()
-            clash = db.session.execute(
-                select(User.id).where(db.func.lower(User.email) == model.email.lower(), User.id != model.id)
-            ).first()
-            if clash:
+            if _clashes(User, model, db.func.lower(User.email) == model.email.lower()):
                 raise ValidationError("Another user already has that email address.")
             if not is_created:
                 # Deactivating or changing support status ends the user's sessions at once.
@@ -251,14 +266,9 @@ def core_views() -> list[BaseView]:
                     f"The role {role.label} is for a {self.ROLE_KINDS[role].value.replace('_', ' ')}, "
                     f"not a {model.organisation.kind.value.replace('_', ' ')}."
                 )
-            clash = db.session.execute(
-                select(Membership.id).where(
-                    Membership.user_id == model.user.id,
-                    Membership.organisation_id == model.organisation.id,
-                    Membership.id != model.id,
-                )
-            ).first()
-            if clash:
+            if _clashes(
+                Membership, model, Membership.user_id == model.user.id, Membership.organisation_id == model.organisation.id
+            ):
                 raise ValidationError("This user already has a role in this organisation.")
 
     class ConnectionView(SecureModelView):

@@ -22,8 +22,10 @@ class ProductView(SecureModelView):
     can_delete = False
 
     def validate_model(self, model, is_created: bool) -> None:
-        problems = validation_problems(model.name or "", model.purpose or "", [f.id for f in model.features],
-                                       model.processing_location or "", product_id=model.id)
+        # No autoflush: the new row itself must not count as a product of the same name.
+        with db.session.no_autoflush:
+            problems = validation_problems(model.name or "", model.purpose or "", [f.id for f in model.features],
+                                           model.processing_location or "", product_id=model.id)
         if problems:
             raise ValidationError(" ".join(problems.values()))
 

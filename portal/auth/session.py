@@ -1,7 +1,7 @@
 """flask-login wiring: users are loaded by their rotating session token, so logout is server-side."""
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, g
 from sqlalchemy import select
 
 from portal.extensions import db, login_manager
@@ -14,6 +14,14 @@ def init_login(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Sign in to see this page."
     login_manager.session_protection = "strong"
+
+    @app.before_request
+    def _forget_cached_user() -> None:
+        # flask-login caches the user, and flask-wtf the CSRF token, on g, which lives as long as the app
+        # context: where one context serves several requests (tests, scripts), each request must still
+        # read both from its own cookie.
+        g.pop("_login_user", None)
+        g.pop(app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
 @login_manager.user_loader

@@ -347,21 +347,20 @@ def _complete(state: _Run) -> JobRun:
     stats = state.stats()
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
-    plan.save_watermarks(connection, categories, _watermarks(run, stats), run.id)
+    plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
     finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
     lifecycle.mark_healthy(connection)
     return finished
 
 
-def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime]:
-    """Per category, the latest provider time the run saw; the run's start where it saw none.
+def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime | None]:
+    """Per category, the latest provider time the run saw (None where it saw nothing).
 
     Provider times, not our clock: the updated-after filter is compared with the provider's own
     clock, so a skew between the two can neither skip nor repeat changes.
     """
     high = stats.get("high_water", {})
-    started = datetime.fromisoformat(run.params["started_at"])
-    return {c: datetime.fromisoformat(high[c]) if c in high else started for c in run.params["categories"]}
+    return {c: datetime.fromisoformat(high[c]) if c in high else None for c in run.params["categories"]}
 
 
 def _stopped(state: _Run) -> JobRun:
@@ -450,7 +449,7 @@ def approve_held_run(run_id: int, user: User) -> JobRun:
         "extract.hold_approved", organisation_id=connection.school_id, target=run,
         details={"connection_id": connection.id, "tombstoned": tombstoned}, actor=f"user:{user.id}", actor_user_id=user.id,
     )
-    plan.save_watermarks(connection, run.params["categories"], _watermarks(run, stats), run.id)
+    plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
     run.error_code = run.error_message = run.error_kind = None
     run.status = RunStatus.succeeded
     run.stats = stats

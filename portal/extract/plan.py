@@ -110,15 +110,18 @@ def choose_mode(connection: Connection, requested: str, categories: list[str], n
     return "full", reason, {c: None for c in categories}
 
 
-def save_watermarks(connection: Connection, at: dict[str, datetime], run_id: int) -> None:
-    """Move the watermarks of the categories to the given provider times (after a successful run)."""
+def save_watermarks(connection: Connection, at: dict[str, datetime | None], run_id: int, *, fallback: datetime) -> None:
+    """Move the watermarks of the categories to the given provider times (after a successful run).
+
+    A category that saw nothing newer keeps its watermark; one that never had any data gets ``fallback``.
+    """
     marks = watermarks(connection)
     now = utcnow()
     for category, at_ in at.items():
         mark = marks.get(category)
-        if mark is not None and mark.watermark > at_:
-            # A run that saw nothing newer keeps the watermark where it was.
+        if mark is not None and (at_ is None or mark.watermark > at_):
             at_ = mark.watermark
+        at_ = at_ or fallback
         if mark is None:
             db.session.add(
                 ExtractWatermark(connection_id=connection.id, category=category, watermark=at_, run_id=run_id, updated_at=now)

@@ -23,7 +23,7 @@ from portal.extensions import db
 from portal.jobs import JobSpec
 from portal.jobs.claims import finish, owner_id, take_over_lapsed
 from portal.jobs.runner import JobFailed, call_body, execute
-from portal.jobs.scheduler import registry, sync_dynamic_jobs
+from portal.jobs.scheduler import make_trigger, registry, sync_dynamic_jobs
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, RunStatus
 from portal.plugins import hookimpl
 from portal.plugins.manager import get_plugins
@@ -51,6 +51,17 @@ def portal_register_jobs(app: Flask, connectors: Mapping[str, Any]) -> list[JobS
             kind="housekeeping", claim=False,
         ),
     ]
+
+
+@hookimpl
+def portal_startup(app: Flask) -> None:
+    """Refuse to start when an enabled connector's schedule could not be turned into extract jobs."""
+    jobs = registry(app)
+    for name, connector in get_plugins(app).connectors().items():
+        try:
+            make_trigger(extract_spec(1, connector), jobs.timezone)
+        except ValueError as exc:
+            raise StartupError(f"connector {name!r} has an invalid schedule: {exc}") from None
 
 
 def _engine(module: str, name: str, what: str) -> Callable[..., Any]:

@@ -154,7 +154,7 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
         stopped = run_extract(conn_id, mode="auto")
         assert stopped.status == RunStatus.cancelled
     assert sandbox.requests("/students") == []
-    page.get_by_role("link", name="History").click()
+    page.get_by_role("link", name="History", exact=True).click()
     assert page.locator('tr[data-action="connection.revoked"]').get_by_text(admin.name).is_visible()
     check_accessibility(page)
     screenshot(page, "history")

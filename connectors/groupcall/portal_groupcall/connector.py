@@ -110,6 +110,13 @@ class GroupcallConnector(Connector):
         super().__init__(settings)
         self.stats = {"requests": 0, "retries": 0}
 
+    @staticmethod
+    def demo_connections(schools: list[Any]) -> list[Any]:
+        """Connect the portal demo's Groupcall school to the sandbox (called by `flask portal demo`)."""
+        from portal_groupcall.demo import demo_connections
+
+        return demo_connections(schools)
+
     # ------------------------------------------------------------ plumbing
 
     def _estab(self, school: Any = None, connection: Any = None) -> str:
@@ -313,11 +320,16 @@ class _CategoryReader:
         steps = self.steps()
         if self.category == "student_assessment" and not self.result_sets:
             steps = []  # assessmentresults refuses a request without a filter
+        self.pending_tokens: dict[tuple[str, ...], str] = {}
         for index, step in enumerate(steps):
             if resume and index < resume.step:
                 continue
             yield from self.read(index, step, resume if resume and resume.step == index else None)
         yield Checkpoint(self.category, None)
+        # Only now, when the engine has taken every record of the category, do the new change tokens
+        # replace the old ones: a category that fails half-way asks again from the old snapshots.
+        for key, token in self.pending_tokens.items():
+            CHANGE_TOKENS.put(key, token)
 
     def token_key(self, step: Step) -> tuple[str, ...]:
         c = self.client
@@ -358,7 +370,7 @@ class _CategoryReader:
         if deleted:
             yield _Cursor(self.category, index, last_page, requested).checkpoint()
         if next_token:
-            CHANGE_TOKENS.put(key, next_token)
+            self.pending_tokens[key] = next_token
 
     def records(self, step: Step, page: Page) -> Iterator[Record]:
         category = self.category

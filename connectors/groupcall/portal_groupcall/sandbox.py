@@ -525,11 +525,15 @@ class GroupcallSandbox:
         if problem:
             return _json(_envelope(problem), 200)
         with self._lock:
-            sets = {name: self._visible(school, name, resource.lower(), params, options, item_id) for name in (primary, *others)}
-            body: dict[str, Any] = dict(sets)
-            body["meta"] = [{"Id": 1, "MIS": "simsnet", "Version": "4", "DateTime": xod_timestamp(self.now())}]
-            if "changedrows" in params:
-                body = self._changeset(school, resource.lower(), params, body, (primary, *others))
+            cached = self._cached_changeset(school, resource.lower(), params)
+            if cached is not None:
+                body = cached
+            else:
+                body = {name: self._visible(school, name, resource.lower(), params, options, item_id)
+                        for name in (primary, *others)}
+                body["meta"] = [{"Id": 1, "MIS": "simsnet", "Version": "4", "DateTime": xod_timestamp(self.now())}]
+                if "changedrows" in params:
+                    body = self._changeset(school, resource.lower(), params, body, (primary, *others))
             if "page" in params or "pagesize" in params:
                 body = self._paginate(body, primary, params)
         return _json(body)
@@ -591,14 +595,20 @@ class GroupcallSandbox:
             rendered["marks"][window] = _stamped(marks_between(school.source, start, end))
         return rendered["marks"][window]
 
+    @staticmethod
+    def _changeset_key(school, resource, params) -> tuple:
+        return (school.estab, resource, tuple(sorted((k, v) for k, v in params.items() if k not in ("changedrows", "page", "pagesize"))))
+
+    def _cached_changeset(self, school, resource, params) -> dict[str, Any] | None:
+        """Pages after the first of a changeset come from the changeset worked out for page 1."""
+        if "changedrows" not in params or int(params.get("page") or 1) <= 1:
+            return None
+        return self._changesets.get((self._changeset_key(school, resource, params), params["changedrows"]))
+
     def _changeset(self, school, resource, params, body, set_names) -> dict[str, Any]:
         """changedRows: worked out before paging; `*` or an unknown hash gives everything (spec §6.1)."""
         requested = params["changedrows"]
-        page = int(params.get("page") or 1)
-        key = (school.estab, resource, tuple(sorted((k, v) for k, v in params.items() if k not in ("changedrows", "page", "pagesize"))))
-        cached = self._changesets.get((key, requested))
-        if page > 1 and cached is not None:
-            return json.loads(json.dumps(cached))
+        key = self._changeset_key(school, resource, params)
         previous = self._snapshots.get((key, requested)) if requested != "*" else None
         result = dict(body)
         snapshot: dict[str, dict[str, str]] = {}
@@ -621,7 +631,8 @@ class GroupcallSandbox:
             "NextChangedRows": next_hash,
             "NextUrl": f"?changedRows={next_hash}&page=1&pageSize={params.get('pagesize', 25)}",
         }]
-        self._changesets[(key, requested)] = json.loads(json.dumps(result))
+        # Answers are never changed after this (paging copies the dict), so the cache shares the rows.
+        self._changesets[(key, requested)] = result
         return result
 
     def _paginate(self, body: dict[str, Any], primary: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -713,22 +724,8 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body, default=str), status=status, mimetype="application/json")
 
 
-def serve(host: str = "127.0.0.1", port: int = 8762, *, seeds: Iterable[int] = (3,), authorisation_url: str | None = None) -> None:
-    """Serve the sandbox in the foreground with synthetic schools (for `make run` and the demo)."""
-    from portal.testing import synthetic
-
-    sandbox = GroupcallSandbox(authorisation_url=authorisation_url)
-    for n, seed in enumerate(seeds):
-        estab = demo_estab(n)
-        sandbox.load_synthetic(estab, synthetic.generate_school(seed), secret=demo_secret(estab))
-    server = make_server(host, port, sandbox.app, threaded=True)
-    print(f"Groupcall sandbox on http://{host}:{port} (relying party {sandbox.relying_party})", flush=True)
-    server.serve_forever()
-
-
-def demo_estab(n: int = 0) -> str:
-    """The estab (LA + DfE number) of the n-th demo school the sandbox serves."""
-    return f"{9992001 + n}"
+# The demo's Groupcall school: the portal demo's "Demo Village School" (LA 990, DfE 2002).
+DEMO_LA, DEMO_ESTABLISHMENTS = "990", ("2002", "2003", "2004")
 
 
 def demo_secret(estab: str) -> str:
@@ -736,15 +733,43 @@ def demo_secret(estab: str) -> str:
     return f"sandbox-secret-{estab}"
 
 
+def serve(*, port: int = 8762, schools: int = 1, pupils: int = 250, days: int = 190, seed: int = 3,
+          authorisation_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
+    """Serve synthetic schools in the foreground until interrupted (`flask portal sandbox groupcall`)."""
+    from portal.testing import synthetic
+
+    sandbox = GroupcallSandbox(authorisation_url=authorisation_url)
+    for n in range(schools):
+        number = DEMO_ESTABLISHMENTS[n] if n < len(DEMO_ESTABLISHMENTS) else f"{3000 + n:04d}"
+        school = synthetic.generate_school(seed * 1000 + n, pupils=pupils, days=days, la_code=DEMO_LA,
+                                           establishment_number=number)
+        sandbox.load_synthetic(school.dfe_number, school, secret=demo_secret(school.dfe_number))
+    server = make_server("127.0.0.1", port, sandbox.app, threaded=True, request_handler=_QuietHandler)
+    echo(f"Groupcall sandbox at http://127.0.0.1:{port} (relying party {sandbox.relying_party})")
+    for estab, school in sandbox.schools.items():
+        echo(f"  estab {estab}  secret {school.secret}  {school.name}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Command line: python -m portal_groupcall.sandbox --port P --schools N --pupils M --days D."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
+    parser = argparse.ArgumentParser(description="Run a Groupcall Xporter on Demand sandbox with synthetic schools.")
     parser.add_argument("--port", type=int, default=8762)
+    parser.add_argument("--schools", type=int, default=1)
+    parser.add_argument("--pupils", type=int, default=250)
+    parser.add_argument("--days", type=int, default=190)
+    parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--authorisation-url", default=None)
     args = parser.parse_args(argv)
-    serve(args.host, args.port, authorisation_url=args.authorisation_url)
+    serve(port=args.port, schools=args.schools, pupils=args.pupils, days=args.days, seed=args.seed,
+          authorisation_url=args.authorisation_url)
 
 
 if __name__ == "__main__":

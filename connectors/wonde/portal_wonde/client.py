@@ -108,6 +108,7 @@ class WondeClient:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[float, float], float] | None = None,
         session: requests.Session | None = None,
+        stats: dict[str, int] | None = None,
     ) -> None:
         if not token:
             raise ConnectorError("No Wonde access token is configured (setting 'token').")
@@ -132,8 +133,10 @@ class WondeClient:
         self.session = session or requests.Session()
         self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json",
                                      "User-Agent": USER_AGENT})
-        self.requests_made = 0
-        self.retries = 0
+        # Counters shared with the connector's ``stats`` (the engine copies them into the run row).
+        self.stats = stats if stats is not None else {}
+        self.stats.setdefault("requests", 0)
+        self.stats.setdefault("retries", 0)
         self._school_bases: dict[str, str] = {}
 
     def close(self) -> None:
@@ -166,7 +169,7 @@ class WondeClient:
         last_429: float | None = None
         for attempt in range(self.max_retries + 1):
             final = attempt == self.max_retries
-            self.requests_made += 1
+            self.stats["requests"] += 1
             try:
                 response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -205,8 +208,16 @@ class WondeClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, seconds: float) -> None:
-        self.retries += 1
+        self.stats["retries"] += 1
         self.sleep(seconds)
+
+    @property
+    def requests_made(self) -> int:
+        return self.stats["requests"]
+
+    @property
+    def retries(self) -> int:
+        return self.stats["retries"]
 
     # -- documents and lists
 

@@ -15,7 +15,9 @@ from portal.connectors import (
     Checkpoint,
     Connector,
     ConnectorError,
+    MembershipRecord,
     Record,
+    Tombstone,
 )
 
 from portal_wonde import mapping
@@ -70,6 +72,8 @@ class WondeConnector(Connector):
 
     def __init__(self, settings: Mapping[str, Any], *, sleep: Callable[[float], None] | None = None) -> None:
         super().__init__(settings)
+        if not hasattr(self, "stats"):
+            self.stats = {"requests": 0, "retries": 0}
         s = self.settings
         extra = {"sleep": sleep} if sleep else {}
         self.client = WondeClient(
@@ -83,6 +87,7 @@ class WondeConnector(Connector):
             backoff_cap=float(s.get("backoff_cap", 30)),
             retry_after_cap=float(s.get("retry_after_cap", 120)),
             allow_insecure_http=bool(s.get("allow_insecure_http", False)),
+            stats=self.stats,
             **extra,
         )
         # Stats the engine may copy into the run row.
@@ -164,8 +169,8 @@ class WondeConnector(Connector):
                      Step("students-leaver", params, lambda row: [mapping.map_demographics(row)])]
         elif category == "student_timetable":
             steps = [Step("subjects", dict(changed), lambda row: [mapping.map_subject(row)]),
-                     Step("classes", {"include": "subject,students", **changed}, mapping.map_class),
-                     Step("groups", {"include": "students", **changed}, mapping.map_group),
+                     Step("classes", {"include": "subject,students", **changed}, self._with_departures(mapping.map_class)),
+                     Step("groups", {"include": "students", **changed}, self._with_departures(mapping.map_group)),
                      Step("lessons", {"include": "period,class", **changed}, lambda row: [mapping.map_lesson(row)])]
         elif category == "student_assessment":
             steps = [Step("assessment/results", {"include": "aspect,template,resultset", **changed},
@@ -183,6 +188,42 @@ class WondeConnector(Connector):
                 steps.append(Step("deletions", {"type": types, **changed},
                                   lambda row, c=category: [t] if (t := mapping.map_deletion(row, c)) else []))
         return steps
+
+    def _with_departures(self, mapper: Callable[[Mapping[str, Any]], Iterable[Record]]):
+        """Wrap a class/group mapper so an incremental run also removes memberships of pupils who moved on.
+
+        Wonde sends no deletion entries for memberships, and an updated class lists only its current
+        students. So for each class or group that changed, the pupils who changed, left or were deleted
+        in the same window and are not listed any more get a membership tombstone (tombstones of
+        memberships that never existed change nothing). Anything else is reconciled by a full run.
+        """
+
+        def mapped(row: Mapping[str, Any]) -> Iterator[Record]:
+            current: set[str] = set()
+            group = None
+            for record in mapper(row):
+                if isinstance(record, MembershipRecord):
+                    current.add(record.pupil_external_id)
+                else:
+                    group = record
+                yield record
+            if group is not None and self._departures:
+                for pupil_id in sorted(self._departures - current):
+                    yield Tombstone(external_id=f"{group.external_id}:{pupil_id}", updated_at=group.updated_at,
+                                    record_kind="membership", record_category="student_timetable",
+                                    deleted_at=group.updated_at)
+
+        return mapped
+
+    def _load_departures(self, base: str, since: datetime) -> None:
+        """Collect the pupils changed, left or deleted since ``since`` (ids only)."""
+        changed = {"updated_after": format_filter_datetime(since)}
+        ids: set[str] = set()
+        for endpoint, params in (("students", changed), ("students-leaver", changed),
+                                 ("deletions", {"type": "student", **changed})):
+            for page in self.client.pages(f"{base}/{endpoint}", endpoint=endpoint, params=params):
+                ids.update(str(row["id"]) for row in page.items if isinstance(row, Mapping) and row.get("id"))
+        self._departures = ids
 
     def extract(
         self,
@@ -211,6 +252,9 @@ class WondeConnector(Connector):
     def _extract_category(self, base: str, category: str, since: datetime | None,
                           cursor: str | None) -> Iterator[Record | Checkpoint]:
         steps = self.steps(category, since)
+        self._departures: set[str] = set()
+        if category == "student_timetable" and since is not None:
+            self._load_departures(base, since)
         start_step, next_url = 0, None
         if cursor:
             try:

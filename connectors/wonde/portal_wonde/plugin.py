@@ -1,7 +1,10 @@
-"""The portal plugin of the Wonde connector package: registers WondeConnector."""
+"""The portal plugin of the Wonde connector package: registers WondeConnector and checks its settings at start-up."""
 from __future__ import annotations
 
-from portal.connectors import Connector
+from typing import Any
+
+from portal.connectors import Connector, ConnectorError
+from portal.errors import StartupError
 from portal.plugins import hookimpl
 
 
@@ -10,3 +13,19 @@ def portal_register_connectors() -> list[type[Connector]]:
     from portal_wonde.connector import WondeConnector
 
     return [WondeConnector]
+
+
+@hookimpl
+def portal_startup(app: Any) -> None:
+    """Refuse to start with a non-HTTPS Wonde base URL outside the test configuration (R61)."""
+    if "wonde" not in app.config.get("ENABLED_CONNECTORS", ()):
+        return
+    from portal_wonde.client import DEFAULT_BASE_URL, WondeClient
+
+    settings = (app.config.get("CONNECTORS") or {}).get("wonde") or {}
+    try:
+        # The token may live in each connection's own settings, so only the URL is checked here.
+        WondeClient(settings.get("base_url") or DEFAULT_BASE_URL, "startup-check",
+                    allow_insecure_http=bool(settings.get("allow_insecure_http")) and bool(app.config.get("TESTING")))
+    except ConnectorError as exc:
+        raise StartupError(f"Wonde connector: {exc.message}") from None

@@ -128,6 +128,7 @@ class WondeSandbox:
         dob_as_string: bool = False,
         pagination_always: bool = False,
         clock: Callable[[], datetime] | None = None,
+        webhook_url: str | None = None,
     ) -> None:
         self.school_list = list(schools) if schools is not None else generate_schools(school_count, seed, pupils=pupils, days=days)
         self.token = token
@@ -146,6 +147,10 @@ class WondeSandbox:
             sid = self._id(school.seed, "school")
             self.schools[sid] = school
             self.states[sid] = state
+        # Where schoolApproved / accessRevoked / accessDeclined events are POSTed (Wonde's flat payloads).
+        self.webhook_url = webhook_url
+        self.webhooks_sent: list[dict[str, Any]] = []
+        self._outbox: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.log: list[LoggedRequest] = []
         self._lock = threading.RLock()
@@ -239,11 +244,42 @@ class WondeSandbox:
             self.log.clear()
 
     def set_state(self, school_id: str, state: str) -> None:
-        """Move a school to approved, pending, declined, revoked or none."""
+        """Move a school to approved, pending, declined, revoked or none (sending the matching webhook)."""
         if state not in SCHOOL_STATES:
             raise ValueError(f"unknown state {state!r}")
         with self._lock:
-            self.states[school_id] = state
+            self._change_state(school_id, state)
+        self._send_webhooks()
+
+    def _change_state(self, school_id: str, state: str) -> None:
+        previous, self.states[school_id] = self.states.get(school_id), state
+        event = {"approved": "schoolApproved", "revoked": "accessRevoked", "declined": "accessDeclined"}.get(state)
+        if event and previous != state and self.webhook_url:
+            school = self.schools[school_id]
+            payload = {"payload_type": event, "school_id": school_id, "school_name": school.name,
+                       "school_la_code": school.la_code, "school_urn": school.urn,
+                       "school_establishment_number": school.establishment_number}
+            if event == "schoolApproved":
+                payload["school_token"] = self.token
+            elif event == "accessRevoked":
+                payload["revoke_reason"] = "Revoked in the sandbox"
+            else:
+                payload["decline_reason"] = "Declined in the sandbox"
+            self._outbox.append(payload)
+
+    def _send_webhooks(self) -> None:
+        """POST queued events outside the lock: the receiver may call the sandbox back to confirm."""
+        with self._lock:
+            outbox, self._outbox = self._outbox, []
+        for payload in outbox:
+            import requests
+
+            try:
+                answer = requests.post(self.webhook_url, json=payload, timeout=(2, 10))
+                status = answer.status_code
+            except requests.RequestException as exc:
+                status = type(exc).__name__
+            self.webhooks_sent.append({"payload": payload, "status": status})
 
     def mutate(self, school: SyntheticSchool | int = 0, **changes: Any) -> dict[str, list[str]]:
         """Change a school's data as an MIS would between runs (see SyntheticSchool.mutate), stamped now."""
@@ -271,6 +307,8 @@ class WondeSandbox:
             except _Answer as answer:
                 response = answer.response
         entry.status = response.status_code
+        if self._outbox:
+            self._send_webhooks()
         return response(environ, start_response)
 
     def _dispatch(self, request: Request, fault: Fault | None = None) -> Response:
@@ -306,7 +344,7 @@ class WondeSandbox:
         if resource == "request-access" and request.method == "POST":
             return self._request_access(request, school_id)
         if resource == "revoke-access" and request.method == "DELETE":
-            self.states[school_id] = "revoked"
+            self.states[school_id] = "revoked"  # the application withdrew: Wonde sends no webhook for that
             return _json({"success": True, "state": "revoked", "message": "Access revoked"})
         if self.states[school_id] != "approved":
             raise _Answer(_error(403, "forbidden", "Your application does not have access to this school."))
@@ -319,7 +357,7 @@ class WondeSandbox:
         if fault.action == "revoke":
             school_id = parts[2] if len(parts) > 2 and parts[1] == "schools" else None
             if school_id in self.states:
-                self.states[school_id] = "revoked"
+                self._change_state(school_id, "revoked")
             return None
         if fault.body == "invalid_json":
             return Response('{"data": [{"id": "A1", ', status=200, content_type="application/json")
@@ -381,8 +419,8 @@ class WondeSandbox:
         if len(parts) == 3 and parts[0] == "schools" and parts[1] in self.schools:
             action = parts[2]
             if action in ("approve", "revoke", "decline", "reset"):
-                self.states[parts[1]] = {"approve": "approved", "revoke": "revoked", "decline": "declined",
-                                         "reset": "none"}[action]
+                self._change_state(parts[1], {"approve": "approved", "revoke": "revoked", "decline": "declined",
+                                              "reset": "none"}[action])
                 return _json({"ok": True, "state": self.states[parts[1]]})
             if action == "mutate":
                 school = self.schools[parts[1]]
@@ -880,9 +918,10 @@ RESOURCES: dict[str, Callable[[WondeSandbox, Request, SyntheticSchool, str], Res
 
 
 def serve(*, port: int = 8765, schools: int = 2, pupils: int = 250, days: int = 190, seed: int = 1,
-          token: str = DEFAULT_TOKEN, echo: Callable[[str], Any] = print) -> None:
+          token: str = DEFAULT_TOKEN, webhook_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
     """Run the sandbox in the foreground until interrupted."""
-    sandbox = WondeSandbox(school_count=schools, pupils=pupils, days=days, seed=seed, token=token, port=port)
+    sandbox = WondeSandbox(school_count=schools, pupils=pupils, days=days, seed=seed, token=token, port=port,
+                           webhook_url=webhook_url)
     sandbox.start()
     echo(f"Wonde sandbox at {sandbox.url} (token {token})")
     for sid, school in sandbox.schools.items():
@@ -906,8 +945,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=190)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--token", default=DEFAULT_TOKEN)
+    parser.add_argument("--webhook-url", default=None, help="where to POST schoolApproved/accessRevoked events")
     args = parser.parse_args(argv)
-    serve(port=args.port, schools=args.schools, pupils=args.pupils, days=args.days, seed=args.seed, token=args.token)
+    serve(port=args.port, schools=args.schools, pupils=args.pupils, days=args.days, seed=args.seed, token=args.token,
+          webhook_url=args.webhook_url)
 
 
 if __name__ == "__main__":

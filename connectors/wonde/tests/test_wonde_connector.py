@@ -131,12 +131,19 @@ def test_incremental_run_sends_updated_after_and_picks_up_changes_and_deletions(
     assert {(m.pupil_external_id, m.session_date.isoformat(), m.session) for m in records["attendance_mark"].values()} == {
         (wid(k.split(":")[0]), *k.split(":")[1:]) for k in changed["marks"]}
     assert set(records["staff"]) == {wid(k) for k in changed["staff_updated"]}
-    tombstones = records["tombstone"]
+    tombstones = {k: t for k, t in records["tombstone"].items() if t.record_kind != "membership"}
     assert {key for key in tombstones} == {("pupil", wid(k)) for k in changed["deleted"]} | {
         ("demographics", wid(k)) for k in changed["deleted"]} | {("staff", wid(k)) for k in changed["staff_deleted"]}
     assert all(t.deleted_at and t.deleted_at > WATERMARK for t in tombstones.values())
-    # Groups the leavers and deleted pupils left were updated, so their memberships come again.
+    # Groups the leavers and deleted pupils left were updated: their current memberships come again, and
+    # the departed pupils' memberships of those groups are tombstoned (Wonde has no deletions for them).
     assert records["group"] and not records["lesson"]
+    gone = {t.external_id for t in records["tombstone"].values() if t.record_kind == "membership"}
+    departed = changed["deleted"] + changed["leavers"]
+    assert {f"{g}:{wid(p)}" for g in records["group"] for p in departed} <= gone
+    leaver = school.pupils[changed["leavers"][0]]
+    assert f"{wid(leaver.registration_group)}:{wid(leaver.key)}" in gone
+    assert set(records["membership"]).isdisjoint(gone)
 
 
 def test_a_resumed_run_ends_with_the_same_records_as_an_uninterrupted_one(sandbox, make_connector, connection):

@@ -29,3 +29,21 @@ def test_sandbox_command_refuses_an_unknown_connector(tmp_path):
     app = create_app(base_config(f"sqlite:///{tmp_path / 'portal.sqlite3'}"))
     result = app.test_cli_runner().invoke(args=["portal", "sandbox", "nosuch"])
     assert result.exit_code != 0 and "no sandbox for connector 'nosuch'" in result.output
+
+
+def test_start_up_refuses_plain_http_outside_tests(tmp_path):
+    import pytest
+
+    from portal import create_app
+    from portal.errors import StartupError
+
+    config = base_config(f"sqlite:///{tmp_path / 'portal.sqlite3'}", PLUGINS=["portal_wonde.plugin"],
+                         ENABLED_CONNECTORS=["wonde"],
+                         CONNECTORS={"wonde": {"base_url": "http://api.example.org/v1.0", "allow_insecure_http": True}})
+    with pytest.raises(StartupError, match="HTTPS"):
+        create_app(config)
+    config["CONNECTORS"]["wonde"]["base_url"] = "http://127.0.0.1:9/v1.0"
+    assert create_app(config)
+    config["TESTING"] = False
+    with pytest.raises(StartupError, match="HTTPS"):
+        create_app(config)

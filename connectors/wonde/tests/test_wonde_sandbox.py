@@ -108,3 +108,33 @@ def test_nothing_listens_until_started(school):
         assert requests.get(sandbox.url, headers={"Authorization": f"Bearer {sandbox.token}"}, timeout=5).ok
     with pytest.raises(requests.ConnectionError):
         requests.get(sandbox.url, timeout=5)
+
+
+def test_state_changes_send_wonde_webhooks(school):
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    received = []
+
+    def receiver(environ, start_response):
+        received.append(json.loads(Request(environ).get_data()))
+        return Response("{}", content_type="application/json")(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, receiver)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        with WondeSandbox([school], state="pending", webhook_url=f"http://127.0.0.1:{server.server_port}/hook/s3cret") as sandbox:
+            sandbox.set_state(sandbox.school_id(), "approved")
+            requests.post(f"http://127.0.0.1:{sandbox.port}/__sandbox/schools/{sandbox.school_id()}/revoke", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [event["payload_type"] for event in received] == ["schoolApproved", "accessRevoked"]
+    approved = received[0]
+    assert approved["school_token"] == sandbox.token and approved["school_urn"] == school.urn
+    assert approved["school_la_code"] == "201" and approved["school_establishment_number"] == "4001"
+    assert [sent["status"] for sent in sandbox.webhooks_sent] == [200, 200]

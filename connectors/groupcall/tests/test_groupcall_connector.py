@@ -151,3 +151,20 @@ def test_staff_special_category_data_is_never_read(connector, school):
     assert len(staff) == len(school.staff)
     assert all(set(s.values()) == set(staff[0].values()) for s in staff)
     assert not any("ethnicity" in s.values() or "religion" in s.values() for s in staff)
+
+
+def test_a_category_that_fails_half_way_asks_again_from_the_old_snapshot(connector, sandbox, school):
+    from portal.connectors import ProviderUnavailable
+
+    records(connector, school, "student_timetable")
+    school.mutate(CHANGED_AT, deleted=1)
+    sandbox.inject("http_503", "/Timetable", times=100)  # Groups is read, then Timetable fails
+    try:
+        records(connector, school, "student_timetable", since=CHANGED_AT)
+    except ProviderUnavailable:
+        pass
+    else:
+        raise AssertionError("the Timetable fault did not stop the category")
+    sandbox.faults.clear()
+    again = records(connector, school, "student_timetable", since=CHANGED_AT)
+    assert [r for r in again if isinstance(r, Tombstone) and r.record_kind == "membership"]

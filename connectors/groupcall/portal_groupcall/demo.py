@@ -1,0 +1,43 @@
+"""The demo's Groupcall school: Demo Village School connected to the Groupcall sandbox as if it had authorised us."""
+from __future__ import annotations
+
+from typing import Any
+
+from portal_groupcall.sandbox import DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, demo_secret
+
+DEMO_ESTABS = {f"{DEMO_LA}{number}" for number in DEMO_ESTABLISHMENTS}
+
+
+def demo_connections(schools: list[Any]) -> list[Any]:
+    """Approve a Groupcall connection for each demo school the sandbox serves (idempotent).
+
+    It walks the real lifecycle: a school admin accepts the terms and asks for access, then the
+    approval the sandbox's authorisation callback would bring is applied with its school secret.
+    """
+    from sqlalchemy import select
+
+    from portal import lifecycle
+    from portal.extensions import db
+    from portal.models import ConnectionState, Membership, Role
+
+    connections = []
+    for school in schools:
+        if school.dfe_number not in DEMO_ESTABS:
+            continue
+        connection = lifecycle.connection_for(school, "groupcall")
+        if connection.state != ConnectionState.approved:
+            admin = db.session.execute(
+                select(Membership).where(Membership.organisation_id == school.id, Membership.role == Role.school_admin)
+            ).scalars().first()
+            if admin is None:
+                continue
+            if lifecycle.terms_acceptance(school) is None:
+                lifecycle.accept_terms(school, admin.user, lifecycle.current_terms_version())
+            if connection.state not in (ConnectionState.requested, ConnectionState.pending):
+                lifecycle.request_access(connection, admin.user, {"name": admin.user.name, "email": admin.user.email})
+            connection.provider_school_id = school.dfe_number
+            lifecycle.mark_approved(connection, "provider", settings={
+                "school_secret": demo_secret(school.dfe_number), "relying_party": RELYING_PARTY,
+            })
+        connections.append(connection)
+    return connections
