@@ -9,6 +9,7 @@ audit entry) via Flask's test client. Prints one Markdown table row for docs/per
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -77,6 +78,12 @@ def main() -> None:
                     f"/categories/student_attendance_exclusions/attendance_marks")
             headers = {"Authorization": f"Bearer {token}"}
             rates, page_times = [], []
+            profiler = None
+            if os.environ.get("BENCH_PROFILE"):
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             for _ in range(args.rounds):
                 cursor, total = None, 0
                 t0 = time.perf_counter()
@@ -93,6 +100,11 @@ def main() -> None:
                         break
                 rates.append(total / (time.perf_counter() - t0))
                 assert total == args.records, total
+            if profiler is not None:
+                import pstats
+
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
             db.session.remove()
             db.engine.dispose()
     print(f"records={args.records} page={args.page} rounds={args.rounds} (write {write_s:.1f}s)")

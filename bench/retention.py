@@ -39,6 +39,18 @@ def load(raw, school_id: int, connection_id: int, pupils: int, per_pupil: int) -
     """COPY the pupils and their marks in, with fixed ids so both phases delete the same rows."""
     now = datetime(2020, 1, 10, tzinfo=timezone.utc)
     with raw.cursor() as cur:
+        # Secondary indexes are dropped for the load and rebuilt after it, as a bulk load does.
+        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'mis_attendance_marks' "
+                    "AND indexname NOT LIKE 'pk_%%'")
+        indexes = cur.fetchall()
+        cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE conrelid = 'mis_attendance_marks'::regclass AND contype = 'u'")
+        uniques = cur.fetchall()
+        for name, _ in uniques:
+            cur.execute(f'ALTER TABLE mis_attendance_marks DROP CONSTRAINT "{name}"')
+        for name, _ in indexes:
+            if name not in {u for u, _ in uniques}:
+                cur.execute(f'DROP INDEX "{name}"')
         with cur.copy("COPY mis_pupils (id, school_id, connection_id, category, external_id, extracted_at, data_type, "
                       "content_hash, year_group, leaving_date) FROM STDIN") as copy:
             for p in range(1, pupils + 1):
@@ -52,6 +64,11 @@ def load(raw, school_id: int, connection_id: int, pupils: int, per_pupil: int) -
                     mark_id += 1
                     copy.write_row((mark_id, school_id, connection_id, "student_attendance_exclusions", f"m{mark_id}", now,
                                     "customer", "0" * 64, f"p{p}", p, start + timedelta(days=s // 2), "AM" if s % 2 == 0 else "PM", "/"))
+        for name, definition in indexes:
+            if name not in {u for u, _ in uniques}:
+                cur.execute(definition)
+        for name, definition in uniques:
+            cur.execute(f'ALTER TABLE mis_attendance_marks ADD CONSTRAINT "{name}" {definition}')
         cur.execute("SELECT setval(pg_get_serial_sequence('mis_pupils', 'id'), %s)", (pupils,))
         cur.execute("SELECT setval(pg_get_serial_sequence('mis_attendance_marks', 'id'), %s)", (mark_id,))
     raw.commit()

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "portal.retention.commands",
     "portal.demo",
     "portal.sandbox_commands",
+    "portal.api.commands",
 )
 
 

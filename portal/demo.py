@@ -47,6 +47,7 @@ class DemoResult:
     organisations: dict[str, Organisation] = field(default_factory=dict)
     users: list[tuple[User, Role | None, str | None]] = field(default_factory=list)
     created: int = 0
+    password_hash: str | None = None
 
     @property
     def schools(self) -> list[Organisation]:
@@ -68,7 +69,10 @@ def _organisation(result: DemoResult, key: str, lookup, **values) -> Organisatio
 def _user(result: DemoResult, email: str, name: str, support: bool) -> User:
     user = db.session.execute(select(User).where(func.lower(User.email) == email)).scalar()
     if user is None:
-        user = User(email=email, name=name, password_hash=hash_password(DEMO_PASSWORD), is_support=support)
+        if result.password_hash is None:
+            # Every demo user has the same password; argon2 is slow on purpose, so hash it once.
+            result.password_hash = hash_password(DEMO_PASSWORD)
+        user = User(email=email, name=name, password_hash=result.password_hash, is_support=support)
         if support:
             # Support staff must use a second factor (R63): the demo prints the key to add to an app.
             user.totp_secret = new_secret()

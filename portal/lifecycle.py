@@ -180,17 +180,23 @@ def deletion_date(revoked_at: datetime | date) -> date:
 def _schedule_deletion(connection: Connection, *, immediate: bool, user: Actor) -> bool:
     """Hand the deletion to the retention engine if it is installed; return whether it was scheduled."""
     # Call site for R7/R32: the retention engineer provides schedule_connection_deletion.
-    for module_name in ("portal.retention", "portal.retention.instructions", "portal.retention.schedule"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        func = getattr(module, "schedule_connection_deletion", None)
-        if func is not None:
-            func(connection, immediate=immediate, user=user if isinstance(user, User) else None)
-            return True
-    log.warning("retention engine not installed: deletion of connection %s not scheduled", connection.id)
-    return False
+    func = _retention("schedule_connection_deletion")
+    if func is None:
+        log.warning("retention engine not installed: deletion of connection %s not scheduled", connection.id)
+        return False
+    func(connection, immediate=immediate, user=user if isinstance(user, User) else None)
+    return True
+
+
+def _retention(name: str):
+    """Return a function of the retention engine's orders module, or None when it is not installed."""
+    try:
+        module = importlib.import_module("portal.retention.orders")
+    except ImportError as exc:
+        if exc.name not in ("portal.retention", "portal.retention.orders"):
+            raise
+        return None
+    return getattr(module, name, None)
 
 
 def _after_commit_alert(func, *args: Any) -> None:
@@ -275,6 +281,10 @@ def mark_approved(connection: Connection, actor: Actor = "provider", *, settings
     if connection.state not in _CAN_APPROVE:
         raise LifecycleError("not_requested", "Access was not requested for this connection.")
     _set_state(connection, ConnectionState.approved, actor, "connection.approved")
+    cancel = _retention("cancel_connection_deletion")
+    if cancel is not None:
+        # R32: re-authorising before the deadline cancels the 6-month deletion clock.
+        cancel(connection, user=actor if isinstance(actor, User) else None)
     db.session.commit()
     _after_commit_alert(alerts.connection_approved, connection)
     return connection

@@ -487,6 +487,13 @@ class FeedPage:
     has_more: bool
 
 
+def _is_dated(column) -> bool:
+    try:
+        return issubclass(column.type.python_type, (_date, _datetime))
+    except NotImplementedError:
+        return False
+
+
 def _api_json(value):
     if isinstance(value, (_date, _datetime)):
         return value.isoformat()
@@ -507,7 +514,12 @@ def _feed_horizon(school_id: int, now: _datetime):
     started = _db.session.execute(
         _select(_func.min(_func.coalesce(JobRun.started_at, JobRun.claimed_at)))
         .join(Connection, Connection.id == JobRun.connection_id)
-        .where(Connection.school_id == school_id, JobRun.status == RunStatus.running)
+        .where(
+            Connection.school_id == school_id,
+            JobRun.status == RunStatus.running,
+            # A run whose lease lapsed has died; its committed rows should not be held back for ever.
+            _or(JobRun.lease_expires_at.is_(None), JobRun.lease_expires_at > now),
+        )
     ).scalar()
     return min(started, now) if started is not None else now
 
@@ -539,7 +551,9 @@ def read_feed(grant, record_type: str, *, after: tuple[_datetime, int] | None = 
             SubjectFlag.kind == kind, SubjectFlag.lifted_at.is_(None),
         )
 
-    query = _select(model).where(
+    # Core rows, not ORM objects: a 10,000-record page is read several times faster this way.
+    table = model.__table__
+    query = _select(*table.columns).where(
         model.school_id == grant.school_id,
         model.connection_id.in_(live_connections),
         model.extracted_at < horizon,
@@ -565,7 +579,7 @@ def read_feed(grant, record_type: str, *, after: tuple[_datetime, int] | None = 
         if model is not MisPupil:
             query = query.join(MisPupil, MisPupil.id == model.pupil_id)
         query = query.where(_or(model.deleted_at.is_not(None), on_roll))
-    rows = list(_db.session.execute(query.order_by(model.extracted_at, model.id).limit(limit + 1)).scalars())
+    rows = list(_db.session.execute(query.order_by(model.extracted_at, model.id).limit(limit + 1)).mappings())
     has_more = len(rows) > limit
     rows = rows[:limit]
 
@@ -574,31 +588,37 @@ def read_feed(grant, record_type: str, *, after: tuple[_datetime, int] | None = 
     if special and rows:
         objecting = set(_db.session.execute(
             flagged(FlagKind.special_category_objection, SubjectKind.pupil)
-            .where(SubjectFlag.external_id.in_({r.pupil_external_id for r in rows}))
+            .where(SubjectFlag.external_id.in_({r["pupil_external_id"] for r in rows}))
         ).scalars())
     columns = api_field_columns(model)
     records = []
     tombstones = 0
+    # Only date and time columns need converting for JSON; decide per column once, not per value.
+    dated = {c.name for c in columns if _is_dated(c)}
+    plain = [c.name for c in columns if c.name not in dated]
     for row in rows:
         record = {
-            "id": row.id,
-            "external_id": row.external_id,
+            "id": row["id"],
+            "external_id": row["external_id"],
             "category": category,
-            "data_type": row.data_type,
-            "provider_updated_at": _api_json(row.provider_updated_at),
-            "changed_at": row.extracted_at.isoformat(),
-            "deleted": row.deleted_at is not None,
-            "deleted_at": _api_json(row.deleted_at),
+            "data_type": row["data_type"],
+            "provider_updated_at": _api_json(row["provider_updated_at"]),
+            "changed_at": row["extracted_at"].isoformat(),
+            "deleted": row["deleted_at"] is not None,
+            "deleted_at": _api_json(row["deleted_at"]),
         }
-        if row.deleted_at is not None:
+        if row["deleted_at"] is not None:
             tombstones += 1
             record["fields"] = None
         else:
-            fields = {c.name: _api_json(getattr(row, c.key)) for c in columns}
+            fields = {name: row[name] for name in plain}
+            for name in dated:
+                value = row[name]
+                fields[name] = None if value is None else value.isoformat()
             if special:
                 # R73 before R74: without a policy document nobody's fields are served.
                 reason = ("no_policy_document" if grant.policy_document is None
-                          else "objection" if row.pupil_external_id in objecting else None)
+                          else "objection" if row["pupil_external_id"] in objecting else None)
                 if reason:
                     fields.update(dict.fromkeys(special))
                 record["withheld"] = reason
@@ -614,7 +634,7 @@ def read_feed(grant, record_type: str, *, after: tuple[_datetime, int] | None = 
                  "count": len(records), "tombstones": tombstones},
     )
     last = rows[-1] if rows else None
-    return FeedPage(records, last.extracted_at if last else None, last.id if last else None, has_more)
+    return FeedPage(records, last["extracted_at"] if last else None, last["id"] if last else None, has_more)
 
 
 # ---------------------------------------------------------------- retention deletes (owner: portal.retention)

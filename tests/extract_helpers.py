@@ -60,7 +60,7 @@ def connect(school, world_path, connector: str = "fakemis", **settings: Any) -> 
 
 def set_settings(conn: Connection, **settings: Any) -> None:
     """Change the connection's own settings (faults, page size)."""
-    current = json.loads(conn.settings_encrypted)
+    current = json.loads(conn.settings_encrypted or "{}")
     current.update(settings)
     conn.settings_encrypted = json.dumps(current)
     db.session.commit()

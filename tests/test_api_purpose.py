@@ -233,3 +233,19 @@ def test_r67_every_api_endpoint_returning_pupil_data_names_its_lawful_route(app)
     assert api_endpoints - set(tagged) == {"api.openapi", "api.schools"}
     with pytest.raises(ValueError):
         returns_pupil_data("marketing")
+
+
+def test_credentials_can_be_issued_and_revoked_from_the_command_line(app, client, make):
+    p = s.product("pupil_tracking", name="CLI Tracker")
+    s.connected_school(make, p)
+    db.session.commit()
+    runner = app.test_cli_runner()
+    issued = runner.invoke(args=["portal", "api", "issue", "--product", "cli tracker", "--days", "7"])
+    assert issued.exit_code == 0, issued.output
+    token = issued.output.strip().splitlines()[-1]
+    assert s.get(client, token, "/features/pupil_tracking/schools").status_code == 200
+    credential_id = db.session.execute(select(ApiCredential.id)).scalar_one()
+    assert runner.invoke(args=["portal", "api", "revoke", str(credential_id)]).exit_code == 0
+    assert s.get(client, token, "/features/pupil_tracking/schools").status_code == 401
+    unknown = runner.invoke(args=["portal", "api", "issue", "--product", "Nope"])
+    assert unknown.exit_code != 0 and "no product" in unknown.output

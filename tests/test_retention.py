@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from portal.extensions import db
-from portal.models import Connection, ConnectionState, Organisation, User
+from portal.models import Connection, ConnectionState, User
 from portal.models.mis import (
     MisAssessmentResult,
     MisAttendanceMark,

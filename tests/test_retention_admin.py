@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
@@ -11,13 +10,7 @@ from portal.models import AuditEntry
 from portal.models.base import utcnow
 from portal.models.retention import LegalHold, RetentionRule
 from tests.test_admin import count, post_form, staff  # noqa: F401  (the signed-in support fixture)
-from tests.test_retention import World
-
-
-@pytest.fixture
-def world(make):
-    """Test-data builder for MIS rows."""
-    return World(make)
+from tests.test_retention import world  # noqa: F401  (fixture)
 
 
 def _rule(rule_id: str) -> RetentionRule:
@@ -110,3 +103,16 @@ def test_the_school_page_shows_the_next_deletion_date_per_category(app, client, 
     assert page.status_code == 200
     assert b'data-rule="R29" data-category="student_basic" data-count="1"' in page.data
     assert b"Nothing has been deleted yet" in page.data
+
+
+def test_r26_without_a_calendar_the_preview_warns_support_staff(make_app, make):
+    from tests.conftest import Auth
+
+    app = make_app(RETENTION_BANK_HOLIDAYS=False)
+    with app.app_context():
+        user = make.user(support=True)
+        db.session.commit()
+        client = app.test_client()
+        Auth(client).login(user)
+        page = client.get("/admin/retention-preview/")
+        assert page.status_code == 200 and b'data-testid="no-calendar"' in page.data

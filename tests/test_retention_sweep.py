@@ -27,21 +27,7 @@ from portal.models.retention import DeletionOrder, DfeAgreement, RetentionProof,
 from portal.retention import schedule_category_deletion, schedule_connection_deletion
 from portal.retention.preview import preview
 from portal.retention.sweep import run_sweep
-from tests.test_retention import World, at, exists, orphan_count
-
-
-@pytest.fixture
-def world(make):
-    """Test-data builder for MIS rows."""
-    return World(make)
-
-
-@pytest.fixture
-def zero_window_app(make_app):
-    """The app with no backup window (B = 0), as in privacy-rules.md group D's examples."""
-    app = make_app(RETENTION_BACKUP_WINDOW_DAYS=0)
-    with app.app_context():
-        yield app
+from tests.test_retention import at, exists, orphan_count, world, zero_window_app  # noqa: F401  (fixtures)
 
 
 def leaver(world, conn, leaving: date, **kw) -> MisPupil:
@@ -288,4 +274,18 @@ def test_cli_dry_run_lists_due_counts_and_deletes_nothing(zero_window_app, world
     assert bad.exit_code != 0 and "YYYY-MM-DD" in bad.output
     done = runner.invoke(args=["portal", "retention", "--as-of", "2026-01-22"])
     assert done.exit_code == 0 and "1 records" in done.output
+    assert not exists(MisPupil, pupil)
+
+
+def test_the_connection_lifecycle_schedules_the_deletion_when_a_school_revokes(app, world, make):
+    from portal import lifecycle
+
+    conn = world.school()
+    pupil = world.pupil(conn, year="3", extracted=date(2025, 10, 1))
+    admin = make.user(Role.school_admin, conn.school)
+    db.session.commit()
+    lifecycle.revoke(conn, admin, delete_now=True)
+    order = db.session.execute(select(DeletionOrder)).scalar_one()
+    assert (order.connection_id, order.rule_id, order.requested_by_id) == (conn.id, "R32-now", admin.id)
+    run_sweep(as_of=order.due_on)
     assert not exists(MisPupil, pupil)

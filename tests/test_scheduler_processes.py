@@ -35,18 +35,36 @@ def pg_url(backend, database_url):
     return database_url
 
 
-def start_scheduler_process(url: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
-    env[DATABASE_ENV] = url
-    env[OVERRIDES_ENV] = json.dumps({"PLUGINS": ["tests.plugins.fake_connector", "tests.plugins.ticking_jobs"]})
-    return subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "tests.scheduler_app:build()", "portal", "scheduler"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class SchedulerProcess:
+    """`flask portal scheduler` in a process of its own, its output going to a file the test can read."""
+
+    def __init__(self, url: str, log: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+        env[DATABASE_ENV] = url
+        env[OVERRIDES_ENV] = json.dumps({"PLUGINS": ["tests.plugins.fake_connector", "tests.plugins.ticking_jobs"]})
+        self.log = log
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "tests.scheduler_app:build()", "portal", "scheduler"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def fired(self) -> bool:
+        """Whether this process has fired the ticking job (claimed or skipped) at least once."""
+        return f"job {TICK} at" in self.output()
+
+    def stop(self) -> int:
+        """Send SIGTERM and return the exit code once the process has shut down."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
 
 
 def wait_for(condition, what: str) -> None:
@@ -58,23 +76,8 @@ def wait_for(condition, what: str) -> None:
         time.sleep(0.2)
 
 
-def stop(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        results.append((proc.returncode, out + err))
-    return results
-
-
 @pytest.mark.slow
-def test_two_processes_run_each_scheduled_time_once_and_recover_a_dead_run(pg_url, make_app):
+def test_two_processes_run_each_scheduled_time_once_and_recover_a_dead_run(pg_url, make_app, tmp_path):
     from portal import audit
     from portal.extensions import db
     from portal.models import AuditEntry, JobRun, RunStatus
@@ -96,16 +99,20 @@ def test_two_processes_run_each_scheduled_time_once_and_recover_a_dead_run(pg_ur
             db.session.rollback()  # see other processes' commits
             return db.session.scalar(select(func.count()).select_from(JobRun).where(*where))
 
-        procs = [start_scheduler_process(pg_url), start_scheduler_process(pg_url)]
+        procs = [SchedulerProcess(pg_url, tmp_path / "first.log"), SchedulerProcess(pg_url, tmp_path / "second.log")]
         try:
+            # Both processes are up and firing, then enough ticks ran while they competed.
+            wait_for(lambda: all(p.fired() for p in procs), "both processes to fire")
+            firsts = count(JobRun.job_id == TICK)
             wait_for(
-                lambda: count(JobRun.job_id == TICK, JobRun.status == RunStatus.succeeded) >= TICKS_WANTED
+                lambda: count(JobRun.job_id == TICK, JobRun.status == RunStatus.succeeded) >= firsts + TICKS_WANTED
                 and count(JobRun.id == dead_id, JobRun.status == RunStatus.succeeded) == 1,
-                f"{TICKS_WANTED} ticks and the recovered run",
+                f"{TICKS_WANTED} more ticks and the recovered run",
             )
         finally:
-            results = stop(procs)
-        for code, output in results:
+            codes = [p.stop() for p in procs]
+        outputs = [p.output() for p in procs]
+        for code, output in zip(codes, outputs):
             assert code == 0, output[-3000:]
             assert "Scheduler stopped." in output
 
@@ -121,8 +128,6 @@ def test_two_processes_run_each_scheduled_time_once_and_recover_a_dead_run(pg_ur
         assert sorted(int(t.target_id) for t in ticks) == sorted(run.id for run in runs)
 
         # Both processes were firing the same times: some firings were won, some skipped as claimed.
-        outputs = [output for _, output in results]
-        assert all(f"job {TICK} at" in output for output in outputs)
         assert sum(output.count("already claimed by another process") for output in outputs) >= 1
         owners = {run.claimed_by for run in runs}
         assert 1 <= len(owners) <= 2

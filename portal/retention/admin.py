@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from flask import flash, redirect, request, url_for
+from flask import current_app, flash, request
 from flask_admin import expose
 from flask_admin.actions import action
 from flask_login import current_user
@@ -155,7 +155,10 @@ class PreviewView(SecureBaseView):
                 error = "Enter the date as YYYY-MM-DD, for example 2026-01-23."
         lines = preview(as_of, 30)
         names = dict(db.session.execute(select(Organisation.id, Organisation.name)).all())
-        return self.render("admin/retention_preview.html", lines=lines, as_of=as_of, names=names, error=error)
+        # R26: without the bank-holiday calendar every weekday counts, which is earlier and so safe, but staff should know.
+        no_calendar = not current_app.config.get("RETENTION_BANK_HOLIDAYS", True)
+        return self.render("admin/retention_preview.html", lines=lines, as_of=as_of, names=names, error=error,
+                           no_calendar=no_calendar)
 
 
 def retention_views() -> list:

@@ -84,8 +84,8 @@ def home():
 @bp.route("/schools/<int:school_id>")
 @login_required
 def school(school_id: int):
-    school = school_or_404(current_user, school_id, Action.view)
-    return redirect(url_for("school.connections", school_id=school.id))
+    """A school's front page is its connections page."""
+    return connections(school_id)
 
 
 # ---------------------------------------------------------------- connections
@@ -108,6 +108,7 @@ def connections(school_id: int):
         users=users,
         terms=lifecycle.terms_acceptance(school),
         terms_version=lifecycle.current_terms_version(),
+        terms_updated=current_app.config["TERMS_UPDATED"],
         can_authorise=can(current_user, Action.authorise, school),
         error_kinds=ERROR_KINDS,
     )
@@ -239,10 +240,10 @@ def _chart(connection_ids: list[int]) -> dict:
     runs = queries.runs_since(connection_ids, since)
     finished = [r for r in runs if r.finished_at]
     records = [Point(queries.london_day(r.created_at), queries.run_records(r), r.status == RunStatus.failed) for r in finished]
-    durations = [Point(queries.london_day(r.created_at), (r.duration_seconds or 0) / 60, r.status == RunStatus.failed) for r in finished]
+    durations = [Point(queries.london_day(r.created_at), r.duration_seconds or 0, r.status == RunStatus.failed) for r in finished]
     return {
         "records_chart": bar_chart("chart-records", f"Records per day, last {CHART_DAYS} days", "records", records, end, CHART_DAYS),
-        "duration_chart": bar_chart("chart-duration", f"Extract minutes per day, last {CHART_DAYS} days", "minutes", durations, end, CHART_DAYS),
+        "duration_chart": bar_chart("chart-duration", f"Extract seconds per day, last {CHART_DAYS} days", "seconds", durations, end, CHART_DAYS),
         "chart_runs": list(reversed(finished)),
     }
 

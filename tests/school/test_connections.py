@@ -211,3 +211,25 @@ def test_r9_history_shows_authorise_revoke_reauthorise_in_order(app, client, mak
     # Newest first: the re-authorisation, then the revocation, then the first authorisation.
     assert first < revoked < second
     assert admin.name in page
+
+
+def test_r7_revoke_with_deletion_now_schedules_it_and_r32_reapproval_cancels_the_clock(app, client, make, auth):
+    from portal import lifecycle
+    from portal.models.retention import DeletionOrder
+
+    school, admin = _admin(make)
+    now_conn = helpers.connection(school)
+    later_conn = helpers.connection(school, connector="other")
+    db.session.commit()
+    auth.login(admin)
+    client.post(f"/schools/{school.id}/connections/fake/revoke", data={"deletion": "now", "confirm": "y"})
+    order = db.session.execute(select(DeletionOrder).where(DeletionOrder.connection_id == now_conn.id)).scalar_one()
+    assert order.rule_id == "R32-now" and order.requested_by_id == admin.id
+    lifecycle.revoke(later_conn, admin, delete_now=False)
+    later = db.session.execute(select(DeletionOrder).where(DeletionOrder.connection_id == later_conn.id)).scalar_one()
+    assert later.rule_id == "R32" and later.cancelled_at is None
+    later_conn.state = ConnectionState.pending  # re-requested; the provider approves again
+    db.session.commit()
+    lifecycle.mark_approved(later_conn, "provider")
+    db.session.refresh(later)
+    assert later.cancelled_at is not None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from portal.testing.synthetic import ACADEMIC_YEAR_START
 from portal_groupcall.sandbox import DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, demo_secret
 
 DEMO_ESTABS = {f"{DEMO_LA}{number}" for number in DEMO_ESTABLISHMENTS}
@@ -38,6 +39,9 @@ def demo_connections(schools: list[Any]) -> list[Any]:
             connection.provider_school_id = school.dfe_number
             lifecycle.mark_approved(connection, "provider", settings={
                 "school_secret": demo_secret(school.dfe_number), "relying_party": RELYING_PARTY,
+                # The synthetic schools' data is for the 2025/26 academic year, whatever today is.
+                "date_from": ACADEMIC_YEAR_START.replace(day=1).isoformat(),
+                "date_to": ACADEMIC_YEAR_START.replace(year=ACADEMIC_YEAR_START.year + 1, month=8, day=31).isoformat(),
             })
         connections.append(connection)
     return connections

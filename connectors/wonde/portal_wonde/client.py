@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
 import random
 import time
@@ -49,14 +50,21 @@ def parse_wonde_datetime(value: Any) -> datetime | None:
     if isinstance(value, Mapping):
         if "data" in value and "date" not in value:
             return parse_wonde_datetime(value["data"])
-        text, zone = value.get("date"), _zone(value.get("timezone"))
+        text, zone_name = value.get("date"), value.get("timezone")
     elif isinstance(value, str):
-        text, zone = value, timezone.utc
+        text, zone_name = value, None
     else:
         raise ValueError(f"not a Wonde date: {type(value).__name__}")
     if not text:
         return None
-    text = str(text).strip().replace("T", " ")
+    return _parse(str(text), zone_name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(text: str, zone_name: str | None) -> datetime:
+    # Pages repeat the same few dates (a register day's marks share theirs), so parsing is cached.
+    zone = _zone(zone_name)
+    text = text.strip().replace("T", " ")
     if text.endswith("Z"):
         text = text[:-1]
     parsed = datetime.fromisoformat(text) if len(text) > 10 else datetime.combine(date.fromisoformat(text), datetime.min.time())

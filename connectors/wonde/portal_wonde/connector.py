@@ -86,7 +86,7 @@ class WondeConnector(Connector):
             backoff_base=float(s.get("backoff_base", 0.5)),
             backoff_cap=float(s.get("backoff_cap", 30)),
             retry_after_cap=float(s.get("retry_after_cap", 120)),
-            allow_insecure_http=bool(s.get("allow_insecure_http", False)),
+            allow_insecure_http=_truthy(s.get("allow_insecure_http", False)),
             stats=self.stats,
             **extra,
         )
@@ -133,9 +133,17 @@ class WondeConnector(Connector):
                 f"{_attr(school, 'dfe_number') or '-'}: check the school's numbers, or ask it to join Wonde.")
         return str(found["id"])
 
+    @staticmethod
+    def demo_connections(schools: list[Any]) -> list[Any]:
+        """Connect the portal demo's Wonde schools to the sandbox (called by `flask portal demo`)."""
+        from portal_wonde.demo import demo_connections
+
+        return demo_connections(schools)
+
     def request_access(self, school: Any, contacts: list[dict[str, Any]] | None = None) -> AccessStatus:
+        """Ask Wonde for access; contacts are {"name", "email"} (or Wonde's own keys) of people at the school."""
         school_id = self._school_id(school)
-        answer = self.client.request_access(school_id, contacts)
+        answer = self.client.request_access(school_id, [_wonde_contact(c) for c in contacts or ()])
         state = STATES.get(str(answer.get("state") or "").lower(), "pending" if answer.get("success") else "not_connected")
         return AccessStatus(state, school_id, {"message": answer.get("message")})
 
@@ -295,6 +303,22 @@ class WondeConnector(Connector):
                 if isinstance(row, Mapping) and row.get("id") is not None and row.get("code"):
                     self._codes[str(row["id"])] = str(row["code"])
         self._codes_loaded = True
+
+
+def _wonde_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a provider-neutral {"name", "email"} contact into Wonde's request-access contact shape."""
+    if "first_name" in contact or "email_address" in contact:
+        return dict(contact)
+    first, _, last = str(contact.get("name") or "").strip().partition(" ")
+    return {"first_name": first, "last_name": last, "email_address": contact.get("email") or None,
+            "phone_number": contact.get("phone") or None, "notes": "Requested through the MIS connection portal"}
+
+
+def _truthy(value: Any) -> bool:
+    """Read a boolean setting that may arrive as text from the environment ("true", "0"...)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def _attr(obj: Any, name: str) -> Any:

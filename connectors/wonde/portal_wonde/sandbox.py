@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from portal.testing.synthetic import Group, Mark, Pupil, Staff, SyntheticSchool, generate_schools
+from portal.testing.synthetic import Group, Mark, Pupil, Staff, SyntheticSchool, generate_school, generate_schools
 
 __all__ = ["Fault", "WondeSandbox", "main", "serve"]
 
@@ -24,6 +24,11 @@ DEFAULT_TOKEN = "sandbox-token-0123456789abcdef0123456789ab"
 DEFAULT_PAGE_SIZE = 50
 # Per the spec the maximum per_page is set per endpoint and undocumented; 200 is what production code uses.
 DEFAULT_MAX_PER_PAGE = 200
+# The portal demo's Wonde schools (portal/demo.py): URN, LA code, establishment number, phase, name.
+DEMO_SCHOOLS = (
+    ("990001", "990", "2001", "primary", "Demo Primary School"),
+    ("990002", "990", "4001", "secondary", "Demo Academy"),
+)
 SCHOOL_STATES = ("approved", "pending", "declined", "revoked", "none")
 GROUP_TYPES = {"registration": "REGISTRATION", "year": "YEAR", "house": "HOUSE"}
 SEN_LABELS = {"N": "No Special Educational Need", "K": "SEN Support", "E": "Education, Health and Care Plan"}
@@ -791,34 +796,32 @@ def _attendance(sb: WondeSandbox, request: Request, school: SyntheticSchool, res
         if mark is not None and (since is None or mark.updated_at > since):
             marks.append(mark)
     more = index < end if kind == "p" else True
-    code_ids = {code: sb.wonde_id(school, f"AC-{code}") for code in school.attendance_codes()}
-    code_objects = {code: _code(sb, school, code) for code in school.attendance_codes()}
-
-    def render(mark: Mark) -> dict[str, Any]:
-        data = {
-            "id": sb._mark_id(school, mark.position),
-            "student": sb.wonde_id(school, mark.pupil_key),
-            "date": wonde_datetime(mark.session_date, "Europe/London"),
-            "session": mark.session,
-            "attendance_code": code_ids[mark.code],
-            "comment": None,
-            "minutes_late": 10 if mark.code == "L" else None,
-            "employee": None,
-            "created_at": wonde_datetime(mark.updated_at),
-            "updated_at": wonde_datetime(mark.updated_at),
-        }
-        if "attendance_code" in includes:
-            data["attendance_code"] = {"data": code_objects[mark.code]}
-        return data
-
-    data = [render(m) for m in marks]
+    # The biggest list by far: rendered straight to JSON text from cached fragments, to keep the sandbox quick.
+    with_code = "attendance_code" in includes
+    code_json = {code: json.dumps({"data": _code(sb, school, code)} if with_code else sb.wonde_id(school, f"AC-{code}"),
+                                  separators=(",", ":")) for code in school.attendance_codes()}
+    rows = [
+        '{"id":"%s","student":"%s","date":%s,"session":"%s","attendance_code":%s,"comment":null,'
+        '"minutes_late":%s,"employee":null,"created_at":%s,"updated_at":%s}' % (
+            sb._mark_id(school, mark.position), sb.wonde_id(school, mark.pupil_key),
+            _datetime_json(mark.session_date, "Europe/London"), mark.session, code_json[mark.code],
+            "10" if mark.code == "L" else "null", _datetime_json(mark.updated_at, "UTC"),
+            _datetime_json(mark.updated_at, "UTC"))
+        for mark in marks
+    ]
     meta = {"pagination": {
         "next": _link(request, cursor=f"{kind}{index}", page=page + 1) if more else None,
         "previous": None, "more": more, "per_page": per_page, "current_page": page,
     }}
     if includes:
         meta["includes"] = sorted(includes)
-    return _json({"data": data, "meta": meta})
+    body = '{"data":[' + ",".join(rows) + '],"meta":' + json.dumps(meta, separators=(",", ":")) + "}"
+    return Response(body, status=200, content_type="application/json")
+
+
+@functools.lru_cache(maxsize=4096)
+def _datetime_json(value: datetime | date, zone: str) -> str:
+    return json.dumps(wonde_datetime(value, zone), separators=(",", ":"))
 
 
 def _exclusions(sb: WondeSandbox, request: Request, school: SyntheticSchool, resource: str) -> Response:
@@ -920,8 +923,12 @@ RESOURCES: dict[str, Callable[[WondeSandbox, Request, SyntheticSchool, str], Res
 def serve(*, port: int = 8765, schools: int = 2, pupils: int = 250, days: int = 190, seed: int = 1,
           token: str = DEFAULT_TOKEN, webhook_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
     """Run the sandbox in the foreground until interrupted."""
-    sandbox = WondeSandbox(school_count=schools, pupils=pupils, days=days, seed=seed, token=token, port=port,
-                           webhook_url=webhook_url)
+    # The first schools are the portal demo's, so `make run` can connect them; any more are synthetic.
+    served = [generate_school(seed * 1000 + i, pupils=pupils, days=days, phase=phase, name=name, urn=urn,
+                              la_code=la, establishment_number=estab)
+              for i, (urn, la, estab, phase, name) in enumerate(DEMO_SCHOOLS[:schools])]
+    served += generate_schools(schools - len(served), seed + 1, pupils=pupils, days=days) if schools > len(served) else []
+    sandbox = WondeSandbox(served, token=token, port=port, webhook_url=webhook_url)
     sandbox.start()
     echo(f"Wonde sandbox at {sandbox.url} (token {token})")
     for sid, school in sandbox.schools.items():

@@ -205,9 +205,12 @@ def test_request_access_then_approval_then_revocation(sandbox, connector, connec
     school_id = sandbox.school_id()
     sandbox.set_state(school_id, "none")
     assert connector.access_status(connection.school).state == "not_connected"
-    status = connector.request_access(connection.school, contacts=[{"first_name": "Data", "last_name": "Manager"}])
+    status = connector.request_access(connection.school, contacts=[{"name": "Dana Manager", "email": "dm@school.example"}])
     assert (status.state, status.provider_school_id) == ("pending", school_id)
-    assert sandbox.access_requests[school_id] == [{"contacts": [{"first_name": "Data", "last_name": "Manager"}]}]
+    # Provider-neutral contacts go to Wonde in its own shape.
+    assert sandbox.access_requests[school_id] == [{"contacts": [{
+        "first_name": "Dana", "last_name": "Manager", "email_address": "dm@school.example", "phone_number": None,
+        "notes": "Requested through the MIS connection portal"}]}]
     assert connector.access_status(connection.school).state == "pending"
     sandbox.set_state(school_id, "approved")
     assert connector.access_status(connection.school).state == "approved"
@@ -222,14 +225,6 @@ def test_a_stored_provider_school_id_skips_matching(sandbox, connector, connecti
     connection.provider_school_id = sandbox.school_id()
     run(connector, connection, categories=["staff_basic"])
     assert not sandbox.requests("/schools/all")
-
-
-def test_marks_without_the_code_include_use_the_school_code_list(sandbox, school, connector, connection):
-    steps = connector.steps("student_attendance_exclusions", None)
-    steps[0] = dataclasses.replace(steps[0], params={})  # no include: attendance_code is a bare id
-    connector.steps = lambda category, since: steps
-    records, _ = run(connector, connection, categories=["student_attendance_exclusions"])
-    assert {m.code for m in records["attendance_mark"].values()} == {m.code for m in school.marks()}
 
 
 def test_date_of_birth_as_plain_string_is_read(school):

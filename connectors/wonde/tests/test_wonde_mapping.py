@@ -108,3 +108,14 @@ def test_deletions_restored_or_of_other_categories_are_skipped():
 def test_row_without_id_is_refused():
     with pytest.raises(ValueError):
         map_pupil({"forename": "No id"})
+
+
+def test_mark_code_from_include_or_from_the_school_code_list():
+    from portal_wonde.mapping import map_mark
+
+    day = {"date": "2025-09-03 00:00:00.000000", "timezone_type": 3, "timezone": "Europe/London"}
+    wrapped = map_mark({"student": "P1", "date": day, "session": "pm", "attendance_code": {"data": {"id": "C9", "code": "I"}},
+                        "comment": "free text"})
+    bare = map_mark({"student": "P1", "date": day, "session": "PM", "attendance_code": "C9"}, {"C9": "I"})
+    assert wrapped == bare
+    assert (bare.external_id, bare.code, bare.session_date) == ("P1:2025-09-03:PM", "I", date(2025, 9, 3))

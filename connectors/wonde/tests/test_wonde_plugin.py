@@ -31,7 +31,7 @@ def test_sandbox_command_refuses_an_unknown_connector(tmp_path):
     assert result.exit_code != 0 and "no sandbox for connector 'nosuch'" in result.output
 
 
-def test_start_up_refuses_plain_http_outside_tests(tmp_path):
+def test_start_up_refuses_plain_http_except_to_an_allowed_local_sandbox(tmp_path):
     import pytest
 
     from portal import create_app
@@ -40,10 +40,10 @@ def test_start_up_refuses_plain_http_outside_tests(tmp_path):
     config = base_config(f"sqlite:///{tmp_path / 'portal.sqlite3'}", PLUGINS=["portal_wonde.plugin"],
                          ENABLED_CONNECTORS=["wonde"],
                          CONNECTORS={"wonde": {"base_url": "http://api.example.org/v1.0", "allow_insecure_http": True}})
-    with pytest.raises(StartupError, match="HTTPS"):
+    with pytest.raises(StartupError, match="Wonde connector: .*HTTPS"):
         create_app(config)
     config["CONNECTORS"]["wonde"]["base_url"] = "http://127.0.0.1:9/v1.0"
-    assert create_app(config)
-    config["TESTING"] = False
-    with pytest.raises(StartupError, match="HTTPS"):
+    assert create_app(config)  # a local sandbox, explicitly allowed
+    config["CONNECTORS"]["wonde"]["allow_insecure_http"] = "false"
+    with pytest.raises(StartupError, match="Wonde connector: .*HTTPS"):
         create_app(config)

@@ -1,0 +1,307 @@
+"""Benchmark the extract engine against the Wonde sandbox into PostgreSQL, beside a local limit and dlt.
+
+    .venv/bin/python bench/extract.py                      # 250 and 2,500 pupils, 190 school days
+    .venv/bin/python bench/extract.py --sizes 250 --days 20
+
+For each school size, in a fresh child process (so peak RSS is per size): a full extract through
+the real Wonde connector over HTTP (the sandbox runs in another process, so its memory is not
+counted), then a daily incremental run, then, on the same rows the full run stored:
+(a) the local limit, COPY into a temporary table plus INSERT … ON CONFLICT per store table, and
+(b) the same rows loaded by dlt (merge on the same key). Prints figures and the target ratios.
+This is a measurement, not a test: nothing here asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_SERVER = "postgresql+psycopg://root@127.0.0.1:5432/test"
+BENCH_KEY = "cNhVdIuD3mmvnJbRnSmMT2Dsw8kI3Tn8c1mz4O3mzaQ="
+
+
+# ---------------------------------------------------------------- the sandbox, in its own process
+
+
+def _sandbox_process(pupils: int, days: int, pipe) -> None:
+    from portal_wonde.sandbox import WondeSandbox
+
+    from portal.testing.synthetic import generate_school
+
+    school = generate_school(4242, pupils=pupils, days=days, phase="secondary")
+    sandbox = WondeSandbox([school]).start()
+    pipe.send({"settings": sandbox.settings, "urn": school.urn, "dfe_number": school.dfe_number,
+               "la_code": school.la_code, "name": school.name, "pupils": len(school.pupils)})
+    while True:
+        command, kwargs = pipe.recv()
+        if command == "stop":
+            sandbox.stop()
+            return
+        if command == "mutate":
+            done = sandbox.mutate(0, **kwargs)
+            pipe.send({k: len(v) for k, v in done.items()})
+        if command == "requests":
+            pipe.send(len(sandbox.requests()))
+
+
+def _fresh_database(server_url: str, name: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- one size
+
+
+def run_one(pupils: int, days: int, server_url: str, use_dlt: bool) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_sandbox_process, args=(pupils, days, child), daemon=True)
+    proc.start()
+    info = parent.recv()
+    url = _fresh_database(server_url, f"bench_extract_{pupils}")
+    from portal.testing.databases import migrate
+
+    migrate(url)
+    from portal import create_app
+
+    app = create_app({
+        "DATABASE_URL": url, "SECRET_KEY": "bench-secret-key-not-for-production", "ENCRYPTION_KEYS": BENCH_KEY, "PLUGINS_LOAD_ENTRYPOINTS": False,
+        "PLUGINS": ["portal_wonde.plugin"], "ENABLED_CONNECTORS": ["wonde"], "CONNECTORS": {"wonde": info["settings"]},
+        "SCHEDULER_ENABLED": False, "LOG_LEVEL": "WARNING",
+    })
+    result: dict[str, Any] = {"pupils": info["pupils"], "days": days}
+    with app.app_context():
+        connection_id = _school(info)
+        from portal import store
+        from portal.extract import run_extract
+
+        # Time spent in the store's batch writes (the part (a) and (b) also do).
+        write_seconds = [0.0]
+        original_flush = store.Writer.flush
+
+        def timed_flush(self):
+            start = time.perf_counter()
+            original_flush(self)
+            write_seconds[0] += time.perf_counter() - start
+
+        store.Writer.flush = timed_flush
+        start = time.perf_counter()
+        full = run_extract(connection_id, mode="full")
+        full_seconds = time.perf_counter() - start
+        records = sum(c["inserted"] for c in full.stats["categories"].values())
+        result.update(
+            status=full.status.value, error=full.error_message, records=records, full_seconds=round(full_seconds, 2),
+            records_per_second=round(records / full_seconds), write_seconds=round(write_seconds[0], 2),
+            write_records_per_second=round(records / write_seconds[0]), pages=full.stats["pages"],
+            requests=full.stats["requests"], retries=full.stats["retries"], peak_rss_mb=round(_rss_mb(), 1),
+            counts=full.stats["categories"],
+        )
+        # A school day later: one day of marks, a few pupils changed, one leaver.
+        parent.send(("mutate", {"marks": info["pupils"] * 2, "updated": max(1, info["pupils"] // 50), "leavers": 1,
+                                "staff_updated": 1}))
+        result["mutated"] = parent.recv()
+        start = time.perf_counter()
+        incremental = run_extract(connection_id, mode="incremental")
+        result.update(incremental_status=incremental.status.value, incremental_seconds=round(time.perf_counter() - start, 2),
+                      incremental_requests=incremental.stats["requests"])
+        result["incremental_share"] = round(result["incremental_seconds"] / full_seconds, 4)
+        store.Writer.flush = original_flush
+        with tempfile.TemporaryDirectory() as tmp:
+            files = _export(connection_id, Path(tmp))
+            result["local_limit_seconds"] = round(_local_limit(files), 2)
+            result["local_limit_records_per_second"] = round(records / result["local_limit_seconds"])
+            if use_dlt:
+                result["dlt_seconds"] = round(_dlt(url, files, Path(tmp)), 2)
+                result["dlt_records_per_second"] = round(records / result["dlt_seconds"])
+    parent.send(("stop", {}))
+    proc.join(10)
+    return result
+
+
+def _school(info: dict[str, Any]) -> int:
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import (
+        Connection,
+        ConnectionState,
+        Feature,
+        Organisation,
+        OrgKind,
+        Product,
+        ProductAuthorisation,
+    )
+
+    la = Organisation(kind=OrgKind.local_authority, name="Bench LA", la_code=info["la_code"])
+    db.session.add(la)
+    db.session.flush()
+    school = Organisation(kind=OrgKind.school, name=info["name"], urn=info["urn"], dfe_number=info["dfe_number"],
+                          local_authority_id=la.id)
+    product = Product(name="Bench product", purpose="benchmark")
+    product.features = list(db.session.execute(select(Feature)).scalars())
+    db.session.add_all([school, product])
+    db.session.flush()
+    db.session.add(ProductAuthorisation(school_id=school.id, product_id=product.id))
+    connection = Connection(school_id=school.id, connector="wonde", state=ConnectionState.approved)
+    db.session.add(connection)
+    db.session.commit()
+    return connection.id
+
+
+def _columns(table) -> list[str]:
+    return [c.name for c in table.columns if c.name != "id"]
+
+
+def _export(connection_id: int, folder: Path) -> list[tuple[Any, Path]]:
+    """Write the rows the full run stored (as stored, encrypted columns included) to CSV files, untimed."""
+    from portal.extensions import db
+    from portal.models.mis import STORE_MODELS
+
+    raw = db.session.connection().connection.driver_connection
+    files = []
+    with raw.cursor() as cur:
+        for model in STORE_MODELS.values():
+            table = model.__table__
+            path = folder / f"{table.name}.csv"
+            with path.open("wb") as out, cur.copy(
+                f"COPY (SELECT {', '.join(_columns(table))} FROM {table.name} WHERE connection_id = {connection_id}) "
+                f"TO STDOUT WITH (FORMAT csv, HEADER true)"
+            ) as copy:
+                for block in copy:
+                    out.write(block)
+            files.append((table, path))
+    db.session.commit()
+    return files
+
+
+def _local_limit(files: list[tuple[Any, Path]]) -> float:
+    """(a) COPY each file into a temporary table, then INSERT … ON CONFLICT into an empty copy of the store table."""
+    from portal.extensions import db
+
+    raw = db.session.connection().connection.driver_connection
+    with raw.cursor() as cur:
+        for table, _ in files:
+            cur.execute(f"DROP TABLE IF EXISTS limit_{table.name}")
+            cur.execute(f"CREATE TABLE limit_{table.name} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING INDEXES)")
+        raw.commit()
+        start = time.perf_counter()
+        for table, path in files:
+            cols = ", ".join(_columns(table))
+            cur.execute(f"CREATE TEMP TABLE stage_{table.name} AS SELECT {cols} FROM {table.name} WITH NO DATA")
+            with path.open("rb") as src, cur.copy(f"COPY stage_{table.name} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+                while block := src.read(1 << 20):
+                    copy.write(block)
+            sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in _columns(table) if c not in ("connection_id", "external_id"))
+            cur.execute(f"INSERT INTO limit_{table.name} ({cols}) SELECT {cols} FROM stage_{table.name} "
+                        f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}")
+        raw.commit()
+        return time.perf_counter() - start
+
+
+def _dlt(url: str, files: list[tuple[Any, Path]], folder: Path) -> float:
+    """(b) The same rows loaded into PostgreSQL by dlt, merging on the same key."""
+    import dlt
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    # dlt insists on a password; a trust-auth server ignores it.
+    credentials = f"postgresql://{u.username}:{u.password or 'unused'}@{u.host}:{u.port}/{u.database}"
+    os.environ["DLT_DATA_DIR"] = str(folder / "dlt")
+    os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
+    pipeline = dlt.pipeline(pipeline_name="bench", destination=dlt.destinations.postgres(credentials),
+                            dataset_name="bench_dlt", pipelines_dir=str(folder / "pipelines"))
+
+    def rows(path: Path):
+        with path.open(newline="") as f:
+            yield from csv.DictReader(f)
+
+    resources = [
+        dlt.resource(rows(path), name=table.name, write_disposition="merge", primary_key=("connection_id", "external_id"))
+        for table, path in files
+    ]
+    start = time.perf_counter()
+    pipeline.run(resources)
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- the report
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    print(f"\nExtract benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    for r in results:
+        print(f"\n{r['pupils']} pupils, {r['days']} school days: {r['status']}, {r['records']:,} records")
+        print(f"  full run            {r['full_seconds']:>8} s  {r['records_per_second']:>9,} records/s end to end "
+              f"({r['pages']} pages, {r['requests']} requests, {r['retries']} retries)")
+        print(f"  store writes        {r['write_seconds']:>8} s  {r['write_records_per_second']:>9,} records/s")
+        print(f"  (a) COPY + upsert   {r['local_limit_seconds']:>8} s  {r['local_limit_records_per_second']:>9,} records/s")
+        if "dlt_seconds" in r:
+            print(f"  (b) dlt merge       {r['dlt_seconds']:>8} s  {r['dlt_records_per_second']:>9,} records/s")
+        print(f"  daily incremental   {r['incremental_seconds']:>8} s  ({r['incremental_share']:.2%} of the full run, "
+              f"{r['incremental_requests']} requests)")
+        print(f"  peak RSS            {r['peak_rss_mb']:>8} MB")
+        print("  ratios: store writes / (a) = {:.0%} (target >= 50%)".format(
+            r["write_records_per_second"] / r["local_limit_records_per_second"]))
+        print("          end to end / (a)   = {:.0%}".format(r["records_per_second"] / r["local_limit_records_per_second"]))
+        if "dlt_seconds" in r:
+            print("          end to end / (b)   = {:.1f}x (target >= 3x); store writes / (b) = {:.1f}x".format(
+                r["records_per_second"] / r["dlt_records_per_second"],
+                r["write_records_per_second"] / r["dlt_records_per_second"]))
+        print(f"          incremental share  = {r['incremental_share']:.2%} (target < 2%)")
+    if len(results) > 1:
+        low, high = results[0]["peak_rss_mb"], results[-1]["peak_rss_mb"]
+        print(f"\nPeak RSS {low} MB -> {high} MB: {high / low - 1:+.0%} (target: under 250 MB and within ±10%)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[250, 2500])
+    parser.add_argument("--days", type=int, default=190)
+    parser.add_argument("--server", default=os.environ.get("PORTAL_BENCH_DATABASE_URL", DEFAULT_SERVER),
+                        help="a PostgreSQL URL whose server may create bench_extract_* databases")
+    parser.add_argument("--no-dlt", action="store_true", help="skip (b)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(args.one, args.days, args.server, not args.no_dlt)))
+        return
+    results = []
+    for size in args.sizes:
+        cmd = [sys.executable, __file__, "--one", str(size), "--days", str(args.days), "--server", args.server]
+        if args.no_dlt:
+            cmd.append("--no-dlt")
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            sys.exit(f"the {size}-pupil run failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

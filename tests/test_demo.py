@@ -1,0 +1,116 @@
+"""The demo command builds a working demo once (running it again changes nothing); create-user refuses bad input."""
+from __future__ import annotations
+
+import re
+
+import pyotp
+import pytest
+from sqlalchemy import func, select
+
+from portal import demo
+from portal.extensions import db
+from portal.models import AuditEntry, Membership, Organisation, OrgKind, Role, Subscription, SubscriptionRoute, User
+
+
+def run(app, *args: str):
+    return app.test_cli_runner().invoke(args=["portal", *args])
+
+
+def snapshot() -> dict:
+    """Every row the demo touches, as comparable values."""
+    return {
+        "organisations": sorted(db.session.execute(select(Organisation.id, Organisation.name, Organisation.trust_id)).all()),
+        "subscriptions": sorted(db.session.execute(select(Subscription.id, Subscription.route, Subscription.school_id)).all()),
+        "users": sorted(db.session.execute(select(User.id, User.email, User.password_hash, User.totp_secret)).all()),
+        "memberships": sorted(db.session.execute(select(Membership.id, Membership.role, Membership.organisation_id)).all()),
+        "audit": db.session.execute(select(func.count()).select_from(AuditEntry)).scalar(),
+    }
+
+
+def test_demo_creates_the_organisations_and_users(app):
+    result = run(app, "demo")
+    assert result.exit_code == 0, result.output
+    las = db.session.execute(select(Organisation).where(Organisation.kind == OrgKind.local_authority)).scalars().all()
+    trusts = db.session.execute(select(Organisation).where(Organisation.kind == OrgKind.trust)).scalars().all()
+    schools = db.session.execute(select(Organisation).where(Organisation.kind == OrgKind.school)).scalars().all()
+    assert len(las) == 1 and len(trusts) == 1 and len(schools) == 3
+    assert sum(s.trust_id == trusts[0].id for s in schools) == 2
+    via_la = [s for s in schools if s.subscriptions[0].route == SubscriptionRoute.local_authority]
+    assert len(via_la) == 1 and via_la[0].subscriptions[0].local_authority_id == las[0].id
+    roles = set(db.session.execute(select(Membership.role)).scalars())
+    assert roles == set(Role)
+    assert db.session.execute(select(User).where(User.is_support)).scalar_one().totp_enabled
+    for email, *_ in demo.USERS:
+        assert email in result.output
+    assert demo.DEMO_PASSWORD in result.output
+
+
+def test_running_the_demo_twice_changes_nothing(app):
+    assert run(app, "demo").exit_code == 0
+    first = snapshot()
+    again = run(app, "demo")
+    assert again.exit_code == 0
+    assert "nothing changed" in again.output
+    assert snapshot() == first
+
+
+def test_printed_sign_in_details_work(app, client):
+    output = run(app, "demo").output
+    secret = re.search(r"two-factor key for your authenticator app: ([A-Z2-7]+)", output).group(1)
+    # Support staff: password, then a code from the printed key.
+    resp = client.post("/login", data={"email": "support@demo.example", "password": demo.DEMO_PASSWORD})
+    assert resp.headers["Location"] == "/login/totp"
+    assert client.post("/login/totp", data={"code": pyotp.TOTP(secret).now()}).status_code == 302
+    assert client.get("/admin/").status_code == 200
+    client.post("/logout")
+    # The LA officer sees only the school subscribed through the LA (R56).
+    client.post("/login", data={"email": "la.officer@demo.example", "password": demo.DEMO_PASSWORD})
+    home = client.get("/home").data.decode()
+    assert "Demo Village School" in home and "Demo Primary School" not in home
+    client.post("/logout")
+    client.post("/login", data={"email": "trust.admin@demo.example", "password": demo.DEMO_PASSWORD})
+    home = client.get("/home").data.decode()
+    assert "Demo Primary School" in home and "Demo Academy" in home and "Demo Village School" not in home
+
+
+def test_sandbox_hook_point_exists(app):
+    result = demo.build_demo()
+    assert demo.connect_sandbox_schools(result.schools) == []
+
+
+# ------------------------------------------------------------------ create-user
+
+
+def test_create_support_user(app, client):
+    result = run(app, "create-user", "--email", "Ops@Example.org", "--name", "Ops", "--support",
+                 "--password", "a long enough passphrase")
+    assert result.exit_code == 0, result.output
+    assert "TOTP is set up at first sign-in" in result.output
+    user = db.session.execute(select(User)).scalar_one()
+    assert user.is_support and user.email == "Ops@example.org"
+    resp = client.post("/login", data={"email": "ops@example.org", "password": "a long enough passphrase"})
+    assert resp.headers["Location"] == "/login/totp/setup"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--email", "not-an-address", "--password", "a long enough passphrase"], "enter a valid email address"),
+        (["--email", "ops@example.org", "--password", "short"], "Password must be at least 12 characters long."),
+        (["--email", "ops@example.org", "--password", " padded passphrase "], "must not start or end with a space"),
+    ],
+)
+def test_create_user_refuses_bad_input(app, args, message):
+    result = run(app, "create-user", "--name", "Ops", "--support", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert db.session.execute(select(func.count()).select_from(User)).scalar() == 0
+    assert db.session.execute(select(func.count()).select_from(AuditEntry)).scalar() == 0
+
+
+def test_create_user_refuses_a_duplicate_email(app):
+    args = ["--name", "Ops", "--password", "a long enough passphrase"]
+    assert run(app, "create-user", "--email", "ops@example.org", *args).exit_code == 0
+    again = run(app, "create-user", "--email", "OPS@example.org", *args)
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert db.session.execute(select(func.count()).select_from(User)).scalar() == 1

@@ -1,0 +1,147 @@
+"""End to end: run_extract through the real Wonde connector over HTTP against its sandbox (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.extract import approve_held_run, run_extract
+from portal.models import Connection, ConnectionState, ErrorKind, Feature, Organisation, OrgKind, Product
+from portal.models import ProductAuthorisation, RunStatus
+from portal.testing import synthetic
+from portal.testing.conformance import Kit, Served
+
+sandbox_module = pytest.importorskip("portal_wonde.sandbox")
+
+# Quick retries and short waits: the tests assert what the client did, not how long it waited.
+FAST = {"backoff_base": 0.01, "backoff_cap": 0.02, "retry_after_cap": 0.02, "max_retries": 3}
+
+
+class _Served(Served):
+    def __init__(self, sandbox) -> None:
+        self.sandbox = sandbox
+        self.settings = {**sandbox.settings, **FAST}
+        self.connection_settings = {}
+
+    def synthetic_key(self, provider_id: str) -> str | None:
+        return self.sandbox.synthetic_key(str(provider_id))
+
+    def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:  # the kit's own tests use this
+        raise NotImplementedError
+
+    def request_count(self) -> int:
+        return len(self.sandbox.requests())
+
+
+@pytest.fixture
+def wonde(make_app):
+    """A 36-pupil synthetic school served by a running Wonde sandbox, an app, and an approved connection (a Kit)."""
+    school = synthetic.generate_school(11, pupils=36, days=12, phase="secondary", sixth_form=False)
+    with sandbox_module.WondeSandbox([school]) as sandbox:
+        served = _Served(sandbox)
+        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
+                       CONNECTORS={"wonde": served.settings}, EXTRACT_BATCH_SIZE=200)
+        with app.app_context():
+            la = Organisation(kind=OrgKind.local_authority, name="LA", la_code=school.la_code)
+            db.session.add(la)
+            db.session.flush()
+            org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
+                               local_authority_id=la.id)
+            product = Product(name="All features", purpose="test")
+            product.features = list(db.session.execute(select(Feature)).scalars())
+            db.session.add_all([org, product])
+            db.session.flush()
+            db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id))
+            conn = Connection(school_id=org.id, connector="wonde", state=ConnectionState.approved,
+                              settings_encrypted=json.dumps({}))
+            db.session.add(conn)
+            db.session.commit()
+            yield Kit(None, school, served, app, conn.id)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def test_full_extract_over_http_matches_the_sandbox_field_by_field(wonde):
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    wonde.assert_store_matches()
+    assert run.stats["categories"]["student_basic"]["inserted"] == len(wonde.school.pupils)
+    assert run.stats["requests"] == len(wonde.served.sandbox.requests()) - _non_data_requests(wonde)
+    assert run.stats["pages"] >= 6
+
+
+def _non_data_requests(kit) -> int:
+    # Matching the school (the school listing) is not part of a category's pages.
+    return len([r for r in kit.served.sandbox.requests() if r.path.rstrip("/").endswith("/schools")])
+
+
+def test_incremental_sends_updated_after_and_applies_updates_and_deletions(wonde):
+    assert run_extract(wonde.connection_id).params["mode"] == "full"
+    done = wonde.mutate(_now(), updated=3, deleted=1, marks=4, staff_deleted=1)
+    wonde.served.sandbox.clear_log()
+    run = run_extract(wonde.connection_id)
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert run.params["mode"] == "incremental"
+    school_path = f"/schools/{wonde.served.sandbox.school_id()}/"
+    data = [r for r in wonde.served.sandbox.requests(school_path) if not r.path.rstrip("/").endswith("deletions")]
+    assert data and all(r.param("updated_after") for r in data)
+    assert wonde.served.sandbox.requests("deletions")
+    store = wonde.store()
+    for key in done["deleted"]:
+        assert store["pupil"][(key,)]["deleted"]
+    assert run.stats["categories"]["student_basic"]["updated"] >= 3
+    assert run.stats["categories"]["student_basic"]["tombstoned"] == 1
+    # Much less was asked for than in a full run.
+    assert run.stats["requests"] < 40
+
+
+def test_a_school_revoked_mid_run_stops_at_once(wonde):
+    sandbox = wonde.served.sandbox
+    sandbox.add_fault(match=f"/schools/{sandbox.school_id()}/", action="revoke", skip=3)
+    run = run_extract(wonde.connection_id, mode="full")
+    assert (run.status, run.error_kind, run.error_code) == (RunStatus.failed, ErrorKind.school_action, "authorisation_lost")
+    assert wonde.connection().state == ConnectionState.revoked
+    # The request that met the revocation was the last one: no retries, nothing more.
+    assert sandbox.requests()[-1].path.startswith(f"/v1.0/schools/{sandbox.school_id()}/")
+    before = len(sandbox.requests())
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.cancelled
+    assert len(sandbox.requests()) == before
+
+
+def test_rate_limits_are_honoured_and_counted_as_retries(wonde):
+    sandbox = wonde.served.sandbox
+    sandbox.add_fault(match=f"/schools/{sandbox.school_id()}/", status=429, retry_after="1", skip=2, times=2)
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert run.stats["retries"] >= 2
+    wonde.assert_store_matches()
+
+
+def test_invalid_json_fails_the_run_naming_the_endpoint_and_keeping_committed_pages(wonde):
+    sandbox = wonde.served.sandbox
+    sandbox.add_fault(match="/attendance", body="invalid_json", times=None)
+    run = run_extract(wonde.connection_id, mode="full")
+    assert (run.status, run.error_kind, run.error_code) == (RunStatus.failed, ErrorKind.provider_problem, "bad_response")
+    assert "attendance" in run.error_message.lower() and "page" in run.error_message.lower()
+    # The categories before attendance were committed and are kept.
+    assert len(wonde.store()["pupil"]) == len(wonde.school.pupils)
+    assert wonde.connection().state == ConnectionState.failing
+
+
+def test_mass_removal_over_http_is_held_then_applied_on_approval(wonde, make):
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    done = wonde.mutate(_now(), deleted=6)  # 6 of 36: over 10 %
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.held, run.error_message
+    assert all(not wonde.store()["pupil"][(key,)]["deleted"] for key in done["deleted"])
+    support = make.user(support=True)
+    db.session.commit()
+    approved = approve_held_run(run.id, support)
+    assert approved.status == RunStatus.succeeded
+    store = wonde.store()
+    assert all(store["pupil"][(key,)]["deleted"] for key in done["deleted"])
