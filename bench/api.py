@@ -57,6 +57,7 @@ def main() -> None:
             db.session.commit()
 
             pupils = max(1, args.records // 380)  # about one school year of sessions per pupil
+            t0 = time.perf_counter()
             writer = store.Writer(connection, run.id, full=False, batch_size=20_000)
             for i in range(pupils):
                 writer.add(PupilRecord(external_id=f"p{i}", admission_date=date(2020, 9, 1)))
@@ -68,7 +69,6 @@ def main() -> None:
                 writer.add(AttendanceMarkRecord(
                     external_id=f"m{n}", pupil_external_id=f"p{pupil}",
                     session_date=start + timedelta(days=k // 2), session="AM" if k % 2 == 0 else "PM", code="/"))
-            t0 = time.perf_counter()
             writer.finish()
             db.session.commit()
             write_s = time.perf_counter() - t0

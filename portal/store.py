@@ -695,3 +695,23 @@ def delete_rows(table_name: str, ids: list[int], *, run_id: int | None = None) -
     db.session.execute(delete(table).where(table.c.id.in_(ids)))
     audit.record("store.rows_deleted", details={"run_id": run_id, "table": table_name, "deleted": dict(Counter(found.values()))})
     return found
+
+
+# ---------------------------------------------------------------- school pages (owner: portal.school)
+
+
+def category_counts(school_id: int) -> dict[str, int]:
+    """Return the live records held for a school per category (tombstoned rows excluded), for the data-use page.
+
+    Counts only: no record is read, so no audit entry is written (a page view is not a data access).
+    """
+    totals: Counter = Counter()
+    for model in STORE_MODELS.values():
+        rows = db.session.execute(
+            select(model.category, func.count())
+            .where(model.school_id == school_id, model.deleted_at.is_(None))
+            .group_by(model.category)
+        )
+        for category, n in rows:
+            totals[category] += n
+    return dict(totals)

@@ -205,3 +205,16 @@ def test_r68_every_read_is_audited_with_counts_and_no_personal_data(app, client,
                and e.target_id == str(p.id) for e in reads)
     dumped = json.dumps([e.details for e in reads])
     assert s.SENTINEL_UPN not in dumped and "Pupil0" not in dumped
+
+
+def test_a_running_extract_whose_lease_lapsed_no_longer_holds_the_feed_back(app, client, make):
+    _, school, connection, token = _setup(make)
+    dead = s.run_for(connection, status=RunStatus.running)
+    dead.lease_expires_at = utcnow() + timedelta(minutes=5)
+    db.session.commit()
+    s.write(connection, s.pupils(2), run=dead)
+    path = s.records_path("pupil_tracking", school.id, "student_basic", "pupils")
+    assert s.get(client, token, path).json["records"] == []
+    dead.lease_expires_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    assert len(s.get(client, token, path).json["records"]) == 2

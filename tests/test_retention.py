@@ -131,6 +131,7 @@ def zero_window_app(make_app):
         yield app
 
 
+@pytest.mark.slow
 def test_eight_years_of_school_life_meet_every_deadline_to_the_day(zero_window_app, world, make):
     support = make.user(support=True)
     a = world.school("Primary")

@@ -70,10 +70,12 @@ def test_r28_dfe_agreement_ending_before_christmas_deletes_government_data_at_th
     school_pupil = world.pupil(conn, year="3", extracted=date(2025, 10, 1))
     db.session.add(DfeAgreement(reference="DfE-2025", ends_on=date(2025, 12, 19)))
     db.session.commit()
-    run_sweep(as_of=date(2025, 12, 19))
-    assert exists(MisPupil, gov)
+    untimed = world.pupil(conn, dob=None, data_type="government")
+    db.session.commit()
+    run = run_sweep(as_of=date(2025, 12, 19))
+    assert exists(MisPupil, gov) and run.stats["exceptions"] == 1  # R27: listed, never kept silently
     run_sweep(as_of=date(2025, 12, 20))
-    assert not exists(MisPupil, gov)
+    assert not exists(MisPupil, gov) and not exists(MisPupil, untimed)
     assert exists(MisPupil, school_pupil)
     assert db.session.execute(select(func.count()).select_from(MisPupil).where(MisPupil.data_type == "government")).scalar() == 0
     [proof] = proofs()

@@ -21,6 +21,7 @@ def init_login(app: Flask) -> None:
         # context: where one context serves several requests (tests, scripts), each request must still
         # read both from its own cookie.
         g.pop("_login_user", None)
+        g.pop("login_failed", None)  # set by the sign-in views for the rate limiter's deduct_when
         g.pop(app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 

@@ -18,6 +18,7 @@ from portal.models.mis import (
     MisSubject,
 )
 from portal.models.consent import AccessRequest, TermsAcceptance, WebhookEvent
+from portal.models.dsr import RequestStatus, RequestType, SubjectExport, SubjectRequest, Suppression
 from portal.models.products import Category, Feature, FeatureGrant, MatrixInfo, Product, product_features
 from portal.models.runs import FINISHED_STATUSES, ErrorKind, JobRun, RunStatus
 from portal.models.retention import (
@@ -46,6 +47,11 @@ __all__ = [
     "SubjectFlag",
     "SubjectKind",
     "AccessRequest",
+    "RequestStatus",
+    "RequestType",
+    "SubjectExport",
+    "SubjectRequest",
+    "Suppression",
     "TermsAcceptance",
     "WebhookEvent",
     "AuditEntry",

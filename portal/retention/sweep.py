@@ -7,12 +7,13 @@ from collections import Counter, defaultdict
 from datetime import date
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from portal import audit, store
 from portal.jobs import claims
 from portal.extensions import db
 from portal.models import ErrorKind, JobRun, RunStatus
+from portal.models.mis import MisPupil
 from portal.models.base import utcnow
 from portal.models.retention import DeletionOrder, RetentionProof, RetentionWorkItem
 from portal.retention.calendar import london_date
@@ -132,7 +133,12 @@ def _plan(run: JobRun, as_of: date, batch: int) -> None:
     if pending:
         db.session.execute(RetentionWorkItem.__table__.insert(), pending)
     _empty_order_proofs(run, ctx, as_of, {k[3] for k in proofs if k[3] is not None})
-    run.stats = {**run.stats, "phase": "deleting", "held": held, "proofs": len(proofs)}
+    # R27: DfE pupil data without a date of birth cannot be timed; every sweep lists it until resolved.
+    untimed = db.session.execute(
+        select(func.count()).select_from(MisPupil)
+        .where(MisPupil.data_type == "government", MisPupil.date_of_birth.is_(None))
+    ).scalar_one()
+    run.stats = {**run.stats, "phase": "deleting", "held": held, "exceptions": untimed, "proofs": len(proofs)}
     db.session.commit()
 
 

@@ -5,8 +5,8 @@ import random
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from datetime import date, datetime, time, timedelta, timezone
+from typing import NamedTuple
 
 __all__ = [
     "AssessmentResult",

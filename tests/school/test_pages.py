@@ -143,3 +143,59 @@ def test_history_is_visible_to_a_school_viewer(app, client, make, auth):
     auth.login(viewer)
     page = client.get(f"/schools/{school.id}/history").get_data(as_text=True)
     assert "Terms accepted" in page and admin.name in page
+
+
+def test_data_use_shows_records_held_per_category_from_the_store(app, client, make, auth):
+    from portal import store
+    from portal.connectors import PupilRecord, StaffRecord
+
+    school, admin = _admin(make)
+    conn = helpers.connection(school)
+    run = helpers.run(conn, categories={"student_basic": counts(inserted=3), "staff_basic": counts(inserted=1)})
+    db.session.commit()
+    writer = store.Writer(conn, run.id, full=False, batch_size=100)
+    for n in range(3):
+        writer.add(PupilRecord(external_id=f"P{n}", legal_surname="Example"))
+    writer.add(StaffRecord(external_id="S1", surname="Teacher"))
+    writer.flush()
+    db.session.commit()
+    auth.login(admin)
+    page = client.get(f"/schools/{school.id}/data-use").get_data(as_text=True)
+    basic = page[page.index('data-category="student_basic"'):]
+    assert '<td class="numeric">3</td>' in basic[: basic.index("</tr>")]
+    staff = page[page.index('data-category="staff_basic"'):]
+    assert '<td class="numeric">1</td>' in staff[: staff.index("</tr>")]
+
+
+def _statements(client, url):
+    from sqlalchemy import event
+
+    seen = []
+
+    def count(*_args):
+        seen.append(1)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        assert client.get(url).status_code == 200
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_list_pages_use_the_same_number_of_queries_for_more_schools(app, client, make, auth):
+    trust = make.trust()
+    admin = make.user(Role.trust_admin, trust)
+
+    def add_schools(n):
+        for _ in range(n):
+            school = make.school(trust=trust)
+            helpers.run(helpers.connection(school), categories={"student_basic": counts(inserted=1)})
+        db.session.commit()
+
+    add_schools(2)
+    auth.login(admin)
+    few = {url: _statements(client, url) for url in ("/home", "/runs")}
+    add_schools(12)
+    many = {url: _statements(client, url) for url in ("/home", "/runs")}
+    assert many == few

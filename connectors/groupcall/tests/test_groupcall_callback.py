@@ -89,7 +89,7 @@ def test_an_unknown_school_is_a_clear_error(gc_app, sandbox, school):
     assert resp.status_code == 404 and resp.json["error"]["code"] == "unknown_school"
 
 
-def test_revocation_at_groupcall_is_seen_by_the_next_callback(gc_app, sandbox, school, org):
+def test_r5_revocation_at_groupcall_is_seen_by_the_next_callback(gc_app, sandbox, school, org):
     connection = make_connection(org, ConnectionState.pending)
     post(gc_app, sandbox.callback_form(school.dfe_number))
     assert reload(connection).state == ConnectionState.approved

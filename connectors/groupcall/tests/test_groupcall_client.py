@@ -151,7 +151,7 @@ def test_malformed_json_is_a_bad_response(sandbox, school):
         list(client.pages("Students"))
 
 
-def test_plain_http_is_refused_outside_tests(sandbox, school):
+def test_r61_plain_http_is_refused_outside_tests(sandbox, school):
     with pytest.raises(ConnectorError, match="https"):
         make_client(sandbox, school, allow_insecure_http=False)
 

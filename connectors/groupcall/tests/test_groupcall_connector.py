@@ -123,7 +123,7 @@ def test_an_interrupted_category_resumes_from_its_checkpoint(connector, sandbox,
     assert sandbox.count("/Students") == len(checkpoints) - 1
 
 
-def test_revoked_school_stops_the_extract_with_authorisation_lost(connector, sandbox, school):
+def test_r5_revoked_school_stops_the_extract_with_authorisation_lost(connector, sandbox, school):
     extract = connector.extract(connection_for(school), ["student_attendance_exclusions"], None, None)
     next(extract)
     sandbox.revoke(school.dfe_number)
@@ -146,7 +146,7 @@ def test_access_status_reflects_groupcall(connector, sandbox, school):
     assert GroupcallConnector({"relying_party": "x"}).request_access(org).state == "pending"
 
 
-def test_staff_special_category_data_is_never_read(connector, school):
+def test_r76_staff_special_category_data_is_never_read(connector, school):
     staff = records(connector, school, "staff_basic")
     assert len(staff) == len(school.staff)
     assert all(set(s.values()) == set(staff[0].values()) for s in staff)

@@ -19,7 +19,6 @@ from portal.connectors import (
     Record,
     Tombstone,
 )
-
 from portal_wonde import mapping
 from portal_wonde.client import DEFAULT_BASE_URL, WondeClient, format_filter_datetime
 

@@ -19,7 +19,6 @@ from portal.connectors import (
     SubjectRecord,
     Tombstone,
 )
-
 from portal_wonde.client import parse_wonde_date, parse_wonde_datetime
 
 __all__ = [

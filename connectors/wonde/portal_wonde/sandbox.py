@@ -6,10 +6,10 @@ import functools
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
+from time import sleep
 from typing import Any
 from urllib.parse import urlencode
 
@@ -305,7 +305,7 @@ class WondeSandbox:
             if request.path.startswith("/v1.0"):
                 fired = next((f for f in self.faults if f.applies(request.method, request.path)), None)
         if fired is not None and fired.delay:
-            time.sleep(fired.delay)  # outside the lock: other requests carry on
+            sleep(fired.delay)  # outside the lock: other requests carry on
         with self._lock:
             try:
                 response = self._dispatch(request, fired)
@@ -331,7 +331,7 @@ class WondeSandbox:
         if not parts:
             return _json({"data": {"message": "Wonde sandbox", "version": "v1.0"}})
         if parts[0] == "meta" and len(parts) == 3 and parts[1] == "schools":
-            school = self._school(parts[2])
+            self._school(parts[2])  # 404 for an unknown school
             state = self.states[parts[2]]
             return _json({"data": {"online": True, "approved": state == "approved", "audited": state == "approved",
                                    "custom_attendance_codes": False}})

@@ -4,10 +4,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
-from portal.testing.synthetic import generate_school
 from portal_wonde.connector import WondeConnector
 from portal_wonde.sandbox import WondeSandbox
+
+from portal.testing.synthetic import generate_school
 
 
 @pytest.fixture

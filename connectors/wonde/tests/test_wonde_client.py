@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from portal_wonde.client import WondeClient, parse_wonde_date, parse_wonde_datetime
 
 from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, ProviderUnavailable, RateLimited
-from portal_wonde.client import WondeClient, parse_wonde_date, parse_wonde_datetime
 
 
 @pytest.fixture
@@ -215,3 +215,13 @@ def test_updated_after_filter_format():
     london = datetime(2026, 7, 1, 10, 30, tzinfo=ZoneInfo("Europe/London"))
     assert format_filter_datetime(london) == "2026-07-01 09:30:00"
     assert format_filter_datetime(london + timedelta(days=200)) == "2027-01-17 10:30:00"
+
+
+def test_read_timeout_is_retried_then_provider_unavailable(sandbox, sleeps):
+    made = WondeClient(sandbox.url, sandbox.token, allow_insecure_http=True, sleep=sleeps.append, max_retries=1,
+                       read_timeout=0.2)
+    sandbox.add_fault(match="/students", delay=0.6, times=None)
+    with pytest.raises(ProviderUnavailable, match="ReadTimeout"):
+        list(made.pages(students_url(sandbox), endpoint="students", params={}))
+    made.close()
+    assert len(sandbox.requests("/students")) == 2 and len(sleeps) == 1

@@ -7,9 +7,9 @@ from collections import defaultdict
 from datetime import datetime, timezone
 
 import pytest
+from portal_wonde.connector import SchoolNotFound
 
 from portal.connectors import CATEGORIES, AuthorisationLost, BadResponse, Checkpoint, Tombstone
-from portal_wonde.connector import SchoolNotFound
 
 # After the synthetic school's own timestamps, before the sandbox clock's "now".
 WATERMARK = datetime(2026, 8, 1, tzinfo=timezone.utc)

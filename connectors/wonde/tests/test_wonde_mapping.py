@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
 from portal_wonde.mapping import (
     map_class,
     map_deletion,

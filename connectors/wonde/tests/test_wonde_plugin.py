@@ -12,9 +12,10 @@ def test_entry_point_is_declared():
 
 
 def test_create_app_discovers_the_wonde_connector(tmp_path):
+    from portal_wonde.connector import WondeConnector
+
     from portal import create_app
     from portal.plugins.manager import get_plugins
-    from portal_wonde.connector import WondeConnector
 
     app = create_app(base_config(f"sqlite:///{tmp_path / 'portal.sqlite3'}", PLUGINS_LOAD_ENTRYPOINTS=True,
                                  ENABLED_CONNECTORS=["wonde"], PLUGINS=[]))

@@ -5,7 +5,6 @@ import base64
 
 import pytest
 import requests
-
 from portal_wonde.sandbox import WondeSandbox
 
 

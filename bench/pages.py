@@ -1,0 +1,92 @@
+"""Benchmark: school-facing list pages with thousands of schools (home, runs across schools, support operations).
+
+Run: .venv/bin/python bench/pages.py [--schools 3000] [--rounds 5]
+Creates a private PostgreSQL database (PORTAL_TEST_POSTGRES_URL), one trust with N academies, each
+with an approved connection and a finished extract run, then times each page through the full
+stack (sign-in session, scope query, paging, template) with Flask's test client. Prints one
+Markdown table row per page.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PASSWORD = "bench password that is long enough"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schools", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    import pyotp
+
+    from portal import create_app
+    from portal.auth.passwords import hash_password
+    from portal.extensions import db
+    from portal.models import Connection, ConnectionState, JobRun, Membership, Organisation, OrgKind, Role, RunStatus, User
+    from portal.models.base import utcnow
+    from portal.testing.databases import base_config, migrate, postgres_available, private_postgres_database
+
+    reason = postgres_available()
+    if reason:
+        sys.exit(reason)
+    with private_postgres_database() as url:
+        migrate(url)
+        app = create_app(base_config(url))
+        with app.app_context():
+            trust = Organisation(kind=OrgKind.trust, name="Bench Trust")
+            db.session.add(trust)
+            db.session.flush()
+            now = utcnow()
+            for n in range(args.schools):
+                school = Organisation(kind=OrgKind.school, name=f"Academy {n:05d}", urn=f"{200000 + n}",
+                                      dfe_number=f"{9000000 + n}", trust_id=trust.id)
+                db.session.add(school)
+                db.session.flush()
+                conn = Connection(school_id=school.id, connector="fake",
+                                  state=ConnectionState.failing if n % 50 == 0 else ConnectionState.approved)
+                db.session.add(conn)
+                db.session.flush()
+                db.session.add(JobRun(job_id=f"extract:{conn.id}", kind="extract", scheduled_for=now, connection_id=conn.id,
+                                      status=RunStatus.succeeded, started_at=now, finished_at=now,
+                                      stats={"categories": {"student_basic": {"inserted": 250}}}))
+            hashed = hash_password(PASSWORD)
+            admin = User(email="trust@bench.example", name="Trust admin", password_hash=hashed)
+            staff = User(email="support@bench.example", name="Support", password_hash=hashed, is_support=True,
+                         totp_secret=pyotp.random_base32(), totp_enabled=True)
+            db.session.add_all([admin, staff])
+            db.session.flush()
+            db.session.add(Membership(user_id=admin.id, organisation_id=trust.id, role=Role.trust_admin))
+            db.session.commit()
+            secret = staff.totp_secret
+
+        def client_for(email, totp=None):
+            client = app.test_client()
+            client.post("/login", data={"email": email, "password": PASSWORD})
+            if totp:
+                client.post("/login/totp", data={"code": pyotp.TOTP(totp).now()})
+            return client
+
+        trust_client = client_for("trust@bench.example")
+        staff_client = client_for("support@bench.example", secret)
+        print(f"| page | schools | median ms | max ms |\n|---|---|---|---|")
+        for client, url in ((trust_client, "/home"), (trust_client, "/home?page=30"), (trust_client, "/runs"),
+                            (staff_client, "/admin/operations/"), (staff_client, "/admin/operations/?q=Academy%2000042")):
+            times = []
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                resp = client.get(url)
+                times.append((time.perf_counter() - start) * 1000)
+                assert resp.status_code == 200, (url, resp.status_code)
+            print(f"| {url} | {args.schools} | {statistics.median(times):.0f} | {max(times):.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The store's write side: batched upserts, change detection without decrypting, pupil links, staged removals."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import select
+
+from portal import store
+from portal.connectors import AttendanceMarkRecord, DemographicsRecord, PupilRecord, Tombstone
+from portal.extensions import db
+from portal.models import AuditEntry, Connection, ConnectionState, JobRun, MisAttendanceMark, MisPupil
+from portal.models.base import utcnow
+
+T = datetime(2026, 9, 1, tzinfo=timezone.utc)
+
+
+def _connection(make) -> tuple[Connection, JobRun]:
+    school = make.school()
+    conn = Connection(school_id=school.id, connector="fake", state=ConnectionState.approved)
+    db.session.add(conn)
+    db.session.flush()
+    run = JobRun(job_id=f"extract:{conn.id}", kind="extract", scheduled_for=utcnow(), connection_id=conn.id)
+    db.session.add(run)
+    db.session.commit()
+    return conn, run
+
+
+def _demo(ext: str, **kw) -> DemographicsRecord:
+    return DemographicsRecord(external_id=ext, updated_at=T, ethnicity="WBRI", sen_status="K", eal=True, **kw)
+
+
+def test_rewriting_the_same_values_counts_unchanged_though_ciphertext_differs(app, make):
+    conn, run = _connection(make)
+    for _ in range(2):
+        writer = store.Writer(conn, run.id, full=False)
+        writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="Example"))
+        writer.add(_demo("P1"))
+        writer.finish()
+        db.session.commit()
+    assert dict(writer.counts["student_demographics"]) == {"unchanged": 1}
+    writer = store.Writer(conn, run.id, full=False)
+    writer.add(_demo("P1", fsm=True))
+    writer.finish()
+    db.session.commit()
+    assert dict(writer.counts["student_demographics"]) == {"updated": 1}
+
+
+def test_duplicates_in_one_batch_keep_the_last_copy(app, make):
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=False)
+    writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="First"))
+    writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="Second"))
+    writer.finish()
+    db.session.commit()
+    assert db.session.execute(select(MisPupil.legal_surname)).scalars().all() == ["Second"]
+    assert dict(writer.counts["student_basic"]) == {"inserted": 1}
+
+
+def test_records_about_unknown_pupils_are_dropped_and_counted(app, make):
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=False, batch_size=2)
+    writer.add(PupilRecord(external_id="P1", updated_at=T))
+    for pupil in ("P1", "P404"):
+        writer.add(AttendanceMarkRecord(external_id=f"{pupil}:AM", updated_at=T, pupil_external_id=pupil,
+                                        session_date=date(2026, 9, 7), session="AM", code="/"))
+    writer.finish()
+    db.session.commit()
+    marks = db.session.execute(select(MisAttendanceMark)).scalars().all()
+    assert [(m.external_id, m.pupil_id) for m in marks] == [("P1:AM", db.session.execute(select(MisPupil.id)).scalar())]
+    assert writer.skipped == {"student_attendance_exclusions": 1}
+
+
+def test_deleting_a_pupil_row_deletes_everything_about_them(app, make):
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=False)
+    writer.add(PupilRecord(external_id="P1", updated_at=T))
+    writer.add(_demo("P1"))
+    writer.add(AttendanceMarkRecord(external_id="P1:AM", updated_at=T, pupil_external_id="P1",
+                                    session_date=date(2026, 9, 7), session="AM", code="/"))
+    writer.finish()
+    db.session.commit()
+    if db.engine.dialect.name == "sqlite":
+        db.session.execute(db.text("PRAGMA foreign_keys = ON"))
+    db.session.execute(MisPupil.__table__.delete())
+    db.session.commit()
+    assert db.session.execute(select(MisAttendanceMark)).first() is None
+
+
+def test_tombstones_are_staged_until_applied_then_audited(app, make):
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=False)
+    writer.add(PupilRecord(external_id="P1", updated_at=T))
+    writer.add(PupilRecord(external_id="P2", updated_at=T))
+    writer.finish()
+    db.session.commit()
+    writer = store.Writer(conn, run.id, full=False)
+    writer.add(Tombstone(external_id="P2", record_kind="pupil", record_category="student_basic", deleted_at=T))
+    writer.finish()
+    assert store.pending_pupil_removals(conn, run.id) == 1 and store.live_pupil_count(conn) == 2
+    assert store.apply_removals(conn, run.id) == {"student_basic": 1}
+    db.session.commit()
+    assert db.session.execute(select(MisPupil.deleted_at).where(MisPupil.external_id == "P2")).scalar() == T
+    entry = db.session.execute(select(AuditEntry).where(AuditEntry.action == "store.records_tombstoned")).scalar_one()
+    assert entry.details == {"run_id": run.id, "tombstoned": {"student_basic": 1}}
+    # A record that comes back is live again.
+    writer = store.Writer(conn, run.id, full=False)
+    writer.add(PupilRecord(external_id="P2", updated_at=T))
+    writer.finish()
+    db.session.commit()
+    assert store.live_pupil_count(conn) == 2
