@@ -33,6 +33,10 @@ run: migrate
 test: setup
 	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest
 
+# Celery workers for PORTAL_EXECUTOR=celery (docs/scaling.md): needs Redis at PORTAL_CELERY__broker_url.
+workers: migrate
+	$(VENV)/bin/celery -A portal.tasks worker --concurrency=$${WORKER_CONCURRENCY:-2} --loglevel=INFO
+
 bench: setup
 	$(PY) bench/extract.py
 

@@ -87,6 +87,9 @@ def register_blueprints(app: Flask) -> None:
     from portal.retention.views import bp as retention_bp
 
     app.register_blueprint(retention_bp)
+    from portal.privacy.views import bp as privacy_bp
+
+    app.register_blueprint(privacy_bp)
     register_connector_blueprints(app)
 
 

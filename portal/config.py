@@ -61,6 +61,15 @@ JOB_HEARTBEAT_SECONDS = 30
 JOB_REFRESH_SECONDS = 300
 JOB_RECOVER_SECONDS = 60
 EXECUTOR = "inprocess"
+# With EXECUTOR = "celery" (docs/scaling.md): Celery settings in lower case, at least
+# broker_url (PORTAL_CELERY__broker_url=redis://127.0.0.1:6379/0).
+CELERY: dict = {}
+# A queued run not picked up by a worker within this many seconds is sent to the broker again.
+JOB_REQUEUE_SECONDS = 300
+# A worker stops a run after this long (soft limit: the run ends "failed", timed_out).
+JOB_TIME_LIMIT_SECONDS = 3600
+# Most runs of one connector that may run at once across all workers, e.g. {"wonde": 8}.
+PROVIDER_CONCURRENCY: dict = {}
 
 # Extract engine.
 EXTRACT_BATCH_SIZE = 1000

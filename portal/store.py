@@ -715,3 +715,131 @@ def category_counts(school_id: int) -> dict[str, int]:
         for category, n in rows:
             totals[category] += n
     return dict(totals)
+
+
+# ---------------------------------------------------------------- data-subject requests (owner: portal.privacy)
+# Reads for subject search and access exports, and erasure. Every table holding a subject's rows is found by
+# walking foreign keys from the subject's table (mis_pupils or mis_staff), so a new linked table is never missed.
+
+DSR_SUBJECT_TABLES = {"pupil": "mis_pupils", "staff": "mis_staff"}
+# Bookkeeping that says nothing about the subject (a keyed hash of the row); left out of exports.
+_DSR_INTERNAL = frozenset({"content_hash", "seen_run_id"})
+
+
+def dsr_linked_tables(subject_kind: str) -> list[tuple[Table, Table, Any]]:
+    """Return (table, parent table, foreign key) for every table linked, directly or through others, to the subject's table."""
+    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
+    found: list[tuple[Table, Table, Any]] = []
+    seen, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop(0)
+        for table in db.metadata.sorted_tables:
+            for fk in table.foreign_keys:
+                if fk.column.table is parent and table not in seen:
+                    seen.add(table)
+                    found.append((table, parent, fk))
+                    frontier.append(table)
+    return found
+
+
+def _dsr_roots(school_id: int, subject_kind: str, external_id: str) -> list[int]:
+    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
+    return list(db.session.execute(
+        select(root.c.id).where(root.c.school_id == school_id, root.c.external_id == external_id)
+    ).scalars())
+
+
+def dsr_subject_rows(school_id: int, subject_kind: str, external_id: str, *, request_id: int | None = None) -> dict[str, list[dict]]:
+    """Return every stored row about one subject of a school, table by table (R48); writes one audit entry (counts only)."""
+    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
+    ids_by_table: dict[str, list[int]] = {root.name: _dsr_roots(school_id, subject_kind, external_id)}
+    out: dict[str, list[dict]] = {
+        root.name: [dict(r) for r in db.session.execute(select(root).where(root.c.id.in_(ids_by_table[root.name]))).mappings()]
+    }
+    for table, parent, fk in dsr_linked_tables(subject_kind):
+        parent_ids = ids_by_table.get(parent.name, [])
+        rows = [dict(r) for r in db.session.execute(
+            select(table).where(fk.parent.in_(parent_ids)).order_by(*table.primary_key.columns)
+        ).mappings()] if parent_ids else []
+        ids_by_table[table.name] = [r["id"] for r in rows if "id" in r]
+        out[table.name] = rows
+    for rows in out.values():
+        for row in rows:
+            for name in _DSR_INTERNAL:
+                row.pop(name, None)
+    audit.record("store.dsr_read", organisation_id=school_id, target_type="subject_requests", target_id=request_id,
+                 details={"subject_kind": subject_kind, "rows": {t: len(r) for t, r in out.items() if r}})
+    return out
+
+
+def dsr_count_rows(school_id: int, subject_kind: str, external_id: str) -> int:
+    """Return how many rows the store still holds about the subject (the proof re-query after erasure)."""
+    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
+    total = 0
+    ids_by_table = {root.name: _dsr_roots(school_id, subject_kind, external_id)}
+    total += len(ids_by_table[root.name])
+    for table, parent, fk in dsr_linked_tables(subject_kind):
+        parent_ids = ids_by_table.get(parent.name, [])
+        ids = list(db.session.execute(select(*table.primary_key.columns).where(fk.parent.in_(parent_ids))).scalars()) if parent_ids else []
+        ids_by_table[table.name] = ids
+        total += len(ids)
+    # Rows that name the pupil by provider id only (a row whose pupil link was never resolved) count too.
+    if subject_kind == "pupil":
+        for model in STORE_MODELS.values():
+            if "pupil_external_id" in model.__table__.c:
+                total += db.session.execute(select(func.count()).select_from(model).where(
+                    model.school_id == school_id, model.pupil_external_id == external_id)).scalar()
+    return total
+
+
+def dsr_search_pupils(school_ids: list[int], *, external_id: str | None = None, upn: str | None = None,
+                      surname: str | None = None, date_of_birth: date | None = None) -> list[dict]:
+    """Return pupils of the given schools matching a provider id, a UPN, or a surname plus date of birth.
+
+    Rows carry what a school needs to choose between matches; one audit entry with the count.
+    """
+    query = select(MisPupil.school_id, MisPupil.external_id, MisPupil.legal_forename, MisPupil.legal_surname,
+                   MisPupil.date_of_birth, MisPupil.year_group).where(MisPupil.school_id.in_(school_ids))
+    if external_id:
+        query = query.where(MisPupil.external_id == external_id.strip())
+    elif upn:
+        query = query.where(MisPupil.upn == upn.strip().upper())
+    elif surname and date_of_birth:
+        query = query.where(func.lower(MisPupil.legal_surname) == surname.strip().lower(),
+                            MisPupil.date_of_birth == date_of_birth)
+    else:
+        raise ValueError("search by provider id, UPN, or surname and date of birth")
+    rows = [dict(r) for r in db.session.execute(query.distinct().order_by(MisPupil.school_id, MisPupil.external_id)).mappings()]
+    audit.record("store.dsr_search", details={"schools": len(school_ids), "matches": len(rows)})
+    return rows
+
+
+def dsr_erase(school_id: int, subject_kind: str, external_id: str, *, request_id: int | None = None) -> dict[str, int]:
+    """Hard-delete one subject of a school and everything linked to them (R50); return rows deleted per table.
+
+    Deepest tables first, so nothing is left behind where the database does not enforce foreign keys.
+    """
+    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
+    ids_by_table = {root.name: _dsr_roots(school_id, subject_kind, external_id)}
+    plan = []
+    for table, parent, fk in dsr_linked_tables(subject_kind):
+        parent_ids = ids_by_table.get(parent.name, [])
+        ids = list(db.session.execute(select(*table.primary_key.columns).where(fk.parent.in_(parent_ids))).scalars()) if parent_ids else []
+        ids_by_table[table.name] = ids
+        plan.append((table, fk, parent_ids))
+    counts: dict[str, int] = {}
+    for table, fk, parent_ids in reversed(plan):
+        if parent_ids:
+            counts[table.name] = db.session.execute(delete(table).where(fk.parent.in_(parent_ids))).rowcount
+    if subject_kind == "pupil":
+        for model in STORE_MODELS.values():
+            table = model.__table__
+            if "pupil_external_id" in table.c:
+                n = db.session.execute(delete(table).where(
+                    table.c.school_id == school_id, table.c.pupil_external_id == external_id)).rowcount
+                counts[table.name] = counts.get(table.name, 0) + n
+    counts[root.name] = db.session.execute(delete(root).where(root.c.id.in_(ids_by_table[root.name]))).rowcount
+    counts = {t: n for t, n in counts.items() if n}
+    audit.record("store.dsr_erased", organisation_id=school_id, target_type="subject_requests", target_id=request_id,
+                 details={"subject_kind": subject_kind, "deleted": counts})
+    return counts

@@ -270,6 +270,44 @@ def upgrade():
     )
     op.create_index('ix_subject_flags_lookup', 'subject_flags', ['school_id', 'subject_kind', 'kind', 'lifted_at'], unique=False)
     op.create_index(op.f('ix_subject_flags_school_id'), 'subject_flags', ['school_id'], unique=False)
+    op.create_table('subject_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('request_type', sa.Enum('access', 'portability', 'rectification', 'erasure', 'restriction', 'objection', 'withdraw_consent', name='requesttype', native_enum=False, length=40), nullable=False),
+    sa.Column('received_on', sa.Date(), nullable=False),
+    sa.Column('channel', sa.String(length=20), nullable=False),
+    sa.Column('requester_kind', sa.String(length=30), nullable=False),
+    sa.Column('requester_contact', sa.Text(), nullable=True),
+    sa.Column('requester_relationship', sa.String(length=60), nullable=False),
+    sa.Column('subject_type', sa.Enum('pupil', 'staff', 'user', name='subjecttype', native_enum=False, length=20), nullable=False),
+    sa.Column('controller', sa.Enum('school', 'operator', name='controller', native_enum=False, length=20), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=True),
+    sa.Column('subject_external_id', sa.String(length=200), nullable=True),
+    sa.Column('subject_user_id', sa.Integer(), nullable=True),
+    sa.Column('categories', sa.JSON(), nullable=False),
+    sa.Column('details', sa.Text(), nullable=True),
+    sa.Column('status', sa.Enum('identity_pending', 'routed_to_controller', 'in_progress', 'completed', 'refused', name='requeststatus', native_enum=False, length=40), nullable=False),
+    sa.Column('start_on', sa.Date(), nullable=False),
+    sa.Column('deadline_on', sa.Date(), nullable=False),
+    sa.Column('first_deadline_on', sa.Date(), nullable=False),
+    sa.Column('extended_on', sa.Date(), nullable=True),
+    sa.Column('extension_reason', sa.String(length=30), nullable=True),
+    sa.Column('identity_method', sa.String(length=40), nullable=True),
+    sa.Column('identity_verified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('identity_checked_by_id', sa.Integer(), nullable=True),
+    sa.Column('outcome', sa.String(length=40), nullable=True),
+    sa.Column('refusal_reason', sa.Text(), nullable=True),
+    sa.Column('reminded_on', sa.Date(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_subject_requests_created_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['identity_checked_by_id'], ['users.id'], name=op.f('fk_subject_requests_identity_checked_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_subject_requests_school_id_organisations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['subject_user_id'], ['users.id'], name=op.f('fk_subject_requests_subject_user_id_users'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subject_requests'))
+    )
+    op.create_index('ix_subject_requests_queue', 'subject_requests', ['school_id', 'status', 'deadline_on'], unique=False)
+    op.create_index(op.f('ix_subject_requests_school_id'), 'subject_requests', ['school_id'], unique=False)
     op.create_table('subscriptions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('school_id', sa.Integer(), nullable=False),
@@ -488,6 +526,36 @@ def upgrade():
     op.create_index('ix_mis_subjects_feed', 'mis_subjects', ['school_id', 'extracted_at', 'id'], unique=False)
     op.create_index(op.f('ix_mis_subjects_provider_updated_at'), 'mis_subjects', ['provider_updated_at'], unique=False)
     op.create_index('ix_mis_subjects_school_category', 'mis_subjects', ['school_id', 'category'], unique=False)
+    op.create_table('subject_exports',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('request_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('content', sa.LargeBinary(), nullable=True),
+    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('used_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['request_id'], ['subject_requests.id'], name=op.f('fk_subject_exports_request_id_subject_requests'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subject_exports')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_subject_exports_token_hash'))
+    )
+    op.create_index(op.f('ix_subject_exports_request_id'), 'subject_exports', ['request_id'], unique=False)
+    op.create_table('subject_suppressions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('school_id', sa.Integer(), nullable=False),
+    sa.Column('subject_kind', sa.String(length=20), nullable=False),
+    sa.Column('key_hash', sa.String(length=64), nullable=False),
+    sa.Column('request_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('lifted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('lifted_by_id', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['lifted_by_id'], ['users.id'], name=op.f('fk_subject_suppressions_lifted_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['request_id'], ['subject_requests.id'], name=op.f('fk_subject_suppressions_request_id_subject_requests'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['school_id'], ['organisations.id'], name=op.f('fk_subject_suppressions_school_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subject_suppressions')),
+    sa.UniqueConstraint('school_id', 'subject_kind', 'key_hash', name=op.f('uq_subject_suppressions_school_id_subject_kind_key_hash'))
+    )
+    op.create_index(op.f('ix_subject_suppressions_school_id'), 'subject_suppressions', ['school_id'], unique=False)
     op.create_table('webhook_events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('connector', sa.String(length=50), nullable=False),
@@ -749,6 +817,10 @@ def downgrade():
     op.drop_index(op.f('ix_extract_removals_connection_id'), table_name='extract_removals')
     op.drop_table('extract_removals')
     op.drop_table('webhook_events')
+    op.drop_index(op.f('ix_subject_suppressions_school_id'), table_name='subject_suppressions')
+    op.drop_table('subject_suppressions')
+    op.drop_index(op.f('ix_subject_exports_request_id'), table_name='subject_exports')
+    op.drop_table('subject_exports')
     op.drop_index('ix_mis_subjects_school_category', table_name='mis_subjects')
     op.drop_index(op.f('ix_mis_subjects_provider_updated_at'), table_name='mis_subjects')
     op.drop_index('ix_mis_subjects_feed', table_name='mis_subjects')
@@ -785,6 +857,9 @@ def downgrade():
     op.drop_index(op.f('ix_subscriptions_school_id'), table_name='subscriptions')
     op.drop_index(op.f('ix_subscriptions_local_authority_id'), table_name='subscriptions')
     op.drop_table('subscriptions')
+    op.drop_index(op.f('ix_subject_requests_school_id'), table_name='subject_requests')
+    op.drop_index('ix_subject_requests_queue', table_name='subject_requests')
+    op.drop_table('subject_requests')
     op.drop_index(op.f('ix_subject_flags_school_id'), table_name='subject_flags')
     op.drop_index('ix_subject_flags_lookup', table_name='subject_flags')
     op.drop_table('subject_flags')

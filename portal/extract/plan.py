@@ -131,9 +131,7 @@ def save_watermarks(connection: Connection, at: dict[str, datetime | None], run_
 
 
 def is_suppressed(school_id: int, kind: str, external_id: str) -> bool:
-    """Return whether an erased subject must not come back (R50).
+    """Return whether an erased subject must not come back (R50): the suppression list of portal.privacy."""
+    from portal.privacy.suppression import is_suppressed as suppressed
 
-    TODO(data-subject requests): look the keyed hash of (school, external id) up in the
-    suppression list once the erasure module adds it; until then nothing is suppressed.
-    """
-    return False
+    return suppressed(school_id, kind, external_id)

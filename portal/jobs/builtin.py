@@ -56,6 +56,11 @@ def portal_register_jobs(app: Flask, connectors: Mapping[str, Any]) -> list[JobS
 @hookimpl
 def portal_startup(app: Flask) -> None:
     """Refuse to start when an enabled connector's schedule could not be turned into extract jobs."""
+    if app.config["EXECUTOR"] == "celery" and not (app.config.get("CELERY") or {}).get("broker_url"):
+        raise StartupError(
+            "setting PORTAL_CELERY__broker_url is missing: with PORTAL_EXECUTOR=celery it must name the broker, "
+            "e.g. redis://127.0.0.1:6379/0"
+        )
     jobs = registry(app)
     for name, connector in get_plugins(app).connectors().items():
         try:
@@ -129,7 +134,12 @@ def refresh_extract_jobs() -> None:
 
 
 def recover_runs() -> None:
-    """Take over every run whose process died and run it to the end here."""
+    """Take over every run whose process died and run it to the end here (with Celery: queue it again)."""
+    from portal.jobs import executors
+
+    if executors.uses_celery():
+        executors.recover()
+        return
     app = current_app._get_current_object()
     taken = take_over_lapsed(owner_id())
     if not taken:

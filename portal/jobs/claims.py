@@ -62,11 +62,13 @@ def claim_run(
     connection_id: int | None = None,
     owner: str,
     params: Mapping[str, Any] | None = None,
+    queued: bool = False,
 ) -> JobRun | None:
     """Claim one firing of a job and return its running row, or None when another process has it.
 
     The row is inserted already ``running`` with a lease of JOB_LEASE_SECONDS; keep it alive
-    with heartbeat() and end it with finish(). Commits the session.
+    with heartbeat() and end it with finish(). With ``queued`` it is inserted ``queued`` instead,
+    unowned, for a Celery worker to start (portal.jobs.executors). Commits the session.
     """
     if scheduled_for.tzinfo is None:
         raise ValueError("scheduled_for must be timezone-aware")
@@ -77,13 +79,13 @@ def claim_run(
             "kind": kind,
             "scheduled_for": scheduled_for,
             "connection_id": connection_id,
-            "status": RunStatus.running,
-            "claimed_by": owner,
+            "status": RunStatus.queued if queued else RunStatus.running,
+            "claimed_by": None if queued else owner,
             "claimed_at": now,
-            "heartbeat_at": now,
-            "lease_expires_at": _lease(now),
-            "attempts": 1,
-            "started_at": now,
+            "heartbeat_at": None if queued else now,
+            "lease_expires_at": None if queued else _lease(now),
+            "attempts": 0 if queued else 1,
+            "started_at": None if queued else now,
             "params": dict(params or {}),
             "stats": {},
             "created_at": now,

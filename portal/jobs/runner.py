@@ -109,11 +109,17 @@ def _finish_failed(run_id: int, owner: str, kind: ErrorKind, code: str, message:
 def fire(spec: JobSpec, scheduled_for: datetime, *, owner: str | None = None) -> JobRun | None:
     """Claim and run one firing of a job in the current app context; None when another process has it.
 
+    With EXECUTOR "celery" the run is only claimed (queued) and sent to the workers.
     Jobs declared with ``claim=False`` just run (in every process) and return None.
     """
     if not spec.claim:
         call_body(spec.func, spec.kwargs, None)
         return None
+    from portal.jobs import executors
+
+    if executors.uses_celery():
+        # Claimed as queued here and executed by a Celery worker (portal.tasks).
+        return executors.submit(spec, scheduled_for, owner=owner or owner_id())
     run = claim_run(
         spec.id, scheduled_for, kind=spec.kind, connection_id=spec.connection_id, owner=owner or owner_id()
     )

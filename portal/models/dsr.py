@@ -62,7 +62,7 @@ class SubjectRequest(db.Model):
     requester_kind: Mapped[str] = mapped_column(String(30))
     # The requester's name and contact details: personal data, so encrypted, and never in logs or audit.
     requester_contact: Mapped[str | None] = mapped_column(EncryptedText())
-    relationship: Mapped[str] = mapped_column(String(60), default="")
+    requester_relationship: Mapped[str] = mapped_column(String(60), default="")
     subject_type: Mapped[SubjectType] = mapped_column(_enum(SubjectType, 20))
     controller: Mapped[Controller] = mapped_column(_enum(Controller, 20))
     school_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "portal"
 EXTENSION_KEY = "portal.plugins"
 # Core features register through the same hooks as any plugin.
-DEFAULT_PLUGINS = ("portal.jobs.builtin", "portal.admin.builtin", "portal.api.plugin", "portal.school.plugin", "portal.retention.plugin")
+DEFAULT_PLUGINS = ("portal.jobs.builtin", "portal.admin.builtin", "portal.api.plugin", "portal.school.plugin", "portal.retention.plugin",
+                   "portal.privacy.plugin")
 
 
 class PortalPlugins:

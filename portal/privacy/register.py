@@ -95,7 +95,7 @@ def create(
     due = deadlines.deadline(received_on)
     req = SubjectRequest(
         request_type=RequestType(request_type), received_on=received_on, channel=channel, requester_kind=requester_kind,
-        requester_contact=requester_contact or None, relationship=relationship[:60], subject_type=kind,
+        requester_contact=requester_contact or None, requester_relationship=relationship[:60], subject_type=kind,
         controller=controller, school_id=school.id if school else None, subject_external_id=subject_external_id,
         subject_user_id=subject_user_id, categories=list(categories or []), details=details or None, status=status,
         start_on=received_on, deadline_on=due, first_deadline_on=due, created_by_id=user.id,

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
 
+from portal.connectors import CATEGORIES
 from portal.extensions import db
 from portal.models import (
     AuditEntry,
@@ -220,7 +221,9 @@ def data_use(school: Organisation) -> tuple[list[ProductUse], dict[str, Category
         ).scalars()
     )
     users = users_by_id({a.authorised_by_id for a in auths})
-    categories = {c.id: c for c in db.session.execute(select(Category).order_by(Category.id)).scalars()}
+    rows = db.session.execute(select(Category)).scalars()
+    # The usage matrix order (pupils first, staff last), as schools read it in the matrix.
+    categories = {c.id: c for c in sorted(rows, key=lambda c: (CATEGORIES.index(c.id) if c.id in CATEGORIES else 99, c.id))}
     today = today_london()
     used: set[str] = set()
     uses = []

@@ -1,0 +1,139 @@
+"""Acting on a verified request: erasure with suppression, restriction and objection, rectification (R49–R51).
+
+Each action writes audit entries with ids and counts only; callers commit.
+"""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from portal import audit, mail, store
+from portal.extensions import db
+from portal.models import Connection, FlagKind, JobRun, RunStatus, SubjectFlag, SubjectKind, User
+from portal.models.base import utcnow
+from portal.models.dsr import Controller, RequestType, SubjectRequest, SubjectType
+from portal.privacy import suppression
+from portal.privacy.register import RequestError, controller_admins, require_verified
+
+# R51: the cases in which processing is restricted; codes, never free text about the subject.
+RESTRICTION_REASONS = {
+    "accuracy_contested": "The subject contests the accuracy of the data",
+    "unlawful_processing": "Processing is unlawful and the subject asked for restriction instead of erasure",
+    "legal_claims": "The subject needs the data kept for legal claims",
+    "objection_pending": "An objection is being assessed",
+}
+
+
+def _school_subject(req: SubjectRequest) -> tuple[int, str, str]:
+    if req.controller is not Controller.school or req.subject_type not in (SubjectType.pupil, SubjectType.staff):
+        raise RequestError("not_school_data", "This action applies to a school's pupils and staff.")
+    return req.school_id, req.subject_type.value, req.subject_external_id
+
+
+def erase(req: SubjectRequest, user: User) -> dict[str, int]:
+    """Delete the subject from every table, prove it by re-querying, and suppress re-import (R50)."""
+    require_verified(req)
+    if req.request_type not in (RequestType.erasure, RequestType.objection):
+        raise RequestError("wrong_type", "Only an erasure request, or an upheld objection, erases data.")
+    school_id, kind, external_id = _school_subject(req)
+    deleted = store.dsr_erase(school_id, kind, external_id, request_id=req.id)
+    remaining = store.dsr_count_rows(school_id, kind, external_id)
+    if remaining:
+        raise RuntimeError(f"erasure of request {req.id} left {remaining} rows")  # rolled back by the caller
+    suppression.suppress(school_id, kind, external_id, request_id=req.id)
+    # Flags are about data that no longer exists.
+    for flag in _active_flags(req):
+        flag.lifted_at = utcnow()
+    req.outcome = "erased"
+    audit.record("dsr.erased", organisation_id=school_id, target=req,
+                 details={"deleted": deleted, "remaining": remaining, "by": user.id})
+    return deleted
+
+
+def _active_flags(req: SubjectRequest, kind: FlagKind | None = None) -> list[SubjectFlag]:
+    query = select(SubjectFlag).where(
+        SubjectFlag.school_id == req.school_id, SubjectFlag.subject_kind == SubjectKind(req.subject_type.value),
+        SubjectFlag.external_id == req.subject_external_id, SubjectFlag.lifted_at.is_(None),
+    )
+    if kind is not None:
+        query = query.where(SubjectFlag.kind == kind)
+    return list(db.session.execute(query).scalars())
+
+
+def restrict(req: SubjectRequest, user: User, reason: str | None) -> SubjectFlag:
+    """Keep the subject's data in sync but serve it to no product feature until lifted (R51)."""
+    require_verified(req)
+    if reason not in RESTRICTION_REASONS:
+        raise RequestError("reason_required", "Choose why processing is restricted.", "reason")
+    school_id, kind, external_id = _school_subject(req)
+    existing = _active_flags(req, FlagKind.restricted)
+    if existing:
+        return existing[0]
+    flag = SubjectFlag(school_id=school_id, subject_kind=SubjectKind(kind), external_id=external_id,
+                       kind=FlagKind.restricted, reason_code=reason, recorded_by_id=user.id)
+    db.session.add(flag)
+    db.session.flush()
+    audit.record("dsr.restricted", organisation_id=school_id, target=req, details={"flag_id": flag.id, "reason": reason})
+    return flag
+
+
+def lift_restriction(req: SubjectRequest, user: User) -> int:
+    """Lift the subject's restriction: products are served the data again; return how many flags were lifted."""
+    flags = _active_flags(req, FlagKind.restricted)
+    for flag in flags:
+        flag.lifted_at = utcnow()
+    audit.record("dsr.restriction_lifted", organisation_id=req.school_id, target=req,
+                 details={"flags": [f.id for f in flags], "by": user.id})
+    return len(flags)
+
+
+def object_to_processing(req: SubjectRequest, user: User) -> SubjectFlag:
+    """Restrict while an objection is assessed (R51); uphold it with erase(), or dismiss it with lift_restriction()."""
+    if req.request_type is not RequestType.objection:
+        raise RequestError("wrong_type", "This is not an objection.")
+    return restrict(req, user, "objection_pending")
+
+
+def rectify(req: SubjectRequest, user: User, what_is_wrong: str | None) -> list[JobRun]:
+    """Record what is wrong, flag it to the school and queue a resync of the subject's categories (R49).
+
+    MIS data is never edited here: the school corrects its MIS and the queued full extract brings the fix in.
+    """
+    require_verified(req)
+    if req.request_type is not RequestType.rectification:
+        raise RequestError("wrong_type", "This is not a rectification request.")
+    if not (what_is_wrong or "").strip():
+        raise RequestError("details_required", "Say what is wrong with the data.", "details")
+    school_id, kind, external_id = _school_subject(req)
+    req.details = what_is_wrong.strip()
+    rows = store.dsr_subject_rows(school_id, kind, external_id, request_id=req.id)
+    categories = sorted({r["category"] for t in rows.values() for r in t if r.get("category")})
+    connection_ids = sorted({r["connection_id"] for t in rows.values() for r in t if r.get("connection_id")})
+    queued = []
+    now = utcnow()
+    for connection in db.session.execute(select(Connection).where(Connection.id.in_(connection_ids))).scalars():
+        run = JobRun(job_id=f"extract:{connection.id}", kind="extract", scheduled_for=now, connection_id=connection.id,
+                     status=RunStatus.queued, params={"mode": "full", "categories": categories,
+                                                      "reason": "rectification", "request_id": req.id})
+        db.session.add(run)
+        queued.append(run)
+    db.session.flush()
+    admins = controller_admins(req.school)
+    if admins:
+        mail.send([a.email for a in admins], f"Data-subject request no. {req.id}: data to correct in your MIS",
+                  f"Request no. {req.id} says some of the data your MIS holds is wrong. The details are on the request "
+                  "page. Correct it in your MIS; the portal will fetch the corrected data at its next run.\n")
+    audit.record("dsr.rectification_flagged", organisation_id=school_id, target=req,
+                 details={"categories": categories, "runs": [r.id for r in queued], "notified": len(admins)})
+    return queued
+
+
+def rectify_user(req: SubjectRequest, actor: User, *, name: str | None = None) -> None:
+    """Correct data the portal owns about one of its users directly (R49); email changes need confirmation elsewhere."""
+    require_verified(req)
+    if req.subject_type is not SubjectType.user or req.subject_user_id is None:
+        raise RequestError("not_user_data", "Only a portal user's own details are corrected here.")
+    user = db.session.get(User, req.subject_user_id)
+    if not (name or "").strip():
+        raise RequestError("details_required", "Enter the corrected name.", "name")
+    user.name = name.strip()
+    audit.record("dsr.user_rectified", target=req, details={"user_id": user.id, "fields": ["name"], "by": actor.id})
