@@ -298,9 +298,11 @@ def main(argv: list[str] | None = None) -> None:
         if out.returncode != 0:
             sys.exit(f"the {size}-pupil run failed:\n{out.stderr[-3000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    report(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        report(results[-1:])  # as each size finishes: a large school takes a while
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    if len(results) > 1:
+        report(results)
 
 
 if __name__ == "__main__":

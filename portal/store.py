@@ -11,6 +11,7 @@ Other areas add their own sections below (retention deletes, product API reads, 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -61,8 +62,18 @@ def _table(kind: str) -> Table:
     return STORE_MODELS[kind].__table__
 
 
-def _data_columns(kind: str) -> list[str]:
-    return [c.name for c in _table(kind).columns if c.name not in _META]
+@functools.lru_cache(maxsize=None)
+def _data_columns(kind: str) -> tuple[str, ...]:
+    return tuple(c.name for c in _table(kind).columns if c.name not in _META)
+
+
+@functools.lru_cache(maxsize=None)
+def _upsert(dialect: str, kind: str, cols: tuple[str, ...]):
+    """Return the (cached) INSERT … ON CONFLICT DO UPDATE statement for these columns."""
+    stmt = _insert_for(dialect)(_table(kind))
+    set_ = {c: stmt.excluded[c] for c in cols if c not in ("connection_id", "external_id")}
+    set_["deleted_at"] = None
+    return stmt.on_conflict_do_update(index_elements=["connection_id", "external_id"], set_=set_)
 
 
 def _jsonable(value: Any) -> Any:
@@ -245,13 +256,7 @@ class Writer:
                 self.counts[category]["unchanged"] += 1
                 unchanged.append(ext)
         if changed:
-            stmt = _insert_for(self.dialect)(table)
-            cols = [c for c in changed[0] if c not in ("connection_id", "external_id")]
-            set_ = {c: stmt.excluded[c] for c in cols}
-            set_["deleted_at"] = None
-            db.session.execute(
-                stmt.on_conflict_do_update(index_elements=["connection_id", "external_id"], set_=set_), changed
-            )
+            db.session.execute(_upsert(self.dialect, kind, tuple(changed[0])), changed)
         if unchanged and self.full:
             db.session.execute(
                 update(table)

@@ -6,6 +6,7 @@ EXECUTOR "celery", only claims and enqueues) and calls the housekeeping tick exe
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
@@ -21,6 +22,9 @@ from portal.testing.conformance import Kit, Served
 from tests import celery_support as cs
 
 pytestmark = pytest.mark.slow
+
+# The issue's 200 scheduled runs; PORTAL_TEST_CELERY_RUNS lowers it on a loaded machine.
+RUNS = int(os.environ.get("PORTAL_TEST_CELERY_RUNS", "200"))
 
 
 class _Served(Served):
@@ -73,6 +77,10 @@ def world(backend, database_url, make_app, tmp_path):
     w = World()
     w.redis = redis
     yield w
+    # Shown by pytest only when the test failed.
+    print("run statuses:", Counter((r.status.value, r.error_code) for r in _runs()) if started else "-")
+    for worker in started:
+        print(f"--- {worker.name} log (tail) ---\n{worker.output()[-4000:]}")
     for worker in started:
         worker.kill()  # the test is over: no need to wait for a warm shutdown
     redis.stop()
@@ -107,7 +115,7 @@ def _assert_store(world, schools, connection_ids) -> None:
 
 
 def test_scheduled_runs_on_two_workers_run_exactly_once_and_fill_the_store(world):
-    schools = synthetic.generate_schools(200, 31, pupils=3, days=1)
+    schools = synthetic.generate_schools(RUNS, 31, pupils=3, days=1)
     world.serve(schools)
     app = world.app()
     with app.app_context():
@@ -124,10 +132,10 @@ def test_scheduled_runs_on_two_workers_run_exactly_once_and_fill_the_store(world
             if connection_id % 2:
                 # The same message delivered twice must still run once.
                 assert executors.enqueue(first.id)
-        assert len(queued) == 200
-        cs.wait_for(_all_finished(200), "200 runs to finish")
+        assert len(queued) == RUNS
+        cs.wait_for(_all_finished(RUNS), f"{RUNS} runs to finish")
         runs = _runs()
-        assert Counter(r.status for r in runs) == {RunStatus.succeeded: 200}, [r.error_message for r in runs][:3]
+        assert Counter(r.status for r in runs) == {RunStatus.succeeded: RUNS}, [r.error_message for r in runs][:3]
         assert {r.attempts for r in runs} == {1}
         assert {r.id for r in runs} == set(queued)
         _assert_store(world, schools, ids)

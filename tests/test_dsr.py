@@ -440,3 +440,32 @@ def test_subject_search_by_id_upn_or_name_and_birth_date_across_entitled_schools
     assert search.find(trust_admin, external_id=f"x{other.id}") == []
     with pytest.raises(RequestError):
         search.find(trust_admin, surname="Twin")
+
+
+def test_the_daily_reminder_job_is_scheduled_and_reminds_the_controller(app, make):
+    from datetime import datetime, timezone
+
+    from portal.jobs.scheduler import fire_job, job_specs
+
+    spec = job_specs(app)["dsr:reminders"]
+    assert spec.trigger == "cron" and spec.trigger_args == {"hour": 7, "minute": 30}
+    school = make.school()
+    req, _ = _request(make, school, received=date.today() - timedelta(days=30))
+    run = fire_job("dsr:reminders", datetime.now(timezone.utc).replace(microsecond=0))
+    assert run.status.value == "succeeded" and run.stats == {"sent": 1}
+    db.session.expire_all()
+    assert db.session.get(SubjectRequest, req.id).reminded_on == date.today()
+
+
+def test_r51_a_restriction_for_legal_claims_also_creates_the_r40_hold_awaiting_the_dpo(app, make):
+    from portal.models import LegalHold
+
+    _, school, _ = _school_with_pupils(make)
+    req, user = _request(make, school, kind="restriction")
+    actions.restrict(req, user, "legal_claims")
+    db.session.commit()
+    hold = db.session.execute(select(LegalHold)).scalar_one()
+    pupil_id = db.session.execute(select(MisPupil.id).where(MisPupil.school_id == school.id,
+                                                            MisPupil.external_id == "p1")).scalar()
+    assert (hold.record_table, hold.record_id, hold.school_id) == ("mis_pupils", pupil_id, school.id)
+    assert hold.dpo_approved_at is None and hold.review_on > date.today() and str(req.id) in hold.reason

@@ -94,8 +94,9 @@ def _claim(connection: Connection, run_id: int | None) -> JobRun:
         claim_run = None
     if claim_run is not None:
         run = claim_run(job_id_for(connection.id), now, kind="extract", connection_id=connection.id, owner=_owner())
-        if run is not None:
-            return run
+        if run is None:
+            raise plan.ExtractRefused("already_running", "Another process started this extract at the same moment.")
+        return run
     run = JobRun(
         job_id=job_id_for(connection.id), kind="extract", scheduled_for=now, connection_id=connection.id,
         status=RunStatus.running, claimed_by=_owner(), claimed_at=now, attempts=1, lease_expires_at=now + _lease(),

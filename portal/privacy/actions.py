@@ -8,11 +8,15 @@ from sqlalchemy import select
 
 from portal import audit, mail, store
 from portal.extensions import db
-from portal.models import Connection, FlagKind, JobRun, RunStatus, SubjectFlag, SubjectKind, User
+from portal.models import Connection, FlagKind, JobRun, LegalHold, MisPupil, MisStaff, RunStatus, SubjectFlag, SubjectKind, User
 from portal.models.base import utcnow
 from portal.models.dsr import Controller, RequestType, SubjectRequest, SubjectType
 from portal.privacy import suppression
 from portal.privacy.register import RequestError, controller_admins, require_verified
+from portal.retention.calendar import add_months, london_date
+
+# R40: a legal-claims hold needs a review date; the DPO approves and may change it.
+LEGAL_HOLD_REVIEW_MONTHS = 6
 
 # R51: the cases in which processing is restricted; codes, never free text about the subject.
 RESTRICTION_REASONS = {
@@ -72,8 +76,25 @@ def restrict(req: SubjectRequest, user: User, reason: str | None) -> SubjectFlag
                        kind=FlagKind.restricted, reason_code=reason, recorded_by_id=user.id)
     db.session.add(flag)
     db.session.flush()
-    audit.record("dsr.restricted", organisation_id=school_id, target=req, details={"flag_id": flag.id, "reason": reason})
+    holds = _legal_holds(req, user) if reason == "legal_claims" else []
+    audit.record("dsr.restricted", organisation_id=school_id, target=req,
+                 details={"flag_id": flag.id, "reason": reason, "legal_holds": [h.id for h in holds]})
     return flag
+
+
+def _legal_holds(req: SubjectRequest, user: User) -> list[LegalHold]:
+    """A restriction for legal claims also pauses deletion of that subject (R40): holds awaiting the DPO's approval."""
+    table = store.DSR_SUBJECT_TABLES[req.subject_type.value]
+    model = MisPupil if req.subject_type is SubjectType.pupil else MisStaff
+    ids = db.session.execute(select(model.id).where(model.school_id == req.school_id,
+                                                    model.external_id == req.subject_external_id)).scalars()
+    review_on = add_months(london_date(utcnow()), LEGAL_HOLD_REVIEW_MONTHS)
+    holds = [LegalHold(school_id=req.school_id, record_table=table, record_id=record_id, review_on=review_on,
+                       reason=f"Restriction for legal claims (data-subject request {req.id})", created_by_id=user.id)
+             for record_id in ids]
+    db.session.add_all(holds)
+    db.session.flush()
+    return holds
 
 
 def lift_restriction(req: SubjectRequest, user: User) -> int:

@@ -4,10 +4,10 @@ Every step writes one audit entry (ids and codes only); callers commit.
 """
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
-from flask import current_app, url_for
-from sqlalchemy import or_, select
+from flask import current_app
+from sqlalchemy import select
 
 from portal import audit, mail
 from portal.extensions import db
@@ -225,16 +225,18 @@ def queue(school_ids: list[int], *, include_closed: bool = False):
 def send_reminders(today: date | None = None) -> int:
     """Email the controller's admins once about each open request due within WARN_DAYS; return how many were sent."""
     today = today or _today()
-    horizon = date.fromordinal(today.toordinal() + deadlines.WARN_DAYS)
+    horizon = today + timedelta(days=deadlines.WARN_DAYS)
     due = db.session.execute(
         select(SubjectRequest).where(
             SubjectRequest.status.in_(OPEN_STATUSES), SubjectRequest.deadline_on <= horizon,
             SubjectRequest.school_id.is_not(None),
-            or_(SubjectRequest.reminded_on.is_(None), SubjectRequest.reminded_on < SubjectRequest.start_on),
         )
     ).scalars().all()
     sent = 0
     for req in due:
+        # Once per deadline: an extended (or restarted) deadline gets its own reminder.
+        if req.reminded_on is not None and req.reminded_on >= req.deadline_on - timedelta(days=deadlines.WARN_DAYS):
+            continue
         admins = controller_admins(req.school)
         if admins:
             mail.send([a.email for a in admins], f"Data-subject request no. {req.id} is due on "

@@ -5,6 +5,7 @@ import io
 import json
 import zipfile
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_school_request_queue_intake_and_single_use_export_download(serve, page)
     href = link.get_attribute("href")
     with page.expect_download() as info:
         link.click()
-    archive = zipfile.ZipFile(io.BytesIO(open(info.value.path(), "rb").read()))
+    archive = zipfile.ZipFile(io.BytesIO(Path(info.value.path()).read_bytes()))
     document = json.loads(archive.read("export.json"))
     assert document["tables"]["mis_pupils"][0]["legal_surname"] == "Byron"
 

@@ -1,0 +1,59 @@
+"""The Celery executor's database side, on SQLite and PostgreSQL: queued claims, the atomic start, broker down."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from portal.errors import StartupError
+from portal.extensions import db
+from portal.jobs import JobSpec, executors
+from portal.jobs.runner import fire
+from portal.models import JobRun, RunStatus
+from tests import celery_support as cs
+
+WHEN = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)
+ran: list[int] = []
+
+
+def _body() -> dict:
+    ran.append(1)
+    return {"done": 1}
+
+
+SPEC = JobSpec("test:celery", _body, "cron", {"hour": 3}, kind="test")
+
+
+def test_celery_without_a_broker_url_refuses_to_start(make_app):
+    with pytest.raises(StartupError, match="PORTAL_CELERY__broker_url is missing"):
+        make_app(EXECUTOR="celery")
+
+
+@pytest.fixture
+def down_app(make_app):
+    """A celery-executor app whose broker address answers nothing."""
+    pytest.importorskip("celery", reason="celery[redis] is not installed (pip install -e '.[celery]')")
+    app = make_app(EXECUTOR="celery", CELERY={"broker_url": f"redis://127.0.0.1:{cs.free_port()}/0"})
+    with app.app_context():
+        yield app
+
+
+def test_with_the_broker_down_a_fired_run_waits_queued_with_a_clear_message(down_app):
+    ran.clear()
+    run = fire(SPEC, WHEN)
+    assert ran == []  # not executed here: only claimed and (unsuccessfully) sent
+    assert run.status == RunStatus.queued
+    assert run.error_code == executors.BROKER_UNAVAILABLE
+    assert "could not be reached" in run.error_message
+    assert fire(SPEC, WHEN) is None  # a second scheduler process firing the same time
+    assert executors.recover() == 0
+    assert db.session.get(JobRun, run.id).status == RunStatus.queued
+
+
+def test_a_queued_run_starts_once_however_often_it_is_delivered(down_app):
+    run = fire(SPEC, WHEN)
+    started = executors.start(run.id, "worker-a")
+    assert started is not None and started.status == RunStatus.running
+    assert started.error_code is None and started.attempts == 1 and started.claimed_by == "worker-a"
+    assert executors.start(run.id, "worker-b") is None
+    assert db.session.get(JobRun, run.id).claimed_by == "worker-a"
