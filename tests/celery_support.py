@@ -148,7 +148,8 @@ def wait_for(condition, what: str, *, every: float = 0.2, tick=None) -> None:
     deadline = time.monotonic() + DEADLINE_SECONDS
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            describe = getattr(condition, "describe", None)
+            pytest.fail(f"timed out waiting for {what}" + (f" ({describe()})" if describe else ""))
         if tick is not None:
             tick()
         time.sleep(every)
