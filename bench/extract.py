@@ -141,6 +141,34 @@ def run_one(pupils: int, days: int, server_url: str, use_dlt: bool) -> dict[str,
     return result
 
 
+def limits_only(pupils: int, server_url: str, use_dlt: bool) -> dict[str, Any]:
+    """(a) and (b) alone, on the rows an earlier run left in bench_extract_<pupils> (connection 1)."""
+    from sqlalchemy import select
+    from sqlalchemy.engine import make_url
+
+    from portal import create_app
+
+    url = make_url(server_url).set(database=f"bench_extract_{pupils}").render_as_string(hide_password=False)
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-secret-key-not-for-production",
+                      "ENCRYPTION_KEYS": BENCH_KEY, "PLUGINS_LOAD_ENTRYPOINTS": False, "PLUGINS": ["portal_wonde.plugin"],
+                      "ENABLED_CONNECTORS": ["wonde"], "SCHEDULER_ENABLED": False})
+    with app.app_context():
+        from portal.extensions import db
+        from portal.models import JobRun
+
+        full = db.session.execute(select(JobRun).where(JobRun.params["mode"].as_string() == "full")).scalars().first()
+        records = sum(c["inserted"] for c in full.stats["categories"].values())
+        result = {"pupils": pupils, "records": records, "full_seconds": full.stats["seconds"]}
+        with tempfile.TemporaryDirectory() as tmp:
+            files = _export(full.connection_id, Path(tmp))
+            result["local_limit_seconds"] = round(_local_limit(files), 2)
+            result["local_limit_records_per_second"] = round(records / result["local_limit_seconds"])
+            if use_dlt:
+                result["dlt_seconds"] = round(_dlt(url, files, Path(tmp)), 2)
+                result["dlt_records_per_second"] = round(records / result["dlt_seconds"])
+    return result
+
+
 def _school(info: dict[str, Any]) -> int:
     from sqlalchemy import select
 
@@ -284,8 +312,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="a PostgreSQL URL whose server may create bench_extract_* databases")
     parser.add_argument("--no-dlt", action="store_true", help="skip (b)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--limits-only", type=int, metavar="PUPILS",
+                        help="only (a) and (b), on the rows a previous run left for this size")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.limits_only:
+        print(json.dumps(limits_only(args.limits_only, args.server, not args.no_dlt)))
+        return
     if args.one:
         print(json.dumps(run_one(args.one, args.days, args.server, not args.no_dlt)))
         return

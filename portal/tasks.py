@@ -58,7 +58,8 @@ def celery_app(flask_app: Flask) -> Celery:
 
     app = Celery(flask_app.import_name, task_cls=FlaskTask, set_as_current=False)
     app.config_from_object(_settings(flask_app))
-    app.task(name="portal.run_job", bind=True)(run_job)
+    # Retried without end while a provider is at its concurrency limit (the row stays queued).
+    app.task(name="portal.run_job", bind=True, max_retries=None)(run_job)
     flask_app.extensions[EXTENSION_KEY] = app
     return app
 
@@ -84,7 +85,7 @@ def run_job(task: Task, run_id: int) -> str:
     db.session.rollback()
     if slots is not None and not slots.take(connector, run_id):
         log.info("run %s waits: connector %s is at its concurrency limit", run_id, connector)
-        raise task.retry(countdown=SLOT_RETRY_SECONDS, max_retries=None)
+        raise task.retry(countdown=SLOT_RETRY_SECONDS)
     try:
         started = start(run_id, owner_id())
         if started is None:
