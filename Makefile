@@ -33,8 +33,13 @@ run: migrate
 test: setup
 	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest
 
-# Celery workers for PORTAL_EXECUTOR=celery (docs/scaling.md): needs Redis at PORTAL_CELERY__broker_url.
+# Celery workers beside `make run` when PORTAL_EXECUTOR=celery (docs/scaling.md): needs Redis at
+# PORTAL_CELERY__broker_url; points the connectors at the sandboxes run-dev.sh starts, unless set.
 workers: migrate
+	PORTAL_CONNECTORS__wonde__base_url=$${PORTAL_CONNECTORS__wonde__base_url:-http://127.0.0.1:8761} \
+	PORTAL_CONNECTORS__wonde__allow_insecure_http=$${PORTAL_CONNECTORS__wonde__allow_insecure_http:-true} \
+	PORTAL_CONNECTORS__groupcall__base_url=$${PORTAL_CONNECTORS__groupcall__base_url:-http://127.0.0.1:8762} \
+	PORTAL_CONNECTORS__groupcall__allow_insecure_http=$${PORTAL_CONNECTORS__groupcall__allow_insecure_http:-true} \
 	$(VENV)/bin/celery -A portal.tasks worker --concurrency=$${WORKER_CONCURRENCY:-2} --loglevel=INFO
 
 bench: setup

@@ -57,3 +57,17 @@ def test_a_queued_run_starts_once_however_often_it_is_delivered(down_app):
     assert started.error_code is None and started.attempts == 1 and started.claimed_by == "worker-a"
     assert executors.start(run.id, "worker-b") is None
     assert db.session.get(JobRun, run.id).claimed_by == "worker-a"
+
+
+def test_recover_leaves_queued_rows_it_did_not_queue_alone(down_app):
+    # A provider-side revoke waiting for its own retry job (portal.lifecycle) is queued too.
+    other = JobRun(job_id="provider_revoke:1", kind="provider_revoke", scheduled_for=WHEN, status=RunStatus.queued,
+                   error_code="provider_unavailable", error_message="The provider could not be told yet.")
+    db.session.add(other)
+    db.session.commit()
+    ours = fire(SPEC, WHEN)
+    executors.recover()
+    db.session.expire_all()
+    assert db.session.get(JobRun, other.id).error_code == "provider_unavailable"
+    assert db.session.get(JobRun, other.id).claimed_at is None
+    assert db.session.get(JobRun, ours.id).error_code == executors.BROKER_UNAVAILABLE

@@ -11,6 +11,7 @@ even before the extract engine or the retention sweep is installed.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,12 +56,14 @@ def portal_register_jobs(app: Flask, connectors: Mapping[str, Any]) -> list[JobS
 
 @hookimpl
 def portal_startup(app: Flask) -> None:
-    """Refuse to start when an enabled connector's schedule could not be turned into extract jobs."""
+    """Refuse to start when a connector's schedule is invalid, or the Celery executor lacks Celery or its broker."""
     if app.config["EXECUTOR"] == "celery" and not (app.config.get("CELERY") or {}).get("broker_url"):
         raise StartupError(
             "setting PORTAL_CELERY__broker_url is missing: with PORTAL_EXECUTOR=celery it must name the broker, "
             "e.g. redis://127.0.0.1:6379/0"
         )
+    if app.config["EXECUTOR"] == "celery" and importlib.util.find_spec("celery") is None:
+        raise StartupError("PORTAL_EXECUTOR=celery needs Celery: pip install 'mis-portal[celery]'")
     jobs = registry(app)
     for name, connector in get_plugins(app).connectors().items():
         try:

@@ -148,10 +148,12 @@ def recover() -> int:
         select(_runs.c.id)
         .where(
             _runs.c.status == RunStatus.queued,
+            # Only rows this module queued (claimed_at set); other queued rows, such as provider
+            # revokes waiting for their own retry job, are not ours to send.
+            _runs.c.claimed_at.is_not(None),
             or_(
                 _runs.c.id.in_(requeued) if requeued else false(),
                 _runs.c.error_code == BROKER_UNAVAILABLE,
-                _runs.c.claimed_at.is_(None),
                 _runs.c.claimed_at < stale_before,
             ),
         )

@@ -254,7 +254,7 @@ def is_overdue(req: SubjectRequest, today: date | None = None) -> bool:
 
 def is_due_soon(req: SubjectRequest, today: date | None = None) -> bool:
     today = today or _today()
-    return req.status in OPEN_STATUSES and today <= req.deadline_on <= date.fromordinal(today.toordinal() + deadlines.WARN_DAYS)
+    return req.status in OPEN_STATUSES and today <= req.deadline_on <= today + timedelta(days=deadlines.WARN_DAYS)
 
 
 __all__ = ["RequestError", "complete", "create", "extend", "queue", "refuse", "require_verified", "send_reminders",

@@ -1,6 +1,8 @@
 """The school's data-subject request pages: queue, intake with subject search, the request page, its actions and the download."""
 from __future__ import annotations
 
+from datetime import date
+
 from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -11,8 +13,8 @@ from portal.models.dsr import OPEN_STATUSES, SubjectExport, SubjectRequest
 from portal.privacy import actions, export, register, search
 from portal.privacy.forms import IntakeForm, SearchForm
 from portal.privacy.register import RequestError
-from portal.retention.calendar import london_date
 from portal.models.base import utcnow
+from portal.retention.calendar import london_date
 from portal.scope import Action, school_or_404
 
 bp = Blueprint("privacy", __name__)
@@ -126,7 +128,6 @@ def _render_detail(school, req, *, error: str | None = None, token: str | None =
 # Each action: (function taking (req, user, form) and returning a confirmation message).
 def _verify(req, user, form):
     proof = form.get("proof_received_on") or None
-    from datetime import date
     try:
         proof_on = date.fromisoformat(proof) if proof else None
     except ValueError:
