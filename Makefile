@@ -8,6 +8,8 @@ PYTHON ?= python3.11
 CONNECTORS := $(wildcard connectors/*/setup.cfg)
 STAMP := $(VENV)/.installed
 PG_TEST_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
+# R64: this development setup declares that its data stays on this (UK) machine.
+export PORTAL_DATA_LOCATION ?= UK
 
 .PHONY: run test setup migrate demo serve workers bench clean
 

@@ -54,6 +54,9 @@ def register_extensions(app: Flask) -> None:
     from portal.extensions import csrf, db, limiter, migrate
 
     db.init_app(app)
+    from portal import sqlite_settings
+
+    sqlite_settings.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     limiter.init_app(app)

@@ -29,6 +29,8 @@ RATELIMIT_ENABLED = True
 RATELIMIT_STORAGE_URI = "memory://"
 RATELIMIT_HEADERS_ENABLED = True
 PASSWORD_RESET_MAX_AGE = 3600
+# A profile name from argon2-cffi's argon2.profiles; the default is RFC 9106's low-memory profile.
+ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
 TOTP_ISSUER = "MIS connection portal"
 
 # Mail: with MAIL_SERVER unset, messages are written to instance/mail/ (development).
@@ -95,7 +97,7 @@ RETENTION_BACKUP_WINDOW_DAYS = 30
 RETENTION_BANK_HOLIDAYS = True
 RETENTION_BATCH_SIZE = 500
 
-# R64: the deployment must declare where pupil data lives.
-DATA_LOCATION = "UK"
+# R64: the deployment must declare where pupil data lives ("UK"); unset, the portal refuses to start.
+DATA_LOCATION = None
 
 LOG_LEVEL = "INFO"

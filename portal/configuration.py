@@ -101,6 +101,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
         "a fraction between 0 and 1, e.g. 0.1",
     ),
+    "ARGON2_PROFILE": (
+        lambda v: v in ("RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"),
+        '"RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY" or (tests only) "CHEAPEST"',
+    ),
     "EXECUTOR": (lambda v: v in ("inprocess", "celery"), '"inprocess" or "celery"'),
     # R64: pupil data stays in the UK; the deployment must say so or the portal refuses to start.
     "DATA_LOCATION": (lambda v: v == "UK", '"UK" (pupil data must be stored in the UK)'),

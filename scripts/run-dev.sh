@@ -8,6 +8,8 @@ export FLASK_APP=portal
 export PORTAL_SESSION_COOKIE_SECURE=${PORTAL_SESSION_COOKIE_SECURE:-false}
 export PORTAL_REMEMBER_COOKIE_SECURE=${PORTAL_REMEMBER_COOKIE_SECURE:-false}
 export PORTAL_BASE_URL=${PORTAL_BASE_URL:-http://127.0.0.1:5000}
+# R64: the development machine declares a UK data location (a deployment must declare its own).
+export PORTAL_DATA_LOCATION=${PORTAL_DATA_LOCATION:-UK}
 
 pids=()
 cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }

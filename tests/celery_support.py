@@ -136,6 +136,8 @@ def worker_env(database_url: str, broker_url: str, wonde_settings: dict[str, Any
         "CELERY": {"broker_url": broker_url},
         "JOB_LEASE_SECONDS": 4,
         "JOB_HEARTBEAT_SECONDS": 1,
+        "DATA_LOCATION": "UK",
+        "ARGON2_PROFILE": "CHEAPEST",
         **extra,
     }
     for key, value in settings.items():

@@ -3,19 +3,12 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyotp
 import pytest
 
-from portal.testing.databases import (
-    Snapshot,
-    base_config,
-    copy_sqlite,
-    migrate,
-    postgres_available,
-    private_postgres_database,
-)
+from portal.testing import databases
+from portal.testing.databases import base_config
 from tests import factories
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -47,39 +40,13 @@ def _clean_portal_env(monkeypatch):
 @pytest.fixture(scope="session")
 def migrated_database(backend, tmp_path_factory):
     """A database migrated to head once per session, with the reference rows the migrations seed."""
-    from sqlalchemy import create_engine
-
-    if backend == "sqlite":
-        template = tmp_path_factory.mktemp("sqlite") / "template.sqlite3"
-        url = f"sqlite:///{template}"
-        migrate(url)
-        engine = create_engine(url)
-        yield {"backend": backend, "template": template, "snapshot": Snapshot(engine)}
-        engine.dispose()
-        return
-    reason = postgres_available()
-    if reason:
-        pytest.skip(reason)
-    with private_postgres_database() as url:
-        migrate(url)
-        engine = create_engine(url)
-        yield {"backend": backend, "url": url, "snapshot": Snapshot(engine)}
-        engine.dispose()
+    yield from databases.migrated_database(backend, tmp_path_factory)
 
 
 @pytest.fixture
 def database_url(migrated_database, tmp_path):
     """The URL of an empty (reference rows only) database for this test."""
-    if migrated_database["backend"] == "sqlite":
-        return copy_sqlite(migrated_database["template"], tmp_path / "portal.sqlite3")
-    from sqlalchemy import create_engine
-
-    from portal.extensions import db
-
-    engine = create_engine(migrated_database["url"])
-    migrated_database["snapshot"].reset_postgres(engine, db.metadata)
-    engine.dispose()
-    return migrated_database["url"]
+    return databases.fresh_database_url(migrated_database, tmp_path)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ def instance(tmp_path, monkeypatch):
     monkeypatch.setenv("PORTAL_PLUGINS_LOAD_ENTRYPOINTS", "false")
     monkeypatch.setenv("PORTAL_PLUGINS", '["tests.plugins.fake_connector"]')
     monkeypatch.setenv("PORTAL_ENABLED_CONNECTORS", '["fake"]')
+    monkeypatch.setenv("PORTAL_DATA_LOCATION", "UK")
     return folder
 
 
@@ -114,7 +115,7 @@ def test_unreachable_database_is_one_line(tmp_path):
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
-    env.update(PORTAL_INSTANCE_PATH=str(tmp_path), PORTAL_DATABASE_URL=UNREACHABLE)
+    env.update(PORTAL_INSTANCE_PATH=str(tmp_path), PORTAL_DATABASE_URL=UNREACHABLE, PORTAL_DATA_LOCATION="UK")
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -133,3 +134,9 @@ def test_entry_points_print_one_line_without_traceback(args, tmp_path):
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("Error: the database at") and "cannot be reached" in lines[0]
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_r64_a_deployment_that_declares_no_data_location_does_not_start(instance, monkeypatch):
+    monkeypatch.delenv("PORTAL_DATA_LOCATION")
+    with pytest.raises(StartupError, match="PORTAL_DATA_LOCATION is missing"):
+        create_app()

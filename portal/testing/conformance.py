@@ -30,14 +30,7 @@ from typing import Any
 import pytest
 
 from portal.testing import synthetic
-from portal.testing.databases import (
-    Snapshot,
-    base_config,
-    copy_sqlite,
-    migrate,
-    postgres_available,
-    private_postgres_database,
-)
+from portal.testing.databases import base_config, fresh_database_url, migrated_database
 
 __all__ = [
     "ConformanceProvider",
@@ -113,43 +106,17 @@ class ConformanceProvider(abc.ABC):
 @pytest.fixture(scope="session", params=BACKENDS)
 def kit_database(request, tmp_path_factory):
     """A database migrated once per session and backend, with the reference rows the migrations seed."""
-    from sqlalchemy import create_engine
-
     backend = request.param
     chosen = request.config.getoption("--backend", default=None)
     if chosen and backend not in chosen:
         pytest.skip(f"backend {backend} not chosen")
-    if backend == "sqlite":
-        template = tmp_path_factory.mktemp("kit-sqlite") / "template.sqlite3"
-        url = f"sqlite:///{template}"
-        migrate(url)
-        engine = create_engine(url)
-        yield {"backend": backend, "template": template, "snapshot": Snapshot(engine)}
-        engine.dispose()
-        return
-    reason = postgres_available()
-    if reason:
-        pytest.skip(reason)
-    with private_postgres_database() as url:
-        migrate(url)
-        engine = create_engine(url)
-        yield {"backend": backend, "url": url, "snapshot": Snapshot(engine)}
-        engine.dispose()
+    yield from migrated_database(backend, tmp_path_factory)
 
 
 @pytest.fixture
 def kit_database_url(kit_database, tmp_path):
     """This test's database: reference rows only."""
-    if kit_database["backend"] == "sqlite":
-        return copy_sqlite(kit_database["template"], tmp_path / "kit.sqlite3")
-    from sqlalchemy import create_engine
-
-    from portal.extensions import db
-
-    engine = create_engine(kit_database["url"])
-    kit_database["snapshot"].reset_postgres(engine, db.metadata)
-    engine.dispose()
-    return kit_database["url"]
+    return fresh_database_url(kit_database, tmp_path)
 
 
 # ---------------------------------------------------------------- the kit

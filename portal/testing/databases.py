@@ -16,6 +16,8 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 # Key material fixed for tests only, so encrypted columns read back across processes.
 TEST_ENCRYPTION_KEY = "cNhVdIuD3mmvnJbRnSmMT2Dsw8kI3Tn8c1mz4O3mzaQ="
 TEST_SECRET_KEY = "test-secret-key-not-for-production"
+# Tests do not need commits to survive a power cut: skipping the WAL flush per commit saves most of their time.
+POSTGRES_TEST_CONNECT_ARGS = {"options": "-c synchronous_commit=off"}
 # Skip reasons for a missing service start with this; .ci/run fails a run that has any.
 SERVICE_UNAVAILABLE = "service unavailable:"
 
@@ -35,7 +37,12 @@ def base_config(database_url: str, **overrides) -> dict:
         "PLUGINS": ["tests.plugins.fake_connector"],
         "ENABLED_CONNECTORS": ["fake"],
         "SCHEDULER_ENABLED": False,
+        "DATA_LOCATION": "UK",
+        # Hashing cost is the point in production and only time in tests.
+        "ARGON2_PROFILE": "CHEAPEST",
     }
+    if database_url.startswith("postgresql"):
+        cfg["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "connect_args": POSTGRES_TEST_CONNECT_ARGS}
     cfg.update(overrides)
     return cfg
 
@@ -105,6 +112,7 @@ class Snapshot:
     def reset_postgres(self, engine: Engine, metadata) -> None:
         """Empty every table and put the reference rows back."""
         with engine.begin() as conn:
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
             names = ", ".join(f'"{t}"' for t in self.all_tables)
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
             for table in metadata.sorted_tables:
@@ -117,3 +125,40 @@ def copy_sqlite(template: Path, target: Path) -> str:
     """Copy the migrated template database and return the URL of the copy."""
     shutil.copyfile(template, target)
     return f"sqlite:///{target}"
+
+
+def migrated_database(backend: str, tmp_path_factory) -> Iterator[dict]:
+    """Yield a database of the backend migrated to head once, with its reference rows (the session fixtures' body).
+
+    Skips (with a ``service unavailable:`` reason) when PostgreSQL is not reachable.
+    """
+    import pytest
+
+    if backend == "sqlite":
+        template = tmp_path_factory.mktemp("sqlite") / "template.sqlite3"
+        url = f"sqlite:///{template}"
+        migrate(url)
+        engine = create_engine(url)
+        yield {"backend": backend, "template": template, "snapshot": Snapshot(engine)}
+        engine.dispose()
+        return
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    with private_postgres_database() as url:
+        migrate(url)
+        engine = create_engine(url)
+        yield {"backend": backend, "url": url, "snapshot": Snapshot(engine)}
+        engine.dispose()
+
+
+def fresh_database_url(migrated: dict, folder: Path) -> str:
+    """Return the URL of a database holding only the reference rows, for one test."""
+    if migrated["backend"] == "sqlite":
+        return copy_sqlite(migrated["template"], folder / "portal.sqlite3")
+    from portal.extensions import db
+
+    engine = create_engine(migrated["url"])
+    migrated["snapshot"].reset_postgres(engine, db.metadata)
+    engine.dispose()
+    return migrated["url"]
