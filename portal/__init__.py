@@ -71,6 +71,9 @@ def _migrations_dir():
 
 def register_blueprints(app: Flask) -> None:
     """Mount the page and API blueprints."""
+    from portal import scope
+
+    scope.init_app(app)
     from portal.auth.views import bp as auth_bp
     from portal.school.views import bp as school_bp
 

@@ -117,3 +117,15 @@ def organisations_of(user: User) -> list[Organisation]:
 
 
 __all__ = ["Action", "allowed_actions", "can", "organisations_of", "school_ids", "school_or_404", "schools_query"]
+
+
+def user_may(action: str, school: Organisation) -> bool:
+    """Template helper: whether the signed-in user may perform the named action on the school."""
+    from flask_login import current_user
+
+    return can(current_user, Action(action), school)
+
+
+def init_app(app) -> None:
+    """Offer ``user_may`` to templates, so pages show only the links a user may follow."""
+    app.add_template_global(user_may, "user_may")
