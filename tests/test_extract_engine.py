@@ -195,3 +195,20 @@ def test_store_writes_are_audited_with_counts_only(xapp, make, tmp_path):
     assert len(entries) == 1 and entries[0].details["run_id"] == run.id
     flat = str(entries[0].details)
     assert "Forename" not in flat and "WBRI" not in flat and "A0000" not in flat
+
+
+def test_r23_the_first_import_skips_leavers_past_their_deletion_date(xapp, make, tmp_path):
+    from portal.retention.calendar import add_months, london_date
+
+    school, world, conn = _school(make, tmp_path)
+    today = london_date(utcnow())
+    # P1 left long enough ago that R29 would already have deleted them; P2 left recently.
+    world.update("pupil", "P1", utcnow(), leaving_date=add_months(today, -6))
+    world.update("pupil", "P2", utcnow(), leaving_date=add_months(today, -6) + timedelta(days=1))
+    run = run_extract(conn.id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    stored = snapshot(conn.id)
+    assert "P1" not in stored["pupil"] and "P2" in stored["pupil"]
+    assert not any(k.startswith("P1:") for k in stored["attendance_mark"])  # no past attendance for a skipped leaver
+    assert any(k.startswith("P2:") for k in stored["attendance_mark"])
+    assert run.stats["skipped"]["historic_leaver"] == 1

@@ -20,6 +20,7 @@ from portal.extensions import db
 from portal.extract import plan
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
 from portal.models.base import utcnow
+from portal.retention.calendar import london_date
 from portal.plugins.manager import get_plugins
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class _Run:
         self.started = time.monotonic()
         self.seconds_before = stats.get("seconds", 0.0)
         self.pending = 0
+        self.historic_leavers = 0
         self.connector = None
         self.writer: store.Writer | None = None
 
@@ -157,6 +159,8 @@ class _Run:
         skipped = Counter(self.base_skipped)
         if self.writer:
             skipped.update(self.writer.skipped)
+        if self.historic_leavers:
+            skipped["historic_leaver"] += self.historic_leavers
         high_water = dict(self.high_water)
         if self.writer:
             for category, at in self.writer.high_water.items():
@@ -291,6 +295,9 @@ def _work(state: _Run) -> JobRun:
     full = run.params["mode"] == "full"
     state.connector = lifecycle.connector_instance(connection)
     state.writer = store.Writer(connection, run.id, full=full, batch_size=state.batch_size)
+    # R23: the first import of a school brings no leaver whose deletion deadline has already passed.
+    first_import = full and plan.last_success(connection) is None
+    today = london_date(utcnow())
     for category in run.params["categories"]:
         if category in state.completed:
             continue
@@ -311,6 +318,9 @@ def _work(state: _Run) -> JobRun:
                 state.tell(event="page", category=category, pages=state.pages, records=state.writer.written)
                 continue
             if plan.is_suppressed(connection.school_id, item.kind, item.external_id):
+                continue
+            if first_import and plan.is_historic_leaver(item, today):
+                state.historic_leavers += 1
                 continue
             state.writer.add(item)
             state.pending += 1

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -135,3 +135,20 @@ def is_suppressed(school_id: int, kind: str, external_id: str) -> bool:
     from portal.privacy.suppression import is_suppressed as suppressed
 
     return suppressed(school_id, kind, external_id)
+
+
+# R23/R29: a leaver whose data would already be due for deletion (6 months after leaving).
+LEAVER_RETENTION_MONTHS = 6
+
+
+def is_historic_leaver(record: object, today: date) -> bool:
+    """Return whether the first import must skip this pupil record (R23): its R29 deadline has passed.
+
+    Records about a skipped pupil (attendance, results, memberships) are then dropped by the store,
+    which keeps only records about pupils it holds, so past years' attendance comes only for pupils imported.
+    """
+    from portal.connectors import PupilRecord
+    from portal.retention.calendar import add_months
+
+    leaving = getattr(record, "leaving_date", None) if isinstance(record, PupilRecord) else None
+    return leaving is not None and add_months(leaving, LEAVER_RETENTION_MONTHS) <= today

@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from portal.connectors import PupilRecord
 from portal.extensions import db
@@ -30,20 +31,20 @@ def test_school_request_queue_intake_and_single_use_export_download(serve, page)
         school, admin = plain(school), plain(admin)
     sign_in(page, server.url, admin)
     page.goto(f"{server.url}/schools/{school.id}/requests")
-    assert page.get_by_test_id("no-requests").is_visible()
+    expect(page.get_by_test_id("no-requests")).to_be_visible()
     check_accessibility(page)
 
     page.get_by_role("link", name="Record a request").click()
     page.get_by_label("Surname").fill("byron")
     page.get_by_label("Date of birth").fill("2014-12-10")
     page.get_by_role("button", name="Search").click()
-    assert page.get_by_test_id("matches").get_by_text("mis-77").is_visible()
+    expect(page.get_by_test_id("matches").get_by_text("mis-77")).to_be_visible()
     check_accessibility(page)
     page.get_by_role("link", name="Choose Ada Byron").click()
 
     # A missing choice is reported on the form, nothing saved.
     page.get_by_role("button", name="Record the request").click()
-    assert page.get_by_text("Choose the type of request.").first.is_visible()
+    expect(page.get_by_text("Choose the type of request.").first).to_be_visible()
     check_accessibility(page)
     page.get_by_label("Access").check()
     page.get_by_label("How it was received").select_option("letter")
@@ -56,7 +57,7 @@ def test_school_request_queue_intake_and_single_use_export_download(serve, page)
     page.get_by_label("How identity was checked").select_option("known_to_school")
     page.get_by_role("button", name="Record verification").click()
     page.get_by_role("button", name="Prepare the export").click()
-    assert page.get_by_test_id("export-ready").is_visible()
+    expect(page.get_by_test_id("export-ready")).to_be_visible()
     check_accessibility(page)
     link = page.get_by_role("link", name="Download the export (zip)")
     href = link.get_attribute("href")
@@ -68,9 +69,9 @@ def test_school_request_queue_intake_and_single_use_export_download(serve, page)
 
     # Single use: the same link now explains itself instead of serving the file again.
     page.goto(f"{server.url}{href}")
-    assert page.get_by_text("already been used").is_visible()
+    expect(page.get_by_text("already been used")).to_be_visible()
 
     page.goto(f"{server.url}/schools/{school.id}/requests")
     queue = page.get_by_test_id("request-queue")
-    assert queue.get_by_text("Access").is_visible()
+    expect(queue.get_by_text("Access")).to_be_visible()
     check_accessibility(page)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from playwright.sync_api import expect
 import requests
 from sqlalchemy import select
 
@@ -75,25 +76,25 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
     # Terms (R2): refused without the tick, accepted with it.
     page.get_by_role("link", name="Read and accept the terms").click()
     page.get_by_role("button", name="Accept terms").click()
-    assert page.get_by_role("alert").get_by_text("Tick the box to accept the terms.").is_visible()
+    expect(page.get_by_role("alert").get_by_text("Tick the box to accept the terms.")).to_be_visible()
     check_accessibility(page)
     screenshot(page, "terms-error")
     page.get_by_label("I accept these terms on behalf of the school").check()
     page.get_by_role("button", name="Accept terms").click()
-    assert page.get_by_test_id("terms-status").get_by_text("accepted").is_visible()
+    expect(page.get_by_test_id("terms-status").get_by_text("accepted")).to_be_visible()
 
     # Authorise: bad input shows what is wrong, then the request goes to the sandbox.
     page.get_by_role("link", name="Authorise Wonde").click()
     check_accessibility(page)
     page.get_by_label("Email address of the school contact").fill("not an email")
     page.get_by_role("button", name="Request access").click()
-    assert page.get_by_role("alert").get_by_text("Enter an email address in the correct format").is_visible()
+    expect(page.get_by_role("alert").get_by_text("Enter an email address in the correct format")).to_be_visible()
     check_accessibility(page)
     screenshot(page, "authorise-error")
     page.get_by_label("Email address of the school contact").fill("data.manager@northgate.example")
     page.get_by_role("button", name="Request access").click()
     row = page.locator('tr[data-connector="wonde"]')
-    assert row.get_by_text("Pending approval").is_visible()
+    expect(row.get_by_text("Pending approval")).to_be_visible()
     screenshot(page, "connections-pending")
     assert sandbox.states[sandbox.school_id()] == "pending"
 
@@ -101,7 +102,7 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
     requests.post(f"{sandbox.url.rsplit('/v1.0', 1)[0]}/__sandbox/schools/{sandbox.school_id()}/approve", timeout=30)
     assert _wonde_posts_webhook(wonde_server, sandbox, "schoolApproved").json()["state"] == "approved"
     page.reload()
-    assert row.get_by_text("Approved").is_visible()
+    expect(row.get_by_text("Approved")).to_be_visible()
 
     # An extract runs (as the scheduler would) and appears in the history with counts.
     with wonde_server.app.app_context():
@@ -112,7 +113,7 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
         run_id, pupils = run.id, run.stats["categories"]["student_basic"]["inserted"]
     page.get_by_role("link", name="Run history").click()
     runs_row = page.locator(f'tr[data-run-id="{run_id}"]')
-    assert runs_row.get_by_text("Succeeded").is_visible()
+    expect(runs_row.get_by_text("Succeeded")).to_be_visible()
     assert pupils >= 40
     check_accessibility(page)
     screenshot(page, "run-history")
@@ -122,8 +123,8 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
     screenshot(page, "run-detail")
 
     page.get_by_role("link", name="Who uses our data").click()
-    assert page.get_by_text("Progress insights").first.is_visible()
-    assert page.locator('tr[data-category="student_basic"]').get_by_text("As of").is_visible()
+    expect(page.get_by_text("Progress insights").first).to_be_visible()
+    expect(page.locator('tr[data-category="student_basic"]').get_by_text("As of")).to_be_visible()
     check_accessibility(page)
     screenshot(page, "data-use")
     page.get_by_role("link", name="Printable data-use statement").click()
@@ -134,19 +135,19 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
     # Revoke (R4, R6): the confirmation says what stops; bad input changes nothing; then it stops at once.
     page.get_by_role("link", name="Connections").click()
     page.get_by_role("link", name="Revoke Wonde").click()
-    assert page.get_by_test_id("stopping-features").get_by_text("Pupil tracking", exact=False).is_visible()
-    assert page.get_by_test_id("deletion-date").is_visible()
+    expect(page.get_by_test_id("stopping-features").get_by_text("Pupil tracking", exact=False)).to_be_visible()
+    expect(page.get_by_test_id("deletion-date")).to_be_visible()
     check_accessibility(page)
     screenshot(page, "revoke-confirmation")
     page.get_by_role("button", name="Revoke connection").click()
-    assert page.get_by_role("alert").get_by_text("Tick the box to confirm").is_visible()
+    expect(page.get_by_role("alert").get_by_text("Tick the box to confirm")).to_be_visible()
     check_accessibility(page)
     with wonde_server.app.app_context():
         assert db.session.get(Connection, conn_id).state == ConnectionState.approved
     page.get_by_label("Delete it on the date shown above").check()
     page.get_by_label("I understand that no more data will be extracted").check()
     page.get_by_role("button", name="Revoke connection").click()
-    assert page.locator('tr[data-connector="wonde"]').get_by_text("Revoked").is_visible()
+    expect(page.locator('tr[data-connector="wonde"]').get_by_text("Revoked")).to_be_visible()
     assert sandbox.states[sandbox.school_id()] == "revoked"
 
     sandbox.clear_log()
@@ -155,7 +156,7 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
         assert stopped.status == RunStatus.cancelled
     assert sandbox.requests("/students") == []
     page.get_by_role("link", name="History", exact=True).click()
-    assert page.locator('tr[data-action="connection.revoked"]').get_by_text(admin.name).is_visible()
+    expect(page.locator('tr[data-action="connection.revoked"]').get_by_text(admin.name)).to_be_visible()
     check_accessibility(page)
     screenshot(page, "history")
 
@@ -185,11 +186,11 @@ def test_held_mass_removal_is_approved_by_support_staff(serve, sandbox, page):
     sign_in(page, server.url, staff)
     page.goto(f"{server.url}/admin/operations/")
     held_row = page.locator(f'[data-testid="held-runs"] tr[data-run-id="{held_id}"]')
-    assert held_row.is_visible()
+    expect(held_row).to_be_visible()
     check_accessibility(page)
     screenshot(page, "admin-operations")
     held_row.get_by_role("button", name="Approve removal").click()
-    assert page.get_by_text(f"Held run {held_id} approved").is_visible()
+    expect(page.get_by_text(f"Held run {held_id} approved")).to_be_visible()
     with server.app.app_context():
         run = db.session.get(JobRun, held_id)
         assert run.status == RunStatus.succeeded
@@ -207,12 +208,13 @@ def test_trust_admin_sees_two_schools_and_not_a_third(serve, page):
         first, second, other, admin = plain(first), plain(second), plain(other), plain(admin)
     sign_in(page, server.url, admin)
     listing = page.get_by_test_id("school-list")
-    assert listing.get_by_text(first.name).is_visible() and listing.get_by_text(second.name).is_visible()
+    expect(listing.get_by_text(first.name)).to_be_visible()
+    expect(listing.get_by_text(second.name)).to_be_visible()
     assert listing.get_by_text(other.name).count() == 0
     check_accessibility(page)
     screenshot(page, "home-trust")
     page.goto(f"{server.url}/schools/{other.id}/connections")
-    assert page.get_by_text("Page not found").is_visible()
+    expect(page.get_by_text("Page not found")).to_be_visible()
     page.goto(f"{server.url}/runs")
     check_accessibility(page)
 
@@ -228,7 +230,7 @@ def test_la_officer_sees_only_schools_subscribed_through_the_la(serve, page):
         via_la, direct, officer = plain(via_la), plain(direct), plain(officer)
     sign_in(page, server.url, officer)
     listing = page.get_by_test_id("school-list")
-    assert listing.get_by_text(via_la.name).is_visible()
+    expect(listing.get_by_text(via_la.name)).to_be_visible()
     assert listing.get_by_text(direct.name).count() == 0
     check_accessibility(page)
     screenshot(page, "home-la")
