@@ -8,6 +8,8 @@ PYTHON ?= python3.11
 CONNECTORS := $(wildcard connectors/*/setup.cfg)
 STAMP := $(VENV)/.installed
 PG_TEST_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
+# Tests wait on subprocesses, servers and the database, so three workers keep two cores busy.
+TEST_WORKERS ?= 3
 # R64: this development setup declares that its data stays on this (UK) machine.
 export PORTAL_DATA_LOCATION ?= UK
 
@@ -33,7 +35,7 @@ run: migrate
 	bash scripts/run-dev.sh
 
 test: setup
-	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest
+	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest -n $(TEST_WORKERS)
 
 # Celery workers beside `make run` when PORTAL_EXECUTOR=celery (docs/scaling.md): needs Redis at
 # PORTAL_CELERY__broker_url; points the connectors at the sandboxes run-dev.sh starts, unless set.

@@ -168,14 +168,57 @@ def _describe(result: DemoResult) -> list[str]:
     return lines
 
 
+DEMO_PRODUCT = "Insight (demo product)"
+DEMO_PRODUCT_PURPOSE = "Self-evaluation, target setting, pupil tracking and attendance reporting for the school."
+
+
+def authorise_demo_product(schools: list[Organisation]) -> None:
+    """Register a demo product offering every matrix feature and authorise it for each demo school (R3, R19)."""
+    from sqlalchemy import select
+
+    from portal.api.authorisations import authorise_product
+    from portal.api.products import register_product
+    from portal.models import Feature, Product
+
+    product = db.session.execute(select(Product).where(Product.name == DEMO_PRODUCT)).scalar()
+    if product is None:
+        features = list(db.session.execute(select(Feature.id)).scalars())
+        product = register_product(DEMO_PRODUCT, DEMO_PRODUCT_PURPOSE, features)
+    for school in schools:
+        authorise_product(school, product, None)
+
+
+def first_extracts(connections: list[Connection]) -> list[str]:
+    """Run a full extract through the real connector for each approved connection with no run yet."""
+    from sqlalchemy import select
+
+    from portal.extract import run_extract
+    from portal.models import JobRun
+
+    lines = []
+    for conn in connections:
+        if not conn.can_extract or db.session.execute(select(JobRun.id).where(JobRun.connection_id == conn.id)).first():
+            continue
+        run = run_extract(conn.id, mode="full")
+        total = sum(c.get("inserted", 0) for c in (run.stats or {}).get("categories", {}).values())
+        lines.append(f"  extract run {run.id} ({conn.connector}, school {conn.school_id}): {run.status.value}, {total} records")
+    return lines
+
+
 @click.command("demo")
+@click.option("--extract/--no-extract", default=True, help="Run the first extract of each sandbox connection.")
 @with_appcontext
-def demo_command() -> None:
+def demo_command(extract: bool) -> None:
     """Create the demo organisations and users (running it again changes nothing) and print how to sign in."""
     result = build_demo()
-    connect_sandbox_schools(result.schools)
+    connections = connect_sandbox_schools(result.schools)
+    if connections:
+        authorise_demo_product(result.schools)
     db.session.commit()
     click.echo("Created the demo." if result.created else "The demo is already in place; nothing changed.")
+    if extract and connections:
+        click.echo("Loading the demo schools' data from the sandbox providers through the connectors:")
+        click.echo("\n".join(first_extracts(connections)))
     click.echo("\n".join(_describe(result)))
 
 

@@ -22,7 +22,7 @@ class Role(str, enum.Enum):
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ").replace("la ", "LA ").capitalize()
+        return {"la_officer": "LA officer"}.get(self.value, self.value.replace("_", " ").capitalize())
 
 
 class User(UserMixin, db.Model):
