@@ -204,6 +204,8 @@ class ProductUse:
     authorisation: ProductAuthorisation
     authorised_by: User | None
     features: list[tuple[Feature, list[str]]] = field(default_factory=list)
+    # R8: when this product last read each category through the product API (from the audit trail).
+    last_read: dict[str, datetime] = field(default_factory=dict)
 
 
 def data_use(school: Organisation) -> tuple[list[ProductUse], dict[str, Category], set[str]]:
@@ -227,14 +229,36 @@ def data_use(school: Organisation) -> tuple[list[ProductUse], dict[str, Category
     today = today_london()
     used: set[str] = set()
     uses = []
+    reads = last_reads(school.id)
     for auth in auths:
-        use = ProductUse(auth.product, auth, users.get(auth.authorised_by_id))
+        use = ProductUse(auth.product, auth, users.get(auth.authorised_by_id), last_read=reads.get(auth.product_id, {}))
         for feature in sorted(auth.product.features, key=lambda f: f.id):
             cats = sorted(g.category_id for g in feature.grants if g.effective_from <= today)
             used.update(cats)
             use.features.append((feature, cats))
         uses.append(use)
     return uses, categories, used
+
+
+def last_reads(school_id: int) -> dict[int, dict[str, datetime]]:
+    """Return, per product id, when it last read each category of this school (R8), from the api.read audit entries."""
+    from portal.models import AuditEntry
+    from portal.models.base import UTCDateTime
+
+    category = AuditEntry.details["category"].as_string()
+    rows = db.session.execute(
+        select(AuditEntry.target_id, category, func.max(AuditEntry.at))
+        .where(AuditEntry.action == "api.read", AuditEntry.organisation_id == school_id)
+        .group_by(AuditEntry.target_id, category)
+    ).all()
+    out: dict[int, dict[str, datetime]] = {}
+    for product_id, cat, at in rows:
+        if product_id is None or cat is None:
+            continue
+        # max() loses the column type on SQLite; read it back as the column would.
+        at = UTCDateTime().process_result_value(datetime.fromisoformat(at) if isinstance(at, str) else at, None)
+        out.setdefault(int(product_id), {})[cat] = at
+    return out
 
 
 def features_using(school: Organisation) -> list[Feature]:

@@ -84,6 +84,17 @@ def test_r8_data_use_shows_products_features_categories_and_freshness(app, clien
     attendance = attendance[: attendance.index("</tr>")]
     assert "As of" in attendance and 'data-missed="2"' in attendance
     assert "Special category" in page
+    assert 'data-last-read="student_basic">not read yet' in page
+    # A product read through the API shows as "last read" for that category only (R8).
+    from portal import audit
+
+    audit.record("api.read", organisation_id=school.id, target_type="products", target_id=product.id,
+                 actor=f"product:{product.id}", details={"feature": "attendance_reporting",
+                                                          "category": "student_basic", "count": 3})
+    db.session.commit()
+    page = client.get(f"/schools/{school.id}/data-use").get_data(as_text=True)
+    assert 'data-last-read="student_basic">last read' in page
+    assert 'data-last-read="student_attendance_exclusions">not read yet' in page
     statement = client.get(f"/schools/{school.id}/data-use/statement").get_data(as_text=True)
     assert "Attendance tracker" in statement and "data controller" in statement
 
