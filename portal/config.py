@@ -32,6 +32,9 @@ PASSWORD_RESET_MAX_AGE = 3600
 # A profile name from argon2-cffi's argon2.profiles; the default is RFC 9106's low-memory profile.
 ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
 TOTP_ISSUER = "MIS connection portal"
+# R63: roles that reach personal data in bulk must sign in with a second factor (support staff always do).
+# A school may add "school_viewer".
+TOTP_REQUIRED_ROLES = ["school_admin", "trust_admin", "la_officer"]
 
 # Mail: with MAIL_SERVER unset, messages are written to instance/mail/ (development).
 MAIL_SERVER = None

@@ -101,6 +101,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
         "a fraction between 0 and 1, e.g. 0.1",
     ),
+    "TOTP_REQUIRED_ROLES": (
+        lambda v: isinstance(v, list) and set(v) <= {"school_admin", "school_viewer", "trust_admin", "la_officer"},
+        'a JSON list of roles among "school_admin", "school_viewer", "trust_admin", "la_officer"',
+    ),
     "ARGON2_PROFILE": (
         lambda v: v in ("RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"),
         '"RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY" or (tests only) "CHEAPEST"',

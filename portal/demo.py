@@ -155,7 +155,11 @@ def connect_sandbox_schools(schools: list[Organisation]) -> list[Connection]:
 
 
 def _describe(result: DemoResult) -> list[str]:
-    lines = [f"Sign in at {current_app.config['BASE_URL'].rstrip('/')}/login — every demo password is: {DEMO_PASSWORD}", ""]
+    lines = [f"Sign in at {current_app.config['BASE_URL'].rstrip('/')}/login — every demo password is: {DEMO_PASSWORD}"]
+    if current_app.config["TOTP_REQUIRED_ROLES"]:
+        roles = ", ".join(r.replace("_", " ") for r in current_app.config["TOTP_REQUIRED_ROLES"])
+        lines.append(f"Users with these roles set up two-factor sign-in at their first sign-in: {roles}.")
+    lines.append("")
     for user, role, org_key in result.users:
         if role is None:
             what = "support staff"

@@ -432,3 +432,24 @@ def test_users_are_found_by_email_whatever_the_case(app, client, make):
     resp = client.post("/login", data={"email": user.email.upper(), "password": PASSWORD})
     assert resp.status_code == 302
     assert db.session.execute(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "auth.login")).scalar() == 1
+
+
+def test_r63_school_admins_must_enrol_a_second_factor_and_viewers_need_not(make_app, make):
+    from portal.extensions import db
+    from portal.models import Role
+
+    app = make_app(TOTP_REQUIRED_ROLES=["school_admin", "trust_admin", "la_officer"])
+    with app.app_context():
+        school = make.school()
+        admin = make.user(Role.school_admin, school)
+        viewer = make.user(Role.school_viewer, school)
+        db.session.commit()
+        emails = admin.email, viewer.email
+    client = app.test_client()
+    resp = client.post("/login", data={"email": emails[0], "password": make.PASSWORD})
+    assert resp.status_code == 302 and "/login/totp/setup" in resp.headers["Location"]
+    assert client.get("/home").status_code == 302  # not signed in until the second factor is set up
+    other = app.test_client()
+    resp = other.post("/login", data={"email": emails[1], "password": make.PASSWORD})
+    assert resp.status_code == 302 and "/login/totp" not in resp.headers["Location"]
+    assert other.get("/home").status_code == 200

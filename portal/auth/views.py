@@ -45,6 +45,14 @@ def _failed(response) -> bool:
     return bool(g.get("login_failed"))
 
 
+def second_factor_required(user: User) -> bool:
+    """Return whether sign-in must pass TOTP: support staff, users who turned it on, and the roles R63 names."""
+    if user.needs_totp:
+        return True
+    required = set(current_app.config["TOTP_REQUIRED_ROLES"])
+    return any(m.role.value in required for m in user.memberships if m.suspended_at is None)
+
+
 def _find_user(email: str) -> User | None:
     return db.session.execute(select(User).where(func.lower(User.email) == email.strip().lower())).scalar()
 
@@ -78,7 +86,7 @@ def login():
             if needs_rehash(user.password_hash):
                 user.password_hash = hash_password(form.password.data)
             nxt = safe_next(request.args.get("next"))
-            if user.needs_totp:
+            if second_factor_required(user):
                 session.clear()
                 session[PENDING_KEY] = {"user_id": user.id, "at": utcnow().isoformat(), "next": nxt}
                 db.session.commit()
