@@ -138,6 +138,23 @@ def build_demo() -> DemoResult:
     return result
 
 
+def school_admin_with_terms(school: Organisation) -> User | None:
+    """Return the school's first admin, having them accept the current terms if nobody has (R2); None without an admin.
+
+    Connector packages call this from their ``demo_connections`` before they ask for access.
+    """
+    from portal import lifecycle
+
+    admin = db.session.execute(
+        select(Membership).where(Membership.organisation_id == school.id, Membership.role == Role.school_admin)
+    ).scalars().first()
+    if admin is None:
+        return None
+    if lifecycle.terms_acceptance(school) is None:
+        lifecycle.accept_terms(school, admin.user, lifecycle.current_terms_version())
+    return admin.user
+
+
 def connect_sandbox_schools(schools: list[Organisation]) -> list[Connection]:
     """Connect the demo schools to the sandbox providers (the hook point for the connector teams).
 
@@ -157,7 +174,7 @@ def connect_sandbox_schools(schools: list[Organisation]) -> list[Connection]:
 def _describe(result: DemoResult) -> list[str]:
     lines = [f"Sign in at {current_app.config['BASE_URL'].rstrip('/')}/login — every demo password is: {DEMO_PASSWORD}"]
     if current_app.config["TOTP_REQUIRED_ROLES"]:
-        roles = ", ".join(r.replace("_", " ") for r in current_app.config["TOTP_REQUIRED_ROLES"])
+        roles = ", ".join(Role(r).label for r in current_app.config["TOTP_REQUIRED_ROLES"])
         lines.append(f"Users with these roles set up two-factor sign-in at their first sign-in: {roles}.")
     lines.append("")
     for user, role, org_key in result.users:

@@ -15,11 +15,9 @@ def demo_connections(schools: list[Any]) -> list[Any]:
     It walks the real lifecycle: a school admin accepts the terms and asks for access, then the
     approval the sandbox's authorisation callback would bring is applied with its school secret.
     """
-    from sqlalchemy import select
-
     from portal import lifecycle
-    from portal.extensions import db
-    from portal.models import ConnectionState, Membership, Role
+    from portal.demo import school_admin_with_terms
+    from portal.models import ConnectionState
 
     connections = []
     for school in schools:
@@ -27,15 +25,11 @@ def demo_connections(schools: list[Any]) -> list[Any]:
             continue
         connection = lifecycle.connection_for(school, "groupcall")
         if connection.state != ConnectionState.approved:
-            admin = db.session.execute(
-                select(Membership).where(Membership.organisation_id == school.id, Membership.role == Role.school_admin)
-            ).scalars().first()
+            admin = school_admin_with_terms(school)
             if admin is None:
                 continue
-            if lifecycle.terms_acceptance(school) is None:
-                lifecycle.accept_terms(school, admin.user, lifecycle.current_terms_version())
             if connection.state not in (ConnectionState.requested, ConnectionState.pending):
-                lifecycle.request_access(connection, admin.user, {"name": admin.user.name, "email": admin.user.email})
+                lifecycle.request_access(connection, admin, {"name": admin.name, "email": admin.email})
             connection.provider_school_id = school.dfe_number
             lifecycle.mark_approved(connection, "provider", settings={
                 "school_secret": demo_secret(school.dfe_number), "relying_party": RELYING_PARTY,

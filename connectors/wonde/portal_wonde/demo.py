@@ -15,11 +15,9 @@ def demo_connections(schools: list[Any]) -> list[Any]:
     It walks the real lifecycle: a school admin accepts the terms and asks for access through the
     real connector, and the sandbox answers the request-access call with "approved".
     """
-    from sqlalchemy import select
-
     from portal import lifecycle
-    from portal.extensions import db
-    from portal.models import ConnectionState, Membership, Role
+    from portal.demo import school_admin_with_terms
+    from portal.models import ConnectionState
 
     connections = []
     for school in schools:
@@ -27,18 +25,14 @@ def demo_connections(schools: list[Any]) -> list[Any]:
             continue
         connection = lifecycle.connection_for(school, "wonde")
         if connection.state != ConnectionState.approved:
-            admin = db.session.execute(
-                select(Membership).where(Membership.organisation_id == school.id, Membership.role == Role.school_admin)
-            ).scalars().first()
+            admin = school_admin_with_terms(school)
             if admin is None:
                 continue
             if not connection.settings_encrypted:
                 # The sandbox's token; a real deployment sets CONNECTORS["wonde"]["token"] instead.
                 connection.settings_encrypted = json.dumps({"token": DEFAULT_TOKEN})
-            if lifecycle.terms_acceptance(school) is None:
-                lifecycle.accept_terms(school, admin.user, lifecycle.current_terms_version())
             if connection.state not in (ConnectionState.requested, ConnectionState.pending):
-                lifecycle.request_access(connection, admin.user, {"name": admin.user.name, "email": admin.user.email})
+                lifecycle.request_access(connection, admin, {"name": admin.name, "email": admin.email})
             else:
                 lifecycle.poll_access(connection)
         connections.append(connection)
