@@ -1,10 +1,18 @@
-"""Benchmark: school-facing list pages with thousands of schools (home, runs across schools, support operations).
+"""Benchmark: the school, support and product API pages with 1,000 schools, single-user and under load.
 
-Run: .venv/bin/python bench/pages.py [--schools 3000] [--rounds 5]
+Single user (default): .venv/bin/python bench/pages.py [--schools 3000] [--rounds 5]
 Creates a private PostgreSQL database (PORTAL_TEST_POSTGRES_URL), one trust with N academies, each
 with an approved connection and a finished extract run, then times each page through the full
 stack (sign-in session, scope query, paging, template) with Flask's test client. Prints one
 Markdown table row per page.
+
+Under load: .venv/bin/python bench/pages.py --load [--schools 1000] [--marks 10000000] [--users 50] [--seconds 120]
+Creates a private database with N schools in 10 trusts and 17 LAs, a month of daily extract runs
+per school, and pupils with their attendance marks (10 million by default, loaded with COPY, not
+through the API); serves the portal with gunicorn (gthread) on loopback and runs locust headless
+(bench/pages_locust.py) with 50 signed-in users: school admins, trust admins, LA officers,
+support staff and product API clients. Prints p50/p95/p99 and errors per page (needs the
+``bench`` extra: gunicorn, locust).
 """
 from __future__ import annotations
 
@@ -21,9 +29,22 @@ PASSWORD = "bench password that is long enough"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schools", type=int, default=3000)
+    parser.add_argument("--schools", type=int, default=None, help="3000 single-user, 1000 under load")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--load", action="store_true", help="gunicorn + locust with concurrent users")
+    parser.add_argument("--marks", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seconds", type=int, default=120)
+    parser.add_argument("--gunicorn-workers", type=int, default=3)
+    parser.add_argument("--gunicorn-threads", type=int, default=4)
     args = parser.parse_args()
+    if args.load:
+        from pages_load import run_load  # bench/pages_load.py
+
+        args.schools = args.schools or 1000
+        run_load(args)
+        return
+    args.schools = args.schools or 3000
 
     import pyotp
 

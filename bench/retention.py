@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -46,6 +47,12 @@ def load(raw, school_id: int, connection_id: int, pupils: int, per_pupil: int) -
         cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
                     "WHERE conrelid = 'mis_attendance_marks'::regclass AND contype = 'u'")
         uniques = cur.fetchall()
+        # Foreign keys fire a check per row (three per mark); re-adding them checks all rows in one join.
+        cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE conrelid = 'mis_attendance_marks'::regclass AND contype = 'f'")
+        foreign = cur.fetchall()
+        for name, _ in foreign:
+            cur.execute(f'ALTER TABLE mis_attendance_marks DROP CONSTRAINT "{name}"')
         for name, _ in uniques:
             cur.execute(f'ALTER TABLE mis_attendance_marks DROP CONSTRAINT "{name}"')
         for name, _ in indexes:
@@ -55,19 +62,27 @@ def load(raw, school_id: int, connection_id: int, pupils: int, per_pupil: int) -
                       "content_hash, year_group, leaving_date) FROM STDIN") as copy:
             for p in range(1, pupils + 1):
                 copy.write_row((p, school_id, connection_id, "student_basic", f"p{p}", now, "customer", "0" * 64, "5", LEFT))
+        # The marks go in as pre-formatted COPY text, one write per pupil: per-row Python calls would
+        # make the client, not PostgreSQL, the bottleneck at 10 million rows.
+        start = date(2019, 9, 2)
+        days = [(start + timedelta(days=s // 2)).isoformat() for s in range(per_pupil)]
+        halves = ["AM" if s % 2 == 0 else "PM" for s in range(per_pupil)]
+        fixed = f"\t{school_id}\t{connection_id}\tstudent_attendance_exclusions\t"
+        tail = f"\t{now.isoformat()}\tcustomer\t{'0' * 64}\t"
+        mark_id = 0
         with cur.copy("COPY mis_attendance_marks (id, school_id, connection_id, category, external_id, extracted_at, "
                       "data_type, content_hash, pupil_external_id, pupil_id, session_date, session, code) FROM STDIN") as copy:
-            mark_id = 0
-            start = date(2019, 9, 2)
             for p in range(1, pupils + 1):
-                for s in range(per_pupil):
-                    mark_id += 1
-                    copy.write_row((mark_id, school_id, connection_id, "student_attendance_exclusions", f"m{mark_id}", now,
-                                    "customer", "0" * 64, f"p{p}", p, start + timedelta(days=s // 2), "AM" if s % 2 == 0 else "PM", "/"))
+                pupil = f"p{p}\t{p}\t"
+                copy.write("".join(
+                    f"{m}{fixed}m{m}{tail}{pupil}{days[s]}\t{halves[s]}\t/\n"
+                    for s, m in enumerate(range(mark_id + 1, mark_id + per_pupil + 1))
+                ))
+                mark_id += per_pupil
         for name, definition in indexes:
             if name not in {u for u, _ in uniques}:
                 cur.execute(definition)
-        for name, definition in uniques:
+        for name, definition in uniques + foreign:
             cur.execute(f'ALTER TABLE mis_attendance_marks ADD CONSTRAINT "{name}" {definition}')
         cur.execute("SELECT setval(pg_get_serial_sequence('mis_pupils', 'id'), %s)", (pupils,))
         cur.execute("SELECT setval(pg_get_serial_sequence('mis_attendance_marks', 'id'), %s)", (mark_id,))
@@ -107,7 +122,10 @@ def main() -> None:
     marks = pupils * args.marks_per_pupil
     with private_postgres_database() as url:
         migrate(url)
-        app = create_app(base_config(url, RETENTION_BACKUP_WINDOW_DAYS=0, RETENTION_BATCH_SIZE=args.sweep_batch))
+        # The sweep's deletion ledger (R35) goes to a throw-away file, not the portal's instance folder.
+        ledger_file = tempfile.NamedTemporaryFile(prefix="bench-ledger-", suffix=".jsonl", delete=False).name
+        app = create_app(base_config(url, RETENTION_BACKUP_WINDOW_DAYS=0, RETENTION_BATCH_SIZE=args.sweep_batch,
+                                     RETENTION_LEDGER_PATH=ledger_file))
         with app.app_context():
             school = Organisation(kind=OrgKind.school, name="Bench School", urn="999002", dfe_number="9994002", phase="Primary")
             db.session.add(school)
@@ -116,6 +134,8 @@ def main() -> None:
             db.session.add(connection)
             db.session.commit()
             school_id, connection_id = school.id, connection.id
+            # End the read transaction: the load alters the marks' foreign keys, which needs these tables unlocked.
+            db.session.commit()
             engine = db.engine
 
             def raw_connection():
@@ -167,6 +187,7 @@ def main() -> None:
             assert run.status.value == "succeeded" and left == 0, (run.status, left)
             assert proof.counts == {"student_attendance_exclusions": marks, "student_basic": pupils}, proof.counts
             print(f"sweep: {marks / sweep_s:,.0f} marks/s, peak RSS {sweep_mb:.0f} MB", file=sys.stderr)
+        Path(ledger_file).unlink(missing_ok=True)
 
     print(f"| Rows | Method | Seconds | Marks deleted / s | Peak RSS (MB) |")
     print(f"| --- | --- | ---: | ---: | ---: |")

@@ -61,6 +61,9 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     limiter.init_app(app)
     init_login(app)
+    from portal import audit
+
+    audit.init_app(app)
 
 
 def _migrations_dir():
@@ -93,9 +96,18 @@ def register_blueprints(app: Flask) -> None:
     from portal.retention.views import bp as retention_bp
 
     app.register_blueprint(retention_bp)
+    from portal.members import bp as members_bp
+
+    app.register_blueprint(members_bp)
     from portal.privacy.views import bp as privacy_bp
 
     app.register_blueprint(privacy_bp)
+    from portal.account.views import bp as account_bp
+    from portal.account.views import marketing_opt_out
+
+    # The one-click opt-out (RFC 8058) is posted by mail programs without a session; the signed link replaces CSRF.
+    csrf.exempt(marketing_opt_out)
+    app.register_blueprint(account_bp)
     register_connector_blueprints(app)
 
 

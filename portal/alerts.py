@@ -121,3 +121,47 @@ def extract_finished(run: JobRun) -> None:
         # Revocations at the provider get their own message from the lifecycle.
         if run.error_code != "authorisation_lost":
             run_needs_school_action(run)
+
+
+def terms_changed(school: Organisation, version: str) -> bool:
+    """Tell the school's admins that new terms apply (a service message: sent whatever their marketing choice, R52)."""
+    return _send(
+        school,
+        f"The portal's terms have changed: version {version}",
+        f"Version {version} of the terms applies to {school.name}. Read and accept it in the portal.\n\n"
+        f"Terms: {_link(f'/schools/{school.id}/terms')}",
+        terms=version,
+    )
+
+
+def breach_notice(school: Organisation, incident_id: str) -> bool:
+    """Tell the school's admins about a personal data breach affecting them (a service message, never marketing, R52)."""
+    return _send(
+        school,
+        f"Personal data breach notice for {school.name} (incident {incident_id})",
+        f"We are writing to tell you about personal data breach {incident_id} that affects {school.name}'s data.\n"
+        "Our data protection officer will contact you with what happened, what data is involved and what we are doing.\n",
+        incident=incident_id,
+    )
+
+
+def deletion_acknowledgements_overdue(school: Organisation, product: Any, count: int) -> int:
+    """Tell the school's admins and the operator's support staff that a product has not confirmed deletions (R42).
+
+    Returns how many messages went out (0, 1 or 2).
+    """
+    subject = f"Deletions not confirmed: {product.name} for {school.name}"
+    body = (
+        f"{product.name} has not confirmed, within 7 days, that it deleted its copies of {count} record(s) "
+        f"of {school.name} that the portal deleted or stopped sharing.\n"
+        f"Support staff will follow this up with the product's provider.\n\n"
+    )
+    sent = int(_send(school, subject, body + f"Who uses our data: {_link(f'/schools/{school.id}/data-use')}",
+                     product=product.id))
+    staff = sorted(set(db.session.execute(
+        select(User.email).where(User.is_support.is_(True), User.active.is_(True))
+    ).scalars()))
+    if staff:
+        mail.send(staff, subject, body + f"Operations: {_link('/admin/operations/')}" + _FOOTER)
+        sent += 1
+    return sent

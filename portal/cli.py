@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "portal.demo",
     "portal.sandbox_commands",
     "portal.api.commands",
+    "portal.account.commands",
 )
 
 

@@ -29,6 +29,9 @@ RATELIMIT_ENABLED = True
 RATELIMIT_STORAGE_URI = "memory://"
 RATELIMIT_HEADERS_ENABLED = True
 PASSWORD_RESET_MAX_AGE = 3600
+# R49: seconds a link confirming a new email address stays valid, and how often a user may ask for one.
+EMAIL_CHANGE_MAX_AGE = 86400
+EMAIL_CHANGE_RATE_LIMIT = "10 per hour"
 # A profile name from argon2-cffi's argon2.profiles; the default is RFC 9106's low-memory profile.
 ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
 TOTP_ISSUER = "MIS connection portal"
@@ -75,10 +78,19 @@ JOB_REQUEUE_SECONDS = 300
 JOB_TIME_LIMIT_SECONDS = 3600
 # Most runs of one connector that may run at once across all workers, e.g. {"wonde": 8}.
 PROVIDER_CONCURRENCY: dict = {}
+# Most HTTP requests per second to one provider across all workers, e.g. {"wonde": 10}
+# (a Redis token bucket with Celery, in-process otherwise; portal.jobs.limits).
+PROVIDER_REQUESTS_PER_SECOND: dict = {}
 
 # Extract engine.
-EXTRACT_BATCH_SIZE = 1000
+EXTRACT_BATCH_SIZE = 5000
 MASS_REMOVAL_THRESHOLD = 0.10
+# R17/R18: how often each category is extracted, e.g. {"student_assessment": "weekly"}
+# (PORTAL_EXTRACT_SCHEDULE__student_assessment=weekly). Unlisted categories are daily; attendance,
+# basic and staff data are always daily; demographics, timetable and assessment may be weekly.
+EXTRACT_SCHEDULE: dict = {}
+# The (Europe/London) day on which weekly categories are extracted.
+EXTRACT_WEEKLY_DAY = "sunday"
 
 # R2: the terms version a school admin must accept before authorising a connection.
 TERMS_VERSION = "2025-09"
@@ -99,6 +111,13 @@ SPECIAL_CATEGORY_POLICY_DOCUMENT = None
 RETENTION_BACKUP_WINDOW_DAYS = 30
 RETENTION_BANK_HOLIDAYS = True
 RETENTION_BATCH_SIZE = 500
+# R36: an "anonymise" rule keeps aggregate cells only; a cell about fewer pupils than this is suppressed.
+RETENTION_SUPPRESSION_THRESHOLD = 10
+# R35: the deletion ledger (JSON lines, no personal data) kept outside the database and its backups;
+# None = deletion-ledger.jsonl in the instance folder. Keep a copy where database backups are not.
+RETENTION_LEDGER_PATH = None
+# R35: how often each process compares the ledger with the database to notice a restored backup.
+RETENTION_LEDGER_CHECK_SECONDS = 60
 
 # R64: the deployment must declare where pupil data lives ("UK"); unset, the portal refuses to start.
 DATA_LOCATION = None

@@ -97,6 +97,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "SCHEDULER_MISFIRE_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "EXTRACT_BATCH_SIZE": (_is_positive_int, "a positive whole number"),
     "PASSWORD_RESET_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
+    "EMAIL_CHANGE_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
     "MASS_REMOVAL_THRESHOLD": (
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
         "a fraction between 0 and 1, e.g. 0.1",
@@ -115,8 +116,37 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 }
 
 
+# R17/R18: the cadences each category may be set to (the first is the default).
+EXTRACT_CADENCES: dict[str, tuple[str, ...]] = {
+    "student_attendance_exclusions": ("daily",),
+    "student_basic": ("daily",),
+    "staff_basic": ("daily",),
+    "student_demographics": ("daily", "weekly"),
+    "student_timetable": ("daily", "weekly"),
+    "student_assessment": ("daily", "weekly"),
+}
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _check_extract_schedule(cfg: Mapping[str, Any]) -> None:
+    schedule = cfg.get("EXTRACT_SCHEDULE") or {}
+    if not isinstance(schedule, Mapping):
+        raise StartupError(f"setting {ENV_PREFIX}_EXTRACT_SCHEDULE is invalid: it must map categories to \"daily\" or \"weekly\"")
+    for category, cadence in schedule.items():
+        allowed = EXTRACT_CADENCES.get(category)
+        if allowed is None:
+            raise StartupError(f"setting {ENV_PREFIX}_EXTRACT_SCHEDULE__{category} is invalid: there is no such category")
+        if str(cadence).strip().lower() not in allowed:
+            must = "daily" if allowed == ("daily",) else "daily or weekly"
+            raise StartupError(f"setting {ENV_PREFIX}_EXTRACT_SCHEDULE__{category} is invalid: it must be {must}")
+    day = cfg.get("EXTRACT_WEEKLY_DAY", "sunday")
+    if str(day).strip().lower() not in WEEKDAYS:
+        raise StartupError(f"setting {ENV_PREFIX}_EXTRACT_WEEKLY_DAY is invalid: it must be a day name, e.g. sunday")
+
+
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """Raise StartupError naming the first missing or invalid setting."""
+    _check_extract_schedule(cfg)
     for key, (check, expected) in _CHECKS.items():
         if key not in cfg or cfg[key] is None:
             raise StartupError(f"setting {ENV_PREFIX}_{key} is missing: it must be {expected}")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, ClassVar
@@ -49,6 +50,12 @@ CATEGORIES = (
 # ---------------------------------------------------------------- records
 
 
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() walks the class every call; the extract asks once per record.
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Record:
     """A canonical, provider-neutral record. ``external_id`` is the provider's stable id for it."""
@@ -63,7 +70,7 @@ class Record:
 
     def values(self) -> dict[str, Any]:
         """Return the record's fields as a dict (without the class-level tags)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in _field_names(type(self))}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,10 +329,20 @@ class Connector(abc.ABC):
     categories: ClassVar[tuple[str, ...]] = CATEGORIES
     schedule: ClassVar[Mapping[str, Any]] = {"trigger": "cron", "hour": 2}
 
+    # Set by the engine to the provider's shared requests-per-second limit (portal.jobs.limits):
+    # a callable that blocks until one request may be sent. None: no limit.
+    request_gate: Callable[[], None] | None = None
+
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
         # HTTP requests made and retried by this instance; the engine copies them into the run's stats.
         self.stats: dict[str, int] = {"requests": 0, "retries": 0}
+
+    def before_request(self) -> None:
+        """Wait for the provider's rate limit, if any; a connector's HTTP client calls this before every request."""
+        gate = self.request_gate
+        if gate is not None:
+            gate()
 
     @abc.abstractmethod
     def check_connection(self) -> None:

@@ -1,8 +1,11 @@
 """Errors shared across the portal that are not connector errors."""
 from __future__ import annotations
 
+import click
 
-class StartupError(Exception):
+
+# A ClickException so that `flask …` commands print "Error: <message>" and exit 1 instead of a traceback.
+class StartupError(click.ClickException):
     """The portal cannot start; the message names what to fix and is shown without a traceback."""
 
 

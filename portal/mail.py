@@ -4,6 +4,7 @@ Messages carry ids, counts and links only, never pupil data (R65).
 """
 from __future__ import annotations
 
+import email.policy
 import smtplib
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -14,14 +15,17 @@ from flask import current_app
 from portal.models.base import utcnow
 
 
-def send(to: str | list[str], subject: str, body: str) -> EmailMessage:
-    """Send one plain-text message and return it."""
+def send(to: str | list[str], subject: str, body: str, headers: dict[str, str] | None = None) -> EmailMessage:
+    """Send one plain-text message (with any extra headers, e.g. List-Unsubscribe) and return it."""
     cfg = current_app.config
-    msg = EmailMessage()
+    # Headers such as List-Unsubscribe hold one long URL that must not be folded into encoded words.
+    msg = EmailMessage(policy=email.policy.default.clone(max_line_length=998)) if headers else EmailMessage()
     msg["From"] = cfg["MAIL_FROM"]
     msg["To"] = ", ".join([to] if isinstance(to, str) else to)
     msg["Subject"] = subject
     msg["Message-ID"] = make_msgid(domain="portal")
+    for name, value in (headers or {}).items():
+        msg[name] = value
     msg.set_content(body)
     if cfg.get("MAIL_SERVER"):
         with smtplib.SMTP(cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=30) as smtp:

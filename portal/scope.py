@@ -54,8 +54,70 @@ def allowed_actions(role: Role | None) -> frozenset[Action]:
     return _SCHOOL_ROLES[role]
 
 
-def _active_memberships(user: User):
-    return [m for m in user.memberships if m.suspended_at is None]
+def subscription_ends(organisation_ids: set[int] | None = None) -> dict[int, date]:
+    """R37: per organisation, the last day of the subscriptions its memberships are held for, once all have an end.
+
+    A school's are its own subscriptions, a trust's those of its academies, a local authority's those
+    taken out through it. An organisation with no subscription, or with one that has no end, is absent:
+    its users' access is not limited by R37.
+    """
+    school = Organisation.__table__.alias("school")
+    query = select(Subscription.school_id, Subscription.local_authority_id, school.c.trust_id,
+                   Subscription.ends_on, Subscription.terminated_on).join(school, school.c.id == Subscription.school_id)
+    if organisation_ids is not None:
+        if not organisation_ids:
+            return {}
+        query = query.where(or_(Subscription.school_id.in_(organisation_ids), school.c.trust_id.in_(organisation_ids),
+                                Subscription.local_authority_id.in_(organisation_ids)))
+    ends: dict[int, date] = {}
+    open_ended: set[int] = set()
+    for school_id, la_id, trust_id, ends_on, terminated_on in db.session.execute(query):
+        end = min((d for d in (ends_on, terminated_on) if d is not None), default=None)
+        for org in (school_id, la_id, trust_id):
+            if org is None:
+                continue
+            if end is None:
+                open_ended.add(org)
+            elif org not in ends or end > ends[org]:
+                ends[org] = end
+    return {org: end for org, end in ends.items() if org not in open_ended}
+
+
+def membership_live(m, today: date, ends: dict[int, date]) -> bool:
+    """Return whether a membership gives access today: not suspended or removed (R38), subscription not over (R37)."""
+    if m.suspended_at is not None or m.removed_at is not None:
+        return False
+    end = ends.get(m.organisation_id)
+    return end is None or today <= end
+
+
+def _today() -> date:
+    return datetime.now(LONDON).date()
+
+
+def _active_memberships(user: User, today: date | None = None):
+    ends = subscription_ends({m.organisation_id for m in user.memberships})
+    return [m for m in user.memberships if membership_live(m, today or _today(), ends)]
+
+
+def may_sign_in(user: User, today: date | None = None) -> bool:
+    """Return whether the user may sign in (R37, R38): not when every membership is removed or is of a school whose
+    subscriptions have all ended.
+
+    A suspension alone does not stop sign-in (the user simply sees nothing). Trust and LA memberships
+    keep sign-in; scope still hides each school whose subscription has ended (R56).
+    """
+    if user.is_support or not user.memberships:
+        return True
+    today = today or _today()
+    ends = subscription_ends({m.organisation_id for m in user.memberships})
+    for m in user.memberships:
+        if m.removed_at is not None:
+            continue
+        end = ends.get(m.organisation_id) if m.organisation.kind == OrgKind.school else None
+        if end is None or today <= end:
+            return True
+    return False
 
 
 def _la_subscription_clause(la_id: int, today: date):
@@ -80,7 +142,7 @@ def schools_query(user: User, action: Action = Action.view, today: date | None =
     if user.is_support:
         return query if action in _SUPPORT_ACTIONS else query.where(false())
     clauses = []
-    for m in _active_memberships(user):
+    for m in _active_memberships(user, today):
         if m.role in _SCHOOL_ROLES and action in _SCHOOL_ROLES[m.role]:
             clauses.append(Organisation.id == m.organisation_id)
         elif m.role == Role.trust_admin and action in _TRUST_ACTIONS:
@@ -116,7 +178,8 @@ def organisations_of(user: User) -> list[Organisation]:
     return sorted((m.organisation for m in _active_memberships(user)), key=lambda o: o.name)
 
 
-__all__ = ["Action", "allowed_actions", "can", "organisations_of", "school_ids", "school_or_404", "schools_query"]
+__all__ = ["Action", "allowed_actions", "can", "may_sign_in", "membership_live", "organisations_of", "school_ids",
+           "school_or_404", "schools_query", "subscription_ends"]
 
 
 def user_may(action: str, school: Organisation) -> bool:

@@ -228,9 +228,10 @@ def test_r67_every_api_endpoint_returning_pupil_data_names_its_lawful_route(app)
     tagged = pupil_data_endpoints(app)
     assert set(tagged.values()) <= PURPOSES
     assert tagged["api.records"] == "authorised_product"
-    # The only API endpoints without pupil data: the document and the list of schools.
+    assert tagged["api.deletion_notices"] == "authorised_product"  # R42: ids the product received
+    # The only API endpoints without pupil data: the document, the list of schools and acknowledgements (counts).
     api_endpoints = {r.endpoint for r in app.url_map.iter_rules() if r.rule.startswith("/api/")}
-    assert api_endpoints - set(tagged) == {"api.openapi", "api.schools"}
+    assert api_endpoints - set(tagged) == {"api.openapi", "api.schools", "api.acknowledge_deletions"}
     with pytest.raises(ValueError):
         returns_pupil_data("marketing")
 

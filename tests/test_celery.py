@@ -229,3 +229,59 @@ def test_the_provider_concurrency_limit_holds_across_workers(world):
         ordered = sorted(spans.values())
         for earlier, later in zip(ordered, ordered[1:]):
             assert earlier[1] <= later[0], "two schools were extracted from Wonde at the same time"
+
+
+def test_the_provider_request_rate_limit_holds_across_workers(world):
+    import bisect
+
+    schools = synthetic.generate_schools(6, 61, pupils=6, days=2)
+    sandbox = world.serve(schools)
+    rate = 8
+    limits = {"wonde": rate}
+    app = world.app(PROVIDER_REQUESTS_PER_SECOND=limits)
+    with app.app_context():
+        ids = cs.add_connections(schools)
+        first, second = world.workers(2, PROVIDER_REQUESTS_PER_SECOND=limits)
+        at = cs.now()
+        for cid in ids:
+            fire(_spec(cid), at)
+        cs.wait_for(_all_finished(6), "the runs to finish")
+        runs = _runs()
+        assert {r.status for r in runs} == {RunStatus.succeeded}
+        # Both worker processes (machines, in a deployment) sent requests, at the same time.
+        pids = {int(r.claimed_by.split(":")[1]) for r in runs}
+        assert any(first.owns(p) for p in pids) and any(second.owns(p) for p in pids)
+        spans = [(r.started_at, r.finished_at, first.owns(int(r.claimed_by.split(":")[1]))) for r in runs]
+        assert any(a[0] < b[1] and b[0] < a[1] and a[2] != b[2] for a in spans for b in spans)
+        # The sandbox's request log: in any 2-second window at most rate × 2 requests, plus the
+        # bucket's burst of one and one for a request delayed on its way in.
+        starts = sorted(began for _, began, _ in sandbox.timings)
+        window = 2.0
+        assert len(starts) > rate * window * 2  # enough requests for the limit to matter
+        busiest = max(bisect.bisect_left(starts, t + window) - i for i, t in enumerate(starts))
+        assert busiest <= rate * window + 2, f"{busiest} requests reached Wonde within {window} s (limit {rate}/s)"
+
+
+def test_run_now_from_the_support_page_is_run_by_a_worker(world):
+    from portal.models import User
+    from tests.conftest import Auth
+    from tests.factories import user
+
+    schools = synthetic.generate_schools(1, 71, pupils=3, days=1)
+    world.serve(schools)
+    app = world.app()
+    with app.app_context():
+        [cid] = cs.add_connections(schools)
+        staff = user(support=True)
+        db.session.commit()
+        world.workers(1)
+        client = app.test_client()
+        Auth(client).login(db.session.get(User, staff.id))
+        page = client.post("/admin/operations/run", data={"connection_id": cid, "category": "student_basic"},
+                           follow_redirects=True).get_data(as_text=True)
+        assert "queued as run" in page and "a worker will run it" in page
+        cs.wait_for(_all_finished(1), "the queued run to finish")
+        [run] = _runs()
+        assert run.status == RunStatus.succeeded, run.error_message
+        assert run.params["mode"] == "full" and run.params["categories"] == ["student_basic"]
+        assert run.claimed_by.split(":")[1] != str(os.getpid())  # a worker ran it, not this (web) process

@@ -71,3 +71,24 @@ def test_recover_leaves_queued_rows_it_did_not_queue_alone(down_app):
     assert db.session.get(JobRun, other.id).error_code == "provider_unavailable"
     assert db.session.get(JobRun, other.id).claimed_at is None
     assert db.session.get(JobRun, ours.id).error_code == executors.BROKER_UNAVAILABLE
+
+
+def test_run_now_in_celery_mode_queues_the_run_instead_of_running_it_in_the_web_process(down_app, make):
+    from sqlalchemy import select
+
+    from tests.conftest import Auth
+    from tests.school import helpers
+
+    conn = helpers.connection(make.school())
+    staff = make.user(support=True)
+    db.session.commit()
+    client = down_app.test_client()
+    Auth(client).login(staff)
+    page = client.post("/admin/operations/run", data={"connection_id": conn.id, "category": "student_basic"},
+                       follow_redirects=True).get_data(as_text=True)
+    run = db.session.execute(select(JobRun).where(JobRun.connection_id == conn.id)).scalar_one()
+    # Claimed for a worker, with what support asked for; nothing ran here.
+    assert run.status == RunStatus.queued and run.started_at is None and run.job_id == f"extract:{conn.id}"
+    assert run.params[executors.REQUESTED] == {"mode": "full", "categories": ["student_basic"]}
+    assert f"queued as run {run.id}" in page and "could not be reached" in page
+    assert "finished as run" not in page

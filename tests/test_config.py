@@ -124,8 +124,9 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     [
         [str(Path(sys.executable).parent / "portal"), "portal", "audit", "verify"],
         [sys.executable, "wsgi.py"],
+        [str(Path(sys.executable).parent / "flask"), "--app", "portal", "portal", "audit", "verify"],
     ],
-    ids=["console-script", "wsgi"],
+    ids=["console-script", "wsgi", "flask-cli"],
 )
 def test_entry_points_print_one_line_without_traceback(args, tmp_path):
     done = _run(args, tmp_path)

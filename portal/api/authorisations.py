@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import Select, select
 
-from portal import audit
+from portal import audit, deletions
 from portal.extensions import db
 from portal.models import Organisation, OrgKind, Product, ProductAuthorisation, User
 from portal.models.base import utcnow
@@ -59,4 +59,5 @@ def revoke_product(school: Organisation, product: Product, user: User | None) ->
     auth.revoked_at = utcnow()
     auth.revoked_by_id = user.id if user else None
     audit.record("product.revoked", organisation_id=school.id, target=auth, details={"product_id": product.id})
+    deletions.publish_authorisation_ended(school.id, product.id)  # R42: every id it received from the school
     return auth

@@ -12,8 +12,10 @@ from portal.models import Category, Feature
 ERROR_CODES = [
     "unauthenticated", "invalid_credential", "feature_not_of_product", "unknown_category", "category_not_granted",
     "school_not_authorised", "unknown_record_type", "invalid_parameter", "invalid_cursor", "rate_limited",
-    "not_found", "method_not_allowed", "bad_request", "internal_error",
+    "not_found", "method_not_allowed", "bad_request", "internal_error", "invalid_body", "unknown_notice",
 ]
+# R42: why a notice was published.
+NOTICE_REASONS = ["retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed"]
 
 
 def _column_schema(column) -> dict[str, Any]:
@@ -132,6 +134,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_deletion_paths(limit, cursor, errors),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -149,6 +152,7 @@ def document() -> dict[str, Any]:
                             "feature": {"type": "string"},
                             "parameter": {"type": "string"},
                             "record_types": {"type": "array", "items": {"type": "string"}},
+                            "ids": {"type": "array", "items": {"type": "integer"}},
                         },
                     }},
                 },
@@ -192,7 +196,99 @@ def document() -> dict[str, Any]:
                     },
                     "additionalProperties": False,
                 },
+                **_deletion_schemas(sorted(types)),
                 **{f"Record_{name}": _record_schema(name, model) for name, (model, _) in sorted(types.items())},
             },
+        },
+    }
+
+
+def _deletion_paths(limit: dict, cursor: dict, errors: dict) -> dict[str, Any]:
+    """The deletion feed and its acknowledgement (R42)."""
+    auth_errors = {k: v for k, v in errors.items() if k in ("401", "429")}
+    return {
+        "/deletions": {
+            "get": {
+                "operationId": "listDeletionNotices",
+                "summary": "Ids this product received that the portal deleted or no longer shares: delete them and acknowledge",
+                "parameters": [
+                    {**limit, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    cursor,
+                    {"name": "status", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["pending", "all"], "default": "pending"},
+                     "description": "pending: not yet acknowledged (default); all: acknowledged ones too."},
+                ],
+                "responses": {
+                    "200": {"description": "A page of notices, oldest first.", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/DeletionNoticePage"}}}},
+                    "400": errors["400"],
+                    **auth_errors,
+                },
+            }
+        },
+        "/deletions/ack": {
+            "post": {
+                "operationId": "acknowledgeDeletionNotices",
+                "summary": "Confirm the product deleted its copies (idempotent; all or nothing)",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Acknowledgement"}}}},
+                "responses": {
+                    "200": {"description": "Acknowledged.", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/AcknowledgementResult"}}}},
+                    "422": _error_response("The body is not valid (invalid_body), or names ids that are not this "
+                                           "product's notices (unknown_notice, with ids); nothing was acknowledged."),
+                    **auth_errors,
+                },
+            }
+        },
+    }
+
+
+def _deletion_schemas(record_types: list[str]) -> dict[str, Any]:
+    when = {"type": "string", "format": "date-time"}
+    return {
+        "DeletionNotice": {
+            "type": "object",
+            "required": ["id", "school_id", "record_type", "category", "record_id", "scope", "reason", "rule",
+                         "created_at", "acknowledge_by", "acknowledged_at"],
+            "properties": {
+                "id": {"type": "integer", "description": "The notice's id: acknowledge with it."},
+                "school_id": {"type": "integer"},
+                "record_type": {"type": "string", "enum": record_types},
+                "category": {"type": "string"},
+                "record_id": {"type": "integer", "description": "The record's id as the record feed served it "
+                              "(for scope subject: the pupil's id, the pupil_id of every record about them)."},
+                "scope": {"type": "string", "enum": ["record", "subject"],
+                          "description": "record: delete this record; subject: the pupil and every record about them."},
+                "reason": {"type": "string", "enum": NOTICE_REASONS},
+                "rule": {"type": ["string", "null"], "description": "The retention rule, for sweep deletions."},
+                "created_at": when,
+                "acknowledge_by": {**when, "description": "7 days after created_at; later it is reported as overdue."},
+                "acknowledged_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+            "additionalProperties": False,
+        },
+        "DeletionNoticePage": {
+            "type": "object",
+            "required": ["notices", "next_cursor", "has_more"],
+            "properties": {
+                "notices": {"type": "array", "items": {"$ref": "#/components/schemas/DeletionNotice"}},
+                "next_cursor": {"type": ["string", "null"]},
+                "has_more": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+        "Acknowledgement": {
+            "type": "object",
+            "required": ["ids"],
+            "properties": {"ids": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                   "items": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}},
+            "additionalProperties": False,
+        },
+        "AcknowledgementResult": {
+            "type": "object",
+            "required": ["acknowledged", "already_acknowledged"],
+            "properties": {"acknowledged": {"type": "integer"}, "already_acknowledged": {"type": "integer"}},
+            "additionalProperties": False,
         },
     }

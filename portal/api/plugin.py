@@ -14,3 +14,12 @@ def portal_admin_views(app: Flask) -> list[Any]:
     from portal.api.admin import api_views
 
     return api_views()
+
+
+@hookimpl
+def portal_register_jobs(app: Flask, connectors: Any) -> list[Any]:
+    """R42: hourly, email the school and support staff about newly overdue deletion acknowledgements."""
+    from portal import deletions
+    from portal.jobs import JobSpec
+
+    return [JobSpec("deletions:overdue-alerts", deletions.send_overdue_alerts, "interval", {"hours": 1}, kind="housekeeping")]

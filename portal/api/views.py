@@ -8,12 +8,12 @@ from flask import Blueprint, current_app, g, jsonify, request
 from flask_limiter.util import get_remote_address
 from sqlalchemy import select
 
-from portal import audit, store
+from portal import audit, deletions, store
 from portal.api import credentials, errors, pagination, purpose
 from portal.api.authorisations import authorised_schools
 from portal.api.errors import ApiError
 from portal.api.inventory import returns_pupil_data
-from portal.extensions import db, limiter
+from portal.extensions import csrf, db, limiter
 from portal.models import FeatureGrant, Organisation
 from portal.models.base import utcnow
 
@@ -126,18 +126,20 @@ def schools(feature_id: str):
     categories = sorted(db.session.execute(
         select(FeatureGrant.category_id).where(FeatureGrant.feature_id == feature_id, FeatureGrant.effective_from <= today)
     ).scalars())
+    # Read the rows before the commit expires them (else one query per school).
+    listed = [
+        {"id": school.id, "name": school.name, "urn": school.urn, "dfe_number": school.dfe_number,
+         "authorised_at": authorised_at.isoformat()}
+        for school, authorised_at in rows
+    ]
     audit.record("api.schools_listed", target_type="products", target_id=credential.product_id,
                  actor=f"api_credential:{credential.id}", details={"feature": feature_id, "count": len(rows)})
     db.session.commit()
-    next_cursor = pagination.encode(pagination.Position(_EPOCH, rows[-1][0].id, feed)) if rows else cursor
+    next_cursor = pagination.encode(pagination.Position(_EPOCH, listed[-1]["id"], feed)) if rows else cursor
     return jsonify({
         "feature": feature_id,
         "categories": categories,
-        "schools": [
-            {"id": school.id, "name": school.name, "urn": school.urn, "dfe_number": school.dfe_number,
-             "authorised_at": authorised_at.isoformat()}
-            for school, authorised_at in rows
-        ],
+        "schools": listed,
         "next_cursor": next_cursor,
         "has_more": has_more,
     })
@@ -177,3 +179,59 @@ def records(feature_id: str, school_id: int, category_id: str, record_type: str)
         "next_cursor": next_cursor,
         "has_more": page.has_more,
     })
+
+
+# ---------------------------------------------------------------- deletion notices (R42)
+
+# Most notice ids one acknowledgement may carry; the feed's largest page.
+_ACK_MAX = 1000
+_ID_MAX = 2**31 - 1
+
+
+@bp.get("/deletions")
+@returns_pupil_data("authorised_product")  # ids of pupils the product received while authorised, nothing more
+def deletion_notices():
+    """One page of the product's deletion notices, oldest first: ids it received that the portal deleted."""
+    credential = g.api_credential
+    limit = _int_arg("limit", min(current_app.config["API_PAGE_SIZE"], _ACK_MAX), 1, _ACK_MAX)
+    status = request.args.get("status", "pending")
+    if status not in ("pending", "all"):
+        raise ApiError(400, "invalid_parameter", "status must be pending or all.", parameter="status")
+    feed = f"deletions:{credential.product_id}:{status}"
+    cursor = request.args.get("cursor")
+    after = pagination.decode(cursor, feed).id if cursor else None
+    notices, has_more = deletions.feed_page(credential.product_id, after=after, limit=limit,
+                                            pending_only=status == "pending")
+    items = [deletions.as_json(n) for n in notices]
+    audit.record("api.deletions_listed", target_type="products", target_id=credential.product_id,
+                 actor=f"api_credential:{credential.id}", details={"status": status, "count": len(items)})
+    db.session.commit()
+    next_cursor = pagination.encode(pagination.Position(_EPOCH, items[-1]["id"], feed)) if items else cursor
+    return jsonify({"notices": items, "next_cursor": next_cursor, "has_more": has_more})
+
+
+@bp.post("/deletions/ack")
+@csrf.exempt  # a bearer credential, never a session cookie, authenticates API calls
+def acknowledge_deletions():
+    """Confirm the product deleted its copies of these notices' ids (idempotent; all or nothing)."""
+    credential = g.api_credential
+    body = request.get_json(silent=True)
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not (isinstance(body, dict) and set(body) == {"ids"} and isinstance(ids, list) and 1 <= len(ids) <= _ACK_MAX
+            and all(type(i) is int and 1 <= i <= _ID_MAX for i in ids)):
+        raise ApiError(422, "invalid_body",
+                       f'Send a JSON object {{"ids": [...]}} with 1 to {_ACK_MAX:,} notice ids (whole numbers).')
+    actor = f"api_credential:{credential.id}"
+    try:
+        newly, already = deletions.acknowledge(credential.product_id, ids)
+    except deletions.UnknownNotices as exc:
+        audit.record("api.deletions_ack_refused", target_type="products", target_id=credential.product_id,
+                     actor=actor, details={"code": "unknown_notice", "unknown": len(exc.ids)})
+        db.session.commit()
+        raise ApiError(422, "unknown_notice",
+                       "Some ids are not deletion notices of this product; nothing was acknowledged.",
+                       ids=exc.ids[:_ACK_MAX]) from None
+    audit.record("api.deletions_acknowledged", target_type="products", target_id=credential.product_id,
+                 actor=actor, details={"notices": sorted(set(ids)), "acknowledged": newly, "already": already})
+    db.session.commit()
+    return jsonify({"acknowledged": newly, "already_acknowledged": already})

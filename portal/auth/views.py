@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select, update
 
-from portal import audit, mail
+from portal import audit, mail, scope
 from portal.auth.forms import LoginForm, NewPasswordForm, ResetRequestForm, TotpForm
 from portal.auth.passwords import hash_password, needs_rehash, verify_password
 from portal.auth.totp import accept_code, new_secret, provisioning_uri
@@ -21,6 +21,8 @@ from portal.models.base import utcnow
 bp = Blueprint("auth", __name__)
 
 GENERIC_FAILURE = "The email address or password is not right, or the account is not active."
+NO_ACCESS = ("This account no longer gives access to the portal: the subscription of your organisation has ended "
+             "or your organisation removed you. Ask your organisation's administrator if this is wrong.")
 PENDING_KEY = "pending_login"
 MFA_KEY = "mfa"
 PENDING_MAX_AGE = timedelta(minutes=5)
@@ -82,7 +84,13 @@ def login():
     error = None
     if form.validate_on_submit():
         user = _find_user(form.email.data)
-        if user is not None and user.active and verify_password(user.password_hash, form.password.data):
+        verified = user is not None and user.active and verify_password(user.password_hash, form.password.data)
+        if verified and not scope.may_sign_in(user):
+            # R37, R38: the subscriptions this account was for have ended, or every organisation removed it.
+            audit.record("auth.login_refused", target=user, actor="anonymous", details={"reason": "no_live_membership"})
+            db.session.commit()
+            error = NO_ACCESS
+        elif verified:
             if needs_rehash(user.password_hash):
                 user.password_hash = hash_password(form.password.data)
             nxt = safe_next(request.args.get("next"))
@@ -93,15 +101,16 @@ def login():
                 return redirect(url_for("auth.totp_setup" if not user.totp_enabled else "auth.totp"))
             complete_login(user)
             return redirect(nxt or url_for("school.home"))
-        g.login_failed = True
-        audit.record(
-            "auth.login_failed",
-            target_type="users",
-            target_id=user.id if user else None,
-            actor="anonymous",
-        )
-        db.session.commit()
-        error = GENERIC_FAILURE
+        else:
+            g.login_failed = True
+            audit.record(
+                "auth.login_failed",
+                target_type="users",
+                target_id=user.id if user else None,
+                actor="anonymous",
+            )
+            db.session.commit()
+            error = GENERIC_FAILURE
     status = 401 if error else (400 if form.errors else 200)
     return render_template("auth/login.html", form=form, error=error), status
 

@@ -40,6 +40,9 @@ MESSAGES = {
     "internal_error": "The extract stopped because of a fault in the portal; support staff have been told.",
 }
 KIND_CATEGORY = {kind: cls.category for kind, cls in RECORD_TYPES.items()}
+# Records that are a subject of their own (an erased one must not come back, R50); rows about a
+# pupil follow the pupil, so only these are checked against the suppression list.
+SUBJECT_KINDS = frozenset({"pupil", "staff"})
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -117,7 +120,7 @@ class _Run:
         self.run = run
         self.connection = connection
         self.progress = progress
-        self.batch_size = int(current_app.config.get("EXTRACT_BATCH_SIZE", 1000))
+        self.batch_size = int(current_app.config.get("EXTRACT_BATCH_SIZE", 5000))
         stats = dict(run.stats or {})
         self.base = {c: Counter(v) for c, v in stats.get("categories", {}).items()}
         self.base_skipped = Counter(stats.get("skipped", {}))
@@ -198,10 +201,19 @@ class _Run:
         Before a commit it locks both rows until the commit, so a revocation landing now waits
         for this page, and one already committed is seen here: no page is committed after it.
         """
+        if not lock:
+            # At every page: one round trip for both rows.
+            row = db.session.execute(
+                select(Connection.state, Connection.paused, JobRun.status)
+                .join(JobRun, JobRun.id == self.run.id)
+                .where(Connection.id == self.connection.id)
+            ).one()
+            if row.state not in EXTRACTABLE_STATES or row.paused or row.status != RunStatus.running:
+                raise RunStopped()
+            return
         conn_q = select(Connection.state, Connection.paused).where(Connection.id == self.connection.id)
         run_q = select(JobRun.status).where(JobRun.id == self.run.id)
-        if lock:
-            conn_q, run_q = conn_q.with_for_update(read=True), run_q.with_for_update()
+        conn_q, run_q = conn_q.with_for_update(read=True), run_q.with_for_update()
         state = db.session.execute(conn_q).one()
         status = db.session.execute(run_q).scalar_one()
         if state.state not in EXTRACTABLE_STATES or state.paused or status != RunStatus.running:
@@ -260,6 +272,9 @@ def run_extract(
             return _finish(run, RunStatus.failed, ErrorKind.school_action, exc.code, message=exc.message)
         if not wanted:
             return _finish(run, RunStatus.failed, ErrorKind.school_action, "nothing_authorised")
+        if categories is None:
+            # R18: a run that names no category takes only those due today (weekly ones on their day).
+            wanted = plan.due_categories(connection, wanted, now)
         chosen, reason, since = plan.choose_mode(connection, mode, wanted, now)
         run.params = {
             "mode_requested": mode, "mode": chosen, "mode_reason": reason, "categories": wanted,
@@ -294,6 +309,10 @@ def _work(state: _Run) -> JobRun:
     run, connection = state.run, state.connection
     full = run.params["mode"] == "full"
     state.connector = lifecycle.connector_instance(connection)
+    # The provider's requests-per-second limit, shared by every run (and worker) using this connector.
+    from portal.jobs.limits import request_gate
+
+    state.connector.request_gate = request_gate(connection.connector)
     state.writer = store.Writer(connection, run.id, full=full, batch_size=state.batch_size)
     # R23: the first import of a school brings no leaver whose deletion deadline has already passed.
     first_import = full and plan.last_success(connection) is None
@@ -317,9 +336,10 @@ def _work(state: _Run) -> JobRun:
                     state.check_still_allowed(lock=False)
                 state.tell(event="page", category=category, pages=state.pages, records=state.writer.written)
                 continue
-            if plan.is_suppressed(connection.school_id, item.kind, item.external_id):
+            kind = item.kind
+            if kind in SUBJECT_KINDS and plan.is_suppressed(connection.school_id, kind, item.external_id):
                 continue
-            if first_import and plan.is_historic_leaver(item, today):
+            if first_import and kind == "pupil" and plan.is_historic_leaver(item, today):
                 state.historic_leavers += 1
                 continue
             state.writer.add(item)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import select
 
 from portal.connectors import CATEGORIES, Connector
@@ -69,6 +70,37 @@ def categories_for(connection: Connection, connector: type[Connector], asked: It
     else:
         wanted = allowed
     return [c for c in CATEGORIES if c in wanted]
+
+
+def cadence(category: str) -> str:
+    """Return how often the deployment extracts a category: "daily" or "weekly" (R17, R18; validated at start-up)."""
+    schedule = current_app.config.get("EXTRACT_SCHEDULE") or {}
+    return str(schedule.get(category, "daily")).strip().lower()
+
+
+def due_categories(connection: Connection, categories: list[str], now: datetime) -> list[str]:
+    """Return the categories a scheduled run extracts today (Europe/London).
+
+    A daily category is always due. A weekly one (R18) is due on the configured weekday, when it
+    was never extracted, or when its last successful extract is a week old or more (so a missed
+    weekday never makes it less than weekly).
+    """
+    from portal.configuration import WEEKDAYS
+    from portal.retention.calendar import london_date
+
+    weekly = [c for c in categories if cadence(c) == "weekly"]
+    if not weekly:
+        return categories
+    today = london_date(now)
+    if WEEKDAYS[today.weekday()] == str(current_app.config.get("EXTRACT_WEEKLY_DAY", "sunday")).strip().lower():
+        return categories
+    marks = watermarks(connection)
+    due = set(categories) - set(weekly)
+    for category in weekly:
+        mark = marks.get(category)
+        if mark is None or (today - london_date(mark.updated_at)).days >= 7:
+            due.add(category)
+    return [c for c in categories if c in due]
 
 
 def watermarks(connection: Connection) -> dict[str, ExtractWatermark]:

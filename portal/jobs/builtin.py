@@ -25,7 +25,7 @@ from portal.jobs import JobSpec
 from portal.jobs.claims import finish, owner_id, take_over_lapsed
 from portal.jobs.runner import JobFailed, call_body, execute
 from portal.jobs.scheduler import make_trigger, registry, sync_dynamic_jobs
-from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, RunStatus
+from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus
 from portal.plugins import hookimpl
 from portal.plugins.manager import get_plugins
 
@@ -89,9 +89,12 @@ def retention_sweep(run_id: int) -> Any:
 
 
 def extract(connection_id: int, run_id: int) -> Any:
-    """Run one connection's scheduled extract in the claimed run ``run_id``."""
+    """Run one connection's extract in the claimed run ``run_id``: scheduled ("auto"), or as queued by support."""
+    from portal.jobs.executors import REQUESTED
+
     run_extract = _engine("portal.extract", "run_extract", "extract engine")
-    return run_extract(connection_id, mode="auto", run_id=run_id)
+    requested = (db.session.scalar(select(JobRun.params).where(JobRun.id == run_id)) or {}).get(REQUESTED) or {}
+    return run_extract(connection_id, mode=requested.get("mode") or "auto", categories=requested.get("categories"), run_id=run_id)
 
 
 def extract_spec(connection_id: int, connector: type[Connector]) -> JobSpec:

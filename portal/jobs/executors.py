@@ -26,7 +26,9 @@ from portal.jobs.claims import MAX_ATTEMPTS, claim_run
 from portal.models import ErrorKind, JobRun, RunStatus
 from portal.models.base import utcnow
 
-__all__ = ["BROKER_UNAVAILABLE", "enqueue", "recover", "spec_for", "start", "submit", "uses_celery"]
+__all__ = [
+    "BROKER_UNAVAILABLE", "REQUESTED", "enqueue", "queue_extract", "recover", "spec_for", "start", "submit", "uses_celery",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ BROKER_MESSAGE = (
     "It is sent again automatically every minute; nothing is lost."
 )
 TASK_NAME = "portal.run_job"
+# Key in a queued extract run's params: the mode and categories asked for by whoever queued it.
+REQUESTED = "requested"
 
 _runs = JobRun.__table__
 
@@ -54,6 +58,24 @@ def submit(spec: JobSpec, scheduled_for: datetime, *, owner: str) -> JobRun | No
         log.info("job %s at %s already claimed by another process; skipped", spec.id, scheduled_for.isoformat())
         return None
     log.info("job %s at %s claimed as run %s and queued", spec.id, scheduled_for.isoformat(), run.id)
+    enqueue(run.id)
+    return db.session.get(JobRun, run.id)
+
+
+def queue_extract(connection_id: int, *, owner: str, mode: str = "incremental",
+                  categories: list[str] | None = None) -> JobRun | None:
+    """Claim an extract of one connection for now (support's "run now") as queued and send it; None if claimed already.
+
+    The mode and categories travel in the row's params (the broker carries only the run id),
+    and the worker's job body passes them to the engine.
+    """
+    run = claim_run(
+        f"extract:{connection_id}", utcnow(), kind="extract", connection_id=connection_id, owner=owner,
+        params={REQUESTED: {"mode": mode, "categories": list(categories) if categories else None}}, queued=True,
+    )
+    if run is None:
+        return None
+    log.info("extract of connection %s queued as run %s (%s)", connection_id, run.id, mode)
     enqueue(run.id)
     return db.session.get(JobRun, run.id)
 

@@ -1,14 +1,22 @@
-"""Per-provider concurrency limits shared by every worker process, kept in Redis (the broker's server).
+"""Per-provider limits shared by every worker process: runs in flight (slots) and requests per second (gates).
 
 A provider's rate limit is per application token, not per worker, so the number of runs one
 connector may have in flight is counted in one Redis sorted set per connector: member = run
 id, score = when the slot was taken. Taking a slot is one Lua script (atomic in Redis). A slot
 whose run is no longer running (its worker died, or it finished without releasing) is pruned
 against the job_runs table, so a dead worker cannot hold a slot for ever.
+
+Requests per second (PROVIDER_REQUESTS_PER_SECOND) are a token bucket per connector: in Redis
+(one Lua script, Redis's own clock) when runs go to Celery workers, so every process on every
+machine draws from the same bucket; in process memory otherwise (one process runs everything).
+The engine hands the bucket's ``wait`` to the connector (``Connector.request_gate``), and the
+connector's HTTP client calls it before every request, retries included.
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
@@ -18,7 +26,7 @@ from portal.extensions import db
 from portal.models import JobRun, RunStatus
 from portal.models.base import utcnow
 
-__all__ = ["ProviderSlots"]
+__all__ = ["LocalRate", "ProviderSlots", "RedisRate", "request_gate"]
 
 # A slot taken this recently is kept even before its run shows as running (the worker is starting it).
 STARTING_GRACE_SECONDS = 30
@@ -91,3 +99,80 @@ class ProviderSlots:
         stale = [run_id for run_id, taken in held.items() if run_id not in alive and taken < fresh]
         if stale:
             self.redis.zrem(self.key(connector), *stale)
+
+
+# A reservation: take one token, letting the bucket go negative, and answer how long the caller
+# must wait before sending (0 when a token was there). Waiting callers queue up in order instead of
+# polling, and the bucket's clock is Redis's, the same for every machine.
+_RESERVE = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate) - 1
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], 3600)
+if tokens >= 0 then return '0' end
+return tostring(-tokens / rate)
+"""
+
+
+class RedisRate:
+    """A requests-per-second bucket of one connector shared through Redis by every process."""
+
+    def __init__(self, redis_url: str, connector: str, rate: float, burst: float = 1.0) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+        self.key = f"portal:provider-rate:{connector}"
+        self.rate, self.burst = float(rate), float(burst)
+        self._reserve = self.redis.register_script(_RESERVE)
+
+    def wait(self) -> None:
+        """Block until this process may send one request to the provider."""
+        delay = float(self._reserve(keys=[self.key], args=[self.rate, self.burst]))
+        if delay > 0:
+            time.sleep(delay)
+
+
+class LocalRate:
+    """The same bucket in process memory, shared by the threads of one process (in-process executor)."""
+
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
+        self.rate, self.burst = float(rate), float(burst)
+        self.tokens, self.at = self.burst, time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - 1
+            self.at = now
+            delay = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if delay > 0:
+            time.sleep(delay)
+
+
+_buckets: dict[tuple[Any, ...], RedisRate | LocalRate] = {}
+_buckets_lock = threading.Lock()
+
+
+def request_gate(connector: str, app: Any = None) -> Callable[[], None] | None:
+    """Return the wait of the connector's requests-per-second bucket, or None when it has no limit."""
+    from portal.jobs.executors import uses_celery
+
+    app = app or current_app
+    rate = (app.config.get("PROVIDER_REQUESTS_PER_SECOND") or {}).get(connector)
+    if not rate:
+        return None
+    url = (app.config.get("CELERY") or {}).get("broker_url", "")
+    shared = uses_celery(app) and url.startswith(("redis://", "rediss://"))
+    key = (connector, float(rate), url if shared else None)
+    with _buckets_lock:
+        bucket = _buckets.get(key)
+        if bucket is None:
+            # One bucket per process and connector, so concurrent runs in this process share it too.
+            bucket = _buckets[key] = RedisRate(url, connector, rate) if shared else LocalRate(rate)
+    return bucket.wait

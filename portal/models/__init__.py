@@ -1,6 +1,6 @@
 """All portal models, imported here so Alembic and the app see one metadata."""
-from portal.models.api import ApiCredential, FlagKind, ProductAuthorisation, SubjectFlag, SubjectKind
-from portal.models.audit import AuditEntry
+from portal.models.api import ApiCredential, FlagKind, ProductAuthorisation, SubjectFlag, SubjectFlagFeature, SubjectKind
+from portal.models.audit import AuditEntry, AuditUserKey
 from portal.models.connections import EXTRACTABLE_STATES, Connection, ConnectionState
 from portal.models.mis import (
     STORE_MODELS,
@@ -18,12 +18,15 @@ from portal.models.mis import (
     MisSubject,
 )
 from portal.models.consent import AccessRequest, TermsAcceptance, WebhookEvent
+from portal.models.deletions import DeletionNotice, ProductReceipt
 from portal.models.dsr import RequestStatus, RequestType, SubjectExport, SubjectRequest, Suppression
 from portal.models.products import Category, Feature, FeatureGrant, MatrixInfo, Product, product_features
 from portal.models.runs import FINISHED_STATUSES, ErrorKind, JobRun, RunStatus
 from portal.models.retention import (
+    AttendanceAggregate,
     DeletionOrder,
     DfeAgreement,
+    LedgerState,
     LegalHold,
     RetentionProof,
     RetentionRule,
@@ -31,9 +34,14 @@ from portal.models.retention import (
     SchoolRetentionSetting,
 )
 from portal.models.tenancy import Organisation, OrgKind, Subscription, SubscriptionRoute
-from portal.models.users import Membership, PasswordResetToken, Role, User
+from portal.models.users import EmailChangeToken, Membership, PasswordResetToken, Role, User
 
 __all__ = [
+    "AttendanceAggregate",
+    "AuditUserKey",
+    "LedgerState",
+    "DeletionNotice",
+    "ProductReceipt",
     "DeletionOrder",
     "DfeAgreement",
     "LegalHold",
@@ -45,6 +53,7 @@ __all__ = [
     "FlagKind",
     "ProductAuthorisation",
     "SubjectFlag",
+    "SubjectFlagFeature",
     "SubjectKind",
     "AccessRequest",
     "RequestStatus",
@@ -81,6 +90,7 @@ __all__ = [
     "OrgKind",
     "Organisation",
     "PasswordResetToken",
+    "EmailChangeToken",
     "Product",
     "Role",
     "RunStatus",

@@ -92,6 +92,22 @@ class SubjectFlag(db.Model):
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
+    # R51: the product features the restriction applies to; none listed means every feature.
+    features: Mapped[list[SubjectFlagFeature]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+
+    @property
+    def feature_ids(self) -> list[str]:
+        return sorted(f.feature_id for f in self.features)
+
+
+class SubjectFlagFeature(db.Model):
+    """One product feature a restriction or objection names ("no longer served to those features", R51)."""
+
+    __tablename__ = "subject_flag_features"
+
+    flag_id: Mapped[int] = mapped_column(ForeignKey("subject_flags.id", ondelete="CASCADE"), primary_key=True)
+    feature_id: Mapped[str] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
+
 
 def _feed_indexes() -> None:
     """Index every store table for the product feed's keyset order (school, extracted_at, id).

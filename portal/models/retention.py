@@ -171,3 +171,38 @@ class RetentionWorkItem(db.Model):
     record_id: Mapped[int] = mapped_column(Integer)
     category: Mapped[str] = mapped_column(String(60))
     done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AttendanceAggregate(db.Model):
+    """What an "anonymise" rule keeps of the pupils it deletes (R36): counts per cell, no pupil key of any kind.
+
+    One set of cells per sweep and school (cells from different sweeps are not merged: a suppressed
+    cell cannot be added to). A cell describing fewer pupils than the operator's threshold keeps
+    neither count: both are NULL and ``suppressed`` is true.
+    """
+
+    __tablename__ = "attendance_aggregates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(40))
+    school_id: Mapped[int] = mapped_column(Integer, index=True)
+    academic_year: Mapped[int] = mapped_column(Integer)  # 2024 = 2024/25
+    year_group: Mapped[str | None] = mapped_column(String(10))
+    code: Mapped[str] = mapped_column(String(2))  # DfE attendance code
+    pupils: Mapped[int | None] = mapped_column(Integer)
+    sessions: Mapped[int | None] = mapped_column(Integer)
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LedgerState(db.Model):
+    """The last deletion-ledger entry this database has applied (R35); behind the ledger file means a restored backup."""
+
+    __tablename__ = "retention_ledger_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Set once by migration 0004 and carried by every backup: names this database's ledger file.
+    database_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -1,4 +1,4 @@
-"""Portal users, their memberships of organisations, and password-reset tokens."""
+"""Portal users, their memberships of organisations, password-reset and email-change tokens."""
 from __future__ import annotations
 
 import enum
@@ -44,6 +44,11 @@ class User(UserMixin, db.Model):
     session_token: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # R52: marketing email is consent-based: off until the user opts in; an opt-out is never overridden by a send.
+    marketing_opt_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    marketing_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # R51 for our own users: the data is kept but not used beyond storage (no marketing) until lifted.
+    processing_restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -77,6 +82,8 @@ class Membership(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Set when the organisation removes the user or the MIS stops showing them employed (R38, R59).
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when the organisation's admin deletes the user: access ends at once and R38's 7-year clock starts.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="memberships")
     organisation: Mapped[Organisation] = relationship()
@@ -90,5 +97,22 @@ class PasswordResetToken(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class EmailChangeToken(db.Model):
+    """A pending change of a user's email address (R49): applies only once the link sent to the new address is followed.
+
+    Single-use and expiring; only the token's hash is stored.
+    """
+
+    __tablename__ = "email_change_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    new_email: Mapped[str] = mapped_column(String(254))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

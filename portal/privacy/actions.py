@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from portal import audit, mail, store
+from portal import audit, deletions, mail, store
 from portal.extensions import db
-from portal.models import Connection, FlagKind, JobRun, LegalHold, MisPupil, MisStaff, RunStatus, SubjectFlag, SubjectKind, User
+from portal.models import (
+    Connection, Feature, FlagKind, JobRun, LegalHold, MisPupil, MisStaff, ProductAuthorisation, RunStatus, SubjectFlag,
+    SubjectFlagFeature, SubjectKind, User, product_features,
+)
 from portal.models.base import utcnow
 from portal.models.dsr import Controller, RequestType, SubjectRequest, SubjectType
 from portal.privacy import suppression
@@ -39,6 +42,7 @@ def erase(req: SubjectRequest, user: User) -> dict[str, int]:
     if req.request_type not in (RequestType.erasure, RequestType.objection):
         raise RequestError("wrong_type", "Only an erasure request, or an upheld objection, erases data.")
     school_id, kind, external_id = _school_subject(req)
+    deletions.publish_erasure(school_id, kind, external_id)  # R42: before the ids are gone
     deleted = store.dsr_erase(school_id, kind, external_id, request_id=req.id)
     remaining = store.dsr_count_rows(school_id, kind, external_id)
     if remaining:
@@ -63,22 +67,39 @@ def _active_flags(req: SubjectRequest, kind: FlagKind | None = None) -> list[Sub
     return list(db.session.execute(query).scalars())
 
 
-def restrict(req: SubjectRequest, user: User, reason: str | None) -> SubjectFlag:
-    """Keep the subject's data in sync but serve it to no product feature until lifted (R51)."""
+def authorised_features(school_id: int) -> list[Feature]:
+    """Return the product features the school currently authorises (through its live product authorisations)."""
+    products = select(ProductAuthorisation.product_id).where(ProductAuthorisation.school_id == school_id,
+                                                              ProductAuthorisation.revoked_at.is_(None))
+    return list(db.session.execute(
+        select(Feature).join(product_features, product_features.c.feature_id == Feature.id)
+        .where(product_features.c.product_id.in_(products)).distinct().order_by(Feature.id)
+    ).scalars())
+
+
+def restrict(req: SubjectRequest, user: User, reason: str | None, features: list[str] | None = None) -> SubjectFlag:
+    """Keep the subject's data in sync but serve it to no product feature, or only not to the named ones, until lifted (R51)."""
     require_verified(req)
     if reason not in RESTRICTION_REASONS:
         raise RequestError("reason_required", "Choose why processing is restricted.", "reason")
     school_id, kind, external_id = _school_subject(req)
-    existing = _active_flags(req, FlagKind.restricted)
-    if existing:
-        return existing[0]
+    named = sorted(set(features or []))
+    unknown = set(named) - {f.id for f in authorised_features(school_id)}
+    if unknown:
+        raise RequestError("unknown_feature", "Choose only features of products the school authorises.", "features")
+    # Flags add up (the feed leaves the subject out if any active flag covers the feature): only an identical one is reused.
+    for existing in _active_flags(req, FlagKind.restricted):
+        if existing.feature_ids == named:
+            return existing
     flag = SubjectFlag(school_id=school_id, subject_kind=SubjectKind(kind), external_id=external_id,
-                       kind=FlagKind.restricted, reason_code=reason, recorded_by_id=user.id)
+                       kind=FlagKind.restricted, reason_code=reason, recorded_by_id=user.id,
+                       features=[SubjectFlagFeature(feature_id=f) for f in named])
     db.session.add(flag)
     db.session.flush()
     holds = _legal_holds(req, user) if reason == "legal_claims" else []
     audit.record("dsr.restricted", organisation_id=school_id, target=req,
-                 details={"flag_id": flag.id, "reason": reason, "legal_holds": [h.id for h in holds]})
+                 details={"flag_id": flag.id, "reason": reason, "features": named or "all",
+                          "legal_holds": [h.id for h in holds]})
     return flag
 
 
@@ -107,11 +128,14 @@ def lift_restriction(req: SubjectRequest, user: User) -> int:
     return len(flags)
 
 
-def object_to_processing(req: SubjectRequest, user: User) -> SubjectFlag:
-    """Restrict while an objection is assessed (R51); uphold it with erase(), or dismiss it with lift_restriction()."""
+def object_to_processing(req: SubjectRequest, user: User, features: list[str] | None = None) -> SubjectFlag:
+    """Restrict (for all features, or the named ones) while an objection is assessed (R51).
+
+    Uphold it with erase(), or dismiss it with lift_restriction().
+    """
     if req.request_type is not RequestType.objection:
         raise RequestError("wrong_type", "This is not an objection.")
-    return restrict(req, user, "objection_pending")
+    return restrict(req, user, "objection_pending", features)
 
 
 def rectify(req: SubjectRequest, user: User, what_is_wrong: str | None) -> list[JobRun]:

@@ -164,6 +164,25 @@ def build(req: SubjectRequest) -> tuple[dict[str, Any], bytes]:
     return document, buffer.getvalue()
 
 
+def build_user(req: SubjectRequest) -> bytes:
+    """Return the zip of a portal user's own data (the operator is controller): same layout as a pupil's export."""
+    from portal.privacy import users
+
+    document, tables = users.build(req)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("export.json", json.dumps(document, indent=2, default=str))
+        archive.writestr("schema.json", json.dumps(users.SCHEMA, indent=2))
+        archive.writestr("cover.txt", users.cover_text(document))
+        for name, rows in tables.items():
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=sorted({k for r in rows for k in r}))
+            writer.writeheader()
+            writer.writerows(rows)
+            archive.writestr(f"csv/{name}.csv", out.getvalue())
+    return buffer.getvalue()
+
+
 def cover_text(document: dict[str, Any]) -> str:
     """Return the human-readable cover sheet."""
     cover = document["cover"]
@@ -184,9 +203,10 @@ def cover_text(document: dict[str, Any]) -> str:
 def prepare(req: SubjectRequest, user: User) -> str:
     """Build the export for a verified request and return the one-time download token (shown once)."""
     require_verified(req)
-    if req.subject_type.value not in store.DSR_SUBJECT_TABLES:
-        raise RequestError("not_exportable", "Exports cover pupils and staff; a user's own data is exported by support.")
-    _document, payload = build(req)
+    if req.subject_type.value in store.DSR_SUBJECT_TABLES:
+        _document, payload = build(req)
+    else:
+        payload = build_user(req)
     token = secrets.token_urlsafe(32)
     hours = current_app.config.get("DSR_EXPORT_HOURS", EXPORT_HOURS)
     export = SubjectExport(

@@ -111,17 +111,21 @@ def detail(school_id: int, request_id: int):
 
 
 def _render_detail(school, req, *, error: str | None = None, token: str | None = None, status: int = 200):
-    restricted = db.session.execute(select(SubjectFlag).where(
+    flags = db.session.execute(select(SubjectFlag).where(
         SubjectFlag.school_id == school.id, SubjectFlag.subject_kind == SubjectKind.pupil,
         SubjectFlag.external_id == req.subject_external_id, SubjectFlag.kind == FlagKind.restricted,
-        SubjectFlag.lifted_at.is_(None))).scalar() is not None
+        SubjectFlag.lifted_at.is_(None))).scalars().all()
+    restricted = bool(flags)
+    # Empty when any flag covers every feature; otherwise the features the flags name between them.
+    restricted_features = [] if any(not f.feature_ids for f in flags) else sorted({i for f in flags for i in f.feature_ids})
+    features = actions.authorised_features(school.id)
     exports = db.session.execute(select(SubjectExport).where(SubjectExport.request_id == req.id)
                                  .order_by(SubjectExport.id.desc())).scalars().all()
     return render_template(
         "privacy/detail.html", school=school, req=req, error=error, token=token, restricted=restricted, exports=exports,
         is_open=req.status in OPEN_STATUSES, labels=register.TYPE_LABELS, methods=register.IDENTITY_METHODS,
         extension_reasons=register.EXTENSION_REASONS, restriction_reasons=actions.RESTRICTION_REASONS,
-        now=utcnow(),
+        now=utcnow(), features=features, restricted_features=restricted_features,
     ), status
 
 
@@ -147,7 +151,10 @@ def _erase(req, user, form):
 
 
 def _restrict(req, user, form):
-    actions.restrict(req, user, form.get("reason"))
+    named = form.getlist("features")
+    actions.restrict(req, user, form.get("reason"), named)
+    if named:
+        return f"Processing restricted: the {len(named)} chosen feature(s) are no longer served this pupil's data."
     return "Processing restricted: no product is served this pupil's data."
 
 

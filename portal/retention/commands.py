@@ -21,14 +21,17 @@ def _parse_date(ctx, param, value: str | None) -> date | None:
         raise click.BadParameter("enter a date as YYYY-MM-DD, for example 2026-01-23") from None
 
 
-@click.command("retention")
+@click.group("retention", invoke_without_command=True)
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @click.option("--as-of", callback=_parse_date, help="The sweep date (YYYY-MM-DD); default today in London.")
 @click.option("--days", type=click.IntRange(0, 366), default=30, show_default=True, help="Dry run: days ahead to list.")
 @click.option("--school", "school_id", type=int, help="Dry run: one school's id only.")
+@click.pass_context
 @with_appcontext
-def retention_command(dry_run: bool, as_of: date | None, days: int, school_id: int | None) -> None:
+def retention_command(ctx: click.Context, dry_run: bool, as_of: date | None, days: int, school_id: int | None) -> None:
     """Run the retention sweep now, or list with --dry-run what it will delete in the coming days."""
+    if ctx.invoked_subcommand is not None:
+        return
     from portal.models.base import utcnow
     from portal.retention.calendar import london_date
 
@@ -67,3 +70,22 @@ def _print_preview(as_of: date, days: int, school_id: int | None) -> None:
         due = "held" if l.held else l.due_on.isoformat()
         click.echo(f"{due:10}  {school[:30]:30}  {l.rule_id:9}  {l.category[:30]:30}  {l.count:>8}  "
                    f"{l.trigger_on.isoformat():10}  {l.deadline.isoformat():10}  {note}")
+
+
+@retention_command.command("replay-ledger")
+@with_appcontext
+def replay_ledger_command() -> None:
+    """After restoring a backup: delete again everything the deletion ledger lists (R35); the portal then serves data."""
+    from portal.retention.ledger import LedgerError, replay, status
+
+    before, db_seq, file_seq = status()
+    try:
+        deleted = replay()
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if before == "ok":
+        click.echo(f"The database is up to date with the deletion ledger (entry {file_seq}); nothing to replay.")
+        return
+    total = sum(deleted.values())
+    per_table = ", ".join(f"{t} {n}" for t, n in sorted(deleted.items())) or "none found"
+    click.echo(f"Replayed deletion ledger entries {db_seq + 1} to {file_seq}: {total} records deleted again ({per_table}).")

@@ -12,6 +12,7 @@ from portal.models import Connection, FINISHED_STATUSES, JobRun
 from portal.models.mis import MisPupil, MisStaff
 from portal.retention.calendar import LONDON
 from portal.retention.deadlines import Due, RetentionContext, earliest
+from portal.retention.users import user_items
 
 __all__ = ["Item", "iter_due", "pupil_child_tables", "row_tables"]
 
@@ -75,6 +76,7 @@ def iter_due(ctx: RetentionContext, horizon: date, *, include_held: bool = False
         yield from _connection_items(ctx, horizon, owner, connection_id, include_held)
     if school_id is None:
         yield from _operational_items(ctx, horizon)
+    yield from user_items(ctx, horizon, organisation_id=school_id)
 
 
 def _wanted(due: Due | None, held: bool, horizon: date, include_held: bool) -> bool:

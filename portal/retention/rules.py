@@ -17,6 +17,7 @@ COVERS = {
     "connection": "the data obtained through one connection",
     "row": "single MIS rows",
     "operational": "the portal's own run logs",
+    "user": "a portal user's data held for one membership (and the login once no membership is left)",
 }
 CLOCKS = {
     "date_of_birth": "the pupil's date of birth",
@@ -29,6 +30,7 @@ CLOCKS = {
     "tombstoned": "the extract that found the row deleted upstream",
     "deletion_order": "the day the school asked for deletion (revocation or a removed grant)",
     "run_finished": "the end of a job run",
+    "user_removed": "the day the organisation's admin deleted the user from the organisation",
 }
 TIMINGS = {
     "backup": "the backup window B before the deadline, so no backup outlives it (R35)",
@@ -36,7 +38,7 @@ TIMINGS = {
     "deadline": "on the deadline itself (for grace periods that must run in full)",
 }
 
-# The defaults from the seeds (privacy-rules.md group D). Shipped by migration 0003; this tuple
+# The defaults from the seeds (privacy-rules.md group D). Shipped by migrations 0003 and 0004; this tuple
 # is the single copy the migration and the tests read.
 SEED_RULES: tuple[dict, ...] = (
     dict(id="R27", title="DfE pupil data: the pupil's 23rd birthday", covers="government", clock="date_of_birth",
@@ -66,6 +68,12 @@ SEED_RULES: tuple[dict, ...] = (
     dict(id="R39", title="Staff never provisioned as users: 6 months after the MIS stops showing them employed",
          covers="staff", clock="staff_left", period=6, period_unit="months", max_period=6, timing="backup",
          source="002: whether staff are currently employed in the school"),
+    dict(id="R37", title="User data: 7 years after the subscription ends", covers="user", clock="subscription_end",
+         period=7, period_unit="years", max_period=7, timing="backup",
+         source="000: 7 years after termination or expiry of the relevant Aspire subscription."),
+    dict(id="R38", title="User data: 7 years after the organisation deletes the user", covers="user",
+         clock="user_removed", period=7, period_unit="years", max_period=7, timing="backup",
+         source="000: 7 years after the subscribing organisation has deleted the relevant user from Aspire."),
     dict(id="TOMB", title="Rows deleted upstream: removed 7 days later", covers="row", clock="tombstoned",
          period=7, period_unit="days", max_period=7, timing="deadline",
          source="Seeds silent: the school (controller) deleted the row; the tombstone stays 7 days so products "

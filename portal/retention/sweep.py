@@ -9,7 +9,7 @@ from datetime import date
 from flask import current_app
 from sqlalchemy import delete, func, select, update
 
-from portal import audit, store
+from portal import audit, deletions, store
 from portal.jobs import claims
 from portal.extensions import db
 from portal.models import ErrorKind, JobRun, RunStatus
@@ -18,6 +18,7 @@ from portal.models.base import utcnow
 from portal.models.retention import DeletionOrder, RetentionProof, RetentionWorkItem
 from portal.retention.calendar import london_date
 from portal.retention.deadlines import RetentionContext
+from portal.retention import anonymise, ledger, users
 from portal.retention.plan import iter_due
 
 __all__ = ["JOB_ID", "SweepStopped", "run_sweep"]
@@ -42,6 +43,9 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
     as_of = date.fromisoformat(run.params["as_of"])
     batch = int(current_app.config.get("RETENTION_BATCH_SIZE", 500))
     try:
+        if ledger.status()[0] == "behind":
+            # A restored backup, or a batch whose ledger line was written but whose commit was lost (R35).
+            ledger.replay()
         _seal_abandoned(run)
         if run.stats.get("phase") not in ("deleting", "proving"):
             _plan(run, as_of, batch)
@@ -133,12 +137,15 @@ def _plan(run: JobRun, as_of: date, batch: int) -> None:
     if pending:
         db.session.execute(RetentionWorkItem.__table__.insert(), pending)
     _empty_order_proofs(run, ctx, as_of, {k[3] for k in proofs if k[3] is not None})
+    # R36: an "anonymise" rule's aggregates are taken now, while the pupils are still there.
+    cells = anonymise.aggregate_planned(run)
     # R27: DfE pupil data without a date of birth cannot be timed; every sweep lists it until resolved.
     untimed = db.session.execute(
         select(func.count()).select_from(MisPupil)
         .where(MisPupil.data_type == "government", MisPupil.date_of_birth.is_(None))
     ).scalar_one()
-    run.stats = {**run.stats, "phase": "deleting", "held": held, "exceptions": untimed, "proofs": len(proofs)}
+    run.stats = {**run.stats, "phase": "deleting", "held": held, "exceptions": untimed, "proofs": len(proofs),
+                 "aggregate_cells": cells}
     db.session.commit()
 
 
@@ -171,6 +178,8 @@ def _delete(run: JobRun, batch: int) -> None:
         ).all()
         if not rows:
             break
+        # R42: the products that received these records are told, in this batch's transaction.
+        deletions.publish_sweep_batch(rows)
         by_table: dict[str, list] = defaultdict(list)
         for row in rows:
             by_table[row.record_table].append(row)
@@ -183,6 +192,12 @@ def _delete(run: JobRun, batch: int) -> None:
                 for r in group:
                     if r.record_id in deleted:
                         counts[r.proof_id].update(deleted[r.record_id])
+                        records[r.proof_id] += 1
+            elif table == "memberships":
+                found = users.delete_memberships(ids, run_id=run.id)
+                for r in group:
+                    if r.record_id in found:
+                        counts[r.proof_id][found[r.record_id]] += 1
                         records[r.proof_id] += 1
             elif table == "job_runs":
                 found = _delete_run_logs(ids, run)
@@ -197,6 +212,7 @@ def _delete(run: JobRun, batch: int) -> None:
                         counts[r.proof_id][found[r.record_id]] += 1
                         records[r.proof_id] += 1
         db.session.execute(update(items).where(items.c.id.in_([r.id for r in rows])).values(done=True))
+        _to_ledger(rows, run)
         for proof_id, per_category in counts.items():
             proof = db.session.get(RetentionProof, proof_id)
             merged = Counter(proof.counts or {})
@@ -210,6 +226,17 @@ def _delete(run: JobRun, batch: int) -> None:
         db.session.commit()
     run.stats = {**run.stats, "phase": "proving"}
     db.session.commit()
+
+
+def _to_ledger(rows, run: JobRun) -> None:
+    """R35: list the batch in the deletion ledger (keyed hashes, per table and school) before it commits."""
+    schools = dict(db.session.execute(
+        select(RetentionProof.id, RetentionProof.school_id).where(RetentionProof.id.in_({r.proof_id for r in rows}))
+    ).all())
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for r in rows:
+        groups[(r.record_table, schools.get(r.proof_id))].append(r.record_id)
+    ledger.append(groups, run_id=run.id)
 
 
 def _delete_run_logs(ids: list[int], run: JobRun) -> set[int]:

@@ -14,10 +14,13 @@ from portal.models import Category
 from portal.models.base import utcnow
 from portal.models.retention import DeletionOrder, RetentionProof, RetentionRule
 from portal.retention.calendar import london_date
+from portal.retention.ledger import check_before_request
 from portal.retention.preview import preview
 from portal.scope import Action, school_or_404
 
 bp = Blueprint("retention", __name__)
+# R35: while a restored database is behind the deletion ledger, no page or API serves anything.
+bp.before_app_request(check_before_request)
 
 PREVIEW_DAYS = 30
 RECEIPT_COLUMNS = ("proof", "rule", "rule_title", "trigger_date", "deadline", "deleted_at", "late_days", "category",

@@ -74,9 +74,11 @@ class OperationsView(SecureBaseView):
                     .limit(PER_PAGE)
                 ).scalars()
             )
+        from portal import deletions
+
         return self.render(
             "admin/operations.html", q=q, page=page, runs=runs, held=held, categories=CATEGORIES,
-            schools_without=schools_without,
+            schools_without=schools_without, overdue_deletions=deletions.overdue_summary(),
         )
 
     def _connection(self) -> Connection | None:
@@ -101,13 +103,27 @@ class OperationsView(SecureBaseView):
             flash(f"Connection {conn.id} is {conn.state.label.lower()}{' and paused' if conn.paused else ''}: no extract can run.", "error")
             return self._back()
         from portal.extract import ExtractRefused, run_extract
+        from portal.jobs import executors
 
+        mode, categories = ("full", [category]) if category else ("incremental", None)
+        what = f"Resync of {category}" if category else "Extract"
+        if executors.uses_celery():
+            # Like the scheduler: claim the run as queued and hand it to the workers, never run it in the web process.
+            from portal.jobs.claims import owner_id
+
+            run = executors.queue_extract(conn.id, owner=owner_id(), mode=mode, categories=categories)
+            if run is None:
+                flash(f"An extract of connection {conn.id} was queued at this same moment; see the run history.", "error")
+            elif run.error_code == executors.BROKER_UNAVAILABLE:
+                flash(f"{what} for connection {conn.id} is queued as run {run.id}. {run.error_message}", "error")
+            else:
+                flash(f"{what} for connection {conn.id} queued as run {run.id}: a worker will run it; see the run history.")
+            return self._back()
         try:
-            run = run_extract(conn.id, mode="full" if category else "incremental", categories=[category] if category else None)
+            run = run_extract(conn.id, mode=mode, categories=categories)
         except ExtractRefused as exc:
             flash(exc.message, "error")
             return self._back()
-        what = f"Resync of {category}" if category else "Extract"
         flash(f"{what} for connection {conn.id} finished as run {run.id}: {run.status.value}.")
         return self._back()
 

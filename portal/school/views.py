@@ -221,7 +221,11 @@ def _data_use_context(school: Organisation) -> dict:
 @login_required
 def data_use(school_id: int):
     school = school_or_404(current_user, school_id, Action.view)
-    return render_template("school/data_use.html", **_data_use_context(school))
+    from portal import deletions
+
+    # R42: products that have not confirmed, within 7 days, that they deleted what the portal deleted.
+    return render_template("school/data_use.html", overdue_deletions=deletions.overdue_summary(school.id),
+                           **_data_use_context(school))
 
 
 @bp.route("/schools/<int:school_id>/data-use/statement")

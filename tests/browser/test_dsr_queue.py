@@ -15,7 +15,7 @@ from portal.extensions import db
 from portal.models import Role
 from tests import api_support as s
 from tests import factories as make
-from tests.browser.conftest import check_accessibility, plain, sign_in
+from tests.browser.conftest import check_accessibility, plain, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -75,3 +75,69 @@ def test_school_request_queue_intake_and_single_use_export_download(serve, page)
     queue = page.get_by_test_id("request-queue")
     expect(queue.get_by_text("Access")).to_be_visible()
     check_accessibility(page)
+
+
+def test_r51_restricting_named_features_and_r49_r52_the_account_page(serve, page):
+    server = serve()
+    with server.app.app_context():
+        from portal.privacy import register
+
+        product = s.product("pupil_tracking", "self_evaluation_early_results", name="Two features")
+        school, connection = s.connected_school(make, product)
+        s.write(connection, s.pupils(2))
+        admin = make.user(Role.school_admin, school)
+        req = register.create(user=admin, request_type="restriction", received_on=date.today(), channel="email",
+                              requester_kind="parent_carer", subject_type="pupil", school=school, subject_external_id="p1")
+        register.verify_identity(req, admin, "known_to_school")
+        db.session.commit()
+        school, admin, req = plain(school), plain(admin), plain(req, "id")
+    sign_in(page, server.url, admin)
+    page.goto(f"{server.url}/schools/{school.id}/requests/{req.id}")
+    expect(page.get_by_test_id("restrict-features")).to_be_visible()
+    check_accessibility(page)
+    page.get_by_label("Why").select_option("accuracy_contested")
+    page.get_by_label("Pupil tracking").check()
+    page.get_by_role("button", name="Restrict processing").click()
+    expect(page.get_by_test_id("restricted")).to_have_text("Restricted for pupil tracking")
+    check_accessibility(page)
+
+    page.get_by_role("link", name="My account").click()
+    expect(page.get_by_role("heading", name="My account")).to_be_visible()
+    check_accessibility(page)
+    checkbox = page.get_by_label("Send me news and offers")
+    expect(checkbox).not_to_be_checked()
+    checkbox.check()
+    page.get_by_role("button", name="Save your choice").click()
+    expect(page.get_by_text("You will get marketing emails.")).to_be_visible()
+    page.get_by_label("Email address").fill("someone-new@example.org")
+    page.get_by_role("button", name="Save your details").click()
+    expect(page.get_by_test_id("pending-email")).to_contain_text("someone-new@example.org")
+    check_accessibility(page)
+    screenshot(page, "account")
+
+
+def test_r48_support_staff_answer_a_users_access_request_and_download_it_once(serve, page):
+    server = serve()
+    with server.app.app_context():
+        from portal.privacy import register
+
+        someone = make.user(Role.school_viewer, make.school(), email="someone@example.org")
+        staff = make.user(support=True)
+        req = register.create(user=staff, request_type="access", received_on=date.today(), channel="email",
+                              requester_kind="user", subject_type="user", subject_user_id=someone.id)
+        db.session.commit()
+        staff, req = plain(staff), plain(req, "id")
+    sign_in(page, server.url, staff)
+    page.goto(f"{server.url}/admin/dsr_users/")
+    check_accessibility(page)
+    page.get_by_role("link", name=f"Request {req.id}").click()
+    page.get_by_label("How identity was checked").select_option("signed_in")
+    page.get_by_role("button", name="Record verification").click()
+    page.get_by_role("button", name="Prepare the export").click()
+    expect(page.get_by_test_id("export-ready")).to_be_visible()
+    check_accessibility(page)
+    screenshot(page, "admin-user-request")
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download the export (zip)").click()
+    document = json.loads(zipfile.ZipFile(io.BytesIO(Path(info.value.path()).read_bytes())).read("export.json"))
+    assert document["account"]["email"] == "someone@example.org"

@@ -156,6 +156,7 @@ class GroupcallClient:
         tokens: TokenCache = TOKENS,
         session: requests.Session | None = None,
         counters: dict[str, int] | None = None,
+        before_request: Callable[[], None] | None = None,
     ) -> None:
         base = base_url.rstrip("/")
         for url in (base, token_url or base):
@@ -178,6 +179,8 @@ class GroupcallClient:
         # Requests sent and retries waited, for the run's statistics.
         self.counters = counters if counters is not None else {"requests": 0, "retries": 0}
         self.http = session or requests.Session()
+        # Blocks until the portal's shared per-provider rate limit lets one request go (retries too).
+        self.before_request = before_request
         self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
 
     def __repr__(self) -> str:  # never show the secret or a token
@@ -264,6 +267,8 @@ class GroupcallClient:
                 headers["Authorization"] = f"Idaas {self.token(refresh=refresh)}"
                 refresh = False
             self.counters["requests"] = self.counters.get("requests", 0) + 1
+            if self.before_request is not None:
+                self.before_request()
             try:
                 resp = self.http.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
             except requests.RequestException as exc:  # timeouts, refused or broken connections

@@ -150,6 +150,7 @@ class GroupcallConnector(Connector):
             sleep=lambda seconds: type(self).sleep(seconds),
             tokens=TOKENS,
             counters=self.stats,
+            before_request=self.before_request,
         )
         return client
 

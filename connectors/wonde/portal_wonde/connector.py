@@ -56,6 +56,9 @@ class WondeConnector(Connector):
             "base_url": {"type": "string", "default": DEFAULT_BASE_URL, "title": "API base URL"},
             "token": {"type": "string", "title": "Application access token"},
             "per_page": {"type": "integer", "default": 200, "title": "Rows per page"},
+            "page_sizes": {"type": "object", "default": {"attendance/session": 1000},
+                           "title": "Rows per page asked for by endpoint (the server may send fewer)"},
+            "prefetch": {"type": "boolean", "default": True, "title": "Fetch the next page while storing this one"},
             "connect_timeout": {"type": "number", "default": 5},
             "read_timeout": {"type": "number", "default": 60},
             "max_retries": {"type": "integer", "default": 5},
@@ -87,6 +90,9 @@ class WondeConnector(Connector):
             retry_after_cap=float(s.get("retry_after_cap", 120)),
             allow_insecure_http=_truthy(s.get("allow_insecure_http", False)),
             stats=self.stats,
+            before_request=self.before_request,
+            page_sizes=_page_sizes(s.get("page_sizes")),
+            prefetch=_truthy(s.get("prefetch", True)),
             **extra,
         )
         # Stats the engine may copy into the run row.
@@ -311,6 +317,15 @@ def _wonde_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
     first, _, last = str(contact.get("name") or "").strip().partition(" ")
     return {"first_name": first, "last_name": last, "email_address": contact.get("email") or None,
             "phone_number": contact.get("phone") or None, "notes": "Requested through the MIS connection portal"}
+
+
+def _page_sizes(value: Any) -> dict[str, int] | None:
+    """Read the per-endpoint page sizes (a mapping, or JSON text from the environment); None: the defaults."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return {str(endpoint): int(size) for endpoint, size in dict(value).items()}
 
 
 def _truthy(value: Any) -> bool:

@@ -101,7 +101,8 @@ def _code(value: Any, names: Mapping[str, str]) -> str | None:
 def included(obj: Mapping[str, Any], key: str) -> Any:
     """Return an include's payload: the object or list inside ``{"data": ...}``, or None when absent or null."""
     value = obj.get(key)
-    if isinstance(value, Mapping):
+    # type() first: decoded JSON is plain dicts, and the ABC check costs more on the hot path.
+    if type(value) is dict or isinstance(value, Mapping):
         return value.get("data") if "data" in value else value
     return None
 
@@ -109,7 +110,9 @@ def included(obj: Mapping[str, Any], key: str) -> Any:
 def ref_id(obj: Mapping[str, Any], key: str) -> str | None:
     """Return the id a key refers to, whether it holds a bare id or an include wrapper."""
     value = obj.get(key)
-    if isinstance(value, Mapping):
+    if type(value) is str:
+        return value or None
+    if type(value) is dict or isinstance(value, Mapping):
         data = value.get("data", value)
         return str(data["id"]) if isinstance(data, Mapping) and data.get("id") is not None else None
     if value is None or value == "":

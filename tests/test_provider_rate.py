@@ -1,0 +1,76 @@
+"""The per-provider requests-per-second limit (PROVIDER_REQUESTS_PER_SECOND) in one process, through the engine and the Wonde client."""
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.extract import run_extract
+from portal.models import Connection, ConnectionState, Feature, Organisation, OrgKind, Product, ProductAuthorisation, RunStatus
+from portal.testing import synthetic
+from tests import celery_support as cs
+
+pytest.importorskip("portal_wonde.sandbox")
+
+RATE = 6
+
+
+@pytest.fixture
+def served(make_app):
+    schools = synthetic.generate_schools(2, 81, pupils=5, days=2)
+    sandbox = cs.timed_sandbox_class()(schools).start()
+    settings = {**sandbox.settings, **cs.FAST}
+    app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"], CONNECTORS={"wonde": settings},
+                   PROVIDER_REQUESTS_PER_SECOND={"wonde": RATE})
+    with app.app_context():
+        product = Product(name="All features", purpose="test")
+        product.features = list(db.session.execute(select(Feature)).scalars())
+        db.session.add(product)
+        ids = []
+        for school in schools:
+            la = Organisation(kind=OrgKind.local_authority, name=f"LA {school.la_code}", la_code=school.la_code)
+            db.session.add(la)
+            db.session.flush()
+            org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
+                               local_authority_id=la.id)
+            db.session.add(org)
+            db.session.flush()
+            db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id))
+            conn = Connection(school_id=org.id, connector="wonde", state=ConnectionState.approved, settings_encrypted=json.dumps({}))
+            db.session.add(conn)
+            db.session.flush()
+            ids.append(conn.id)
+        db.session.commit()
+        yield app, sandbox, ids
+    sandbox.stop()
+
+
+def test_two_runs_at_once_in_one_process_share_the_request_rate(served, backend):
+    app, sandbox, ids = served
+    results: dict[int, str] = {}
+
+    def extract(connection_id: int) -> None:
+        with app.app_context():
+            results[connection_id] = run_extract(connection_id, mode="full").status.value
+            db.session.remove()
+
+    if backend == "sqlite":
+        # One writer at a time on SQLite: run the two extracts one after the other.
+        for cid in ids:
+            extract(cid)
+    else:
+        threads = [threading.Thread(target=extract, args=(cid,)) for cid in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert set(results.values()) == {RunStatus.succeeded.value}
+    starts = sorted(began for _, began, _ in sandbox.timings)
+    window = 2.0
+    assert len(starts) > RATE * window * 2  # enough requests for the limit to matter
+    busiest = max(bisect.bisect_left(starts, t + window) - i for i, t in enumerate(starts))
+    assert busiest <= RATE * window + 2, f"{busiest} requests reached Wonde within {window} s (limit {RATE}/s)"
