@@ -256,7 +256,10 @@ def serve(url: str, args, tmp: Path) -> tuple[subprocess.Popen, str]:
     log = (tmp / "gunicorn.log").open("w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "-w", str(args.gunicorn_workers), "-k", "gthread",
-         "--threads", str(args.gunicorn_threads), "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT), "wsgi:app"],
+         "--threads", str(args.gunicorn_threads), "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT),
+         # Longer than the users' think time: with gunicorn's default of 2 s a kept-alive connection
+         # is closed just as the client reuses it, and the request fails with no answer.
+         "--keep-alive", "30", "wsgi:app"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     host = f"http://127.0.0.1:{port}"

@@ -46,4 +46,6 @@ class PortalUser(HttpUser):
         label, url = random.choice(self.account["pages"])
         with self.client.get(url, name=label, headers=self.headers, catch_response=True, allow_redirects=False) as resp:
             if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}")
+                # Status 0: no answer at all; name the client-side error (reset, refused, timeout).
+                error = f" {type(resp.error).__name__}: {str(resp.error)[:120]}" if resp.error else ""
+                resp.failure(f"HTTP {resp.status_code}{error}")

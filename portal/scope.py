@@ -84,7 +84,11 @@ def subscription_ends(organisation_ids: set[int] | None = None) -> dict[int, dat
 
 
 def membership_live(m, today: date, ends: dict[int, date]) -> bool:
-    """Return whether a membership gives access today: not suspended or removed (R38), subscription not over (R37)."""
+    """Return whether a membership gives access today: not suspended or removed (R38), subscription not over (R37).
+
+    ``ends`` comes from subscription_ends over the user's school memberships: a school membership
+    ends with the school's subscriptions; trust and LA access stays governed per school (R56).
+    """
     if m.suspended_at is not None or m.removed_at is not None:
         return False
     end = ends.get(m.organisation_id)
@@ -95,8 +99,13 @@ def _today() -> date:
     return datetime.now(LONDON).date()
 
 
+def _school_ends(user: User) -> dict[int, date]:
+    schools = {m.organisation_id for m in user.memberships if m.organisation.kind == OrgKind.school}
+    return {org: end for org, end in subscription_ends(schools).items() if org in schools}
+
+
 def _active_memberships(user: User, today: date | None = None):
-    ends = subscription_ends({m.organisation_id for m in user.memberships})
+    ends = _school_ends(user)
     return [m for m in user.memberships if membership_live(m, today or _today(), ends)]
 
 
@@ -110,11 +119,11 @@ def may_sign_in(user: User, today: date | None = None) -> bool:
     if user.is_support or not user.memberships:
         return True
     today = today or _today()
-    ends = subscription_ends({m.organisation_id for m in user.memberships})
+    ends = _school_ends(user)
     for m in user.memberships:
         if m.removed_at is not None:
             continue
-        end = ends.get(m.organisation_id) if m.organisation.kind == OrgKind.school else None
+        end = ends.get(m.organisation_id)
         if end is None or today <= end:
             return True
     return False

@@ -97,3 +97,53 @@ def test_r35_a_lost_ledger_file_stops_serving_and_replay_says_what_to_do(ledger_
     assert app.test_client().get("/login").status_code == 503
     result = app.test_cli_runner().invoke(args=["portal", "retention", "replay-ledger"])
     assert result.exit_code == 1 and "restore the ledger file" in result.output
+
+
+def test_r35_replay_deletes_restored_user_data_again_and_the_trail_still_verifies(ledger_app, make):
+    from portal.members import remove_membership
+    from portal.models import Membership, Role, User
+    from tests.test_retention import at
+
+    school = make.school()
+    user = make.user(Role.school_viewer, school)
+    audit.record("auth.login", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
+    membership = db.session.execute(select(Membership).where(Membership.user_id == user.id)).scalar_one()
+    remove_membership(membership, None)
+    membership.removed_at = at(date(2024, 2, 29))  # R38 deadline 2031-02-28, minus B = 30 days
+    db.session.commit()
+    user_id = user.id
+    before = backup()
+    run_sweep(as_of=date(2031, 1, 29))
+    assert not exists(User, user_id)
+
+    restore(before)
+    assert exists(User, user_id) and ledger.status()[0] == "behind"
+    assert ledger_app.test_client().get("/login").status_code == 503
+    assert ledger.replay() == {"memberships": 1}
+    assert not exists(User, user_id)
+    assert db.session.execute(select(audit.AuditEntry).where(audit.AuditEntry.actor_user_id == user_id)).first() is None
+    assert audit.verify().ok
+    assert ledger_app.test_client().get("/login").status_code == 200
+
+
+def test_r35_a_batch_rolled_back_after_its_ledger_line_is_deleted_again_and_the_portal_keeps_serving(
+        make_app, world, monkeypatch):
+    from portal.jobs import claims
+
+    app = make_app(RETENTION_BACKUP_WINDOW_DAYS=0, RETENTION_LEDGER_CHECK_SECONDS=0)
+    with app.app_context():
+        conn = world.school()
+        pupil = world.pupil(conn, year="3", extracted=date(2025, 1, 10), leaving=date(2025, 7, 23))
+        db.session.commit()
+        pupil_id = pupil.id
+
+        def lost(run):
+            raise RuntimeError("connection lost at commit time")
+
+        monkeypatch.setattr(claims, "heartbeat", lost)
+        run = run_sweep(as_of=date(2026, 1, 23))
+        assert run.status.value == "failed"
+        # The batch's ledger line was written before the failure: the due pupil was deleted again at once.
+        assert ledger.status()[0] == "ok"
+        assert not exists(MisPupil, pupil_id) and orphan_count() == 0
+        assert app.test_client().get("/login").status_code == 200

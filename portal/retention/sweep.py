@@ -53,10 +53,12 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
         _prove(run, as_of)
     except SweepStopped:
         db.session.rollback()
+        _settle_ledger()
         log.warning("retention sweep %s stopped: the run was cancelled or taken over", run.id)
         return db.session.get(JobRun, run.id)
     except Exception as exc:
         db.session.rollback()
+        _settle_ledger()
         # Exception text may quote values; the log gets the type only, the traceback goes to DEBUG.
         log.error("retention sweep %s stopped with an unexpected %s", run.id, type(exc).__name__)
         log.debug("traceback of retention sweep %s", run.id, exc_info=True)
@@ -65,6 +67,19 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
         return run
     _finish(run, RunStatus.succeeded)
     return run
+
+
+def _settle_ledger() -> None:
+    """After a rolled-back batch whose ledger line was already written: delete its (due) records again now (R35).
+
+    Otherwise the database stays behind the ledger and every process refuses to serve until a replay.
+    """
+    try:
+        if ledger.status()[0] == "behind":
+            ledger.replay()
+    except Exception as exc:  # the sweep's own failure is what gets reported; the next sweep replays first
+        db.session.rollback()
+        log.error("retention sweep could not replay the deletion ledger after stopping (%s)", type(exc).__name__)
 
 
 # ---------------------------------------------------------------- the run row

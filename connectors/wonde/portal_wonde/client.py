@@ -22,8 +22,10 @@ from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, Pr
 __all__ = ["Page", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
 
 DEFAULT_BASE_URL = "https://api.wonde.com/v1.0"
-# The attendance list is most of a school's rows: ask for bigger pages there.
-DEFAULT_PAGE_SIZES = {"attendance/session": 1000}
+# The attendance list is most of a school's rows: ask for bigger pages there. Classes and groups come
+# with their students included, so a row grows with the group (a year group of a large school is
+# hundreds of pupils): smaller pages there keep memory flat as schools grow.
+DEFAULT_PAGE_SIZES = {"attendance/session": 1000, "classes": 50, "groups": 10}
 USER_AGENT = "mis-portal-wonde/0.1"
 LOOPBACK_NAMES = {"localhost"}
 

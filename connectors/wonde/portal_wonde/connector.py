@@ -56,7 +56,7 @@ class WondeConnector(Connector):
             "base_url": {"type": "string", "default": DEFAULT_BASE_URL, "title": "API base URL"},
             "token": {"type": "string", "title": "Application access token"},
             "per_page": {"type": "integer", "default": 200, "title": "Rows per page"},
-            "page_sizes": {"type": "object", "default": {"attendance/session": 1000},
+            "page_sizes": {"type": "object", "default": {"attendance/session": 1000, "classes": 50, "groups": 10},
                            "title": "Rows per page asked for by endpoint (the server may send fewer)"},
             "prefetch": {"type": "boolean", "default": True, "title": "Fetch the next page while storing this one"},
             "connect_timeout": {"type": "number", "default": 5},
