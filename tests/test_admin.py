@@ -207,9 +207,14 @@ def test_admin_changes_are_audited_without_values(staff, client, make):
     page = client.get("/admin/memberships/")
     resp = client.post("/admin/memberships/delete/", data={"id": membership.id, "csrf_token": token_of(page.data)})
     assert resp.status_code == 302
-    assert count(Membership) == 0
     deleted = db.session.execute(select(AuditEntry).where(AuditEntry.action == "admin.memberships.deleted")).scalar_one()
     assert deleted.target_id == str(membership.id) and deleted.organisation_id == school.id
+    # R38: the membership is removed now (no access) and kept for the sweep, not hard-deleted.
+    db.session.expire_all()
+    assert count(Membership) == 1
+    assert db.session.get(Membership, membership.id).removed_at is not None
+    removed = db.session.execute(select(AuditEntry).where(AuditEntry.action == "membership.removed")).scalar_one()
+    assert removed.actor == f"user:{staff.id}"
 
 
 def test_new_organisation_is_audited(staff, client):

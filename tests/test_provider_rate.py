@@ -74,3 +74,12 @@ def test_two_runs_at_once_in_one_process_share_the_request_rate(served, backend)
     assert len(starts) > RATE * window * 2  # enough requests for the limit to matter
     busiest = max(bisect.bisect_left(starts, t + window) - i for i, t in enumerate(starts))
     assert busiest <= RATE * window + 2, f"{busiest} requests reached Wonde within {window} s (limit {RATE}/s)"
+
+
+def test_with_redis_unreachable_the_shared_limit_stops_the_run_as_temporary():
+    from portal.jobs.limits import RateLimitUnavailable, RedisRate
+
+    gate = RedisRate(f"redis://127.0.0.1:{cs.free_port()}/0", "wonde", 5)
+    with pytest.raises(RateLimitUnavailable) as caught:
+        gate.wait()
+    assert caught.value.kind == "temporary" and "no request was sent" in caught.value.message

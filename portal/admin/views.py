@@ -242,7 +242,7 @@ def core_views() -> list[BaseView]:
             flash(f"Password reset link sent to {len(users)} active user(s).")
 
     class MembershipView(SecureModelView):
-        column_list = ("user.email", "organisation.name", "role", "suspended_at")
+        column_list = ("user.email", "organisation.name", "role", "suspended_at", "removed_at")
         column_labels = {"user.email": "User", "organisation.name": "Organisation"}
         column_searchable_list = ("user.email", "organisation.name")
         column_filters = ("role",)
@@ -270,6 +270,16 @@ def core_views() -> list[BaseView]:
                 Membership, model, Membership.user_id == model.user.id, Membership.organisation_id == model.organisation.id
             ):
                 raise ValidationError("This user already has a role in this organisation.")
+
+        def delete_model(self, model) -> bool:
+            # R38: deleting a user from an organisation ends their access now and starts the 7-year clock;
+            # the row stays, marked removed, until the retention sweep deletes it with the user's data.
+            from portal.members import remove_membership
+
+            self.on_model_delete(model)
+            remove_membership(model, current_user)
+            db.session.commit()
+            return True
 
     class ConnectionView(SecureModelView):
         column_list = ("school.name", "connector", "state", "state_changed_at", "paused", "provider_school_id", "settings")

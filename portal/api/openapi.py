@@ -13,6 +13,7 @@ ERROR_CODES = [
     "unauthenticated", "invalid_credential", "feature_not_of_product", "unknown_category", "category_not_granted",
     "school_not_authorised", "unknown_record_type", "invalid_parameter", "invalid_cursor", "rate_limited",
     "not_found", "method_not_allowed", "bad_request", "internal_error", "invalid_body", "unknown_notice",
+    "ledger_replay_required",
 ]
 # R42: why a notice was published.
 NOTICE_REASONS = ["retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed"]

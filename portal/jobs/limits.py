@@ -22,11 +22,12 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
+from portal.connectors import ConnectorError
 from portal.extensions import db
 from portal.models import JobRun, RunStatus
 from portal.models.base import utcnow
 
-__all__ = ["LocalRate", "ProviderSlots", "RedisRate", "request_gate"]
+__all__ = ["LocalRate", "ProviderSlots", "RateLimitUnavailable", "RedisRate", "request_gate"]
 
 # A slot taken this recently is kept even before its run shows as running (the worker is starting it).
 STARTING_GRACE_SECONDS = 30
@@ -119,6 +120,14 @@ return tostring(-tokens / rate)
 """
 
 
+class RateLimitUnavailable(ConnectorError):
+    """The shared rate limit could not be consulted (Redis unreachable): no request is sent, the run can be retried."""
+
+    code = "rate_limit_unavailable"
+    kind = "temporary"
+    retryable = True
+
+
 class RedisRate:
     """A requests-per-second bucket of one connector shared through Redis by every process."""
 
@@ -132,7 +141,16 @@ class RedisRate:
 
     def wait(self) -> None:
         """Block until this process may send one request to the provider."""
-        delay = float(self._reserve(keys=[self.key], args=[self.rate, self.burst]))
+        import redis
+
+        try:
+            delay = float(self._reserve(keys=[self.key], args=[self.rate, self.burst]))
+        except redis.RedisError:
+            # Sending anyway could break the provider's limit for every school: stop this run instead.
+            raise RateLimitUnavailable(
+                "The shared limit on requests to the provider could not be checked because the task queue's "
+                "Redis did not answer, so no request was sent. The next run will try again."
+            ) from None
         if delay > 0:
             time.sleep(delay)
 

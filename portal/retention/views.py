@@ -82,5 +82,11 @@ def _rules() -> dict[str, str]:
     return dict(db.session.execute(select(RetentionRule.id, RetentionRule.title)).all())
 
 
+# Kinds of data the sweep deletes that are not MIS categories of the usage matrix.
+PORTAL_DATA_NAMES = {"user_data": "Portal user accounts (R37, R38)", "run_logs": "Extract run logs"}
+
+
 def _categories() -> dict[str, str]:
-    return defaultdict(str, db.session.execute(select(Category.id, Category.name)).all())
+    names = defaultdict(str, db.session.execute(select(Category.id, Category.name)).all())
+    names.update(PORTAL_DATA_NAMES)
+    return names
