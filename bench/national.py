@@ -22,6 +22,7 @@ Why threads: an incremental run spends most of its time waiting for the provider
 requests × latency), so each worker process runs ``--threads`` runs at once in one process; a
 second process adds the second core. Prints schools/hour, records/s, requests/s, peak RSS per
 worker process, the speed-up from the second worker and the extrapolated time for 24,453 schools.
+Worker logs go to a folder under $TMPDIR (printed); BENCH_WORKER_LOG_LEVEL=DEBUG puts tracebacks there.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

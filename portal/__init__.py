@@ -78,10 +78,12 @@ def register_blueprints(app: Flask) -> None:
 
     scope.init_app(app)
     from portal.auth.views import bp as auth_bp
+    from portal.school.products import bp as school_products_bp
     from portal.school.views import bp as school_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(school_bp)
+    app.register_blueprint(school_products_bp)
     from portal.extensions import csrf
     from portal.webhooks.views import bp as webhooks_bp
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import event
 
 from portal.api import authorisations

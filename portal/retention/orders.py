@@ -1,6 +1,7 @@
 """Tracked deletions a school sets off: revoking a connection (at once or under the rules) and categories no grant needs."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 
 from sqlalchemy import select
@@ -20,6 +21,7 @@ __all__ = [
     "GRANT_RULE",
     "cancel_connection_deletion",
     "categories_still_needed",
+    "category_deletion_date",
     "schedule_category_deletion",
     "schedule_connection_deletion",
 ]
@@ -88,27 +90,37 @@ def categories_still_needed(school: Organisation) -> set[str]:
     return set().union(*(p.categories() for p in products)) if products else set()
 
 
-def schedule_category_deletion(school: Organisation, *, user: User | None = None) -> DeletionOrder | None:
+def category_deletion_date(trigger: date) -> date:
+    """Return when categories no granted feature needs any more are deleted under the normal rule (R31-grant)."""
+    return _due_on(GRANT_RULE, trigger)
+
+
+def schedule_category_deletion(school: Organisation, *, user: User | None = None, immediate: bool = False,
+                               within: Iterable[str] | None = None) -> DeletionOrder | None:
     """Schedule deletion of the school's categories no granted feature needs any more, 6 months on (R31).
 
     Call after a product authorisation ends or a feature loses a grant; the caller commits.
-    Returns None when every stored category is still needed.
+    ``immediate``: the school instructs deletion at the next sweep (R7); ``within``: only these categories
+    (those the ended product read). Returns None when every stored category is still needed.
     """
     stored: set[str] = set()
     for model in STORE_MODELS.values():
         table = model.__table__
         stored.update(db.session.execute(select(table.c.category).where(table.c.school_id == school.id).distinct()).scalars())
+    if within is not None:
+        stored &= set(within)
     unneeded = sorted(stored - categories_still_needed(school))
     if not unneeded:
         return None
     today = london_date(utcnow())
+    rule_id = REVOKE_NOW_RULE if immediate else GRANT_RULE
     order = DeletionOrder(
-        school_id=school.id, connection_id=None, categories=unneeded, reason="grant_removed", rule_id=GRANT_RULE,
-        trigger_on=today, due_on=_due_on(GRANT_RULE, today), requested_by_id=user.id if user else None,
+        school_id=school.id, connection_id=None, categories=unneeded, reason="grant_removed", rule_id=rule_id,
+        trigger_on=today, due_on=today if immediate else _due_on(rule_id, today), requested_by_id=user.id if user else None,
     )
     db.session.add(order)
     db.session.flush()
     audit.record("retention.deletion_scheduled", organisation_id=school.id, target=order,
-                 details={"categories": unneeded, "rule": GRANT_RULE, "due_on": order.due_on.isoformat()},
+                 details={"categories": unneeded, "rule": rule_id, "due_on": order.due_on.isoformat()},
                  **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}))
     return order

@@ -1,4 +1,4 @@
-"""Forms of the school pages: terms acceptance, authorise a connection, revoke a connection (all carry CSRF)."""
+"""Forms of the school pages: terms, authorise and revoke a connection, authorise and end a product (all carry CSRF)."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
@@ -42,4 +42,26 @@ class RevokeForm(FlaskForm):
     confirm = BooleanField(
         "I understand that no more data will be extracted through this connection",
         validators=[DataRequired("Tick the box to confirm you want to revoke the connection.")],
+    )
+
+
+class ProductAuthoriseForm(FlaskForm):
+    confirm = BooleanField(
+        "I authorise this product to read the categories of data listed above for our school",
+        validators=[DataRequired("Tick the box to confirm you authorise this product.")],
+    )
+
+
+class ProductEndForm(FlaskForm):
+    deletion = RadioField(
+        "What should happen to the data only this product needed?",
+        choices=[
+            SelectChoice("keep", "Keep it and delete it on the date shown above, following the retention rules"),
+            SelectChoice("now", "Delete it at the next daily deletion run"),
+        ],
+        validators=[InputRequired("Choose what should happen to the data only this product needed.")],
+    )
+    confirm = BooleanField(
+        "I understand that this product will no longer get any of our school's data",
+        validators=[DataRequired("Tick the box to confirm you want to end this product's authorisation.")],
     )
