@@ -84,14 +84,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _hash_columns(kind: str) -> tuple[str, ...]:
-    # The data columns include pupil_external_id on tables about a pupil (pupil_id is the store's own).
-    return _data_columns(kind)
-
-
-_HASH_COLUMNS: dict[str, tuple[str, ...]] = {}
-
-
 @functools.lru_cache(maxsize=8)
 def _hash_key(secret: str | bytes) -> bytes:
     # BLAKE2b takes a key of at most 64 bytes: derive one from the app's secret key.
@@ -107,8 +99,8 @@ def content_hash(kind: str, values: Mapping[str, Any], key: bytes | None = None)
     sorted JSON document and HMAC took three times as long on the extract's hot path. ``key``
     (from ``hash_key()``) saves looking the secret up for every record.
     """
-    cols = _HASH_COLUMNS.get(kind) or _HASH_COLUMNS.setdefault(kind, _hash_columns(kind))
-    payload = repr(tuple([values.get(c) for c in cols]))
+    # The data columns include pupil_external_id on tables about a pupil (pupil_id is the store's own).
+    payload = repr(tuple([values.get(c) for c in _data_columns(kind)]))
     return hashlib.blake2b(f"{kind}|{payload}".encode(), key=key or hash_key(), digest_size=32).hexdigest()
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "REVOKE_NOW_RULE",
     "REVOKE_RULE",
     "GRANT_RULE",
+    "cancel_category_deletion",
     "cancel_connection_deletion",
     "categories_still_needed",
     "category_deletion_date",
@@ -78,6 +79,44 @@ def cancel_connection_deletion(connection: Connection, *, user: User | None = No
                      details={"connection_id": connection.id},
                      **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}))
     return len(orders)
+
+
+def cancel_category_deletion(school: Organisation, *, user: User | None = None) -> int:
+    """Take the categories a product the school authorises (again) needs out of its pending R31-grant orders.
+
+    Call after a product authorisation starts; the caller commits. An order left with no category is
+    cancelled; one still partly unneeded is replaced by an order for the rest with the same dates, so
+    its clock does not restart. A deletion the school asked for at once is never cancelled.
+    """
+    needed = categories_still_needed(school)
+    pending = db.session.execute(
+        select(DeletionOrder).where(
+            DeletionOrder.school_id == school.id, DeletionOrder.rule_id == GRANT_RULE,
+            DeletionOrder.cancelled_at.is_(None), DeletionOrder.completed_at.is_(None),
+        )
+    ).scalars().all()
+    actor = {"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}
+    changed = 0
+    for order in pending:
+        back = sorted(set(order.categories or ()) & needed)
+        if not back:
+            continue
+        order.cancelled_at = utcnow()
+        audit.record("retention.deletion_cancelled", organisation_id=school.id, target=order,
+                     details={"categories": back}, **actor)
+        rest = [c for c in order.categories if c not in needed]
+        if rest:
+            kept = DeletionOrder(
+                school_id=order.school_id, connection_id=order.connection_id, categories=rest, reason=order.reason,
+                rule_id=order.rule_id, trigger_on=order.trigger_on, due_on=order.due_on,
+                requested_by_id=order.requested_by_id,
+            )
+            db.session.add(kept)
+            db.session.flush()
+            audit.record("retention.deletion_scheduled", organisation_id=school.id, target=kept,
+                         details={"categories": rest, "rule": kept.rule_id, "due_on": kept.due_on.isoformat()}, **actor)
+        changed += 1
+    return changed
 
 
 def categories_still_needed(school: Organisation) -> set[str]:

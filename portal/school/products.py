@@ -40,18 +40,21 @@ class ProductRow:
     ended: ProductAuthorisation | None = None  # the latest ended authorisation, when not live
 
 
+def _matrix_order(category_id: str) -> tuple[int, str]:
+    # The usage matrix order (pupils first, staff last), as on the data-use page.
+    return (CATEGORIES.index(category_id) if category_id in CATEGORIES else 99, category_id)
+
+
 def _categories() -> dict[str, Category]:
     rows = db.session.execute(select(Category)).scalars()
-    # The usage matrix order (pupils first, staff last), as on the data-use page.
-    return {c.id: c for c in sorted(rows, key=lambda c: (CATEGORIES.index(c.id) if c.id in CATEGORIES else 99, c.id))}
+    return {c.id: c for c in sorted(rows, key=lambda c: _matrix_order(c.id))}
 
 
 def _feature_uses(product: Product, today: date) -> list[FeatureUse]:
     uses = []
     for feature in sorted(product.features, key=lambda f: f.id):
-        grants = sorted(feature.grants, key=lambda g: (g.effective_from, g.category_id))
-        cats = [(g.category_id, None if g.effective_from <= today else g.effective_from) for g in grants]
-        uses.append(FeatureUse(feature, sorted(cats, key=lambda c: (c[1] is not None, c[0]))))
+        cats = [(g.category_id, None if g.effective_from <= today else g.effective_from) for g in feature.grants]
+        uses.append(FeatureUse(feature, sorted(cats, key=lambda c: (c[1] is not None, c[1] or today, _matrix_order(c[0])))))
     return uses
 
 
@@ -109,7 +112,7 @@ def _only_this_product(school: Organisation, product: Product) -> list[str]:
         )
     ).scalars().all()
     needed = set().union(*(p.categories() for p in others)) if others else set()
-    return sorted(product.categories() - needed, key=lambda c: (CATEGORIES.index(c) if c in CATEGORIES else 99, c))
+    return sorted(product.categories() - needed, key=_matrix_order)
 
 
 @bp.route("/schools/<int:school_id>/products")
@@ -136,6 +139,7 @@ def authorise(school_id: int, product_id: int):
     form = ProductAuthoriseForm()
     if form.validate_on_submit():
         authorisations.authorise_product(school, product, current_user)  # audited there (R9)
+        orders.cancel_category_deletion(school, user=current_user)  # its categories are needed again (R31)
         db.session.commit()
         flash(f"{product.name} is authorised. It can read the data listed from now on.")
         return redirect(url_for(".products", school_id=school.id))

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from portal import lifecycle
 from portal.connectors import CATEGORIES
 from portal.extensions import db
-from portal.models import Connection, ConnectionState, JobRun, Organisation, RunStatus
+from portal.models import Connection, ConnectionState, JobRun, Organisation, Product, RunStatus
 from portal.plugins.manager import get_plugins
 from portal.school import queries
 from portal.school.chart import Point, bar_chart
@@ -321,4 +321,10 @@ def history(school_id: int):
     school = school_or_404(current_user, school_id, Action.view)
     page = queries.paginate(queries.school_history_query(school.id), _page_arg(), HISTORY_PER_PAGE)
     users = queries.users_by_id({e.actor_user_id for e in page.items})
-    return render_template("school/history.html", school=school, page=page, users=users, action_label=action_label)
+    # Product authorisations and their ends name the product (the entry holds its id only).
+    product_ids = {e.details.get("product_id") for e in page.items if e.action.startswith("product.") and e.details} - {None}
+    products = {}
+    if product_ids:
+        products = dict(db.session.execute(select(Product.id, Product.name).where(Product.id.in_(product_ids))).all())
+    return render_template("school/history.html", school=school, page=page, users=users, action_label=action_label,
+                           products=products)

@@ -237,3 +237,43 @@ def test_la_officer_sees_only_schools_subscribed_through_the_la(serve, page):
     listing.get_by_role("link", name=via_la.name).click()
     assert page.get_by_role("link", name="Authorise Fake MIS").count() == 0
     check_accessibility(page)
+
+
+def test_school_admin_authorises_and_ends_a_product_on_the_products_tab(serve, page):
+    server = serve()
+    with server.app.app_context():
+        school = make.school("Hillside Primary")
+        admin = make.user(Role.school_admin, school)
+        product = Product(name="Attendance insight", purpose="Student attendance reporting and analysis")
+        product.features.append(db.session.get(Feature, "attendance_reporting"))
+        db.session.add(product)
+        db.session.commit()
+        school, admin = plain(school), plain(admin)
+    sign_in(page, server.url, admin)
+    page.goto(f"{server.url}/schools/{school.id}/products")
+    expect(page.get_by_test_id("no-connection")).to_be_visible()
+    check_accessibility(page)
+
+    # Authorise (R3): the confirmation lists what it reads; without the tick nothing happens.
+    page.get_by_role("link", name="Authorise Attendance insight").click()
+    page.get_by_role("button", name="Authorise product").click()
+    expect(page.get_by_role("alert").get_by_text("Tick the box to confirm you authorise this product.")).to_be_visible()
+    check_accessibility(page)
+    page.get_by_label("I authorise this product to read").check()
+    page.get_by_role("button", name="Authorise product").click()
+    expect(page.get_by_text("Attendance insight is authorised")).to_be_visible()
+    check_accessibility(page)
+    screenshot(page, "products")
+
+    # End (R4, R6, R7): the confirmation says what stops and asks what to delete.
+    page.get_by_role("link", name="End authorisation of Attendance insight").click()
+    expect(page.get_by_test_id("stopping-features").get_by_text("Student attendance reporting")).to_be_visible()
+    page.get_by_role("button", name="End authorisation").click()
+    expect(page.get_by_role("alert").get_by_text("Choose what should happen")).to_be_visible()
+    check_accessibility(page)
+    screenshot(page, "product-end-confirmation")
+    page.get_by_label("Delete it at the next daily deletion run").check()
+    page.get_by_label("I understand that this product will no longer get").check()
+    page.get_by_role("button", name="End authorisation").click()
+    expect(page.get_by_text("Attendance insight no longer has access")).to_be_visible()
+    expect(page.get_by_role("link", name="Authorise Attendance insight")).to_be_visible()

@@ -7,14 +7,23 @@ from sqlalchemy import func, select
 
 from portal.api import authorisations
 from portal.extensions import db
-from portal.models import AuditEntry, ConnectionState, Organisation, ProductAuthorisation, Role
-from portal.models.mis import MisAssessmentResult, MisAttendanceMark, MisMembership, MisPupil
+from portal.models import (
+    AuditEntry,
+    Connection,
+    ConnectionState,
+    Organisation,
+    Product,
+    ProductAuthorisation,
+    Role,
+    SubscriptionRoute,
+)
+from portal.models.mis import MisAssessmentResult, MisAttendanceMark, MisMembership, MisPupil, MisStaff
 from portal.models.retention import DeletionOrder
 from portal.retention import orders
 from portal.retention.sweep import run_sweep
 from portal.school import queries
 from tests import api_support as s
-from tests.conftest import Auth
+from tests import factories
 from tests.test_retention import exists, world  # noqa: F401  (fixture)
 
 ATTENDANCE = "attendance_reporting"
@@ -30,16 +39,10 @@ def _read_ids(client, token, school_id, feature: str = ATTENDANCE) -> set[int]:
     return {r["id"] for r in resp.json["records"]}
 
 
-def _admin_of(school, role=Role.school_admin):
-    user = _user(role, school)
+def _admin_of(org, role=Role.school_admin):
+    user = factories.user(role, org)
     db.session.commit()
     return user
-
-
-def _user(role, org):
-    from tests import factories
-
-    return factories.user(role, org)
 
 
 def _authorise(client, school, product, **data):
@@ -53,6 +56,10 @@ def _end(client, school, product, **data):
 def _live(school, product) -> bool:
     db.session.expire_all()
     return authorisations.live_authorisation(school.id, product.id) is not None
+
+
+def _section(page: str, product) -> str:
+    return page.split(f'<section class="product" data-product="{product.id}"')[1].split("</section>")[0]
 
 
 def _page(client, school) -> str:
@@ -72,13 +79,13 @@ def test_r8_every_school_user_sees_each_product_its_features_categories_and_who_
     viewer = _admin_of(school, Role.school_viewer)
     auth.login(viewer)
     page = _page(client, school)
-    attendance_section = page.split(f'data-product="{attendance.id}"')[1].split("</section>")[0]
-    assert 'data-authorised="yes"' in page.split(f'data-product="{attendance.id}"')[0][-0:] or "Authorised" in attendance_section
+    attendance_section = _section(page, attendance)
+    assert f'data-product="{attendance.id}" data-authorised="yes"' in page and "Authorised" in attendance_section
     assert f"by {admin.name}" in attendance_section and "<time" in attendance_section
     assert "Student attendance reporting and analysis" in attendance_section
     assert {"student_basic", "student_demographics", "student_attendance_exclusions"} == set(
         re.findall(r'<li data-category="([a-z_]+)"', attendance_section))
-    tracking_section = page.split(f'data-product="{tracking.id}"')[1].split("</section>")[0]
+    tracking_section = _section(page, tracking)
     assert "Not authorised" in tracking_section and 'data-category="student_assessment"' in tracking_section
     # A viewer sees no action.
     assert "/authorise" not in page and "/end" not in page
@@ -109,8 +116,6 @@ def test_r1_another_schools_admin_cannot_see_or_act(app, client, make, auth):
 def test_r1_a_trust_admin_authorises_for_an_academy_and_an_la_officer_only_looks(app, client, make, auth):
     product = s.product(ATTENDANCE)
     trust, la = make.trust(), make.local_authority()
-    from portal.models import SubscriptionRoute
-
     academy = make.school(trust=trust, la=la, route=SubscriptionRoute.local_authority)
     trust_admin, officer = _admin_of(trust, Role.trust_admin), _admin_of(la, Role.la_officer)
     auth.login(officer)
@@ -253,7 +258,7 @@ def _tracking_and_attendance(make, world):  # noqa: F811
     tracking, attendance = s.product("pupil_tracking", name="Tracker"), s.product(ATTENDANCE, name="Attendance")
     for p in (tracking, attendance):
         authorisations.authorise_product(school, p, None)
-    pupil = world.pupil(conn, year="3")
+    pupil = world.pupil(conn, year="3", extracted=s.yesterday())  # current: no other rule deletes it today
     admin = _admin_of(school)
     return school, tracking, pupil, admin
 
@@ -315,9 +320,9 @@ def test_r9_history_shows_the_authorisation_and_its_end_with_user_and_time(app, 
     rows = re.findall(r'<tr data-action="(product\.[a-z]+)"><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>', page)
     assert [(action, who) for action, _, _, who in rows] == [("product.revoked", admin.name), ("product.authorised", admin.name)]
     assert all("<time datetime=" in when for _, when, _, _ in rows)
-    assert [label for _, _, label, _ in rows] == ["Product authorisation revoked", "Product authorised"]
+    assert [label for _, _, label, _ in rows] == [f"Product authorisation revoked: {product.name}", f"Product authorised: {product.name}"]
     products_page = _page(client, school)
-    assert f"Authorisation ended" in products_page and f"by {admin.name}" in products_page
+    assert "Authorisation ended" in products_page and f"by {admin.name}" in products_page
 
 
 def test_r8_products_tab_on_a_school_with_no_products_says_so(app, client, make, auth):
@@ -325,4 +330,44 @@ def test_r8_products_tab_on_a_school_with_no_products_says_so(app, client, make,
     auth.login(_admin_of(school))
     page = _page(client, school)
     assert 'data-testid="no-products"' in page and 'data-testid="no-connection"' in page
-    assert Auth  # the sign-in helper is the fixture's
+
+
+def test_r7_authorising_again_before_the_date_keeps_the_categories_it_needs(app, client, make, auth, world):  # noqa: F811
+    school, tracking, _, admin = _tracking_and_attendance(make, world)
+    staff_product = s.product("user_provisioning", name="Staff logins")
+    authorisations.authorise_product(school, staff_product, None)
+    world.staff(db.session.execute(select(Connection).where(Connection.school_id == school.id)).scalar_one())
+    db.session.commit()
+    auth.login(admin)
+    assert _end(client, school, tracking, deletion="keep").status_code == 302
+    assert _end(client, school, staff_product, deletion="keep").status_code == 302
+    first, second = db.session.execute(select(DeletionOrder).order_by(DeletionOrder.id)).scalars().all()
+    assert (first.categories, second.categories) == (["student_assessment", "student_timetable"], ["staff_basic"])
+
+    assert _authorise(client, school, tracking).status_code == 302
+    db.session.expire_all()
+    orders_now = db.session.execute(select(DeletionOrder).order_by(DeletionOrder.id)).scalars().all()
+    assert [(o.categories, o.cancelled_at is not None) for o in orders_now] == [
+        (["student_assessment", "student_timetable"], True), (["staff_basic"], False)]
+    run_sweep(as_of=second.due_on)
+    assert db.session.execute(select(func.count()).select_from(MisAssessmentResult)).scalar() == 2
+    assert db.session.execute(select(func.count()).select_from(MisStaff)).scalar() == 0
+
+
+def test_r7_authorising_again_a_product_needing_part_of_a_pending_deletion_keeps_the_rest_on_its_date(
+        app, client, make, auth, world):  # noqa: F811
+    school, tracking, _, admin = _tracking_and_attendance(make, world)
+    attendance = db.session.execute(select(Product).where(Product.name == "Attendance")).scalar_one()
+    auth.login(admin)
+    assert _end(client, school, attendance).status_code == 302  # tracking still reads all its categories
+    assert db.session.scalar(select(func.count()).select_from(DeletionOrder)) == 0
+    assert _end(client, school, tracking, deletion="keep").status_code == 302
+    whole = db.session.execute(select(DeletionOrder)).scalar_one()
+    assert len(whole.categories) == 5
+
+    assert _authorise(client, school, attendance).status_code == 302
+    db.session.expire_all()
+    cancelled, rest = db.session.execute(select(DeletionOrder).order_by(DeletionOrder.id)).scalars().all()
+    assert cancelled.cancelled_at is not None and rest.cancelled_at is None
+    assert (rest.categories, rest.rule_id, rest.trigger_on, rest.due_on) == (
+        ["student_assessment", "student_timetable"], orders.GRANT_RULE, whole.trigger_on, whole.due_on)
