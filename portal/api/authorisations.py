@@ -48,6 +48,10 @@ def authorise_product(school: Organisation, product: Product, user: User | None)
     db.session.add(auth)
     db.session.flush()
     audit.record("product.authorised", organisation_id=school.id, target=auth, details={"product_id": product.id})
+    # Whoever authorises (page, CLI, demo), the categories this product needs are no longer due for deletion (R31).
+    from portal.retention.orders import cancel_category_deletion
+
+    cancel_category_deletion(school, user=user)
     return auth
 
 

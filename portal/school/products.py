@@ -139,7 +139,6 @@ def authorise(school_id: int, product_id: int):
     form = ProductAuthoriseForm()
     if form.validate_on_submit():
         authorisations.authorise_product(school, product, current_user)  # audited there (R9)
-        orders.cancel_category_deletion(school, user=current_user)  # its categories are needed again (R31)
         db.session.commit()
         flash(f"{product.name} is authorised. It can read the data listed from now on.")
         return redirect(url_for(".products", school_id=school.id))
