@@ -1,4 +1,4 @@
-"""Acting on a verified request: erasure with suppression, restriction and objection, rectification (R49–R51).
+"""Acting on a verified request: erasure with suppression, restriction and objection, rectification (R49–R51, R74).
 
 Each action writes audit entries with ids and counts only; callers commit.
 """
@@ -136,6 +136,50 @@ def object_to_processing(req: SubjectRequest, user: User, features: list[str] | 
     if req.request_type is not RequestType.objection:
         raise RequestError("wrong_type", "This is not an objection.")
     return restrict(req, user, "objection_pending", features)
+
+
+def object_to_special_category(req: SubjectRequest, user: User) -> SubjectFlag:
+    """Record the pupil's written notice not to process their special-category data (R74).
+
+    Products are served those fields as withheld from the next request, and the values already
+    stored are nulled now on every connection of the school (later extracts store none). Lift it
+    with lift_special_category_objection(); the values come back with the next full extract.
+    """
+    require_verified(req)
+    if req.request_type is not RequestType.objection:
+        raise RequestError("wrong_type", "Only an objection records a written notice about special-category data.")
+    school_id, kind, external_id = _school_subject(req)
+    if kind != SubjectType.pupil.value:
+        raise RequestError("not_pupil", "Special-category data is held about pupils only.")
+    existing = _active_flags(req, FlagKind.special_category_objection)
+    flag = existing[0] if existing else None
+    if flag is None:
+        flag = SubjectFlag(school_id=school_id, subject_kind=SubjectKind.pupil, external_id=external_id,
+                           kind=FlagKind.special_category_objection, reason_code="written_notice",
+                           recorded_by_id=user.id)
+        db.session.add(flag)
+        db.session.flush()  # withhold_objections selects the active flags
+    withheld: dict[str, int] = {}
+    connection_ids = list(db.session.execute(
+        select(Connection.id).where(Connection.school_id == school_id).order_by(Connection.id)).scalars())
+    for connection_id in connection_ids:
+        for category, n in store.withhold_objections(school_id, connection_id=connection_id,
+                                                     pupil_external_id=external_id).items():
+            withheld[category] = withheld.get(category, 0) + n
+    audit.record("dsr.special_category_objection", organisation_id=school_id, target=req,
+                 details={"flag_id": flag.id, "reused": bool(existing), "connections": connection_ids,
+                          "rows_nulled": withheld, "by": user.id})
+    return flag
+
+
+def lift_special_category_objection(req: SubjectRequest, user: User) -> int:
+    """End the pupil's written objection (R74): values are served and stored again from the next full extract."""
+    flags = _active_flags(req, FlagKind.special_category_objection)
+    for flag in flags:
+        flag.lifted_at = utcnow()
+    audit.record("dsr.special_category_objection_lifted", organisation_id=req.school_id, target=req,
+                 details={"flags": [f.id for f in flags], "by": user.id})
+    return len(flags)
 
 
 def rectify(req: SubjectRequest, user: User, what_is_wrong: str | None) -> list[JobRun]:

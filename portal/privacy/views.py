@@ -118,6 +118,11 @@ def _render_detail(school, req, *, error: str | None = None, token: str | None =
     restricted = bool(flags)
     # Empty when any flag covers every feature; otherwise the features the flags name between them.
     restricted_features = [] if any(not f.feature_ids for f in flags) else sorted({i for f in flags for i in f.feature_ids})
+    # R74: the pupil's written objection to special-category processing, while in force.
+    objection = db.session.execute(select(SubjectFlag).where(
+        SubjectFlag.school_id == school.id, SubjectFlag.subject_kind == SubjectKind.pupil,
+        SubjectFlag.external_id == req.subject_external_id, SubjectFlag.kind == FlagKind.special_category_objection,
+        SubjectFlag.lifted_at.is_(None)).order_by(SubjectFlag.recorded_at).limit(1)).scalar_one_or_none()
     features = actions.authorised_features(school.id)
     exports = db.session.execute(select(SubjectExport).where(SubjectExport.request_id == req.id)
                                  .order_by(SubjectExport.id.desc())).scalars().all()
@@ -125,7 +130,7 @@ def _render_detail(school, req, *, error: str | None = None, token: str | None =
         "privacy/detail.html", school=school, req=req, error=error, token=token, restricted=restricted, exports=exports,
         is_open=req.status in OPEN_STATUSES, labels=register.TYPE_LABELS, methods=register.IDENTITY_METHODS,
         extension_reasons=register.EXTENSION_REASONS, restriction_reasons=actions.RESTRICTION_REASONS,
-        now=utcnow(), features=features, restricted_features=restricted_features,
+        now=utcnow(), features=features, restricted_features=restricted_features, objection=objection,
     ), status
 
 
@@ -163,6 +168,17 @@ def _lift(req, user, form):
     return "Restriction lifted."
 
 
+def _object_special(req, user, form):
+    actions.object_to_special_category(req, user)
+    return ("Written objection recorded: products no longer receive this pupil's special-category data, "
+            "and the copies the portal held have been removed.")
+
+
+def _lift_special(req, user, form):
+    actions.lift_special_category_objection(req, user)
+    return "Objection lifted: the pupil's special-category data comes back with the next full extract."
+
+
 def _rectify(req, user, form):
     actions.rectify(req, user, form.get("details"))
     return "Recorded. Correct the data in your MIS; the portal will fetch the pupil's data again."
@@ -179,7 +195,8 @@ def _complete(req, user, form):
 
 
 ACTIONS = {"verify": _verify, "extend": _extend, "erase": _erase, "restrict": _restrict, "lift": _lift,
-           "rectify": _rectify, "refuse": _refuse, "complete": _complete}
+           "rectify": _rectify, "refuse": _refuse, "complete": _complete,
+           "object-special-category": _object_special, "lift-special-category": _lift_special}
 
 
 @bp.route("/schools/<int:school_id>/requests/<int:request_id>/<name>", methods=["POST"])
