@@ -130,7 +130,9 @@ def test_scheduled_runs_on_two_workers_run_exactly_once_and_fill_the_store(world
             # Fired by two "scheduler processes": the claim keeps one.
             first = fire(_spec(connection_id), at)
             assert fire(_spec(connection_id), at) is None
-            assert first.status == RunStatus.queued
+            # Queued for the workers, never run here; a fast worker may already have picked it up.
+            assert first.status in (RunStatus.queued, RunStatus.running, RunStatus.succeeded)
+            assert first.claimed_by is None or f":{os.getpid()}:" not in first.claimed_by
             queued.append(first.id)
             if connection_id % 2:
                 # The same message delivered twice must still run once.
@@ -253,13 +255,15 @@ def test_the_provider_request_rate_limit_holds_across_workers(world):
         assert any(first.owns(p) for p in pids) and any(second.owns(p) for p in pids)
         spans = [(r.started_at, r.finished_at, first.owns(int(r.claimed_by.split(":")[1]))) for r in runs]
         assert any(a[0] < b[1] and b[0] < a[1] and a[2] != b[2] for a in spans for b in spans)
-        # The sandbox's request log: in any 2-second window at most rate × 2 requests, plus the
-        # bucket's burst of one and one for a request delayed on its way in.
+        # The sandbox's request log: in any 3-second window at most rate × 3 requests, plus the
+        # bucket's burst of one and two for requests delayed on their way in (the sandbox stamps a
+        # request when it reads it, which a loaded machine can bunch). Unlimited, the same runs
+        # send about 60 requests a second.
         starts = sorted(began for _, began, _ in sandbox.timings)
-        window = 2.0
-        assert len(starts) > rate * window * 2  # enough requests for the limit to matter
+        window = 3.0
+        assert len(starts) > rate * window * 1.5  # enough requests for the limit to matter
         busiest = max(bisect.bisect_left(starts, t + window) - i for i, t in enumerate(starts))
-        assert busiest <= rate * window + 2, f"{busiest} requests reached Wonde within {window} s (limit {rate}/s)"
+        assert busiest <= rate * window + 3, f"{busiest} requests reached Wonde within {window} s (limit {rate}/s)"
 
 
 def test_run_now_from_the_support_page_is_run_by_a_worker(world):

@@ -1,23 +1,20 @@
 """R17/R18 cadence: which categories may be weekly, and a weekly category is extracted on its day only (real Wonde sandbox)."""
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
 
 from portal import create_app
 from portal.configuration import WEEKDAYS
 from portal.errors import StartupError
-from portal.extensions import db
 from portal.extract import run_extract
-from portal.models import Connection, ConnectionState, Feature, Organisation, OrgKind, Product, ProductAuthorisation
 from portal.models import RunStatus
 from portal.models.base import utcnow
 from portal.retention.calendar import london_date
 from portal.testing import synthetic
 from portal.testing.databases import base_config
+from tests.extract_helpers import add_synthetic_school, approved_connection, authorise_all_features
 
 sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 
@@ -57,20 +54,9 @@ def weekly_assessment(make_app):
                        CONNECTORS={"wonde": sandbox.settings}, EXTRACT_SCHEDULE={"student_assessment": "weekly"},
                        EXTRACT_WEEKLY_DAY=tomorrow)
         with app.app_context():
-            la = Organisation(kind=OrgKind.local_authority, name="LA", la_code=school.la_code)
-            db.session.add(la)
-            db.session.flush()
-            org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
-                               local_authority_id=la.id)
-            product = Product(name="All features", purpose="test")
-            product.features = list(db.session.execute(select(Feature)).scalars())
-            db.session.add_all([org, product])
-            db.session.flush()
-            db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id))
-            conn = Connection(school_id=org.id, connector="wonde", state=ConnectionState.approved,
-                              settings_encrypted=json.dumps({}))
-            db.session.add(conn)
-            db.session.commit()
+            org = add_synthetic_school(school)
+            authorise_all_features(org)
+            conn = approved_connection(org, "wonde")
             yield app, sandbox, conn.id
 
 

@@ -1,19 +1,17 @@
 """R74 over the real Wonde sandbox: after a pupil's written objection, special-category fields are withheld and no longer stored."""
 from __future__ import annotations
 
-import json
-
 import pytest
 from sqlalchemy import select, text
 
 from portal.api import authorisations
 from portal.extensions import db
 from portal.extract import run_extract
-from portal.models import Connection, ConnectionState, FlagKind, Organisation, OrgKind, RunStatus, SubjectFlag
-from portal.models import SubjectKind
+from portal.models import FlagKind, RunStatus, SubjectFlag, SubjectKind
 from portal.models.mis import MisDemographics
 from portal.testing import synthetic
 from tests import api_support as s
+from tests.extract_helpers import add_synthetic_school, approved_connection
 
 sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 FEATURE = "self_evaluation_early_results"
@@ -28,19 +26,10 @@ def school_on_wonde(make_app):
         app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
                        CONNECTORS={"wonde": sandbox.settings}, SPECIAL_CATEGORY_POLICY_DOCUMENT="DPA-APD-2025-03")
         with app.app_context():
-            la = Organisation(kind=OrgKind.local_authority, name="LA", la_code=school.la_code)
-            db.session.add(la)
-            db.session.flush()
-            org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
-                               local_authority_id=la.id)
-            db.session.add(org)
-            db.session.flush()
+            org = add_synthetic_school(school)
             product = s.product(FEATURE)
             authorisations.authorise_product(org, product, None)
-            conn = Connection(school_id=org.id, connector="wonde", state=ConnectionState.approved,
-                              settings_encrypted=json.dumps({}))
-            db.session.add(conn)
-            db.session.commit()
+            conn = approved_connection(org, "wonde")
             yield app, org, conn.id, s.token_for(product)
 
 

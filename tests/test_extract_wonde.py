@@ -1,18 +1,16 @@
 """End to end: run_extract through the real Wonde connector over HTTP against its sandbox (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import select
 
 from portal.extensions import db
 from portal.extract import approve_held_run, run_extract
-from portal.models import Connection, ConnectionState, ErrorKind, Feature, Organisation, OrgKind, Product
-from portal.models import ProductAuthorisation, RunStatus
+from portal.models import ConnectionState, ErrorKind, RunStatus
 from portal.testing import synthetic
 from portal.testing.conformance import Kit, Served
+from tests.extract_helpers import add_synthetic_school, approved_connection, authorise_all_features
 
 sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 
@@ -45,20 +43,9 @@ def wonde(make_app):
         app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
                        CONNECTORS={"wonde": served.settings}, EXTRACT_BATCH_SIZE=200)
         with app.app_context():
-            la = Organisation(kind=OrgKind.local_authority, name="LA", la_code=school.la_code)
-            db.session.add(la)
-            db.session.flush()
-            org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
-                               local_authority_id=la.id)
-            product = Product(name="All features", purpose="test")
-            product.features = list(db.session.execute(select(Feature)).scalars())
-            db.session.add_all([org, product])
-            db.session.flush()
-            db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id))
-            conn = Connection(school_id=org.id, connector="wonde", state=ConnectionState.approved,
-                              settings_encrypted=json.dumps({}))
-            db.session.add(conn)
-            db.session.commit()
+            org = add_synthetic_school(school)
+            authorise_all_features(org)
+            conn = approved_connection(org, "wonde")
             yield Kit(None, school, served, app, conn.id)
 
 

@@ -118,14 +118,19 @@ def _legal_holds(req: SubjectRequest, user: User) -> list[LegalHold]:
     return holds
 
 
-def lift_restriction(req: SubjectRequest, user: User) -> int:
-    """Lift the subject's restriction: products are served the data again; return how many flags were lifted."""
-    flags = _active_flags(req, FlagKind.restricted)
+def _lift_flags(req: SubjectRequest, user: User, kind: FlagKind, action: str) -> int:
+    """End the subject's active flags of one kind, audited as `action`; return how many were lifted."""
+    flags = _active_flags(req, kind)
     for flag in flags:
         flag.lifted_at = utcnow()
-    audit.record("dsr.restriction_lifted", organisation_id=req.school_id, target=req,
+    audit.record(action, organisation_id=req.school_id, target=req,
                  details={"flags": [f.id for f in flags], "by": user.id})
     return len(flags)
+
+
+def lift_restriction(req: SubjectRequest, user: User) -> int:
+    """Lift the subject's restriction: products are served the data again; return how many flags were lifted."""
+    return _lift_flags(req, user, FlagKind.restricted, "dsr.restriction_lifted")
 
 
 def object_to_processing(req: SubjectRequest, user: User, features: list[str] | None = None) -> SubjectFlag:
@@ -174,12 +179,7 @@ def object_to_special_category(req: SubjectRequest, user: User) -> SubjectFlag:
 
 def lift_special_category_objection(req: SubjectRequest, user: User) -> int:
     """End the pupil's written objection (R74): values are served and stored again from the next full extract."""
-    flags = _active_flags(req, FlagKind.special_category_objection)
-    for flag in flags:
-        flag.lifted_at = utcnow()
-    audit.record("dsr.special_category_objection_lifted", organisation_id=req.school_id, target=req,
-                 details={"flags": [f.id for f in flags], "by": user.id})
-    return len(flags)
+    return _lift_flags(req, user, FlagKind.special_category_objection, "dsr.special_category_objection_lifted")
 
 
 def rectify(req: SubjectRequest, user: User, what_is_wrong: str | None) -> list[JobRun]:
