@@ -217,6 +217,16 @@ def test_admin_changes_are_audited_without_values(staff, client, make):
     assert removed.actor == f"user:{staff.id}"
 
 
+def test_r41_support_staff_cannot_delete_an_organisation_past_the_retention_rules(staff, client, make):
+    school = make.school()
+    db.session.commit()
+    page = client.get("/admin/organisations/")
+    assert b"/admin/organisations/delete/" not in page.data
+    client.post("/admin/organisations/delete/", data={"id": school.id})
+    db.session.expire_all()
+    assert db.session.get(Organisation, school.id) is not None
+
+
 def test_new_organisation_is_audited(staff, client):
     post_form(client, "/admin/organisations/new/", {"kind": "trust", "name": "Audited Trust"})
     org = db.session.execute(select(Organisation).where(Organisation.name == "Audited Trust")).scalar_one()

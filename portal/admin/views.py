@@ -170,6 +170,9 @@ def core_views() -> list[BaseView]:
         column_labels = {"urn": "URN", "dfe_number": "DfE number", "la_code": "LA code",
                          "local_authority.name": "Local authority", "trust.name": "Trust"}
         column_searchable_list = ("name", "urn", "dfe_number")
+        # An organisation's data leaves through retention rules, orders and erasure, which prove each deletion
+        # and tell the products (R41, R42); a cascade from here would do neither and would orphan its audit entries.
+        can_delete = False
         column_filters = ("kind", "phase")
         column_default_sort = "name"
         form_columns = ("kind", "name", "urn", "dfe_number", "la_code", "phase", "local_authority", "trust")
