@@ -13,7 +13,7 @@ TEST_WORKERS ?= 3
 # R64: this development setup declares that its data stays on this (UK) machine.
 export PORTAL_DATA_LOCATION ?= UK
 
-.PHONY: run test setup migrate demo serve workers bench clean
+.PHONY: run test setup migrate demo serve workers bench clean screenshots
 
 $(STAMP): setup.cfg pyproject.toml $(CONNECTORS)
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -36,6 +36,10 @@ run: migrate
 
 test: setup
 	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest -n $(TEST_WORKERS)
+
+# Renews docs/screenshots/ from the browser tests (a plain test run leaves them untouched).
+screenshots: setup
+	UPDATE_SCREENSHOTS=1 PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest tests/browser
 
 # Celery workers beside `make run` when PORTAL_EXECUTOR=celery (docs/scaling.md): needs Redis at
 # PORTAL_CELERY__broker_url; points the connectors at the sandboxes run-dev.sh starts, unless set.

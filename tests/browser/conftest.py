@@ -1,6 +1,8 @@
 """Browser fixtures: the portal served by a real werkzeug server on a free port, Debian's Chromium through Playwright, axe-core."""
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -103,9 +105,14 @@ def check_accessibility(page) -> None:
 
 
 def screenshot(page, name: str) -> None:
-    """Save a full-page screenshot for docs/pages.md."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    """Take a full-page screenshot; it replaces docs/screenshots' copy only with UPDATE_SCREENSHOTS=1 (`make screenshots`).
+
+    So a test run leaves the working tree as it found it.
+    """
+    update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    folder = SCREENSHOTS if update else Path(tempfile.gettempdir()) / "portal-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def plain(obj, *names: str):
