@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from portal.connectors import Record
 from portal.extensions import db
-from portal.models import Connection, ConnectionState, Feature, Organisation, OrgKind, Product, ProductAuthorisation
+from portal.models import Connection, ConnectionState, Feature, Product, ProductAuthorisation
 from portal.models.mis import STORE_MODELS
 from tests.plugins import fake_mis
 
@@ -53,27 +53,6 @@ def connect(school, world_path, connector: str = "fakemis", **settings: Any) -> 
         state=ConnectionState.approved,
         settings_encrypted=json.dumps({"world": str(world_path), **settings}),
     )
-    db.session.add(conn)
-    db.session.commit()
-    return conn
-
-
-def add_synthetic_school(school) -> Organisation:
-    """Add a synthetic school and its local authority as organisations, as `flask portal schools add` would."""
-    la = Organisation(kind=OrgKind.local_authority, name="LA", la_code=school.la_code)
-    db.session.add(la)
-    db.session.flush()
-    org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
-                       local_authority_id=la.id)
-    db.session.add(org)
-    db.session.flush()
-    return org
-
-
-def approved_connection(org: Organisation, connector: str) -> Connection:
-    """Return an approved connection of the school through the connector, with no settings of its own."""
-    conn = Connection(school_id=org.id, connector=connector, state=ConnectionState.approved,
-                      settings_encrypted=json.dumps({}))
     db.session.add(conn)
     db.session.commit()
     return conn

@@ -14,7 +14,8 @@ from portal.models.base import utcnow
 from portal.retention.calendar import london_date
 from portal.testing import synthetic
 from portal.testing.databases import base_config
-from tests.extract_helpers import add_synthetic_school, approved_connection, authorise_all_features
+from portal.testing.conformance import add_synthetic_school, approved_connection
+from tests.extract_helpers import authorise_all_features
 
 sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 

@@ -11,7 +11,7 @@ from portal.models import FlagKind, RunStatus, SubjectFlag, SubjectKind
 from portal.models.mis import MisDemographics
 from portal.testing import synthetic
 from tests import api_support as s
-from tests.extract_helpers import add_synthetic_school, approved_connection
+from portal.testing.conformance import add_synthetic_school, approved_connection
 
 sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 FEATURE = "self_evaluation_early_results"

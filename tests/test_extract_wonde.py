@@ -10,7 +10,8 @@ from portal.extract import approve_held_run, run_extract
 from portal.models import ConnectionState, ErrorKind, RunStatus
 from portal.testing import synthetic
 from portal.testing.conformance import Kit, Served
-from tests.extract_helpers import add_synthetic_school, approved_connection, authorise_all_features
+from portal.testing.conformance import add_synthetic_school, approved_connection
+from tests.extract_helpers import authorise_all_features
 
 sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 

@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.extract import run_extract
-from portal.models import Connection, ConnectionState, Feature, Organisation, OrgKind, Product, ProductAuthorisation, RunStatus
+from portal.models import Connection, ConnectionState, Feature, Product, ProductAuthorisation, RunStatus
 from portal.testing import synthetic
+from portal.testing.conformance import add_synthetic_school
 from tests import celery_support as cs
 
 pytest.importorskip("portal_wonde.sandbox")
@@ -32,13 +33,7 @@ def served(make_app):
         db.session.add(product)
         ids = []
         for school in schools:
-            la = Organisation(kind=OrgKind.local_authority, name=f"LA {school.la_code}", la_code=school.la_code)
-            db.session.add(la)
-            db.session.flush()
-            org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
-                               local_authority_id=la.id)
-            db.session.add(org)
-            db.session.flush()
+            org = add_synthetic_school(school)
             db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id))
             conn = Connection(school_id=org.id, connector="wonde", state=ConnectionState.approved, settings_encrypted=json.dumps({}))
             db.session.add(conn)

@@ -322,37 +322,48 @@ def _ensure_exclusion(school: synthetic.SyntheticSchool) -> None:
                                                        "Free-text note held in the MIS", stamp, stamp)
 
 
+def add_synthetic_school(school: synthetic.SyntheticSchool):
+    """Add a synthetic school and its local authority as organisations, as `flask portal schools add` would."""
+    from portal.extensions import db
+    from portal.models import Organisation, OrgKind
+
+    la = Organisation(kind=OrgKind.local_authority, name=f"LA {school.la_code}", la_code=school.la_code)
+    db.session.add(la)
+    db.session.flush()
+    org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
+                       phase=school.phase, local_authority_id=la.id)
+    db.session.add(org)
+    db.session.flush()
+    return org
+
+
+def approved_connection(org, connector: str, settings: Mapping[str, Any] | None = None):
+    """Return a committed, approved connection of the school through the connector."""
+    from portal.extensions import db
+    from portal.models import Connection, ConnectionState
+
+    connection = Connection(school_id=org.id, connector=connector, state=ConnectionState.approved,
+                            settings_encrypted=json.dumps(dict(settings or {})))
+    db.session.add(connection)
+    db.session.commit()
+    return connection
+
+
 def _school_with_connection(school: synthetic.SyntheticSchool, connector: str, settings: Mapping[str, Any]) -> int:
     """Create the school, a product that needs all six categories, and an approved connection."""
     from sqlalchemy import select
 
     from portal.extensions import db
-    from portal.models import (
-        Connection,
-        ConnectionState,
-        Feature,
-        Organisation,
-        OrgKind,
-        Product,
-        ProductAuthorisation,
-    )
+    from portal.models import Feature, Product, ProductAuthorisation
 
-    la = Organisation(kind=OrgKind.local_authority, name="Kit LA", la_code=school.la_code)
-    db.session.add(la)
-    db.session.flush()
-    org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
-                       phase=school.phase, local_authority_id=la.id)
+    org = add_synthetic_school(school)
     product = Product(name="Conformance kit product", purpose="Testing connectors")
     product.features = list(db.session.execute(select(Feature)).scalars())
-    db.session.add_all([org, product])
+    db.session.add(product)
     db.session.flush()
     db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id,
                                         authorised_at=datetime.now(timezone.utc) - timedelta(days=1)))
-    connection = Connection(school_id=org.id, connector=connector, state=ConnectionState.approved,
-                            provider_school_id=None, settings_encrypted=json.dumps(dict(settings)))
-    db.session.add(connection)
-    db.session.commit()
-    return connection.id
+    return approved_connection(org, connector, settings).id
 
 
 # ---------------------------------------------------------------- the tests

@@ -7,19 +7,15 @@ import pytest
 from sqlalchemy import select, text
 
 from portal.extensions import db
-from portal.models import AuditEntry, Connection, ConnectionState, Organisation, OrgKind
+from portal.models import AuditEntry, Connection, ConnectionState
+from portal.testing.conformance import add_synthetic_school
 
 KEY = "callback-key-for-tests"
 
 
 @pytest.fixture
 def org(gc_app, school):
-    la = Organisation(kind=OrgKind.local_authority, name="LA", la_code=school.la_code)
-    db.session.add(la)
-    db.session.flush()
-    org = Organisation(kind=OrgKind.school, name=school.name, urn=school.urn, dfe_number=school.dfe_number,
-                       local_authority_id=la.id)
-    db.session.add(org)
+    org = add_synthetic_school(school)
     db.session.commit()
     return org
 
