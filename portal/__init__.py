@@ -45,6 +45,9 @@ def register_logging(app: Flask) -> None:
     import logging
 
     logging.getLogger("portal").setLevel(app.config["LOG_LEVEL"])
+    from portal import ops
+
+    ops.init_app(app)  # request ids, JSON logs, /healthz /readyz /metrics
 
 
 def register_extensions(app: Flask) -> None:

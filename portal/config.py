@@ -123,3 +123,16 @@ RETENTION_LEDGER_CHECK_SECONDS = 60
 DATA_LOCATION = None
 
 LOG_LEVEL = "INFO"
+
+# Production (portal.ops, docs/deploy.md).
+# "text" or "json" (one JSON object per line on stderr, with the request id).
+LOG_FORMAT = "text"
+# /metrics for Prometheus: off unless enabled, and only with "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_ENABLED = False
+METRICS_TOKEN = None
+# Every scheduling process records a heartbeat this often; /readyz calls it stale after three.
+SCHEDULER_HEARTBEAT_SECONDS = 30
+# `portal serve` (gunicorn): where to listen, and workers/threads (None: from the CPU count).
+SERVE_BIND = "127.0.0.1:8000"
+SERVE_WORKERS = None
+SERVE_THREADS = None

@@ -21,6 +21,7 @@ from portal.models.consent import AccessRequest, TermsAcceptance, WebhookEvent
 from portal.models.deletions import DeletionNotice, ProductReceipt
 from portal.models.dsr import RequestStatus, RequestType, SubjectExport, SubjectRequest, Suppression
 from portal.models.products import Category, Feature, FeatureGrant, MatrixInfo, Product, product_features
+from portal.models.heartbeats import SchedulerHeartbeat
 from portal.models.runs import FINISHED_STATUSES, ErrorKind, JobRun, RunStatus
 from portal.models.retention import (
     AttendanceAggregate,
@@ -37,6 +38,7 @@ from portal.models.tenancy import Organisation, OrgKind, Subscription, Subscript
 from portal.models.users import EmailChangeToken, Membership, PasswordResetToken, Role, User
 
 __all__ = [
+    "SchedulerHeartbeat",
     "AttendanceAggregate",
     "AuditUserKey",
     "LedgerState",

@@ -210,7 +210,8 @@ def check_before_request():
 
     Checked at most every RETENTION_LEDGER_CHECK_SECONDS per process; static files are still served.
     """
-    if request.endpoint == "static":
+    # Health probes report the ledger themselves (portal.ops.probes), so a load balancer still gets JSON.
+    if request.endpoint == "static" or (request.blueprint or "").startswith("ops_"):
         return None
     every = float(current_app.config.get("RETENTION_LEDGER_CHECK_SECONDS", 60))
     cached = current_app.extensions.get(_CHECK_KEY)
