@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "portal.sandbox_commands",
     "portal.api.commands",
     "portal.account.commands",
+    "portal.ops.commands",
 )
 
 
@@ -98,7 +99,11 @@ def main() -> None:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 
-    FlaskGroup(create_app=factory)(prog_name="portal")
+    cli = FlaskGroup(create_app=factory)
+    from portal.ops.commands import add_service_commands
+
+    add_service_commands(cli)  # `portal serve`, `portal scheduler`
+    cli(prog_name="portal")
 
 
 __all__ = ["main", "portal_cli"]
