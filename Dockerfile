@@ -12,6 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORTAL_INSTANCE_PATH=/var/lib/portal \
     PORTAL_RETENTION_LEDGER_PATH=/var/lib/portal-ledger/deletion-ledger.jsonl \
     PORTAL_SERVE_BIND=0.0.0.0:8000 \
+    PORTAL_SERVE_FORWARDED_ALLOW_IPS=* \
     PORTAL_LOG_FORMAT=json
 
 # pg_dump/pg_restore for `flask portal backup` and `restore` (the server's major version or newer).
