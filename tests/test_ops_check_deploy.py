@@ -166,3 +166,37 @@ def test_check_deploy_fails_when_the_guides_settings_point_at_a_mail_server_that
     result = run_check(env)
     assert result.returncode == 1
     assert re.search(r"^ERROR MAIL_SERVER: localhost:\d+ is unreachable \(\w+\)\. Fix: ", result.stderr, re.M)
+
+
+def lines_of(app) -> list[str]:
+    from portal.ops.deploycheck import run_checks
+
+    with app.app_context():
+        return [f.line() for f in run_checks()]
+
+
+def test_check_deploy_sees_two_schedulers_and_a_ledger_path_that_differs_between_processes(make_app, tmp_path):
+    from portal.extensions import db
+    from portal.models import SchedulerHeartbeat
+    from portal.models.base import utcnow
+    from portal.ops.heartbeat import beat
+
+    app = make_app(RETENTION_LEDGER_PATH=str(tmp_path / "ledger.jsonl"))
+    with app.app_context():
+        beat()
+        db.session.add(SchedulerHeartbeat(owner="other-host:42", started_at=utcnow(), beat_at=utcnow(),
+                                          ledger_path="/mnt/elsewhere/ledger.jsonl"))
+        db.session.commit()
+    found = lines_of(app)
+    assert any(line.startswith("WARNING scheduler: 2 schedulers are running") for line in found), found
+    assert any(line.startswith("ERROR RETENTION_LEDGER_PATH: a running scheduler uses /mnt/elsewhere/ledger.jsonl") for line in found)
+
+
+def test_check_deploy_on_proxies_bind_and_metrics(make_app, tmp_path):
+    public = lines_of(make_app(SERVE_BIND="0.0.0.0:8000", TRUSTED_PROXIES=1, METRICS_ENABLED=True, METRICS_TOKEN="short",
+                               RETENTION_LEDGER_PATH=str(tmp_path / "missing" / "ledger.jsonl")))
+    assert any(line.startswith("WARNING TRUSTED_PROXIES: the portal listens on 0.0.0.0:8000 for anyone") for line in public)
+    assert any(line.startswith("ERROR METRICS_TOKEN: metrics are on without a token") for line in public)
+    assert any(line.startswith(f"ERROR RETENTION_LEDGER_PATH: the folder {tmp_path / 'missing'} does not exist") for line in public)
+    behind = lines_of(make_app(SERVE_BIND="127.0.0.1:8000", TRUSTED_PROXIES=1))
+    assert not any("TRUSTED_PROXIES" in line for line in behind)
