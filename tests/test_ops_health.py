@@ -141,3 +141,18 @@ def test_an_unknown_log_format_stops_start_up(make_app):
 
     with pytest.raises(StartupError, match="LOG_FORMAT"):
         make_app(LOG_FORMAT="xml")
+
+
+def test_readyz_and_check_deploy_report_an_unreachable_celery_broker(make_app):
+    pytest.importorskip("celery", reason="the Celery extra is not installed")
+    from tests.celery_support import free_port
+
+    app = make_app(EXECUTOR="celery", CELERY={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["checks"]["broker"] == {"ok": False, "detail": "unreachable: OperationalError", "blocking": True}
+    from portal.ops.deploycheck import run_checks
+
+    with app.app_context():
+        lines = [f.line() for f in run_checks()]
+    assert any(line.startswith("ERROR CELERY.broker_url: the Celery broker is unreachable") for line in lines), lines
