@@ -15,7 +15,7 @@ def init_admin(app: Flask) -> Admin:
     for view in get_plugins(app).admin_views(app):
         admin.add_view(view)
         if isinstance(view, SecureModelView):
-            # SecureForm checks every form of these views with its own token under the field name the
-            # app-wide check also reads, which would then refuse them: each form is checked once, by SecureForm.
+            # AdminForm checks every form of these views (and re-shows it with a message when the token fails);
+            # the app-wide check would answer an error page instead, so each form is checked once, by AdminForm.
             csrf.exempt(view.blueprint)
     return admin
