@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import date, datetime
 from typing import Any
 
-from flask import abort, flash, redirect, request, session, url_for
+from flask import abort, flash, g, redirect, request, session, url_for
 from flask_admin import AdminIndexView, BaseView, expose
 from flask_admin.actions import action
 from flask_admin.babel import gettext
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.model import typefmt
 from flask_admin.form import BaseForm
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf, validate_csrf
@@ -104,10 +106,57 @@ class AdminForm(BaseForm):
     hidden_tag = FlaskForm.hidden_tag
 
 
+def london_time(view, moment: datetime, name: str = "") -> str:
+    """A stored UTC time as staff read it: London local time, to the minute."""
+    from portal.school.queries import LONDON
+
+    if moment.tzinfo is None:  # SQLite hands back naive values; the portal stores UTC
+        from datetime import timezone
+
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(LONDON).strftime("%-d %b %Y, %H:%M")
+
+
+def long_date(view, day: date, name: str = "") -> str:
+    return day.strftime("%-d %b %Y")
+
+
+# Times in London local time and dates written out, in lists and details alike.
+TYPE_FORMATTERS = {**typefmt.BASE_FORMATTERS, datetime: london_time, date: long_date}
+TYPE_FORMATTERS_DETAIL = {**typefmt.DETAIL_FORMATTERS, datetime: london_time, date: long_date}
+
+
+def user_names(ids: set[int]) -> dict[int, str]:
+    """Names of the given users, read once per request (list pages show many rows by few actors)."""
+    from portal.extensions import db
+    from portal.models import User
+
+    cache = g.setdefault("admin_user_names", {})
+    missing = {i for i in ids if i not in cache}
+    if missing:
+        cache.update(db.session.execute(select(User.id, User.name).where(User.id.in_(missing))).tuples())
+    return cache
+
+
+def actor_label(view, context, model, name) -> str:
+    """Who did it, in words: a user's name (their id beside it), the system, or a product feature."""
+    user_id = getattr(model, "actor_user_id", None)
+    if user_id is not None:
+        return f"{user_names({user_id}).get(user_id, 'Unknown user')} (user {user_id})"
+    if getattr(model, "actor_ref", None):
+        return "A user whose data was erased"
+    actor = model.actor or ""
+    if actor.startswith("product-feature:"):
+        return f"Product feature {actor.split(':', 1)[1].replace('_', ' ')}"
+    return actor.replace("_", " ").replace(":", " ").capitalize()
+
+
 class SecureModelView(ModelView):
     """Base for model views: access policy, CSRF and the audit of every change in one place."""
 
     form_base_class = AdminForm
+    column_type_formatters = TYPE_FORMATTERS
+    column_type_formatters_detail = TYPE_FORMATTERS_DETAIL
     page_size = 50
     can_view_details = True
     can_export = False
@@ -282,6 +331,8 @@ def core_views() -> list[BaseView]:
         column_filters = ("role",)
         form_columns = ("user", "organisation", "role", "suspended_at")
         form_args = {"user": {"get_label": "email"}, "organisation": {"get_label": "name"}}
+        form_choices = {"role": [(r.name, r.label) for r in Role]}
+        column_formatters = {"role": lambda view, context, model, name: Role(model.role).label}
 
         # Which kind of organisation each role belongs to (R55).
         ROLE_KINDS = {
@@ -335,6 +386,14 @@ def core_views() -> list[BaseView]:
 
     class AuditView(ReadOnlyModelView):
         column_list = ("id", "at", "actor", "action", "organisation_id", "target_type", "target_id")
+        column_labels = {"at": "When (London)", "actor": "Who", "organisation_id": "Organisation id"}
+        column_formatters = {"actor": actor_label}
+        column_formatters_detail = {"actor": actor_label}
+
+        def get_list(self, *args, **kwargs):
+            count, rows = super().get_list(*args, **kwargs)
+            user_names({r.actor_user_id for r in rows if r.actor_user_id is not None})  # one query for the page
+            return count, rows
         column_filters = ("action", "actor", "organisation_id")
         column_default_sort = ("id", True)
 
