@@ -1,15 +1,16 @@
-"""URL converters: an id beyond the database's 64-bit integer range is a 404, never a database error."""
+"""URL converters: an id beyond the range of the database's id columns is a 404, never a database error."""
 from __future__ import annotations
 
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-# The largest value a BIGINT (PostgreSQL) or INTEGER (SQLite) column holds.
-MAX_ID = 2**63 - 1
+# Every id column is an INTEGER, whose largest value on PostgreSQL is 2**31 - 1: a larger number names no row,
+# and PostgreSQL refuses to compare it with the column ("integer out of range") instead of finding nothing.
+MAX_ID = 2**31 - 1
 
 
 class IdConverter(IntegerConverter):
-    """``<int:...>`` bounded to 0..2**63-1 unless a rule asks for other bounds."""
+    """``<int:...>`` bounded to 0..MAX_ID unless a rule asks for other bounds."""
 
     def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = MAX_ID, signed: bool = False):
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=MAX_ID if max is None else max, signed=signed)

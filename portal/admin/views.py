@@ -17,11 +17,12 @@ from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from flask_login import current_user
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from wtforms.csrf.core import CSRF
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
 from portal import audit
+from portal.converters import MAX_ID, parse_id
 from portal.auth.views import MFA_KEY, safe_next
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def user_names(ids: set[int]) -> dict[int, str]:
     cache = g.setdefault("admin_user_names", {})
     missing = {i for i in ids if i not in cache}
     if missing:
-        cache.update(db.session.execute(select(User.id, User.name).where(User.id.in_(missing))).tuples())
+        cache.update({row.id: row.name for row in db.session.execute(select(User.id, User.name).where(User.id.in_(missing)))})
     return cache
 
 
@@ -166,6 +167,24 @@ class SecureModelView(ModelView):
 
     def inaccessible_callback(self, name: str, **kwargs: Any):
         return _deny()
+
+    def _get_list_extra_args(self):
+        args = super()._get_list_extra_args()
+        # A page number or size past anything a table holds would overflow the database's OFFSET: first page.
+        if not 0 <= (args.page or 0) <= MAX_ID:
+            args.page = 0
+        if not 0 <= (args.page_size or 0) <= 1000:
+            args.page_size = 0
+        return args
+
+    def get_one(self, id):
+        # An id no row can have (not a number, or past the id columns' range) is simply not found.
+        if self.model.__table__.primary_key.columns[0].type.python_type is int and parse_id(id) is None:
+            return None
+        try:
+            return super().get_one(id)
+        except InvalidRequestError:  # a key with the wrong number of parts for a composite primary key
+            return None
 
     def validate_form(self, form) -> bool:
         ok = super().validate_form(form)
