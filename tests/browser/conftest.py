@@ -75,8 +75,12 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
     page = context.new_page()
     page.set_default_timeout(15000)
+    # The portal's CSP allows no inline script or style: anything a page still has inline is refused and reported.
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(f"{page.url}: {m.text}") if "Content Security Policy" in m.text else None)
     yield page
     context.close()
+    assert refused == [], "the content security policy refused:\n" + "\n".join(refused)
 
 
 def sign_in(page, base_url: str, user, password: str = factories.PASSWORD) -> None:

@@ -51,8 +51,6 @@ def test_every_admin_page_passes_axe_and_shows_the_portal_header(serve, make, pa
         pages = admin_pages(app)
         actor_shown = db.session.execute(select(AuditEntry.actor_user_id)).scalars().first()
     assert len(pages) > 30
-    csp_errors: list[str] = []
-    page.on("console", lambda m: csp_errors.append(f"{page.url}: {m.text}") if "Content Security Policy" in m.text else None)
     sign_in(page, server.url, staff)
     for name, path in pages:
         response = page.goto(f"{server.url}{path}")
@@ -62,7 +60,6 @@ def test_every_admin_page_passes_axe_and_shows_the_portal_header(serve, make, pa
         check_accessibility(page)
         if name in ("admin", "operations", "audit", "products-create", "users", "dsr_intake"):
             screenshot(page, f"admin-{name}")
-    assert csp_errors == [], "\n".join(csp_errors)
 
     # Human labels: the audit trail names the actor and gives London times, not "user:8" or raw timestamps.
     page.goto(f"{server.url}/admin/audit/")
