@@ -20,7 +20,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from portal.configuration import instance_path, load_config
 
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path(test_config))
+    from portal import converters, security_headers
+
+    converters.init_app(app)
     load_config(app, test_config)
+    security_headers.init_app(app)
     register_logging(app)
     register_extensions(app)
     from portal.plugins import manager

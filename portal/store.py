@@ -156,7 +156,7 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
             convert[c] = lambda v: None if v is None else json.dumps(v)
     col_list = ", ".join(cols)
     stage = f"_stage_{name}"
-    ddl = f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {col_list} FROM {name} WITH NO DATA"
+    ddl = f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {col_list} FROM {name} WITH NO DATA"  # nosec B608: names come from the table's own metadata, values are bound
     changed = f"{name}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR {name}.deleted_at IS NOT NULL"
     data = [c for c in cols if c not in ("connection_id", "external_id", "seen_run_id", "extracted_at")]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
@@ -165,7 +165,7 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
     # extracted_at moves only when its content changed (the product feed pages by it), so
     # "extracted_at = this flush's time" tells updated rows from rows only marked as seen.
     upsert = (
-        f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {stage} "
+        f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {stage} "  # nosec B608: names come from the table's own metadata, values are bound
         f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}, deleted_at = NULL, seen_run_id = {seen}, "
         f"extracted_at = CASE WHEN {changed} THEN EXCLUDED.extracted_at ELSE {name}.extracted_at END "
         f"WHERE {changed} OR {name}.seen_run_id IS DISTINCT FROM {seen} "

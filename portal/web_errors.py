@@ -54,4 +54,7 @@ def init_app(app: Flask) -> None:
     def unexpected(exc: Exception):
         # Ids only in logs: the exception text may quote data, so log its type and the path.
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc)
+        from portal.extensions import db
+
+        db.session.rollback()  # a failed statement leaves the transaction unusable for the rest of this request
         return _respond(500, "internal_error", _PLAIN[500])

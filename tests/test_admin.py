@@ -56,7 +56,7 @@ def test_every_admin_view_uses_the_secured_base(app):
     for view in views:
         assert isinstance(view, (SecureIndexView, SecureModelView, SecureBaseView)), type(view).__name__
         if isinstance(view, SecureModelView):
-            assert view.form_base_class.__name__ == "SecureForm"
+            assert view.form_base_class.__name__ == "AdminForm"
 
 
 def test_anonymous_is_sent_to_sign_in_with_a_safe_next(app, client, make):

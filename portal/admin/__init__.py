@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
 
 from portal.admin.views import SecureIndexView, SecureModelView
 from portal.extensions import csrf
@@ -11,11 +12,16 @@ from portal.plugins.manager import get_plugins
 
 def init_admin(app: Flask) -> Admin:
     """Build a fresh Admin for this app and add every view the plugins (core included) contribute."""
-    admin = Admin(app, name="Portal support", index_view=SecureIndexView(url="/admin", name="Overview"))
+    admin = Admin(
+        app,
+        name="Portal support",
+        index_view=SecureIndexView(url="/admin", name="Overview"),
+        theme=Bootstrap4Theme(base_template="admin/portal_base.html"),
+    )
     for view in get_plugins(app).admin_views(app):
         admin.add_view(view)
         if isinstance(view, SecureModelView):
-            # SecureForm checks every form of these views with its own token under the field name the
-            # app-wide check also reads, which would then refuse them: each form is checked once, by SecureForm.
+            # AdminForm checks every form of these views (and re-shows it with a message when the token fails);
+            # the app-wide check would answer an error page instead, so each form is checked once, by AdminForm.
             csrf.exempt(view.blueprint)
     return admin

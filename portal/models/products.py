@@ -33,6 +33,9 @@ class Feature(db.Model):
 
     grants: Mapped[list[FeatureGrant]] = relationship(back_populates="feature", cascade="all, delete-orphan")
 
+    def __str__(self) -> str:  # how forms and admin lists name a feature
+        return self.name
+
 
 class FeatureGrant(db.Model):
     """Feature × category: the feature may read the category from its effective date (R11, R15)."""
@@ -73,6 +76,9 @@ class Product(db.Model):
     def categories(self) -> set[str]:
         """Return the union of categories granted to this product's features."""
         return {g.category_id for f in self.features for g in f.grants}
+
+    def __str__(self) -> str:  # how forms and admin lists name a product
+        return self.name
 
 
 class MatrixInfo(db.Model):

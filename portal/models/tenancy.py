@@ -69,6 +69,9 @@ class Organisation(db.Model):
     def __repr__(self) -> str:
         return f"<Organisation {self.id} {self.kind.value}>"
 
+    def __str__(self) -> str:  # how forms and admin lists name an organisation
+        return self.name
+
 
 class Subscription(db.Model):
     """A school's subscription to the service, taken out directly or through its local authority."""

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
 
+from portal.converters import MAX_ID
 from portal.connectors import CATEGORIES
 from portal.extensions import db
 from portal.models import (
@@ -61,7 +62,7 @@ class Page:
 
 
 def paginate(query: Select, page: int, per_page: int, scalars: bool = True) -> Page:
-    page = max(1, page)
+    page = min(max(1, page), MAX_ID)  # a page number past any table's size would overflow the database's OFFSET
     total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
     result = db.session.execute(query.limit(per_page).offset((page - 1) * per_page))
     items = list(result.scalars() if scalars else result.all())

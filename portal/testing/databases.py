@@ -106,7 +106,7 @@ class Snapshot:
             for name in insp.get_table_names():
                 if name == "alembic_version":
                     continue
-                rows = [dict(r._mapping) for r in conn.execute(text(f'SELECT * FROM "{name}"'))]
+                rows = [dict(r._mapping) for r in conn.execute(text(f'SELECT * FROM "{name}"'))]  # nosec B608: table names from the database's own inspector
                 if rows:
                     self.tables[name] = rows
         self.all_tables = [t for t in insp.get_table_names() if t != "alembic_version"]

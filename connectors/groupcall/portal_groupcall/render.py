@@ -15,7 +15,7 @@ EXCLUSION_TYPES = {"fixed": ("FIXD", "Fixed Term"), "permanent": ("PERM", "Perma
 
 def number_for(key: str) -> str:
     """A stable numeric MIS-style id for a synthetic key (XoD ids are strings of digits)."""
-    return str(int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 9_000_000 + 1_000_000)
+    return str(int(hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:8], 16) % 9_000_000 + 1_000_000)
 
 
 def year_label(year_group: str) -> str:

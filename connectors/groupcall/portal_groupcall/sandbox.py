@@ -121,7 +121,7 @@ def xod_timestamp(moment: datetime) -> str:
 
 def row_hash(row: Mapping[str, Any]) -> str:
     body = json.dumps({k: v for k, v in row.items() if k not in ("RowHash", "LastUpdated")}, sort_keys=True, default=str)
-    return hashlib.sha1(body.encode()).hexdigest().upper()
+    return hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest().upper()
 
 
 @dataclass

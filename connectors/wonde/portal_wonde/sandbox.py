@@ -557,7 +557,7 @@ def _student(sb: WondeSandbox, school: SyntheticSchool, pupil: Pupil, includes: 
     wid = sb.wonde_id
     data: dict[str, Any] = {
         "id": wid(school, pupil.key),
-        "upi": hashlib.md5(f"{school.seed}:{pupil.mis_id}".encode()).hexdigest(),
+        "upi": hashlib.md5(f"{school.seed}:{pupil.mis_id}".encode(), usedforsecurity=False).hexdigest(),
         "mis_id": pupil.mis_id,
         "initials": pupil.preferred_forename[0] + pupil.preferred_surname[0],
         "title": None,
@@ -625,7 +625,7 @@ def _students(sb: WondeSandbox, request: Request, school: SyntheticSchool, resou
 def _employee(sb: WondeSandbox, school: SyntheticSchool, member: Staff, includes: set[str]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": sb.wonde_id(school, member.key),
-        "upi": hashlib.md5(f"{school.seed}:E{member.mis_id}".encode()).hexdigest(),
+        "upi": hashlib.md5(f"{school.seed}:E{member.mis_id}".encode(), usedforsecurity=False).hexdigest(),
         "mis_id": member.mis_id,
         "title": member.title,
         "initials": member.forename[0] + member.surname[0],
