@@ -21,6 +21,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path(test_config))
     load_config(app, test_config)
+    register_proxies(app)
     register_logging(app)
     register_extensions(app)
     from portal.plugins import manager
@@ -38,6 +39,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     plugins.startup(app)
     check_database(app)
     return app
+
+
+def register_proxies(app: Flask) -> None:
+    """Take the client's address and scheme from the TRUSTED_PROXIES reverse proxies in front, if any."""
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the headers a proxy sets: X-Forwarded-Prefix/Port are left off, a client could forge them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
 
 def register_logging(app: Flask) -> None:

@@ -190,27 +190,7 @@ def _limited_app(make_app, **limits):
     return app, ctx
 
 
-def test_sign_in_is_limited_per_account(make_app):
-    app, ctx = _limited_app(make_app, LOGIN_RATE_LIMIT_ACCOUNT="3 per hour", LOGIN_RATE_LIMIT_ADDRESS="100 per hour")
-    try:
-        from tests import factories
-
-        target = factories.user(Role.school_admin, factories.school())
-        other = factories.user(Role.school_admin, factories.school())
-        db.session.commit()
-        client = app.test_client()
-        for _ in range(3):
-            assert client.post("/login", data={"email": target.email, "password": "wrong guess 123"}).status_code == 401
-        # The fourth attempt is refused even with the right password, from any address.
-        resp = client.post(
-            "/login", data={"email": target.email.upper(), "password": PASSWORD}, environ_base={"REMOTE_ADDR": "10.9.9.9"}
-        )
-        assert resp.status_code == 429 and b"Too many attempts" in resp.data
-        assert not signed_in(client)
-        # Another account from the same address is unaffected.
-        assert client.post("/login", data={"email": other.email, "password": PASSWORD}).status_code == 302
-    finally:
-        ctx.pop()
+# Per account from one address, and never a lockout from another: tests/test_sign_in_throttle.py.
 
 
 def test_sign_in_is_limited_per_address_and_success_does_not_count(make_app):

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select, update
 
@@ -39,7 +41,10 @@ def safe_next(target: str | None) -> str | None:
 
 
 def _account_key() -> str:
-    return "account:" + (request.form.get("email") or "").strip().lower()[:254]
+    # Per account *from this address*: failures slow the guesser down, but never stop the account's owner
+    # signing in from elsewhere (a lockout anyone could cause). The address limit bounds each guesser.
+    email = (request.form.get("email") or "").strip().lower()[:254]
+    return f"account:{email}|address:{get_remote_address()}"
 
 
 def _failed(response) -> bool:
@@ -84,7 +89,10 @@ def login():
     error = None
     if form.validate_on_submit():
         user = _find_user(form.email.data)
-        verified = user is not None and user.active and verify_password(user.password_hash, form.password.data)
+        # Always one argon2 verification (against a dummy hash for unknown accounts), so the time taken
+        # does not tell which accounts exist.
+        password_ok = verify_password(user.password_hash if user is not None else None, form.password.data)
+        verified = password_ok and user is not None and user.active
         if verified and not scope.may_sign_in(user):
             # R37, R38: the subscriptions this account was for have ended, or every organisation removed it.
             audit.record("auth.login_refused", target=user, actor="anonymous", details={"reason": "no_live_membership"})
@@ -130,8 +138,39 @@ def _pending_user() -> tuple[User | None, dict]:
 
 
 def _pending_key() -> str:
-    # Per account, so guessing codes from many addresses still meets one limit.
+    # Per account, so guessing codes from many addresses still meets one limit (only someone who already
+    # knows the password reaches this step).
     return "pending:" + str((session.get(PENDING_KEY) or {}).get("user_id", ""))
+
+
+def _wait_words(seconds: int) -> str:
+    if seconds <= 60:
+        return "a minute"
+    minutes = -(-seconds // 60)
+    if minutes < 90:
+        return f"{minutes} minutes"
+    hours = -(-minutes // 60)
+    return f"{hours} hours"
+
+
+@bp.errorhandler(429)
+def too_many_attempts(exc):
+    """Sign-in pages answer a throttle with the form again and how long to wait, not a bare error page."""
+    limit = limiter.current_limit
+    seconds = max(1, int(limit.reset_at - time.time())) if limit is not None else 60
+    message = (
+        f"Too many attempts that did not work. Wait {_wait_words(seconds)} and try again, "
+        "or reset your password. Signing in from another device or network still works."
+    )
+    template, form = {
+        "auth.totp": ("auth/totp.html", TotpForm),
+        "auth.totp_setup": ("auth/totp.html", TotpForm),
+    }.get(request.endpoint or "", ("auth/login.html", LoginForm))
+    if request.endpoint == "auth.reset_request":
+        template, form = "auth/reset_request.html", ResetRequestForm
+        message = f"Too many requests from this network. Wait {_wait_words(seconds)} and try again."
+    headers = {"Retry-After": str(seconds)}
+    return render_template(template, form=form(formdata=None), error=message), 429, headers
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])
