@@ -13,8 +13,10 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select, update
 
 from portal import audit, mail, scope
-from portal.auth.forms import LoginForm, NewPasswordForm, ResetRequestForm, TotpForm
+from portal.auth import recovery
+from portal.auth.forms import LoginForm, NewPasswordForm, RecoveryCodeForm, ResetRequestForm, TotpForm
 from portal.auth.passwords import hash_password, needs_rehash, verify_password
+from portal.auth.qr import qr_svg
 from portal.auth.totp import accept_code, new_secret, provisioning_uri
 from portal.extensions import db, limiter
 from portal.models import PasswordResetToken, User
@@ -165,6 +167,7 @@ def too_many_attempts(exc):
     template, form = {
         "auth.totp": ("auth/totp.html", TotpForm),
         "auth.totp_setup": ("auth/totp.html", TotpForm),
+        "auth.recovery_login": ("auth/recovery.html", RecoveryCodeForm),
     }.get(request.endpoint or "", ("auth/login.html", LoginForm))
     if request.endpoint == "auth.reset_request":
         template, form = "auth/reset_request.html", ResetRequestForm
@@ -197,6 +200,55 @@ def totp():
     return render_template("auth/totp.html", form=form, error=error), status
 
 
+@bp.route("/login/recovery", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_pending_key, methods=["POST"], deduct_when=_failed
+)
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
+def recovery_login():
+    """The second step with a one-time recovery code instead of the authenticator app's code."""
+    user, pending = _pending_user()
+    if user is None or not user.totp_enabled:
+        flash("Sign in again to continue.")
+        return redirect(url_for("auth.login"))
+    form = RecoveryCodeForm()
+    error = None
+    if form.validate_on_submit():
+        if recovery.use_code(user, form.code.data):
+            left = recovery.remaining(user)
+            audit.record("auth.recovery_code_used", target=user, actor=f"user:{user.id}", details={"left": left})
+            complete_login(user, second_factor=True)
+            flash(
+                f"You signed in with a recovery code. You have {left} left: each works once. "
+                "Make new codes from the Two-factor sign-in page if you are running out."
+            )
+            return redirect(pending.get("next") or url_for("school.home"))
+        g.login_failed = True
+        audit.record("auth.recovery_code_failed", target=user, actor="anonymous")
+        db.session.commit()
+        error = "That recovery code is not right, or it has been used already."
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("auth/recovery.html", form=form, error=error), status
+
+
+def _show_recovery_codes(user: User, next_url: str):
+    """Answer with fresh recovery codes: the only time they are shown (only their hashes are stored)."""
+    codes = recovery.replace_codes(user)
+    audit.record("auth.recovery_codes_made", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
+    db.session.commit()
+    return render_template("auth/recovery_codes.html", codes=codes, next_url=next_url)
+
+
+@bp.route("/login/totp/recovery-codes", methods=["POST"])
+@login_required
+def new_recovery_codes():
+    """Replace a signed-in user's recovery codes (the old ones stop working)."""
+    user = current_user._get_current_object()
+    if not user.totp_enabled:
+        return redirect(url_for("auth.totp_setup"))
+    return _show_recovery_codes(user, url_for("school.home"))
+
+
 @bp.route("/login/totp/setup", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
 def totp_setup():
@@ -209,7 +261,7 @@ def totp_setup():
         return redirect(url_for("auth.login"))
     if user.totp_enabled:
         if current_user.is_authenticated:
-            return render_template("auth/totp_on.html")
+            return render_template("auth/totp_on.html", codes_left=recovery.remaining(user))
         return redirect(url_for("auth.totp"))
     if not user.totp_secret:
         # Kept in the database (encrypted), not in the cookie, until a first code confirms it.
@@ -225,15 +277,15 @@ def totp_setup():
             audit.record("auth.totp_enabled", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
             if current_user.is_authenticated:
                 session[MFA_KEY] = True
-                db.session.commit()
-                flash("Two-factor sign-in is now on for your account.")
-                return redirect(url_for("school.home"))
+                return _show_recovery_codes(user, url_for("school.home"))
             complete_login(user, second_factor=True)
-            return redirect(pending.get("next") or url_for("school.home"))
+            return _show_recovery_codes(user, pending.get("next") or url_for("school.home"))
         g.login_failed = True
         error = "That code is not right. Check the time on your device and try again."
     status = 400 if (error or form.errors) else 200
-    return render_template("auth/totp_setup.html", form=form, error=error, secret=secret, uri=uri), status
+    return render_template(
+        "auth/totp_setup.html", form=form, error=error, secret=secret, uri=uri, qr=qr_svg(uri)
+    ), status
 
 
 @bp.route("/logout", methods=["POST"])

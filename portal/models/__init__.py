@@ -34,7 +34,7 @@ from portal.models.retention import (
     SchoolRetentionSetting,
 )
 from portal.models.tenancy import Organisation, OrgKind, Subscription, SubscriptionRoute
-from portal.models.users import EmailChangeToken, Membership, PasswordResetToken, Role, User
+from portal.models.users import EmailChangeToken, Membership, PasswordResetToken, RecoveryCode, Role, User
 
 __all__ = [
     "AttendanceAggregate",
@@ -90,6 +90,7 @@ __all__ = [
     "OrgKind",
     "Organisation",
     "PasswordResetToken",
+    "RecoveryCode",
     "EmailChangeToken",
     "Product",
     "Role",
