@@ -24,6 +24,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     converters.init_app(app)
     load_config(app, test_config)
+    register_proxies(app)
     security_headers.init_app(app)
     register_logging(app)
     register_extensions(app)
@@ -42,6 +43,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     plugins.startup(app)
     check_database(app)
     return app
+
+
+def register_proxies(app: Flask) -> None:
+    """Take the client's address and scheme from the TRUSTED_PROXIES reverse proxies in front, if any."""
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the headers a proxy sets: X-Forwarded-Prefix/Port are left off, a client could forge them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
 
 def register_logging(app: Flask) -> None:

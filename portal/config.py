@@ -21,12 +21,21 @@ PERMANENT_SESSION_LIFETIME = 8 * 3600
 WTF_CSRF_ENABLED = True
 WTF_CSRF_TIME_LIMIT = 3600
 
-# Sign-in protection (flask-limiter syntax).
-LOGIN_RATE_LIMIT_ACCOUNT = "5 per 15 minutes"
-LOGIN_RATE_LIMIT_ADDRESS = "30 per 15 minutes"
+# Sign-in protection (flask-limiter syntax; only failed attempts count). Each list is a growing wait, never a
+# lockout: after 5 failures for one account from one address that address waits a minute, after 10 a quarter
+# of an hour, and so on; the right password from another address still works. The address limit counts
+# failures for every account from one address (a school behind one NAT shares it, hence the higher numbers).
+LOGIN_RATE_LIMIT_ACCOUNT = "5 per minute; 10 per 15 minutes; 20 per hour; 50 per day"
+LOGIN_RATE_LIMIT_ADDRESS = "30 per 15 minutes; 100 per hour; 300 per day"
 # Explicit, because the one module-level limiter would otherwise keep the previous app's choice.
 RATELIMIT_ENABLED = True
+# Where the limits are counted: memory:// is per process; with several processes or hosts use
+# redis://host:6379/0 so that every process sees the same counts.
 RATELIMIT_STORAGE_URI = "memory://"
+# How many reverse proxies (nginx, a load balancer) stand in front of the portal. Each must append the
+# client's address to X-Forwarded-For and set X-Forwarded-Proto and X-Forwarded-Host; the portal then takes
+# the client's address from that many hops back. 0 (the default) trusts no such header.
+TRUSTED_PROXIES = 0
 RATELIMIT_HEADERS_ENABLED = True
 PASSWORD_RESET_MAX_AGE = 3600
 # R49: seconds a link confirming a new email address stays valid, and how often a user may ask for one.

@@ -92,6 +92,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "PLUGINS": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a JSON list of module paths"),
     "PLUGINS_BLOCKED": (lambda v: isinstance(v, list), "a JSON list of plugin names"),
     "CONNECTORS": (lambda v: isinstance(v, dict), "a mapping of connector name to settings"),
+    "TRUSTED_PROXIES": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10,
+        "a whole number of reverse proxies in front of the portal, 0 to 10",
+    ),
     "JOB_LEASE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "JOB_HEARTBEAT_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "SCHEDULER_MISFIRE_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),

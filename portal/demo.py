@@ -1,6 +1,9 @@
 """The demo command: demo organisations, users and sandbox-backed connections."""
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -226,20 +229,62 @@ def first_extracts(connections: list[Connection]) -> list[str]:
     return lines
 
 
+@contextmanager
+def sandbox_providers() -> Iterator[list[str]]:
+    """Point each demo connector without a configured base_url at its package's sandbox, started here.
+
+    The sandboxes listen on free local ports while the demo loads and stop after; a connector with
+    neither a base_url nor a sandbox stops the command with one line saying what to set. Yields the
+    names of the sandboxes started.
+    """
+    from portal.plugins.manager import get_plugins
+
+    all_settings = current_app.config.setdefault("CONNECTORS", {})
+    started: list[str] = []
+    with ExitStack() as stack:
+        for name, connector in get_plugins().connectors().items():
+            configured = all_settings.get(name) or {}
+            if getattr(connector, "demo_connections", None) is None or configured.get("base_url"):
+                continue
+            try:
+                start = importlib.import_module(f"portal_{name}.demo").demo_sandbox
+            except (ImportError, AttributeError):
+                raise click.ClickException(
+                    f"the {name} connector has no sandbox for the demo: set PORTAL_CONNECTORS__{name}__base_url to "
+                    f"a sandbox (flask portal sandbox {name} --port PORT) or disable it (PORTAL_ENABLED_CONNECTORS)"
+                ) from None
+            all_settings[name] = {**configured, **stack.enter_context(start())}
+            # Put the deployment's settings back when the sandbox stops (this app may go on serving).
+            stack.callback(all_settings.__setitem__, name, configured)
+            started.append(name)
+        yield started
+
+
 @click.command("demo")
 @click.option("--extract/--no-extract", default=True, help="Run the first extract of each sandbox connection.")
 @with_appcontext
 def demo_command(extract: bool) -> None:
-    """Create the demo organisations and users (running it again changes nothing) and print how to sign in."""
+    """Create the demo organisations and users (running it again changes nothing) and print how to sign in.
+
+    Connectors without a configured base_url are pointed at their package's sandbox, started for the load.
+    """
     result = build_demo()
-    connections = connect_sandbox_schools(result.schools)
-    if connections:
-        authorise_demo_product(result.schools)
-    db.session.commit()
-    click.echo("Created the demo." if result.created else "The demo is already in place; nothing changed.")
-    if extract and connections:
-        click.echo("Loading the demo schools' data from the sandbox providers through the connectors:")
-        click.echo("\n".join(first_extracts(connections)))
+    with sandbox_providers() as started:
+        if started:
+            click.echo(f"Started the sandbox providers for the demo load ({', '.join(started)}); they stop after it.")
+        connections = connect_sandbox_schools(result.schools)
+        if connections:
+            authorise_demo_product(result.schools)
+        db.session.commit()
+        click.echo("Created the demo." if result.created else "The demo is already in place; nothing changed.")
+        if extract and connections:
+            click.echo("Loading the demo schools' data from the sandbox providers through the connectors:")
+            click.echo("\n".join(first_extracts(connections)))
+    if started:
+        click.echo(
+            "The sandboxes have stopped, so later extracts of the demo schools fail: `make run` keeps sandboxes "
+            "running beside the portal."
+        )
     click.echo("\n".join(_describe(result)))
 
 

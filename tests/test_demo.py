@@ -114,3 +114,52 @@ def test_create_user_refuses_a_duplicate_email(app):
     again = run(app, "create-user", "--email", "OPS@example.org", *args)
     assert again.exit_code == 1 and "already exists" in again.output
     assert db.session.execute(select(func.count()).select_from(User)).scalar() == 1
+
+
+def test_demo_starts_the_connector_sandboxes_itself_when_no_base_url_is_set(make_app):
+    """A fresh clone has no provider configured: the demo serves its schools from the packages' sandboxes."""
+    import requests
+
+    from portal.models import Connection, ConnectionState
+
+    app = make_app(
+        PLUGINS=["portal_wonde.plugin", "portal_groupcall.plugin"], ENABLED_CONNECTORS=["wonde", "groupcall"], CONNECTORS={}
+    )
+    seen: dict[str, str] = {}
+    original = demo.connect_sandbox_schools
+
+    def spy(schools):
+        # While the demo loads, each connector is pointed at a local sandbox that answers.
+        for name in ("wonde", "groupcall"):
+            seen[name] = app.config["CONNECTORS"][name]["base_url"]
+            assert requests.get(seen[name], timeout=5).status_code < 500
+        return original(schools)
+
+    demo.connect_sandbox_schools = spy
+    try:
+        result = app.test_cli_runner().invoke(args=["portal", "demo", "--no-extract"])
+    finally:
+        demo.connect_sandbox_schools = original
+    assert result.exit_code == 0, result.output
+    assert "Started the sandbox providers for the demo load (groupcall, wonde)" in result.output
+    assert all(url.startswith("http://127.0.0.1:") for url in seen.values())
+    with app.app_context():
+        states = db.session.execute(select(Connection.connector, Connection.state)).all()
+    assert sorted(states) == [
+        ("groupcall", ConnectionState.approved), ("wonde", ConnectionState.approved), ("wonde", ConnectionState.approved)
+    ]
+    # Stopped after, and the deployment's (empty) settings are back.
+    assert "base_url" not in (app.config["CONNECTORS"].get("wonde") or {})
+    for url in seen.values():
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=2)
+
+
+def test_demo_uses_a_configured_provider_and_starts_no_sandbox(make_app):
+    app = make_app(
+        PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
+        CONNECTORS={"wonde": {"base_url": "http://127.0.0.1:9/v1.0", "allow_insecure_http": True}},
+    )
+    result = app.test_cli_runner().invoke(args=["portal", "demo", "--no-extract"])
+    assert "Started the sandbox providers" not in result.output
+    assert app.config["CONNECTORS"]["wonde"]["base_url"] == "http://127.0.0.1:9/v1.0"

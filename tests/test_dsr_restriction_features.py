@@ -89,7 +89,7 @@ def test_r51_the_school_chooses_features_on_the_request_page(app, client, auth, 
                        data={"reason": "accuracy_contested", "features": [EVALUATION], "csrf_token": _csrf(page)})
     assert resp.status_code == 302
     page = client.get(f"/schools/{school.id}/requests/{req.id}").get_data(as_text=True)
-    assert "Restricted for self evaluation early results" in page
+    assert "Restricted for Self-evaluation analysis of past school performance and early results analysis service" in page
     assert _ids(client, token, EVALUATION, school) == ["p0", "p2"]
     assert _ids(client, token, TRACKING, school) == ["p0", "p1", "p2"]
 

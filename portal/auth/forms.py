@@ -23,6 +23,17 @@ class TotpForm(FlaskForm):
     )
 
 
+class RecoveryCodeForm(FlaskForm):
+    code = StringField(
+        "Recovery code",
+        validators=[
+            DataRequired("Enter one of your recovery codes."),
+            Length(max=40),
+            Regexp(r"^[\sA-Za-z0-9-]+$", message="A recovery code is letters and numbers, like abcde-23456."),
+        ],
+    )
+
+
 class ResetRequestForm(FlaskForm):
     email = EmailField(
         "Email address",

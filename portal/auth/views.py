@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select, update
 
 from portal import audit, mail, scope
-from portal.auth.forms import LoginForm, NewPasswordForm, ResetRequestForm, TotpForm
+from portal.auth import recovery
+from portal.auth.forms import LoginForm, NewPasswordForm, RecoveryCodeForm, ResetRequestForm, TotpForm
 from portal.auth.passwords import hash_password, needs_rehash, verify_password
+from portal.auth.qr import qr_svg
 from portal.auth.totp import accept_code, new_secret, provisioning_uri
 from portal.extensions import db, limiter
 from portal.models import PasswordResetToken, User
@@ -39,7 +43,10 @@ def safe_next(target: str | None) -> str | None:
 
 
 def _account_key() -> str:
-    return "account:" + (request.form.get("email") or "").strip().lower()[:254]
+    # Per account *from this address*: failures slow the guesser down, but never stop the account's owner
+    # signing in from elsewhere (a lockout anyone could cause). The address limit bounds each guesser.
+    email = (request.form.get("email") or "").strip().lower()[:254]
+    return f"account:{email}|address:{get_remote_address()}"
 
 
 def _failed(response) -> bool:
@@ -84,7 +91,10 @@ def login():
     error = None
     if form.validate_on_submit():
         user = _find_user(form.email.data)
-        verified = user is not None and user.active and verify_password(user.password_hash, form.password.data)
+        # Always one argon2 verification (against a dummy hash for unknown accounts), so the time taken
+        # does not tell which accounts exist.
+        password_ok = verify_password(user.password_hash if user is not None else None, form.password.data)
+        verified = password_ok and user is not None and user.active
         if verified and not scope.may_sign_in(user):
             # R37, R38: the subscriptions this account was for have ended, or every organisation removed it.
             audit.record("auth.login_refused", target=user, actor="anonymous", details={"reason": "no_live_membership"})
@@ -130,8 +140,40 @@ def _pending_user() -> tuple[User | None, dict]:
 
 
 def _pending_key() -> str:
-    # Per account, so guessing codes from many addresses still meets one limit.
+    # Per account, so guessing codes from many addresses still meets one limit (only someone who already
+    # knows the password reaches this step).
     return "pending:" + str((session.get(PENDING_KEY) or {}).get("user_id", ""))
+
+
+def _wait_words(seconds: int) -> str:
+    if seconds <= 60:
+        return "a minute"
+    minutes = -(-seconds // 60)
+    if minutes < 90:
+        return f"{minutes} minutes"
+    hours = -(-minutes // 60)
+    return f"{hours} hours"
+
+
+@bp.errorhandler(429)
+def too_many_attempts(exc):
+    """Sign-in pages answer a throttle with the form again and how long to wait, not a bare error page."""
+    limit = limiter.current_limit
+    seconds = max(1, int(limit.reset_at - time.time())) if limit is not None else 60
+    message = (
+        f"Too many attempts that did not work. Wait {_wait_words(seconds)} and try again, "
+        "or reset your password. Signing in from another device or network still works."
+    )
+    template, form = {
+        "auth.totp": ("auth/totp.html", TotpForm),
+        "auth.totp_setup": ("auth/totp.html", TotpForm),
+        "auth.recovery_login": ("auth/recovery.html", RecoveryCodeForm),
+    }.get(request.endpoint or "", ("auth/login.html", LoginForm))
+    if request.endpoint == "auth.reset_request":
+        template, form = "auth/reset_request.html", ResetRequestForm
+        message = f"Too many requests from this network. Wait {_wait_words(seconds)} and try again."
+    headers = {"Retry-After": str(seconds)}
+    return render_template(template, form=form(formdata=None), error=message), 429, headers
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])
@@ -158,6 +200,55 @@ def totp():
     return render_template("auth/totp.html", form=form, error=error), status
 
 
+@bp.route("/login/recovery", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_pending_key, methods=["POST"], deduct_when=_failed
+)
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
+def recovery_login():
+    """The second step with a one-time recovery code instead of the authenticator app's code."""
+    user, pending = _pending_user()
+    if user is None or not user.totp_enabled:
+        flash("Sign in again to continue.")
+        return redirect(url_for("auth.login"))
+    form = RecoveryCodeForm()
+    error = None
+    if form.validate_on_submit():
+        if recovery.use_code(user, form.code.data):
+            left = recovery.remaining(user)
+            audit.record("auth.recovery_code_used", target=user, actor=f"user:{user.id}", details={"left": left})
+            complete_login(user, second_factor=True)
+            flash(
+                f"You signed in with a recovery code. You have {left} left: each works once. "
+                "Make new codes from the Two-factor sign-in page if you are running out."
+            )
+            return redirect(pending.get("next") or url_for("school.home"))
+        g.login_failed = True
+        audit.record("auth.recovery_code_failed", target=user, actor="anonymous")
+        db.session.commit()
+        error = "That recovery code is not right, or it has been used already."
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("auth/recovery.html", form=form, error=error), status
+
+
+def _show_recovery_codes(user: User, next_url: str):
+    """Answer with fresh recovery codes: the only time they are shown (only their hashes are stored)."""
+    codes = recovery.replace_codes(user)
+    audit.record("auth.recovery_codes_made", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
+    db.session.commit()
+    return render_template("auth/recovery_codes.html", codes=codes, next_url=next_url)
+
+
+@bp.route("/login/totp/recovery-codes", methods=["POST"])
+@login_required
+def new_recovery_codes():
+    """Replace a signed-in user's recovery codes (the old ones stop working)."""
+    user = current_user._get_current_object()
+    if not user.totp_enabled:
+        return redirect(url_for("auth.totp_setup"))
+    return _show_recovery_codes(user, url_for("school.home"))
+
+
 @bp.route("/login/totp/setup", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
 def totp_setup():
@@ -170,7 +261,7 @@ def totp_setup():
         return redirect(url_for("auth.login"))
     if user.totp_enabled:
         if current_user.is_authenticated:
-            return render_template("auth/totp_on.html")
+            return render_template("auth/totp_on.html", codes_left=recovery.remaining(user))
         return redirect(url_for("auth.totp"))
     if not user.totp_secret:
         # Kept in the database (encrypted), not in the cookie, until a first code confirms it.
@@ -186,15 +277,15 @@ def totp_setup():
             audit.record("auth.totp_enabled", target=user, actor=f"user:{user.id}", actor_user_id=user.id)
             if current_user.is_authenticated:
                 session[MFA_KEY] = True
-                db.session.commit()
-                flash("Two-factor sign-in is now on for your account.")
-                return redirect(url_for("school.home"))
+                return _show_recovery_codes(user, url_for("school.home"))
             complete_login(user, second_factor=True)
-            return redirect(pending.get("next") or url_for("school.home"))
+            return _show_recovery_codes(user, pending.get("next") or url_for("school.home"))
         g.login_failed = True
         error = "That code is not right. Check the time on your device and try again."
     status = 400 if (error or form.errors) else 200
-    return render_template("auth/totp_setup.html", form=form, error=error, secret=secret, uri=uri), status
+    return render_template(
+        "auth/totp_setup.html", form=form, error=error, secret=secret, uri=uri, qr=qr_svg(uri)
+    ), status
 
 
 @bp.route("/logout", methods=["POST"])

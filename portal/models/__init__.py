@@ -35,7 +35,7 @@ from portal.models.retention import (
     SchoolRetentionSetting,
 )
 from portal.models.tenancy import Organisation, OrgKind, Subscription, SubscriptionRoute
-from portal.models.users import EmailChangeToken, Membership, PasswordResetToken, Role, User
+from portal.models.users import EmailChangeToken, Membership, PasswordResetToken, RecoveryCode, Role, User
 
 __all__ = [
     "SchedulerHeartbeat",
@@ -92,6 +92,7 @@ __all__ = [
     "OrgKind",
     "Organisation",
     "PasswordResetToken",
+    "RecoveryCode",
     "EmailChangeToken",
     "Product",
     "Role",

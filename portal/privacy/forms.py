@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from portal.date_input import DateInputField
 from portal.models.dsr import RequestType
 from portal.privacy.register import CHANNELS, REQUESTER_KINDS, TYPE_LABELS
 
@@ -12,7 +13,7 @@ from portal.privacy.register import CHANNELS, REQUESTER_KINDS, TYPE_LABELS
 class IntakeForm(FlaskForm):
     request_type = RadioField("Type of request", choices=[(t.value, TYPE_LABELS[t.value]) for t in RequestType],
                               validators=[DataRequired("Choose the type of request.")])
-    received_on = DateField("Date received", validators=[DataRequired("Enter the date the request was received.")])
+    received_on = DateInputField("Date received", validators=[DataRequired("Enter the date the request was received.")])
     channel = SelectField("How it was received", choices=[("", "Choose")] + list(CHANNELS.items()),
                           validators=[DataRequired("Choose how the request was received.")])
     requester_kind = SelectField("Who is asking", choices=[("", "Choose")] + list(REQUESTER_KINDS.items()),
@@ -30,4 +31,4 @@ class SearchForm(FlaskForm):
     external_id = StringField("MIS id", validators=[Optional()])
     upn = StringField("UPN", validators=[Optional()])
     surname = StringField("Surname", validators=[Optional()])
-    date_of_birth = DateField("Date of birth", validators=[Optional()])
+    date_of_birth = DateInputField("Date of birth", validators=[Optional()])

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, abort, current_app, flash, jsonify, redir
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from portal.date_input import date_from_form
 from portal.extensions import db
 from portal.models import FlagKind, SubjectFlag, SubjectKind
 from portal.models.dsr import OPEN_STATUSES, SubjectExport, SubjectRequest
@@ -59,7 +60,11 @@ def find(school_id: int):
     school = school_or_404(current_user, school_id, Action.release_export)
     form = SearchForm(request.args)
     matches, error = None, None
-    if any(request.args.get(k) for k in ("external_id", "upn", "surname", "date_of_birth")):
+    searched = any(request.args.get(k) for k in ("external_id", "upn", "surname", "date_of_birth")) or any(
+        request.args.get(f"date_of_birth-{p}") for p in ("day", "month", "year"))
+    if not searched and any(k in request.args for k in ("external_id", "upn", "surname")):
+        error = "Enter an MIS id, a UPN, or a surname and date of birth to search."
+    elif searched:
         if form.validate():
             try:
                 matches = search.find(current_user, external_id=form.external_id.data, upn=form.upn.data,
@@ -68,7 +73,7 @@ def find(school_id: int):
             except RequestError as exc:
                 error = str(exc)
         else:
-            error = "Enter the date of birth as a date."
+            error = "; ".join(form.date_of_birth.errors) or "Check the search terms."
     return render_template("privacy/find.html", school=school, form=form, matches=matches, error=error)
 
 
@@ -136,11 +141,10 @@ def _render_detail(school, req, *, error: str | None = None, token: str | None =
 
 # Each action: (function taking (req, user, form) and returning a confirmation message).
 def _verify(req, user, form):
-    proof = form.get("proof_received_on") or None
     try:
-        proof_on = date.fromisoformat(proof) if proof else None
-    except ValueError:
-        raise RequestError("proof_date", "Enter the date the proof arrived as a date.") from None
+        proof_on = date_from_form(form, "proof_received_on", "The date the proof arrived")
+    except ValueError as exc:
+        raise RequestError("proof_date", str(exc)) from None
     register.verify_identity(req, user, form.get("method"), proof_received_on=proof_on)
     return "Identity verified."
 

@@ -47,6 +47,7 @@ def school_retention(school_id: int):
     return render_template(
         "retention/school.html", school=school, lines=lines, days=PREVIEW_DAYS, today=today, proofs=proofs,
         orders=orders, next_by_category=next_by_category, rules=_rules(), categories=_categories(),
+        overdue_categories={line.category for line in lines if not line.held and line.deadline < today},
     )
 
 
@@ -83,7 +84,7 @@ def _rules() -> dict[str, str]:
 
 
 # Kinds of data the sweep deletes that are not MIS categories of the usage matrix.
-PORTAL_DATA_NAMES = {"user_data": "Portal user accounts (R37, R38)", "run_logs": "Extract run logs"}
+PORTAL_DATA_NAMES = {"user_data": "Portal user accounts", "run_logs": "Extract run logs"}
 
 
 def _categories() -> dict[str, str]:

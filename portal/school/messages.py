@@ -59,9 +59,64 @@ _ACTIONS = {
     "extract.run_requested": "Extract started by support staff",
     "extract.hold_approved": "Held removal approved by support staff",
     "extract.hold_rejected": "Held removal rejected by support staff",
+    "extract.held": "Extract held for review: it would remove an unusually large share of records",
+    "store.records_written": "Records saved from the MIS",
+    "store.reconciliation_staged": "Records no longer in the MIS found; they are removed if the extract completes",
+    "store.records_tombstoned": "Records that left the MIS marked as removed",
+    "store.removals_discarded": "Planned removals cancelled: the extract did not complete",
+    "store.rows_deleted": "Records deleted on schedule",
+    "store.pupils_deleted": "Pupil records deleted",
+    "store.dsr_read": "Records read for a data protection request",
+    "store.dsr_search": "Records searched for a data protection request",
+    "store.dsr_erased": "Records erased for a data protection request",
+    "store.special_category_withheld": "Sensitive data held back from products",
+    "retention.deletion_scheduled": "Deletion scheduled",
+    "retention.deletion_cancelled": "Scheduled deletion cancelled",
+    "retention.deleted": "Data deleted on schedule",
+    "retention.user_data_deleted": "A user's data deleted on schedule",
+    "retention.hold_created": "Deletion paused: legal hold",
+    "retention.hold_changed": "Legal hold changed",
+    "retention.hold_approved": "Legal hold approved",
+    "retention.hold_released": "Legal hold ended",
+    "retention.school_retention": "Retention settings changed",
+    "demo.organisation_created": "Added to the demo",
+    "demo.membership_created": "User added to the demo",
+    "school.created": "School added to the portal",
+    "dsr.received": "Data protection request received",
+    "dsr.completed": "Data protection request completed",
+    "dsr.refused": "Data protection request refused",
+    "dsr.extended": "Data protection request deadline extended",
+    "dsr.identity_verified": "Requester's identity confirmed",
+    "dsr.export_prepared": "Copy of the data prepared",
+    "dsr.export_downloaded": "Copy of the data downloaded",
+    "dsr.erased": "Data erased on request",
+    "dsr.restricted": "Use of a pupil's data restricted on request",
+    "dsr.restriction_lifted": "Restriction lifted",
+    "dsr.rectification_flagged": "Correction passed to the school's MIS team",
+    "dsr.suppressed": "A pupil's data is no longer extracted",
+    "dsr.suppression_lifted": "A pupil's data is extracted again",
 }
+
+# The first word of an audit action, for actions without their own wording: never the internal code itself.
+_AREAS = {
+    "admin": "Changed by support staff",
+    "store": "Your school's data updated",
+    "extract": "Extract updated",
+    "retention": "Retention updated",
+    "dsr": "Data protection request updated",
+    "connection": "Connection updated",
+    "product": "Product authorisation updated",
+    "deletions": "Deletion instructions updated",
+    "account": "Account updated",
+    "auth": "Sign-in",
+}
+
+# Actions the provider takes, whoever's request or poll brought the news.
+PROVIDER_ACTIONS = frozenset({"connection.approved", "connection.declined", "connection.revoked_by_provider"})
 
 
 def action_label(action: str) -> str:
-    """Return the plain-English label of an audit action (falls back to the code itself)."""
-    return _ACTIONS.get(action, action.replace("_", " ").replace(".", ": ").capitalize())
+    """Return the plain-English label of an audit action."""
+    if action in _ACTIONS:
+        return _ACTIONS[action]
+    return _AREAS.get(action.split(".", 1)[0], "Recorded for your school")

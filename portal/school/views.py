@@ -10,15 +10,16 @@ from sqlalchemy import select
 from portal import lifecycle
 from portal.connectors import CATEGORIES
 from portal.extensions import db
-from portal.models import Connection, ConnectionState, JobRun, Organisation, Product, RunStatus
+from portal.models import Connection, ConnectionState, JobRun, Organisation, OrgKind, Product, RunStatus
 from portal.plugins.manager import get_plugins
-from portal.school import queries
+from portal.school import labels, queries
 from portal.school.chart import Point, bar_chart
 from portal.school.forms import AuthoriseForm, RevokeForm, TermsForm
-from portal.school.messages import ERROR_KINDS, action_label
+from portal.school.messages import ERROR_KINDS, PROVIDER_ACTIONS, action_label
 from portal.scope import Action, can, organisations_of, school_or_404, schools_query
 
 bp = Blueprint("school", __name__)
+labels.register(bp)
 
 SCHOOLS_PER_PAGE = 50
 RUNS_PER_PAGE = 25
@@ -67,12 +68,16 @@ def index():
 def home():
     """Every school in scope, paged, with each connection's state and last run: the trust and LA view too."""
     page = queries.paginate(schools_query(current_user, Action.view).order_by(Organisation.name, Organisation.id), _page_arg(), SCHOOLS_PER_PAGE)
+    organisations = organisations_of(current_user)
+    if page.total == 1 and page.items and organisations and all(o.kind == OrgKind.school for o in organisations):
+        # School staff of one school land on their school's front page, not on a one-row list.
+        return connections(page.items[0].id)
     ids = [s.id for s in page.items]
     conns = queries.connections_by_school(ids)
     runs = queries.latest_runs([c.id for per in conns.values() for c in per.values()])
     return render_template(
         "school/home.html",
-        organisations=organisations_of(current_user),
+        organisations=organisations,
         schools=page.items,
         page=page,
         connections=conns,
@@ -327,4 +332,4 @@ def history(school_id: int):
     if product_ids:
         products = dict(db.session.execute(select(Product.id, Product.name).where(Product.id.in_(product_ids))).all())
     return render_template("school/history.html", school=school, page=page, users=users, action_label=action_label,
-                           products=products)
+                           products=products, provider_actions=PROVIDER_ACTIONS)

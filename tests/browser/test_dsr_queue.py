@@ -35,8 +35,19 @@ def test_school_request_queue_intake_and_single_use_export_download(serve, page)
     check_accessibility(page)
 
     page.get_by_role("link", name="Record a request").click()
+    # An empty search says so; a search that finds nobody says so too.
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text("Enter an MIS id, a UPN, or a surname and date of birth to search.")).to_be_visible()
     page.get_by_label("Surname").fill("byron")
-    page.get_by_label("Date of birth").fill("2014-12-10")
+    page.get_by_label("Day").fill("11")
+    page.get_by_label("Month").fill("12")
+    page.get_by_label("Year").fill("2014")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("no-matches")).to_be_visible()
+    check_accessibility(page)
+    # Dates are typed as day, month and year (GOV.UK date input), not picked in the browser's own widget.
+    assert page.locator("input[type=date]").count() == 0
+    page.get_by_label("Day").fill("10")
     page.get_by_role("button", name="Search").click()
     expect(page.get_by_test_id("matches").get_by_text("mis-77")).to_be_visible()
     check_accessibility(page)
@@ -51,7 +62,8 @@ def test_school_request_queue_intake_and_single_use_export_download(serve, page)
     page.get_by_label("Who is asking").select_option("parent_carer")
     page.get_by_label("Relationship to the pupil").fill("mother")
     page.get_by_role("button", name="Record the request").click()
-    assert page.get_by_test_id("status").inner_text() == "identity pending"
+    assert page.get_by_test_id("status").inner_text() == "Identity pending"
+    assert page.locator("input[type=date]").count() == 0
     check_accessibility(page)
 
     page.get_by_label("How identity was checked").select_option("known_to_school")
@@ -98,7 +110,8 @@ def test_r51_restricting_named_features_and_r49_r52_the_account_page(serve, page
     page.get_by_label("Why").select_option("accuracy_contested")
     page.get_by_label("Pupil tracking").check()
     page.get_by_role("button", name="Restrict processing").click()
-    expect(page.get_by_test_id("restricted")).to_have_text("Restricted for pupil tracking")
+    expect(page.get_by_test_id("restricted")).to_have_text(
+        "Restricted for Pupil tracking and analysis of assessment data for current students")
     check_accessibility(page)
 
     page.get_by_role("link", name="My account").click()

@@ -1,10 +1,14 @@
 """The demo's Groupcall school: Demo Village School connected to the Groupcall sandbox as if it had authorised us."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from portal.testing.synthetic import ACADEMIC_YEAR_START
-from portal_groupcall.sandbox import DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, demo_secret
+from portal_groupcall.sandbox import (
+    DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, GroupcallSandbox, demo_secret, load_demo_schools,
+)
 
 DEMO_ESTABS = {f"{DEMO_LA}{number}" for number in DEMO_ESTABLISHMENTS}
 
@@ -39,3 +43,10 @@ def demo_connections(schools: list[Any]) -> list[Any]:
             })
         connections.append(connection)
     return connections
+
+
+@contextmanager
+def demo_sandbox() -> Iterator[dict[str, Any]]:
+    """Serve the demo's Groupcall school on a free local port while the demo loads; yield the connector settings for it."""
+    with load_demo_schools(GroupcallSandbox()) as sandbox:
+        yield {"base_url": sandbox.url, "allow_insecure_http": True}

@@ -733,18 +733,24 @@ def demo_secret(estab: str) -> str:
     return f"sandbox-secret-{estab}"
 
 
-def serve(*, port: int = 8762, schools: int = 1, pupils: int = 250, days: int = 190, seed: int = 3,
-          authorisation_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
-    """Serve synthetic schools in the foreground until interrupted (`flask portal sandbox groupcall`)."""
+def load_demo_schools(sandbox: GroupcallSandbox, schools: int = 1, pupils: int = 250, days: int = 190,
+                      seed: int = 3) -> GroupcallSandbox:
+    """Load the schools a standalone sandbox serves: first the portal demo's, then synthetic ones."""
     from portal.testing import synthetic
 
-    sandbox = GroupcallSandbox(authorisation_url=authorisation_url)
     for n in range(schools):
         number = DEMO_ESTABLISHMENTS[n] if n < len(DEMO_ESTABLISHMENTS) else f"{3000 + n:04d}"
         name = "Demo Village School" if n == 0 else None  # the portal demo's name for estab 9902002
         school = synthetic.generate_school(seed * 1000 + n, pupils=pupils, days=days, la_code=DEMO_LA,
                                            establishment_number=number, name=name)
         sandbox.load_synthetic(school.dfe_number, school, secret=demo_secret(school.dfe_number))
+    return sandbox
+
+
+def serve(*, port: int = 8762, schools: int = 1, pupils: int = 250, days: int = 190, seed: int = 3,
+          authorisation_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
+    """Serve synthetic schools in the foreground until interrupted (`flask portal sandbox groupcall`)."""
+    sandbox = load_demo_schools(GroupcallSandbox(authorisation_url=authorisation_url), schools, pupils, days, seed)
     server = make_server("127.0.0.1", port, sandbox.app, threaded=True, request_handler=_QuietHandler)
     echo(f"Groupcall sandbox at http://127.0.0.1:{port} (relying party {sandbox.relying_party})")
     for estab, school in sandbox.schools.items():

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from portal_wonde.sandbox import DEFAULT_TOKEN, DEMO_SCHOOLS
+from portal_wonde.sandbox import DEFAULT_TOKEN, DEMO_SCHOOLS, WondeSandbox, demo_schools
 
 DEMO_URNS = {urn for urn, *_ in DEMO_SCHOOLS}
 
@@ -37,3 +39,10 @@ def demo_connections(schools: list[Any]) -> list[Any]:
                 lifecycle.poll_access(connection)
         connections.append(connection)
     return connections
+
+
+@contextmanager
+def demo_sandbox() -> Iterator[dict[str, Any]]:
+    """Serve the demo's Wonde schools on a free local port while the demo loads; yield the connector settings for it."""
+    with WondeSandbox(demo_schools(len(DEMO_SCHOOLS)), token=DEFAULT_TOKEN) as sandbox:
+        yield sandbox.settings

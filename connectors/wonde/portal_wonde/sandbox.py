@@ -920,15 +920,19 @@ RESOURCES: dict[str, Callable[[WondeSandbox, Request, SyntheticSchool, str], Res
 # ---------------------------------------------------------------- standalone
 
 
-def serve(*, port: int = 8765, schools: int = 2, pupils: int = 250, days: int = 190, seed: int = 1,
-          token: str = DEFAULT_TOKEN, webhook_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
-    """Run the sandbox in the foreground until interrupted."""
-    # The first schools are the portal demo's, so `make run` can connect them; any more are synthetic.
+def demo_schools(schools: int = 2, pupils: int = 250, days: int = 190, seed: int = 1) -> list[SyntheticSchool]:
+    """The schools a standalone sandbox serves: first the portal demo's (so the demo can connect them), then synthetic."""
     served = [generate_school(seed * 1000 + i, pupils=pupils, days=days, phase=phase, name=name, urn=urn,
                               la_code=la, establishment_number=estab)
               for i, (urn, la, estab, phase, name) in enumerate(DEMO_SCHOOLS[:schools])]
     served += generate_schools(schools - len(served), seed + 1, pupils=pupils, days=days) if schools > len(served) else []
-    sandbox = WondeSandbox(served, token=token, port=port, webhook_url=webhook_url)
+    return served
+
+
+def serve(*, port: int = 8765, schools: int = 2, pupils: int = 250, days: int = 190, seed: int = 1,
+          token: str = DEFAULT_TOKEN, webhook_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
+    """Run the sandbox in the foreground until interrupted."""
+    sandbox = WondeSandbox(demo_schools(schools, pupils, days, seed), token=token, port=port, webhook_url=webhook_url)
     sandbox.start()
     echo(f"Wonde sandbox at {sandbox.url} (token {token})")
     for sid, school in sandbox.schools.items():
