@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "portal.sandbox_commands",
     "portal.api.commands",
     "portal.account.commands",
+    "portal.oversight.commands",
 )
 
 
