@@ -70,7 +70,7 @@ def _send(school: Organisation, items: list[FreshnessAlert]) -> int:
     body = (f"The portal has not extracted these daily categories for {school.name}:\n{lines}\n\n"
             "Products are being served older data. Support staff are looking into it; check the connection.\n\n"
             f"Data use: {base}/schools/{school.id}/data-use\n")
-    sent = int(alerts._send(school, subject, body, school=school.id))
+    sent = int(alerts._send(school, subject, body, organisation=school.id))
     staff = sorted(set(db.session.execute(select(User.email).where(User.is_support.is_(True), User.active.is_(True))).scalars()))
     if staff:
         mail.send(staff, subject, body.replace(f"{base}/schools/{school.id}/data-use", f"{base}/admin/operations/?q={school.urn or ''}")
