@@ -285,3 +285,31 @@ def test_r22_two_missed_days_alert_admins_and_support_once(app, make):
     # The same gap never alerts twice.
     assert freshness.check(date(2025, 10, 9))["alerts"] == 0
     assert len(_emails()) == 2
+
+
+# ---------------------------------------------------------------- R28
+
+
+def test_r28_government_data_has_its_own_key_destroyed_after_the_dfe_agreement_ends(app):
+    from portal import crypto
+    from portal.models import DfeAgreement
+    from portal.oversight import government_key
+
+    assert government_key.status() == "absent"
+    sealed = government_key.seal("DfE-Sentinel-KS2")
+    assert sealed.startswith("gov1:") and "DfE-Sentinel" not in sealed
+    with pytest.raises(ValueError):
+        crypto.decrypt(sealed[len("gov1:"):])  # the instance keys cannot open it
+    assert government_key.unseal(sealed) == "DfE-Sentinel-KS2"
+
+    db.session.add(DfeAgreement(reference="DfE-1", ends_on=date(2025, 12, 19)))
+    db.session.commit()
+    assert government_key.destroy_if_agreement_ended(date(2025, 12, 19)) is False  # not before the end date has passed
+    assert government_key.status() == "present"
+    assert government_key.destroy_if_agreement_ended(date(2025, 12, 20)) is True
+    assert government_key.status() == "destroyed"
+    with pytest.raises(government_key.GovernmentKeyError, match="destroyed"):
+        government_key.unseal(sealed)
+    with pytest.raises(government_key.GovernmentKeyError):
+        government_key.seal("new DfE data")  # never silently recreated
+    assert db.session.execute(select(AuditEntry).where(AuditEntry.action == "government.key_destroyed")).scalar_one()

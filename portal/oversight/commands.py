@@ -12,7 +12,7 @@ LONDON = ZoneInfo("Europe/London")
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
-    for command in (breaches_group, subprocessors_group, support_group, freshness_group):
+    for command in (breaches_group, subprocessors_group, support_group, freshness_group, dfe_key_group):
         group.add_command(command)
 
 
@@ -193,3 +193,31 @@ def check_command(today: str | None) -> None:
 
     result = freshness.check(date.fromisoformat(today) if today else None)
     click.echo(f"{result['alerts']} new alert(s) for {result['schools']} school(s), {result['messages']} message(s) sent")
+
+
+@click.group("dfe-key")
+def dfe_key_group() -> None:
+    """The separate encryption key of DfE-sourced data (R28)."""
+
+
+@dfe_key_group.command("status")
+@with_appcontext
+def dfe_key_status() -> None:
+    from portal.oversight import government_key
+
+    click.echo(f"government data key: {government_key.status()}")
+
+
+@dfe_key_group.command("destroy")
+@click.option("--yes", is_flag=True, help="Confirm: DfE data sealed with the key becomes unreadable for ever.")
+@with_appcontext
+def dfe_key_destroy(yes: bool) -> None:
+    """Destroy the key now (the daily job does it after the DfE agreement's end date)."""
+    from portal.extensions import db
+    from portal.oversight import government_key
+
+    if not yes:
+        raise click.UsageError("add --yes: DfE data sealed with the key becomes unreadable for ever")
+    done = government_key.destroy(actor="cli", reason="operator")
+    db.session.commit()
+    click.echo("government data key destroyed" if done else "government data key was already destroyed")
