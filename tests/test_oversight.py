@@ -313,3 +313,53 @@ def test_r28_government_data_has_its_own_key_destroyed_after_the_dfe_agreement_e
     with pytest.raises(government_key.GovernmentKeyError):
         government_key.seal("new DfE data")  # never silently recreated
     assert db.session.execute(select(AuditEntry).where(AuditEntry.action == "government.key_destroyed")).scalar_one()
+
+
+# ---------------------------------------------------------------- commands
+
+
+def test_r69_breach_commands_open_show_and_record_notices_with_one_line_errors(app, make):
+    school = make.school()
+    db.session.commit()
+    runner = app.test_cli_runner()
+    opened = runner.invoke(args=["portal", "breaches", "open", "--aware", "2025-03-28T10:00", "--summary", "Lost laptop"])
+    assert opened.exit_code == 0, opened.output
+    assert "ICO deadline 2025-03-31 11:00 BST" in opened.output
+    breach_id = opened.output.split()[0].lstrip("B")
+    bad = runner.invoke(args=["portal", "breaches", "notice", breach_id, "--to", "school", "--school", "999999"])
+    assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1 and "999999" in bad.output
+    ok = runner.invoke(args=["portal", "breaches", "notice", breach_id, "--to", "school", "--school", school.urn])
+    assert ok.exit_code == 0, ok.output
+    shown = runner.invoke(args=["portal", "breaches", "show", breach_id])
+    assert "notice to school" in shown.output
+    missing = runner.invoke(args=["portal", "breaches", "show", "424242"])
+    assert missing.exit_code != 0 and "no breach B424242" in missing.output
+
+
+def test_r66_r58_register_and_confidentiality_commands(app, make):
+    support = make.user(support=True, email="desk@operator.example")
+    db.session.commit()
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["portal", "subprocessors", "add", "--name", "CRM", "--purpose", "CRM", "--location",
+                                  "US", "--data-types", "User emails", "--mechanism", "privacy_shield"])
+    assert refused.exit_code != 0 and "Privacy Shield" in refused.output
+    added = runner.invoke(args=["portal", "subprocessors", "add", "--name", "CRM", "--purpose", "CRM", "--location",
+                                "US", "--data-types", "User emails", "--mechanism", "uk_idta"])
+    assert added.exit_code == 0, added.output
+    assert "CRM\tUS\tuk_idta" in runner.invoke(args=["portal", "subprocessors", "list"]).output
+    recorded = runner.invoke(args=["portal", "support", "confidentiality", "desk@operator.example", "--on", "2025-09-01"])
+    assert recorded.exit_code == 0, recorded.output
+    db.session.refresh(support)
+    assert support.confidentiality_agreed_on == date(2025, 9, 1)
+    assert runner.invoke(args=["portal", "support", "confidentiality", "nobody@x.example", "--on", "2025-09-01"]).exit_code != 0
+
+
+def test_r22_a_connection_that_never_succeeded_alerts_two_days_after_approval(app, make):
+    p = s.product("attendance_reporting")
+    school, connection = s.connected_school(make, p)
+    make.user(Role.school_admin, school, email="head2@r22.example")
+    connection.state_changed_at = datetime(2025, 10, 5, 9, 0, tzinfo=LONDON)
+    db.session.commit()
+    assert freshness.check(date(2025, 10, 7))["alerts"] == 0
+    result = app.test_cli_runner().invoke(args=["portal", "freshness", "check", "--today", "2025-10-08"])
+    assert result.exit_code == 0 and result.output.startswith("3 new alert(s) for 1 school(s)"), result.output

@@ -47,7 +47,12 @@ def test_r57_r58_school_admin_grants_support_access_and_approves_then_ends_a_lin
     page.get_by_label("For how many hours").fill("2")
     page.get_by_role("button", name="Grant support access").click()
     expect(page.get_by_test_id("grants")).to_contain_text("TICKET-7")
+    expect(page.get_by_test_id("grants")).to_contain_text("Active")
     check_accessibility(page)
+    page.get_by_role("button", name="End now").click()
+    expect(page.get_by_test_id("grants")).to_contain_text("Ended")
+    with server.app.app_context():
+        assert db.session.execute(select(SupportGrant.ended_at)).scalar_one() is not None
 
     page.goto(f"{server.url}/schools/{school.id}/links/new")
     page.get_by_role("button", name="Approve the link").click()
@@ -102,6 +107,9 @@ def test_r66_r69_support_keeps_the_register_and_records_a_breach_with_its_notice
         assert db.session.execute(select(SubProcessor.mechanism)).scalar_one().value == "uk_us_data_bridge"
     page.goto(f"{server.url}/privacy/sub-processors")
     expect(page.get_by_test_id("sub-processors")).to_contain_text("UK–US data bridge")
+    page.goto(f"{server.url}/admin/sub-processors/")
+    page.get_by_role("button", name="Remove CRM Inc").click()
+    expect(page.get_by_text("The register is empty.")).to_be_visible()
 
     page.goto(f"{server.url}/admin/breaches/")
     form = page.get_by_test_id("breach-form")
@@ -115,6 +123,9 @@ def test_r66_r69_support_keeps_the_register_and_records_a_breach_with_its_notice
     notice.get_by_label("Reference (ICO case number, or how individuals were told)").fill("ICO-2025-001")
     notice.get_by_role("button", name="Record the notice").click()
     expect(page.get_by_test_id("notices")).to_contain_text("ICO-2025-001")
+    page.get_by_label("Status").select_option("confirmed")
+    page.get_by_role("button", name="Change status").click()
+    expect(page.get_by_test_id("status")).to_have_text("Confirmed")
     with server.app.app_context():
         breach = db.session.execute(select(Breach)).scalar_one()
         assert breach.aware_at.isoformat() == "2025-05-02T15:00:00+00:00"
