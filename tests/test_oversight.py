@@ -363,3 +363,37 @@ def test_r22_a_connection_that_never_succeeded_alerts_two_days_after_approval(ap
     assert freshness.check(date(2025, 10, 7))["alerts"] == 0
     result = app.test_cli_runner().invoke(args=["portal", "freshness", "check", "--today", "2025-10-08"])
     assert result.exit_code == 0 and result.output.startswith("3 new alert(s) for 1 school(s)"), result.output
+
+
+def test_r57_an_la_officer_or_another_trust_gets_pupil_data_only_through_a_link(app, make):
+    la = make.local_authority()
+    other_trust = make.trust()
+    school = make.school(la=la)  # subscribed directly: R56 gives the LA nothing
+    admin = make.user(Role.school_admin, school)
+    officer = make.user(Role.la_officer, la)
+    trust_admin = make.user(Role.trust_admin, other_trust)
+    db.session.commit()
+    for user in (officer, trust_admin):
+        assert not can(user, Action.view_pupil_data, school)
+    links.approve(school, la.id, "pupil_tracking", "LA-SLA", admin)
+    links.approve(school, other_trust.id, "estimates_targets_student_explorer", "MAT-SLA", admin)
+    db.session.commit()
+    for user in (officer, trust_admin):
+        assert can(user, Action.view_pupil_data, school) and can(user, Action.view, school)
+        assert not can(user, Action.view_users, school) and not can(user, Action.manage, school)
+    from portal.scope import link_features
+
+    assert link_features(officer, school) == ["pupil_tracking"]
+    assert link_features(admin, school) is None
+
+
+def test_r58_only_admins_reach_the_support_access_page_and_viewers_see_their_own_pupils(school_with_pupils, make, client, auth):
+    school, admin = school_with_pupils
+    viewer = make.user(Role.school_viewer, school)
+    db.session.commit()
+    auth.login(viewer)
+    assert client.get(f"/schools/{school.id}/support-access").status_code == 404
+    page = client.get(f"/schools/{school.id}/pupils")
+    assert page.status_code == 200 and "Pupil0" in page.data.decode()
+    entry = db.session.execute(select(AuditEntry).where(AuditEntry.action == "store.pupils_viewed")).scalar_one()
+    assert entry.details["viewer"] == "school" and "Pupil0" not in str(entry.details)
