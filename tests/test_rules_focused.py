@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, inspect as sa_inspect, select, text
 
-from portal.connectors import CATEGORIES, RECORD_TYPES
+from portal.connectors import RECORD_TYPES
 from portal.extensions import db
 from portal.extract import run_extract
 from portal.models import (
@@ -20,12 +20,10 @@ from portal.models import (
     ProductAuthorisation,
     Role,
     RunStatus,
-    User,
 )
 from portal.models.base import utcnow
 from portal.models.mis import STORE_MODELS, MisPupil, MisStaff
 from portal.retention.sweep import run_sweep
-from portal.scope import Action, can
 from tests import api_support as s
 from tests.extract_helpers import connect, live, set_settings, snapshot, xapp  # noqa: F401 - fixture
 from tests.plugins import fake_mis
