@@ -128,6 +128,9 @@ def register_blueprints(app: Flask) -> None:
     # The one-click opt-out (RFC 8058) is posted by mail programs without a session; the signed link replaces CSRF.
     csrf.exempt(marketing_opt_out)
     app.register_blueprint(account_bp)
+    from portal.oversight import views as oversight_views
+
+    oversight_views.init_app(app)
     register_connector_blueprints(app)
 
 

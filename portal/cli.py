@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "portal.api.commands",
     "portal.account.commands",
     "portal.ops.commands",
+    "portal.oversight.commands",
 )
 
 

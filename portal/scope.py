@@ -12,7 +12,8 @@ from flask import abort
 from sqlalchemy import Select, exists, false, or_, select
 
 from portal.extensions import db
-from portal.models import Organisation, OrgKind, Role, Subscription, SubscriptionRoute, User
+from portal.models import Organisation, OrgKind, Role, SchoolLink, Subscription, SubscriptionRoute, SupportGrant, User
+from portal.models.base import utcnow
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -41,6 +42,12 @@ _TRUST_ACTIONS = _ADMIN_ACTIONS
 _LA_ACTIONS = frozenset({Action.view, Action.view_users})
 # R58: support staff see connection status, run logs and counts, and users for support; no records.
 _SUPPORT_ACTIONS = frozenset({Action.view, Action.view_users})
+# R58: a live support grant from the school adds its pupil and staff records, nothing to manage.
+_GRANT_ACTIONS = frozenset({Action.view, Action.view_pupil_data})
+# R57: a supporting organisation (LA, diocese, or a trust for a school outside it) with a link the school approved
+# sees the school's status and its pupil data through the link's feature; it manages nothing.
+_LINK_ACTIONS = frozenset({Action.view, Action.view_pupil_data})
+_SUPPORTING_KINDS = frozenset({OrgKind.trust, OrgKind.local_authority, OrgKind.diocese})
 
 
 def allowed_actions(role: Role | None) -> frozenset[Action]:
@@ -51,7 +58,7 @@ def allowed_actions(role: Role | None) -> frozenset[Action]:
         return _TRUST_ACTIONS
     if role == Role.la_officer:
         return _LA_ACTIONS
-    return _SCHOOL_ROLES[role]
+    return _SCHOOL_ROLES.get(role, frozenset())
 
 
 def subscription_ends(organisation_ids: set[int] | None = None) -> dict[int, date]:
@@ -141,6 +148,27 @@ def _la_subscription_clause(la_id: int, today: date):
     )
 
 
+def _grant_clause(user_id: int):
+    """Schools that granted this support user access which has not expired or been ended (R58)."""
+    now = utcnow()
+    return exists().where(
+        SupportGrant.school_id == Organisation.id,
+        SupportGrant.support_user_id == user_id,
+        SupportGrant.granted_at <= now,
+        SupportGrant.expires_at > now,
+        SupportGrant.ended_at.is_(None),
+    )
+
+
+def _link_clause(organisation_id: int):
+    """Schools that approved a link for this supporting organisation and have not ended it (R57)."""
+    return exists().where(
+        SchoolLink.school_id == Organisation.id,
+        SchoolLink.organisation_id == organisation_id,
+        SchoolLink.ended_at.is_(None),
+    )
+
+
 def schools_query(user: User, action: Action = Action.view, today: date | None = None) -> Select:
     """Return a SELECT of the schools on which the user may perform the action."""
     # Subscriptions run on UK calendar dates.
@@ -149,7 +177,11 @@ def schools_query(user: User, action: Action = Action.view, today: date | None =
     if not user.is_authenticated or not user.is_active:
         return query.where(false())
     if user.is_support:
-        return query if action in _SUPPORT_ACTIONS else query.where(false())
+        if action in _SUPPORT_ACTIONS:
+            return query
+        if action in _GRANT_ACTIONS and user.confidentiality_agreed_on is not None:
+            return query.where(_grant_clause(user.id)).order_by(Organisation.name)
+        return query.where(false())
     clauses = []
     for m in _active_memberships(user, today):
         if m.role in _SCHOOL_ROLES and action in _SCHOOL_ROLES[m.role]:
@@ -158,6 +190,8 @@ def schools_query(user: User, action: Action = Action.view, today: date | None =
             clauses.append(Organisation.trust_id == m.organisation_id)
         elif m.role == Role.la_officer and action in _LA_ACTIONS:
             clauses.append(_la_subscription_clause(m.organisation_id, today))
+        if m.organisation.kind in _SUPPORTING_KINDS and action in _LINK_ACTIONS:
+            clauses.append(_link_clause(m.organisation_id))
     if not clauses:
         return query.where(false())
     return query.where(or_(*clauses)).order_by(Organisation.name)
@@ -182,12 +216,30 @@ def school_or_404(user: User, school_id: int, action: Action = Action.view) -> O
     return school
 
 
+def link_features(user: User, school: Organisation) -> list[str] | None:
+    """Return the features through which the user sees the school's pupil data: None when not limited to links
+    (the school's own users and its trust's admins), else the features of the school's live links to the user's
+    supporting organisations (R57)."""
+    if user.is_support:
+        return None
+    direct = [m for m in _active_memberships(user) if
+              (m.organisation_id == school.id and m.role in _SCHOOL_ROLES)
+              or (m.role == Role.trust_admin and school.trust_id == m.organisation_id)]
+    if direct:
+        return None
+    orgs = [m.organisation_id for m in _active_memberships(user) if m.organisation.kind in _SUPPORTING_KINDS]
+    if not orgs:
+        return []
+    return sorted(set(db.session.execute(select(SchoolLink.feature_id).where(
+        SchoolLink.school_id == school.id, SchoolLink.organisation_id.in_(orgs), SchoolLink.ended_at.is_(None))).scalars()))
+
+
 def organisations_of(user: User) -> list[Organisation]:
     """Return the organisations the user is an active member of (for the home page)."""
     return sorted((m.organisation for m in _active_memberships(user)), key=lambda o: o.name)
 
 
-__all__ = ["Action", "allowed_actions", "can", "may_sign_in", "membership_live", "organisations_of", "school_ids",
+__all__ = ["Action", "allowed_actions", "can", "link_features", "may_sign_in", "membership_live", "organisations_of", "school_ids",
            "school_or_404", "schools_query", "subscription_ends"]
 
 

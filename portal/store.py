@@ -1024,3 +1024,35 @@ def deletion_notice_pupils(table_name: str, ids: list[int]) -> dict[int, int | N
 def deletion_notice_subject_ids(school_id: int, subject_kind: str, external_id: str) -> list[int]:
     """Return the row ids (mis_pupils or mis_staff) of one subject of a school, as the product API served them."""
     return _dsr_roots(school_id, subject_kind, external_id)
+
+
+# ---------------------------------------------------------------- people with pupil-data access (owner: portal.oversight)
+
+
+def roll_for_viewer(school_id: int, on: date, *, viewer: str, feature: str | None = None) -> list[dict[str, Any]]:
+    """Return the school's pupils on roll on a day (basic fields only) for a user allowed to see pupil data, audited.
+
+    ``viewer`` says why the user may see it ("school", "link" (R57) or "support_grant" (R58)); links and support
+    grants never see restricted pupils (R51). Special-category fields are never returned here (R72).
+    """
+    from portal.models import FlagKind, SubjectFlag, SubjectKind
+
+    query = select(MisPupil.id, MisPupil.external_id, MisPupil.preferred_forename, MisPupil.legal_forename,
+                   MisPupil.preferred_surname, MisPupil.legal_surname, MisPupil.year_group,
+                   MisPupil.registration_group).where(
+        MisPupil.school_id == school_id, MisPupil.deleted_at.is_(None),
+        or_(MisPupil.admission_date.is_(None), MisPupil.admission_date <= on),
+        or_(MisPupil.leaving_date.is_(None), MisPupil.leaving_date > on))
+    restricted = set(db.session.execute(select(SubjectFlag.external_id).where(
+        SubjectFlag.school_id == school_id, SubjectFlag.subject_kind == SubjectKind.pupil,
+        SubjectFlag.kind == FlagKind.restricted, SubjectFlag.lifted_at.is_(None))).scalars())
+    rows = []
+    for row in db.session.execute(query.order_by(MisPupil.legal_surname, MisPupil.id)).mappings():
+        if row["external_id"] in restricted and viewer != "school":
+            continue
+        rows.append({"id": row["id"], "forename": row["preferred_forename"] or row["legal_forename"],
+                     "surname": row["preferred_surname"] or row["legal_surname"], "year_group": row["year_group"],
+                     "registration_group": row["registration_group"], "restricted": row["external_id"] in restricted})
+    audit.record("store.pupils_viewed", organisation_id=school_id,
+                 details={"viewer": viewer, "feature": feature, "category": "student_basic", "count": len(rows)})
+    return rows

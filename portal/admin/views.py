@@ -359,6 +359,7 @@ def core_views() -> list[BaseView]:
             Role.school_viewer: OrgKind.school,
             Role.trust_admin: OrgKind.trust,
             Role.la_officer: OrgKind.local_authority,
+            Role.diocese_officer: OrgKind.diocese,
         }
 
         def validate_model(self, model, is_created):

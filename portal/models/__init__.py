@@ -20,6 +20,17 @@ from portal.models.mis import (
 from portal.models.consent import AccessRequest, TermsAcceptance, WebhookEvent
 from portal.models.deletions import DeletionNotice, ProductReceipt
 from portal.models.dsr import RequestStatus, RequestType, SubjectExport, SubjectRequest, Suppression
+from portal.models.oversight import (
+    Breach,
+    BreachNotice,
+    BreachStatus,
+    FreshnessAlert,
+    NoticeRecipient,
+    SchoolLink,
+    SubProcessor,
+    SupportGrant,
+    TransferMechanism,
+)
 from portal.models.products import Category, Feature, FeatureGrant, MatrixInfo, Product, product_features
 from portal.models.heartbeats import SchedulerHeartbeat
 from portal.models.runs import FINISHED_STATUSES, ErrorKind, JobRun, RunStatus
@@ -39,6 +50,15 @@ from portal.models.users import EmailChangeToken, Membership, PasswordResetToken
 
 __all__ = [
     "SchedulerHeartbeat",
+    "Breach",
+    "BreachNotice",
+    "BreachStatus",
+    "FreshnessAlert",
+    "NoticeRecipient",
+    "SchoolLink",
+    "SubProcessor",
+    "SupportGrant",
+    "TransferMechanism",
     "AttendanceAggregate",
     "AuditUserKey",
     "LedgerState",

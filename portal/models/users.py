@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
@@ -19,6 +19,8 @@ class Role(str, enum.Enum):
     school_viewer = "school_viewer"
     trust_admin = "trust_admin"
     la_officer = "la_officer"
+    # R57: a diocese's staff see a school's pupil data only through a link the school approved.
+    diocese_officer = "diocese_officer"
 
     @property
     def label(self) -> str:
@@ -49,6 +51,8 @@ class User(UserMixin, db.Model):
     marketing_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # R51 for our own users: the data is kept but not used beyond storage (no marketing) until lifted.
     processing_restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # R58: support staff may receive a grant to see pupil data only once their confidentiality agreement is recorded.
+    confidentiality_agreed_on: Mapped[date | None] = mapped_column(Date)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
 

@@ -23,7 +23,7 @@ ENTRY_POINT_GROUP = "portal"
 EXTENSION_KEY = "portal.plugins"
 # Core features register through the same hooks as any plugin.
 DEFAULT_PLUGINS = ("portal.jobs.builtin", "portal.admin.builtin", "portal.api.plugin", "portal.school.plugin", "portal.retention.plugin",
-                   "portal.privacy.plugin", "portal.ops.heartbeat")
+                   "portal.privacy.plugin", "portal.ops.heartbeat", "portal.oversight.plugin")
 
 
 class PortalPlugins:

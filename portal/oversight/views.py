@@ -1,0 +1,135 @@
+"""Pages: the school's pupils for those allowed to see them (R57, R58), support access grants (R58), school-approved
+links (R57, ended on the data-use page) and the public sub-processor register (R66)."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from portal import store
+from portal.extensions import db
+from portal.models import Feature, Organisation, SchoolLink, SupportGrant
+from portal.oversight import grants, links, subprocessors
+from portal.oversight.forms import EndForm, GrantForm, LinkForm
+from portal.scope import Action, can, link_features, school_or_404
+
+bp = Blueprint("oversight", __name__)
+
+
+def _feature_names() -> dict[str, str]:
+    return dict(db.session.execute(select(Feature.id, Feature.name)).all())
+
+
+@bp.route("/schools/<int:school_id>/pupils")
+@login_required
+def pupils(school_id: int):
+    """The school's pupils on roll (basic fields), for its users, approved links and granted support staff."""
+    from portal.school.queries import today_london
+
+    school = school_or_404(current_user, school_id, Action.view_pupil_data)
+    features = link_features(current_user, school)
+    if current_user.is_support:
+        viewer, feature = "support_grant", None
+    elif features is None:
+        viewer, feature = "school", None
+    elif features:
+        viewer, feature = "link", features[0]
+    else:
+        abort(404)
+    rows = store.roll_for_viewer(school.id, today_london(), viewer=viewer, feature=feature)
+    db.session.commit()  # the read's audit entry
+    return render_template("oversight/pupils.html", school=school, rows=rows, viewer=viewer,
+                           features=[_feature_names().get(f, f) for f in (features or [])])
+
+
+@bp.route("/schools/<int:school_id>/support-access", methods=["GET", "POST"])
+@login_required
+def support_access(school_id: int):
+    school = school_or_404(current_user, school_id, Action.manage)
+    form = GrantForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            item = grants.grant(school, form.email.data, form.hours.data, form.ticket_ref.data, form.reason.data, current_user)
+        except grants.GrantError as exc:
+            db.session.rollback()
+            error = str(exc)
+        else:
+            db.session.commit()
+            flash(f"Support access granted until {item.expires_at.strftime('%H:%M %d/%m/%Y')} UTC.")
+            return redirect(url_for("oversight.support_access", school_id=school.id))
+    status = 400 if form.errors or error else 200
+    return render_template("oversight/support_access.html", school=school, form=form, error=error,
+                           grants=grants.of_school(school.id), is_live=grants.is_live, end_form=EndForm()), status
+
+
+@bp.route("/schools/<int:school_id>/support-access/<int:grant_id>/end", methods=["POST"])
+@login_required
+def end_support_access(school_id: int, grant_id: int):
+    school = school_or_404(current_user, school_id, Action.manage)
+    item = db.session.get(SupportGrant, grant_id)
+    if item is None or item.school_id != school.id or not EndForm().validate_on_submit():
+        abort(404)
+    grants.end(item, current_user)
+    db.session.commit()
+    flash("Support access ended.")
+    return redirect(url_for("oversight.support_access", school_id=school.id))
+
+
+def _link_form(school: Organisation) -> LinkForm:
+    form = LinkForm()
+    form.organisation_id.choices = [(0, "Choose an organisation")] + [
+        (o.id, f"{o.name} ({o.kind.value.replace('_', ' ')})") for o in links.candidates(school)]
+    names = _feature_names()
+    form.feature_id.choices = [("", "Choose a feature")] + [(f, names.get(f, f)) for f in links.features_for_links()]
+    return form
+
+
+@bp.route("/schools/<int:school_id>/links/new", methods=["GET", "POST"])
+@login_required
+def new_link(school_id: int):
+    school = school_or_404(current_user, school_id, Action.manage)
+    form = _link_form(school)
+    error = None
+    if form.validate_on_submit():
+        try:
+            links.approve(school, form.organisation_id.data, form.feature_id.data, form.agreement_ref.data, current_user)
+        except links.LinkError as exc:
+            db.session.rollback()
+            error = str(exc)
+        else:
+            db.session.commit()
+            flash("Link approved: that organisation can now see your pupils through the feature chosen.")
+            return redirect(url_for("school.data_use", school_id=school.id))
+    status = 400 if form.errors or error else 200
+    return render_template("oversight/link_new.html", school=school, form=form, error=error), status
+
+
+@bp.route("/schools/<int:school_id>/links/<int:link_id>/end", methods=["POST"])
+@login_required
+def end_link(school_id: int, link_id: int):
+    school = school_or_404(current_user, school_id, Action.manage)
+    link = db.session.get(SchoolLink, link_id)
+    if link is None or link.school_id != school.id or not EndForm().validate_on_submit():
+        abort(404)
+    links.end(link, current_user)
+    db.session.commit()
+    flash(f"Link with {link.organisation.name} ended: it no longer sees your pupil data.")
+    return redirect(url_for("school.data_use", school_id=school.id))
+
+
+@bp.route("/privacy/sub-processors")
+def sub_processors():
+    """The public register: who processes personal data for the operator, where, and under which safeguard (R66)."""
+    return render_template("oversight/sub_processors.html", register=subprocessors.register())
+
+
+def school_links(school: Organisation) -> dict:
+    """Template helper for the data-use page: the school's links and whether this user may change them (R57)."""
+    return {"links": links.of_school(school.id), "can_manage": can(current_user, Action.manage, school),
+            "features": _feature_names(), "end_form": EndForm()}
+
+
+def init_app(app) -> None:
+    app.add_template_global(school_links, "school_links")
+    app.register_blueprint(bp)
