@@ -11,6 +11,7 @@ from portal.connectors import CATEGORIES, Connector
 from portal.extensions import db
 from portal.models import (
     Connection,
+    ConnectorSyncState,
     ExtractWatermark,
     FeatureGrant,
     JobRun,
@@ -193,6 +194,34 @@ def save_watermarks(connection: Connection, at: dict[str, datetime | None], run_
             )
         else:
             mark.watermark, mark.run_id, mark.updated_at = at_, run_id, now
+
+
+def sync_state(connection: Connection) -> dict[str, str]:
+    """Return the connector's stored positions at the provider for this connection, by key."""
+    rows = db.session.execute(
+        select(ConnectorSyncState.key, ConnectorSyncState.value).where(ConnectorSyncState.connection_id == connection.id)
+    )
+    return dict(rows.all())
+
+
+def save_sync_state(connection: Connection, staged: dict[str, str | None], run_id: int) -> None:
+    """Store the positions a successful run reached (with its watermarks, in the caller's transaction); None forgets one."""
+    if not staged:
+        return
+    stored = {r.key: r for r in db.session.execute(
+        select(ConnectorSyncState).where(ConnectorSyncState.connection_id == connection.id,
+                                         ConnectorSyncState.key.in_(list(staged)))
+    ).scalars()}
+    now = utcnow()
+    for key, value in staged.items():
+        row = stored.get(key)
+        if value is None:
+            if row is not None:
+                db.session.delete(row)
+        elif row is None:
+            db.session.add(ConnectorSyncState(connection_id=connection.id, key=key, value=value, run_id=run_id, updated_at=now))
+        else:
+            row.value, row.run_id, row.updated_at = value, run_id, now
 
 
 def is_suppressed(school_id: int, kind: str, external_id: str) -> bool:

@@ -9,6 +9,7 @@ from portal.connectors import (
     Checkpoint,
     DemographicsRecord,
     PupilRecord,
+    SyncState,
     Tombstone,
 )
 from portal_groupcall import mapping
@@ -23,7 +24,11 @@ def connection_for(school):
 
 
 def records(connector, school, category, since=None, checkpoint=None):
-    return [i for i in connector.extract(connection_for(school), [category], since, checkpoint) if not isinstance(i, Checkpoint)]
+    """Extract as the engine does: a complete read stores the positions it reached for the next incremental one."""
+    items = list(connector.extract(connection_for(school), [category], since, checkpoint))
+    reached = {i.key: i.value for i in items if isinstance(i, SyncState)}
+    connector.sync_state = {**connector.sync_state, **reached}
+    return [i for i in items if not isinstance(i, (Checkpoint, SyncState))]
 
 
 def by_id(items, cls):
@@ -120,7 +125,7 @@ def test_an_interrupted_category_resumes_from_its_checkpoint(connector, sandbox,
                if isinstance(i, PupilRecord)]
     first_page = {r.external_id for r in items[: items.index(checkpoints[0])] if isinstance(r, PupilRecord)}
     assert {r.external_id for r in resumed} == {r.external_id for r in items if isinstance(r, PupilRecord)} - first_page
-    assert sandbox.count("/Students") == len(checkpoints) - 1
+    assert sandbox.count("/Students") == len({c.cursor for c in checkpoints}) - 1  # one page a cursor
 
 
 def test_r5_revoked_school_stops_the_extract_with_authorisation_lost(connector, sandbox, school):
