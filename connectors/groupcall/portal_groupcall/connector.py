@@ -248,7 +248,10 @@ class _CategoryReader:
         if self.category == "student_timetable":
             return [
                 Step("Groups", "Group", (("options", "includeStudentMembers,includeSubjects"),)),
-                Step("Timetable", "Lessons", (("options", "includeLessons"), *window)),
+                # Read whole every run: a row is one occurrence of a lesson, but a changeset's Lessons_deleted
+                # names only the lesson Id, which all its occurrences share. Removed lessons are reconciled
+                # by the periodic full run.
+                Step("Timetable", "Lessons", (("options", "includeLessons"), *window), changesets=False),
             ]
         if self.category == "student_assessment":
             return [Step("assessmentresults", "AsmResults", (("ResultSets", ",".join(sorted(self.result_sets))),))]

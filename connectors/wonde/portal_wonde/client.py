@@ -191,8 +191,10 @@ class WondeClient:
         where = f"{endpoint} (page {page})" if page else endpoint
         last_429: float | None = None
         invalid_json = 0
-        for attempt in range(self.max_retries + 1):
-            final = attempt == self.max_retries
+        attempt = -1
+        while True:
+            attempt += 1
+            final = attempt >= self.max_retries
             self.stats["requests"] += 1
             if self.before_request is not None:
                 self.before_request()
@@ -234,13 +236,14 @@ class WondeClient:
             except ValueError:
                 # A truncated or garbled answer is usually a hiccup: asked again once, then a typed error.
                 invalid_json += 1
-                if invalid_json > 1 or final:
+                if invalid_json > 1:
                     raise InvalidJson(
-                        f"Wonde returned invalid JSON for {where}, {invalid_json} times running; nothing from it was "
-                        "used. If it keeps happening, report it to Wonde support.", endpoint=endpoint, page=page) from None
-                self._wait(self._backoff(attempt))
+                        f"Wonde returned invalid JSON for {where}, twice running; nothing from it was used. "
+                        "If it keeps happening, report it to Wonde support.", endpoint=endpoint, page=page) from None
+                # The one extra try does not use up the retries transport faults have.
+                attempt -= 1
+                self._wait(self._backoff(0))
                 continue
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, seconds: float) -> None:
         self.stats["retries"] += 1

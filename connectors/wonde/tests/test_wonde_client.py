@@ -167,7 +167,7 @@ def test_invalid_json_always_is_a_typed_error_naming_endpoint_and_page(sandbox, 
     with pytest.raises(InvalidJson) as caught:
         next(pages)
     assert caught.value.code == "invalid_json" and isinstance(caught.value, BadResponse)
-    assert "invalid JSON for students (page 2), 2 times running" in caught.value.message
+    assert "invalid JSON for students (page 2), twice running" in caught.value.message
     assert caught.value.endpoint == "students" and caught.value.page == 2 and caught.value.kind == "provider_problem"
     # Asked once again, not more: a broken page is not worth the whole retry budget.
     assert len(sandbox.requests("/students")) == 3
