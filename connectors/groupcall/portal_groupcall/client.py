@@ -334,25 +334,21 @@ class GroupcallClient:
 
         Error statuses (4xx) are decoded leniently (None when not JSON): their body is only read for Groupcall's message.
         """
-        resp = self._send(method, url, where=where, page=page, **kwargs)
-        if resp.status_code >= 400:
-            return resp, self._json(resp, where=where, page=page, strict=False)
-        try:
-            return resp, resp.json()
-        except ValueError:
-            log.warning("groupcall %s answered with invalid JSON; asking again once", where)
-        self._wait(self._delay(0))
-        kwargs.pop("refresh", None)
-        resp = self._send(method, url, where=where, page=page, **kwargs)
-        if resp.status_code >= 400:
-            return resp, self._json(resp, where=where, page=page, strict=False)
-        try:
-            return resp, resp.json()
-        except ValueError:
-            raise InvalidJson(
-                f"Groupcall answered {where} with something that is not valid JSON, twice running; nothing from it "
-                "was used. If it keeps happening, report it to Groupcall support.", endpoint=where, page=page,
-            ) from None
+        for attempt in range(2):
+            if attempt:
+                self._wait(self._delay(0))
+                kwargs.pop("refresh", None)  # a token just minted is not minted again
+            resp = self._send(method, url, where=where, page=page, **kwargs)
+            if resp.status_code >= 400:
+                return resp, self._json(resp, where=where, page=page, strict=False)
+            try:
+                return resp, resp.json()
+            except ValueError:
+                log.warning("groupcall %s answered with invalid JSON (attempt %d)", where, attempt + 1)
+        raise InvalidJson(
+            f"Groupcall answered {where} with something that is not valid JSON, twice running; nothing from it "
+            "was used. If it keeps happening, report it to Groupcall support.", endpoint=where, page=page,
+        )
 
     def _wait(self, seconds: float) -> None:
         self.counters["retries"] = self.counters.get("retries", 0) + 1
