@@ -94,6 +94,10 @@ PROVIDER_REQUESTS_PER_SECOND: dict = {}
 # Extract engine.
 EXTRACT_BATCH_SIZE = 5000
 MASS_REMOVAL_THRESHOLD = 0.10
+# Scheduled ("auto") runs are full when a category's last successful full run is older than this many
+# days: deletions feeds and changesets can miss rows. A connection's own setting
+# "full_reconciliation_days" overrides it.
+FULL_RECONCILIATION_DAYS = 7
 # R17/R18: how often each category is extracted, e.g. {"student_assessment": "weekly"}
 # (PORTAL_EXTRACT_SCHEDULE__student_assessment=weekly). Unlisted categories are daily; attendance,
 # basic and staff data are always daily; demographics, timetable and assessment may be weekly.

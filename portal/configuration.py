@@ -100,6 +100,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "JOB_HEARTBEAT_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "SCHEDULER_MISFIRE_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "EXTRACT_BATCH_SIZE": (_is_positive_int, "a positive whole number"),
+    "FULL_RECONCILIATION_DAYS": (_is_positive_int, "a positive whole number of days"),
     "PASSWORD_RESET_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
     "EMAIL_CHANGE_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
     "MASS_REMOVAL_THRESHOLD": (

@@ -24,6 +24,7 @@ __all__ = [
     "DemographicsRecord",
     "ExclusionRecord",
     "GroupRecord",
+    "InvalidJson",
     "LessonRecord",
     "MembershipRecord",
     "ProviderUnavailable",
@@ -33,6 +34,7 @@ __all__ = [
     "StaffRecord",
     "StartupError",
     "SubjectRecord",
+    "SyncState",
     "Tombstone",
 ]
 
@@ -250,6 +252,19 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class SyncState:
+    """A connector's own position at the provider (e.g. Groupcall's NextChangedRows) for one read of a connection.
+
+    The engine stores it with the page that yielded it, in the same transaction, and hands the
+    stored values back as ``Connector.sync_state`` on the next run; a full run starts without them.
+    ``value`` None forgets the key.
+    """
+
+    key: str
+    value: str | None
+
+
+@dataclass(frozen=True)
 class AccessStatus:
     """The provider's view of a school's authorisation."""
 
@@ -312,6 +327,12 @@ class BadResponse(ConnectorError):
     kind = "provider_problem"
 
 
+class InvalidJson(BadResponse):
+    """The provider's answer was not valid JSON, twice in a row (a hiccup is asked again once)."""
+
+    code = "invalid_json"
+
+
 # ---------------------------------------------------------------- connector
 
 
@@ -332,6 +353,9 @@ class Connector(abc.ABC):
     # Set by the engine to the provider's shared requests-per-second limit (portal.jobs.limits):
     # a callable that blocks until one request may be sent. None: no limit.
     request_gate: Callable[[], None] | None = None
+    # Set by the engine before extract(): the SyncState values this connection stored, by key
+    # (empty on a full run, so a full run starts every changeset again). Connectors that keep none ignore it.
+    sync_state: Mapping[str, str] = {}
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)

@@ -26,6 +26,7 @@ __all__ = [
     "overdue_summary",
     "publish_authorisation_ended",
     "publish_erasure",
+    "publish_provider_deletion",
     "publish_sweep_batch",
     "record_received",
     "send_overdue_alerts",
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 # R42: a notice not acknowledged this long after it was published is overdue.
 ACK_DAYS = 7
-REASONS = ("retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed")
+REASONS = ("retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed",
+           "provider_deleted")
 # The retention rule whose sweep removes rows the provider deleted (their tombstones served their time).
 TOMBSTONE_RULE = "TOMB"
 _CHUNK = 1000
@@ -229,6 +231,25 @@ def publish_erasure(school_id: int, subject_kind: str, external_id: str) -> int:
                     "record_id": subject, "scope": "record", "reason": "erasure"}
                    for product, _, subject, school in _receivers(["staff"], ids)]
         _forget(["staff"], ids)
+    return _publish(notices)
+
+
+def publish_provider_deletion(school_id: int, pupil_ids: list[int], staff_ids: list[int]) -> int:
+    """Publish notices for pupils and staff the provider deleted, as their rows are tombstoned (R42); return notices.
+
+    A pupil goes to every product that received anything about them, as one "subject" notice; a
+    staff member to the products that received them. Their receipts are forgotten, so the sweep that
+    later removes the tombstones does not tell the same products twice.
+    """
+    notices = _subject_notices(_receivers(_pupil_types(), pupil_ids), "provider_deleted", None) if pupil_ids else []
+    if pupil_ids:
+        _forget(_pupil_types(), pupil_ids)
+    if staff_ids:
+        category = _types()["staff"][1]
+        notices += [{"product_id": product, "school_id": school, "record_type": "staff", "category": category,
+                     "record_id": subject, "scope": "record", "reason": "provider_deleted"}
+                    for product, _, subject, school in _receivers(["staff"], staff_ids)]
+        _forget(["staff"], staff_ids)
     return _publish(notices)
 
 

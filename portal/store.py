@@ -312,7 +312,9 @@ class Writer:
             ids.update(
                 db.session.execute(
                     select(MisPupil.external_id, MisPupil.id).where(
-                        MisPupil.connection_id == self.connection_id, MisPupil.external_id.in_(wanted)
+                        MisPupil.connection_id == self.connection_id, MisPupil.external_id.in_(wanted),
+                        # A pupil the provider deleted takes no new rows (they would be served again).
+                        MisPupil.deleted_at.is_(None),
                     )
                 ).all()
             )
@@ -515,11 +517,18 @@ def apply_removals(connection: Connection, run_id: int, *, actor: str = "system"
     kinds = db.session.execute(
         select(ExtractRemoval.kind).where(ExtractRemoval.run_id == run_id).distinct()
     ).scalars().all()
+    now = utcnow()
+    subjects: dict[str, list[int]] = {}
     for kind in kinds:
         if kind not in STORE_MODELS:
             continue
         table = _table(kind)
         staged = select(ExtractRemoval.external_id).where(ExtractRemoval.run_id == run_id, ExtractRemoval.kind == kind)
+        if kind in DSR_SUBJECT_TABLES:
+            # The pupils and staff this removal takes: everything about them goes with them, below.
+            subjects[kind] = list(db.session.execute(select(table.c.id).where(
+                table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(staged)
+            )).scalars())
         when = (
             select(ExtractRemoval.deleted_at)
             .where(
@@ -533,19 +542,54 @@ def apply_removals(connection: Connection, run_id: int, *, actor: str = "system"
             update(table)
             .where(table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(staged))
             # extracted_at moves too: the product feed pages by it, so consumers see the tombstone and delete.
-            .values(deleted_at=when, extracted_at=utcnow())
+            .values(deleted_at=when, extracted_at=now)
         )
         counts[KIND_CATEGORY[kind]] += result.rowcount or 0
+    for kind, ids in subjects.items():
+        counts.update(_tombstone_about(kind, ids, now))
     db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))
+    # R42: products that received a removed pupil or staff member are told now, in the same transaction.
+    from portal import deletions as _deletions
+
+    notices = _deletions.publish_provider_deletion(connection.school_id, subjects.get("pupil", []), subjects.get("staff", []))
     audit.record(
         "store.records_tombstoned",
         organisation_id=connection.school_id,
         target=connection,
-        details={"run_id": run_id, "tombstoned": dict(counts)},
+        details={"run_id": run_id, "tombstoned": dict(counts), "notices": notices},
         actor=actor,
         actor_user_id=actor_user_id,
     )
     return dict(counts)
+
+
+def _tombstone_about(subject_kind: str, subject_ids: list[int], now: datetime) -> Counter:
+    """Tombstone every live store row about these pupils or staff (found by foreign keys); return counts per category.
+
+    A provider deletion names the pupil only (Wonde's feed lists top-level records; a changeset may
+    list only the pupil): their marks, results, memberships and census rows must stop flowing too.
+    """
+    counts: Counter = Counter()
+    if not subject_ids:
+        return counts
+    ids_by_table = {DSR_SUBJECT_TABLES[subject_kind]: subject_ids}
+    for table, parent, fk in dsr_linked_tables(subject_kind):
+        parent_ids = ids_by_table.get(parent.name, [])
+        if not parent_ids or "deleted_at" not in table.c or not table.name.startswith("mis_"):
+            continue
+        ids_by_table[table.name] = list(db.session.execute(select(table.c.id).where(fk.parent.in_(parent_ids))).scalars())
+        rows = db.session.execute(
+            select(table.c.category, func.count()).where(fk.parent.in_(parent_ids), table.c.deleted_at.is_(None))
+            .group_by(table.c.category)
+        ).all()
+        if not rows:
+            continue
+        db.session.execute(
+            update(table).where(fk.parent.in_(parent_ids), table.c.deleted_at.is_(None)).values(deleted_at=now, extracted_at=now)
+        )
+        for category, n in rows:
+            counts[category] += n
+    return counts
 
 
 def discard_removals(connection: Connection, run_id: int, *, actor: str = "system", actor_user_id: int | None = None) -> int:

@@ -97,7 +97,12 @@ def test_incremental_run_sends_the_watermark_and_applies_updates_and_deletions(x
     assert counts["student_basic"] == {"inserted": 0, "updated": 1, "unchanged": 18, "tombstoned": 1}
     assert counts["student_attendance_exclusions"]["updated"] == 1
     assert counts["staff_basic"]["tombstoned"] == 1
-    assert counts["student_demographics"] == {"inserted": 0, "updated": 0, "unchanged": 20, "tombstoned": 0}
+    # The deleted pupil's other rows go with them (the feed names the pupil only).
+    assert counts["student_demographics"] == {"inserted": 0, "updated": 0, "unchanged": 20, "tombstoned": 1}
+    assert snap["demographics"]["P4"]["deleted_at"] is not None
+    about_p4 = [r for kind in ("attendance_mark", "membership", "assessment_result") for r in snap[kind].values()
+                if r.get("pupil_external_id") == "P4"]
+    assert about_p4 and all(r["deleted_at"] is not None for r in about_p4)
     # A third run asks from the newest provider time seen, so it fetches only what changed at LATER.
     fake_mis.CALLS.clear()
     third = run_extract(conn.id)
@@ -120,11 +125,14 @@ def test_a_complete_full_run_tombstones_records_missing_from_the_pull(xapp, make
     snap = snapshot(conn.id)
     assert "P7" not in live(snap, "pupil") and "G2:P1" not in live(snap, "membership")
     assert run.stats["categories"]["student_basic"]["tombstoned"] == 1
-    assert run.stats["categories"]["student_timetable"]["tombstoned"] == 1
-    # A pupil who comes back is live again.
+    # G2:P1, and P7's own membership: rows about a removed pupil go with them, even if still served.
+    assert run.stats["categories"]["student_timetable"]["tombstoned"] == 2
+    assert not [k for k in live(snap, "membership") if k.endswith(":P7")]
+    # A pupil who comes back is live again, with the rows about them the next full run brings.
     world.save(generate(pupils=20))
     run_extract(conn.id, mode="full")
     assert "P7" in live(snapshot(conn.id), "pupil")
+    assert [k for k in live(snapshot(conn.id), "membership") if k.endswith(":P7")]
 
 
 def test_full_run_reconciles_attendance_only_inside_the_sessions_it_pulled(xapp, make, tmp_path):

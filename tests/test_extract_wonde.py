@@ -116,8 +116,10 @@ def test_invalid_json_fails_the_run_naming_the_endpoint_and_keeping_committed_pa
     sandbox = wonde.served.sandbox
     sandbox.add_fault(match="/attendance", body="invalid_json", times=None)
     run = run_extract(wonde.connection_id, mode="full")
-    assert (run.status, run.error_kind, run.error_code) == (RunStatus.failed, ErrorKind.provider_problem, "bad_response")
+    # Asked again once, then a typed error support can act on.
+    assert (run.status, run.error_kind, run.error_code) == (RunStatus.failed, ErrorKind.provider_problem, "invalid_json")
     assert "attendance" in run.error_message.lower() and "page" in run.error_message.lower()
+    assert "twice running" in run.error_message and "Wonde support" in run.error_message
     # The categories before attendance were committed and are kept.
     assert len(wonde.store()["pupil"]) == len(wonde.school.pupils)
     assert wonde.connection().state == ConnectionState.failing

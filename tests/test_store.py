@@ -101,7 +101,7 @@ def test_tombstones_are_staged_until_applied_then_audited(app, make):
     db.session.commit()
     assert db.session.execute(select(MisPupil.deleted_at).where(MisPupil.external_id == "P2")).scalar() == T
     entry = db.session.execute(select(AuditEntry).where(AuditEntry.action == "store.records_tombstoned")).scalar_one()
-    assert entry.details == {"run_id": run.id, "tombstoned": {"student_basic": 1}}
+    assert entry.details == {"run_id": run.id, "tombstoned": {"student_basic": 1}, "notices": 0}
     # A record that comes back is live again.
     writer = store.Writer(conn, run.id, full=False)
     writer.add(PupilRecord(external_id="P2", updated_at=T))

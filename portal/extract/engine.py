@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from portal import audit, lifecycle, store
-from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError
+from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError, SyncState
 from portal.extensions import db
 from portal.extract import plan
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
@@ -132,6 +132,8 @@ class _Run:
         self.window = stats.get("session_window") or [None, None]
         self.since: dict[str, str | None] = stats.get("since", {})
         self.high_water: dict[str, str] = stats.get("high_water", {})
+        # Connector positions (SyncState) this run reached; stored for the connection when it succeeds.
+        self.sync_state: dict[str, str | None] = dict(stats.get("sync_state") or {})
         self.started = time.monotonic()
         self.seconds_before = stats.get("seconds", 0.0)
         self.pending = 0
@@ -180,6 +182,7 @@ class _Run:
             "checkpoint": self.checkpoint,
             "session_window": window,
             "since": self.since,
+            "sync_state": dict(self.sync_state),
             "seconds": round(self.seconds_before + time.monotonic() - self.started, 3),
         }
         stats.update(extra)
@@ -313,6 +316,8 @@ def _work(state: _Run) -> JobRun:
     from portal.jobs.limits import request_gate
 
     state.connector.request_gate = request_gate(connection.connector)
+    # A full run starts every changeset again; other runs carry on from where the last successful one got to.
+    state.connector.sync_state = {} if full else plan.sync_state(connection)
     state.writer = store.Writer(connection, run.id, full=full, batch_size=state.batch_size)
     # R23: the first import of a school brings no leaver whose deletion deadline has already passed.
     first_import = full and plan.last_success(connection) is None
@@ -335,6 +340,10 @@ def _work(state: _Run) -> JobRun:
                 else:
                     state.check_still_allowed(lock=False)
                 state.tell(event="page", category=category, pages=state.pages, records=state.writer.written)
+                continue
+            if isinstance(item, SyncState):
+                # Committed with the pages before it (in the run's stats), kept for the connection on success.
+                state.sync_state[item.key] = item.value
                 continue
             kind = item.kind
             if kind in SUBJECT_KINDS and plan.is_suppressed(connection.school_id, kind, item.external_id):
@@ -379,6 +388,7 @@ def _complete(state: _Run) -> JobRun:
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
+    plan.save_sync_state(connection, stats.get("sync_state") or {}, run.id)
     finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
     lifecycle.mark_healthy(connection)
     return finished
@@ -481,6 +491,7 @@ def approve_held_run(run_id: int, user: User) -> JobRun:
         details={"connection_id": connection.id, "tombstoned": tombstoned}, actor=f"user:{user.id}", actor_user_id=user.id,
     )
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
+    plan.save_sync_state(connection, stats.get("sync_state") or {}, run.id)
     run.error_code = run.error_message = run.error_kind = None
     run.status = RunStatus.succeeded
     run.stats = stats

@@ -11,6 +11,7 @@ from portal.connectors import CATEGORIES, Connector
 from portal.extensions import db
 from portal.models import (
     Connection,
+    ConnectorSyncState,
     ExtractWatermark,
     FeatureGrant,
     JobRun,
@@ -132,6 +133,9 @@ def choose_mode(connection: Connection, requested: str, categories: list[str], n
         reason = "first_run" if not marks else "no_watermark"
     elif success is None or success.finished_at is None or now - success.finished_at > FULL_AFTER:
         reason = "gap_over_7_days"
+    elif requested == "auto" and reconciliation_due(connection, categories, now):
+        # A deletions feed or changeset can miss rows (children of a deleted parent): a full pull catches them.
+        reason = "reconciliation_due"
     elif any(marks[c].updated_at < connection.state_changed_at for c in categories):
         # The connection was (re-)authorised after these watermarks were written.
         reason = "reauthorised"
@@ -140,6 +144,36 @@ def choose_mode(connection: Connection, requested: str, categories: list[str], n
             c: marks[c].watermark - WATERMARK_OVERLAP for c in categories
         }
     return "full", reason, {c: None for c in categories}
+
+
+def reconciliation_days(connection: Connection) -> float:
+    """Days between full reconciliations: the connection's ``full_reconciliation_days`` setting, else FULL_RECONCILIATION_DAYS."""
+    from portal.lifecycle import connection_settings
+
+    value = connection_settings(connection).get("full_reconciliation_days")
+    if value in (None, ""):
+        value = current_app.config.get("FULL_RECONCILIATION_DAYS", 7)
+    try:
+        days = float(value)
+    except (TypeError, ValueError):
+        days = 7.0
+    return days if days > 0 else 7.0
+
+
+def reconciliation_due(connection: Connection, categories: list[str], now: datetime) -> bool:
+    """Whether a category's last successful full run is older than the reconciliation period (or there is none)."""
+    since = now - timedelta(days=reconciliation_days(connection))
+    runs = db.session.execute(
+        select(JobRun.params).where(
+            JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded,
+            JobRun.finished_at >= since,
+        )
+    ).scalars()
+    reconciled: set[str] = set()
+    for params in runs:
+        if (params or {}).get("mode") == "full":
+            reconciled.update((params or {}).get("categories") or ())
+    return not set(categories) <= reconciled
 
 
 def save_watermarks(connection: Connection, at: dict[str, datetime | None], run_id: int, *, fallback: datetime) -> None:
@@ -160,6 +194,34 @@ def save_watermarks(connection: Connection, at: dict[str, datetime | None], run_
             )
         else:
             mark.watermark, mark.run_id, mark.updated_at = at_, run_id, now
+
+
+def sync_state(connection: Connection) -> dict[str, str]:
+    """Return the connector's stored positions at the provider for this connection, by key."""
+    rows = db.session.execute(
+        select(ConnectorSyncState.key, ConnectorSyncState.value).where(ConnectorSyncState.connection_id == connection.id)
+    )
+    return dict(rows.all())
+
+
+def save_sync_state(connection: Connection, staged: dict[str, str | None], run_id: int) -> None:
+    """Store the positions a successful run reached (with its watermarks, in the caller's transaction); None forgets one."""
+    if not staged:
+        return
+    stored = {r.key: r for r in db.session.execute(
+        select(ConnectorSyncState).where(ConnectorSyncState.connection_id == connection.id,
+                                         ConnectorSyncState.key.in_(list(staged)))
+    ).scalars()}
+    now = utcnow()
+    for key, value in staged.items():
+        row = stored.get(key)
+        if value is None:
+            if row is not None:
+                db.session.delete(row)
+        elif row is None:
+            db.session.add(ConnectorSyncState(connection_id=connection.id, key=key, value=value, run_id=run_id, updated_at=now))
+        else:
+            row.value, row.run_id, row.updated_at = value, run_id, now
 
 
 def is_suppressed(school_id: int, kind: str, external_id: str) -> bool:

@@ -5,6 +5,7 @@ from portal.models.connections import EXTRACTABLE_STATES, Connection, Connection
 from portal.models.mis import (
     STORE_MODELS,
     ExtractRemoval,
+    ConnectorSyncState,
     ExtractWatermark,
     MisAssessmentResult,
     MisAttendanceMark,
@@ -92,6 +93,7 @@ __all__ = [
     "EXTRACTABLE_STATES",
     "ErrorKind",
     "ExtractRemoval",
+    "ConnectorSyncState",
     "ExtractWatermark",
     "FINISHED_STATUSES",
     "Feature",

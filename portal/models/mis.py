@@ -258,6 +258,24 @@ class ExtractWatermark(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class ConnectorSyncState(db.Model):
+    """Per (connection, key): a connector's position at the provider after the last successful run (e.g. Groupcall's
+    NextChangedRows per read), so an incremental run in any process asks only for what changed since.
+
+    A run keeps what its pages yield in its own stats (committed with each page, so a resumed run has
+    them); a successful run writes them here, with its watermarks. A failed run leaves the previous
+    values: asking again from an older position returns a superset of the changes, never fewer.
+    """
+
+    __tablename__ = "connector_sync_state"
+
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class ExtractRemoval(db.Model):
     """A removal a run found (deletions feed or full-pull reconciliation), staged until it is applied.
 

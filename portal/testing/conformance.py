@@ -22,6 +22,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -41,7 +44,9 @@ __all__ = [
     "test_each_fault_type",
     "test_full_extract_stores_the_school",
     "test_incremental_extract_applies_changes",
+    "test_cli_incremental_after_cli_full_in_separate_processes",
     "test_kill_and_resume",
+    "test_lesson_occurrences_are_stored_one_each",
     "test_revocation_mid_run_stops_the_run",
     "test_transient_faults_are_retried",
 ]
@@ -53,7 +58,8 @@ FAULTS = ("server_error", "rate_limited", "malformed", "timeout")
 FAULT_OUTCOMES = {
     "server_error": ("temporary", "provider_unavailable"),
     "rate_limited": ("temporary", "rate_limited"),
-    "malformed": ("provider_problem", "bad_response"),
+    # Invalid JSON is asked again once; twice running it is a typed error support can act on.
+    "malformed": ("provider_problem", "invalid_json"),
     "timeout": ("temporary", "provider_unavailable"),
 }
 KIT_SEED = 11
@@ -133,6 +139,21 @@ class Kit:
     connection_id: int
     # Synthetic keys of entities deleted upstream while the store held them.
     deleted: dict[str, set[str]] = field(default_factory=lambda: {"pupil": set(), "staff": set()})
+    # How to build the same app in another process (see cli()).
+    app_config: dict[str, Any] = field(default_factory=dict)
+
+    def cli(self, *args: str) -> dict[str, Any]:
+        """Run `flask portal extract … --json` for the school in a separate OS process; return its JSON summary."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+        env[APP_CONFIG_ENV] = json.dumps(self.app_config)
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "portal.testing.conformance:app_from_env()", "portal", "extract",
+             "--connector", self.provider.name, "--school", self.school.urn, "--json", *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        assert lines, f"the CLI printed no summary (exit {done.returncode}): {done.stdout[-2000:]} {done.stderr[-3000:]}"
+        return json.loads(lines[-1])
 
     def run(self, mode: str = "auto", **kwargs: Any):
         from portal.extract import run_extract
@@ -287,6 +308,17 @@ def expected_store(school: synthetic.SyntheticSchool) -> dict[str, dict[tuple, d
     return out
 
 
+APP_CONFIG_ENV = "CONFORMANCE_KIT_APP_CONFIG"
+
+
+def app_from_env():
+    """Build the kit's app in another process (`flask --app portal.testing.conformance:app_from_env()`)."""
+    from portal import create_app
+
+    config = json.loads(os.environ[APP_CONFIG_ENV])
+    return create_app(base_config(config.pop("DATABASE_URL"), **config))
+
+
 @pytest.fixture
 def kit(provider: ConformanceProvider, kit_database_url) -> Iterator[Kit]:
     """A school served by the provider's sandbox, a portal app on a fresh database, and an approved connection."""
@@ -297,17 +329,13 @@ def kit(provider: ConformanceProvider, kit_database_url) -> Iterator[Kit]:
     # A suspension and a leaver-to-be make sure every record type is present in a small school.
     _ensure_exclusion(school)
     with provider.serve(school) as served:
-        app = create_app(base_config(
-            kit_database_url,
-            PLUGINS=[provider.plugin],
-            ENABLED_CONNECTORS=[provider.name],
-            CONNECTORS={provider.name: dict(served.settings)},
-            EXTRACT_BATCH_SIZE=200,
-            MASS_REMOVAL_THRESHOLD=0.5,
-        ))
+        config = {"PLUGINS": [provider.plugin], "ENABLED_CONNECTORS": [provider.name],
+                  "CONNECTORS": {provider.name: dict(served.settings)}, "EXTRACT_BATCH_SIZE": 200,
+                  "MASS_REMOVAL_THRESHOLD": 0.5}
+        app = create_app(base_config(kit_database_url, **config))
         with app.app_context():
             connection_id = _school_with_connection(school, provider.name, served.connection_settings)
-            yield Kit(provider, school, served, app, connection_id)
+            yield Kit(provider, school, served, app, connection_id, app_config={"DATABASE_URL": kit_database_url, **config})
             db.session.remove()
             db.engine.dispose()
 
@@ -380,6 +408,19 @@ def test_full_extract_stores_the_school(kit: Kit):
     kit.assert_store_matches()
 
 
+def test_lesson_occurrences_are_stored_one_each(kit: Kit):
+    """Every lesson taught is its own row (a class's lesson shares its provider id across weeks on some MIS)."""
+    assert kit.run("full").status.value == "succeeded"
+    lessons = {k: r for k, r in kit.store()["lesson"].items() if not r["deleted"]}
+    served = kit.school.lessons
+    assert len(lessons) == len(served), f"{len(served)} lesson occurrences served, {len(lessons)} stored"
+    taught = {(r["group_external_id"], r["lesson_date"], r["starts_at"]) for r in lessons.values()}
+    assert taught == {(x.group_key, x.lesson_date, x.starts_at) for x in served.values()}
+    # An incremental run neither collapses nor duplicates them.
+    assert kit.run("incremental").status.value == "succeeded"
+    assert len([r for r in kit.store()["lesson"].values() if not r["deleted"]]) == len(served)
+
+
 def synthetic_categories() -> tuple[str, ...]:
     from portal.connectors import CATEGORIES
 
@@ -407,13 +448,18 @@ def test_deletions_reach_the_store(kit: Kit):
         assert store["pupil"][(key,)]["deleted"], "a pupil deleted upstream is tombstoned by the next incremental run"
     for key in kit.deleted["staff"]:
         assert store["staff"][(key,)]["deleted"]
+    # Every row about a deleted pupil goes with them in the same run, not at some later full run.
+    for kind, rows in store.items():
+        about = [k for k, r in rows.items() if r.get("pupil_external_id") in kit.deleted["pupil"] and not r["deleted"]]
+        assert not about, f"{kind}: rows about a deleted pupil are still live: {about[:3]}"
     # A full run afterwards reconciles everything else about them (R20); the store then equals the school.
     assert kit.run("full").status.value == "succeeded"
     kit.assert_store_matches()
 
 
 def test_transient_faults_are_retried(kit: Kit):
-    temporary = [f for f in FAULTS if FAULT_OUTCOMES[f][0] == "temporary"]
+    # A provider hiccup (5xx, 429, a dropped connection, one garbled answer) is asked again.
+    temporary = [f for f in FAULTS if FAULT_OUTCOMES[f][0] == "temporary"] + ["malformed"]
     for fault in temporary:
         kit.served.inject(fault, times=1, skip=2)
     run = kit.run("full")
@@ -447,6 +493,21 @@ def test_revocation_mid_run_stops_the_run(kit: Kit):
     again = kit.run("full")
     assert again.status.value == "cancelled"
     assert kit.served.request_count() == before, "nothing is asked of the provider after a revocation"
+
+
+def test_cli_incremental_after_cli_full_in_separate_processes(kit: Kit):
+    """What one process learnt of the provider (watermarks, change tokens) serves the next: CLI runs are incremental too."""
+    full = kit.cli("--full")
+    assert (full["status"], full["mode"]) == ("succeeded", "full"), full
+    kit.mutate(EPOCH, updated=2, deleted=1, marks=2, staff_updated=1)
+    incremental = kit.cli()
+    assert (incremental["status"], incremental["mode"]) == ("succeeded", "incremental"), incremental
+
+    def received(summary: dict) -> int:
+        return sum(c["inserted"] + c["updated"] + c["unchanged"] for c in summary["categories"].values())
+
+    assert received(incremental) < received(full) / 2, "the second process read everything again"
+    kit.assert_store_matches()
 
 
 class _Killed(BaseException):

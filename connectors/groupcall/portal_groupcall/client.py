@@ -1,6 +1,7 @@
 """A thin HTTP client for Groupcall Xporter on Demand: tokens, retries, paging, changesets, errors inside HTTP 200."""
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import logging
 import random
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, ProviderUnavailable, RateLimited
+from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Groupcall's own words for "this school has not (or no longer) authorised you" (spec §2.3, §15.2).
 NOT_AUTHORISED_MARKERS = ("relying party not found", "authorization has been denied", "not authorised", "not authorized")
 PAUSED_MARKER = "authorisation is currently paused"
+# However short a token's life, it is replaced at least this long before it expires (clock skew, request time).
+TOKEN_MIN_MARGIN = timedelta(seconds=5)
 
 
 class AuthorisationPaused(ConnectorError):
@@ -98,6 +101,18 @@ def classify_error(message: str, *, where: str, page: int | None = None) -> Conn
 class _Token:
     value: str
     expires: datetime
+    issued: datetime | None = None
+
+    def fresh(self, now: datetime, margin: timedelta) -> bool:
+        """Whether the token is still good to use: not within the refresh margin of its expiry.
+
+        The margin is at most a tenth of the token's lifetime (and at least a few seconds), so a token
+        of an hour or less is still used for most of its life instead of being minted before every request.
+        """
+        if self.issued is not None:
+            lifetime = self.expires - self.issued
+            margin = min(margin, max(lifetime / 10, TOKEN_MIN_MARGIN))
+        return self.expires - margin > now
 
 
 @dataclass
@@ -198,7 +213,7 @@ class GroupcallClient:
         """Return a cached token for this school, minting one when missing, near expiry or asked to."""
         with self.tokens.lock:
             cached = self.tokens.tokens.get(self._cache_key)
-            if cached and not refresh and cached.expires - self.token_margin > self.clock():
+            if cached and not refresh and cached.fresh(self.clock(), self.token_margin):
                 return cached.value
             minted = self._mint_token()
             self.tokens.tokens[self._cache_key] = minted
@@ -211,8 +226,8 @@ class GroupcallClient:
             "password": self._secret,
             "thirdpartyid": THIRD_PARTY_ID,
         }
-        resp = self._send("POST", self.token_url, where="GetToken", json=payload)
-        body = self._json(resp, where="GetToken")
+        issued = self.clock()
+        resp, body = self._send_json("POST", self.token_url, where="GetToken", json=payload)
         message = error_message_of(body)
         token = body.get("token") if isinstance(body, Mapping) else None
         if message or not token:
@@ -222,7 +237,7 @@ class GroupcallClient:
         if expires is None:
             raise BadResponse("Groupcall issued a token without an expiry time.", endpoint="GetToken")
         log.info("groupcall token minted for estab %s, expires %s", self.estab, expires.isoformat())
-        return _Token(str(token), expires)
+        return _Token(str(token), expires, issued)
 
     # ------------------------------------------------------------ requests
 
@@ -230,16 +245,14 @@ class GroupcallClient:
         """GET an API path with the school's token; re-mint once on 401; raise typed errors."""
         where = where or path.split("?")[0]
         url = f"{self.api_base}/{path.lstrip('/')}"
-        resp = self._send("GET", url, where=where, page=page, params=params, auth=True)
+        resp, body = self._send_json("GET", url, where=where, page=page, params=params, auth=True)
         if resp.status_code == 401:
             # The cached token may have expired early or been invalidated: mint a new one, once.
-            resp = self._send("GET", url, where=where, page=page, params=params, auth=True, refresh=True)
+            resp, body = self._send_json("GET", url, where=where, page=page, params=params, auth=True, refresh=True)
         if resp.status_code in (401, 403):
-            body = self._json(resp, where=where, page=page, strict=False)
             raise classify_error(error_message_of(body) or "authorization has been denied", where=where, page=page)
         if resp.status_code >= 400:
             raise BadResponse(f"Groupcall answered {where} with HTTP {resp.status_code}.", endpoint=where, page=page)
-        body = self._json(resp, where=where, page=page)
         message = error_message_of(body)
         if message:
             # An error inside an HTTP 200 is still an error, never data (spec §11).
@@ -316,6 +329,27 @@ class GroupcallClient:
             self._wait(retry_after if retry_after is not None else self._delay(attempt))
             attempt += 1
 
+    def _send_json(self, method: str, url: str, *, where: str, page: int | None = None, **kwargs: Any) -> tuple[requests.Response, Any]:
+        """Send, and decode a successful answer's JSON; an answer that is not JSON is asked again once.
+
+        Error statuses (4xx) are decoded leniently (None when not JSON): their body is only read for Groupcall's message.
+        """
+        for attempt in range(2):
+            if attempt:
+                self._wait(self._delay(0))
+                kwargs.pop("refresh", None)  # a token just minted is not minted again
+            resp = self._send(method, url, where=where, page=page, **kwargs)
+            if resp.status_code >= 400:
+                return resp, self._json(resp, where=where, page=page, strict=False)
+            try:
+                return resp, resp.json()
+            except ValueError:
+                log.warning("groupcall %s answered with invalid JSON (attempt %d)", where, attempt + 1)
+        raise InvalidJson(
+            f"Groupcall answered {where} with something that is not valid JSON, twice running; nothing from it "
+            "was used. If it keeps happening, report it to Groupcall support.", endpoint=where, page=page,
+        )
+
     def _wait(self, seconds: float) -> None:
         self.counters["retries"] = self.counters.get("retries", 0) + 1
         self.sleep(seconds)
@@ -367,9 +401,23 @@ class GroupcallClient:
         return self.get(f"School/{self.estab}/{resource}", params, where=resource)
 
 
+# A Retry-After longer than this is not waited out inside a run: the run fails and the next one tries.
+RETRY_AFTER_CAP = 120.0
+
+
 def _retry_after(resp: requests.Response) -> float | None:
+    """Seconds the provider asked us to wait (RFC 9110: a number of seconds or an HTTP date), capped; None if not said."""
     value = resp.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, min(seconds, RETRY_AFTER_CAP))

@@ -1,8 +1,8 @@
 """GroupcallConnector: the six categories from Xporter on Demand as canonical records, pages and checkpoints."""
 from __future__ import annotations
 
+import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from portal.connectors import (
     Connector,
     ConnectorError,
     Record,
+    SyncState,
     Tombstone,
 )
 from portal_groupcall import callback, mapping
@@ -33,32 +34,6 @@ class Step:
     # Whether XoD's changedRows works for it (all data endpoints take the common parameters).
     changesets: bool = True
 
-
-@dataclass
-class ChangeTokens:
-    """NextChangedRows per (school, category, resource, parameters), kept for the process like tokens.
-
-    A changeset asked against an older snapshot is still right (it is a superset), so sharing the
-    tokens between runs, or losing them on restart (the next run then reads everything), is safe.
-    """
-
-    tokens: dict[tuple[str, ...], str]
-    lock: threading.Lock
-
-    def get(self, key: tuple[str, ...]) -> str | None:
-        with self.lock:
-            return self.tokens.get(key)
-
-    def put(self, key: tuple[str, ...], value: str) -> None:
-        with self.lock:
-            self.tokens[key] = value
-
-    def clear(self) -> None:
-        with self.lock:
-            self.tokens.clear()
-
-
-CHANGE_TOKENS = ChangeTokens({}, threading.Lock())
 
 # XoD scopes that open each category (any one is enough); a category with none granted yields nothing.
 CATEGORY_SCOPES = {
@@ -273,7 +248,10 @@ class _CategoryReader:
         if self.category == "student_timetable":
             return [
                 Step("Groups", "Group", (("options", "includeStudentMembers,includeSubjects"),)),
-                Step("Timetable", "Lessons", (("options", "includeLessons"), *window)),
+                # Read whole every run: a row is one occurrence of a lesson, but a changeset's Lessons_deleted
+                # names only the lesson Id, which all its occurrences share. Removed lessons are reconciled
+                # by the periodic full run.
+                Step("Timetable", "Lessons", (("options", "includeLessons"), *window), changesets=False),
             ]
         if self.category == "student_assessment":
             return [Step("assessmentresults", "AsmResults", (("ResultSets", ",".join(sorted(self.result_sets))),))]
@@ -321,28 +299,28 @@ class _CategoryReader:
         steps = self.steps()
         if self.category == "student_assessment" and not self.result_sets:
             steps = []  # assessmentresults refuses a request without a filter
-        self.pending_tokens: dict[tuple[str, ...], str] = {}
         for index, step in enumerate(steps):
             if resume and index < resume.step:
                 continue
             yield from self.read(index, step, resume if resume and resume.step == index else None)
         yield Checkpoint(self.category, None)
-        # Only now, when the engine has taken every record of the category, do the new change tokens
-        # replace the old ones: a category that fails half-way asks again from the old snapshots.
-        for key, token in self.pending_tokens.items():
-            CHANGE_TOKENS.put(key, token)
 
-    def token_key(self, step: Step) -> tuple[str, ...]:
+    def token_key(self, step: Step) -> str:
+        """The stored-state key of a read: same school, category, endpoint and parameters (spec §6.1: never change them)."""
         c = self.client
-        return (c.token_url, c.relying_party, c.estab, self.category, step.resource, json.dumps(step.params))
+        params = json.dumps(step.params)
+        key = f"changedRows:{c.relying_party}:{c.estab}:{self.category}:{step.resource}:{params}"
+        # Long parameter lists are hashed: the key column holds 255 characters.
+        return key if len(key) <= 255 else f"changedRows:{hashlib.sha256(key.encode()).hexdigest()}"
 
-    def read(self, index: int, step: Step, resume: _Cursor | None) -> Iterator[Record | Checkpoint]:
+    def read(self, index: int, step: Step, resume: _Cursor | None) -> Iterator[Record | Checkpoint | SyncState]:
         params = dict(step.params)
         key = self.token_key(step)
         if resume is not None:
             requested, start = resume.changed_rows, resume.page + 1
         else:
-            known = CHANGE_TOKENS.get(key) if self.incremental else None
+            # The engine hands over what the last successful run stored (nothing on a full run).
+            known = self.connector.sync_state.get(key) if self.incremental else None
             requested, start = known or "*", 1
         if step.changesets and requested:
             params["changedRows"] = requested
@@ -368,10 +346,11 @@ class _CategoryReader:
             if key_ not in kept and key_ not in done:
                 done.add(key_)
                 yield tombstone
-        if deleted:
+        if next_token and step.changesets:
+            # After every record and deletion of the changeset: stored with them, used once the run succeeds.
+            yield SyncState(key, next_token)
+        if deleted or next_token:
             yield _Cursor(self.category, index, last_page, requested).checkpoint()
-        if next_token:
-            self.pending_tokens[key] = next_token
 
     def records(self, step: Step, page: Page) -> Iterator[Record]:
         category = self.category

@@ -167,6 +167,16 @@ def membership_id(group_id: str, pupil_id: str) -> str:
     return f"{group_id}:{pupil_id}"
 
 
+def lesson_occurrence_id(lesson_id: Any, period_id: Any, on: Any) -> str:
+    """The canonical id of one lesson occurrence: "<lesson Id>:<PeriodId>:<date>".
+
+    XoD's ``Id`` names the lesson, shared by every week it is taught; ``PeriodId`` names the
+    occurrence (spec §9.5). The date is kept too, so an MIS whose PeriodId names a weekly slot
+    rather than one occurrence still gives one row per lesson taught.
+    """
+    return f"{lesson_id}:{period_id if period_id not in (None, '') else '-'}:{on if on else '-'}"
+
+
 def lesson(row: Mapping[str, Any]) -> LessonRecord:
     starts = datetime.fromisoformat(row["StartDateTime"]) if row.get("StartDateTime") else None
     ends = datetime.fromisoformat(row["EndDateTime"]) if row.get("EndDateTime") else None
@@ -174,7 +184,7 @@ def lesson(row: Mapping[str, Any]) -> LessonRecord:
     # Period is "Mon:3" or "Mon:P3": the day, then the period's name.
     period_name = period.split(":", 1)[1] if period and ":" in period else period
     return LessonRecord(
-        external_id=str(row["Id"]),
+        external_id=lesson_occurrence_id(row["Id"], row.get("PeriodId"), starts.date().isoformat() if starts else None),
         updated_at=stamp(row),
         group_external_id=text(row, "ClassId"),
         period_name=period_name,

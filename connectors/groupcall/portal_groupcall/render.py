@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from portal.testing.synthetic import ACADEMIC_YEAR_START, SyntheticSchool
+from portal_groupcall.mapping import lesson_occurrence_id
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 GROUP_TYPES = {"year": "YearGrp", "registration": "RegGrp", "class": "TeachingGrp", "house": "HouseGrp"}
@@ -121,13 +122,15 @@ def render(school: SyntheticSchool) -> Rendered:
 
     lessons = []
     for key, lesson in school.lessons.items():
-        lid = number_for(key)
-        ids[lid] = key
+        # As in XoD, Id names the class's lesson (shared by all its occurrences) and PeriodId the occurrence.
+        lid = number_for(f"lesson:{lesson.group_key}")
+        period_id = number_for(f"period:{key}")
         g = groups[lesson.group_key]
         subject = school.subjects.get(g.subject_key) if g.subject_key else None
         day = lesson.lesson_date.isoformat()
+        ids[lesson_occurrence_id(lid, period_id, day)] = key
         lessons.append({
-            "Id": lid, "PeriodId": number_for(f"period:{key}"), "ClassId": group_id[lesson.group_key], "JoinedId": None,
+            "Id": lid, "PeriodId": period_id, "ClassId": group_id[lesson.group_key], "JoinedId": None,
             "ClassName": g.name, "Period": f"{DAY_NAMES[lesson.day_of_week - 1]}:{lesson.period_name}",
             "StartDateTime": f"{day}T{lesson.starts_at}:00", "EndDateTime": f"{day}T{lesson.ends_at}:00",
             "StaffCodes": None, "RoomCodes": lesson.room,

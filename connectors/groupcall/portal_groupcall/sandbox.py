@@ -133,6 +133,8 @@ class Fault:
     times: int = 1
     skip: int = 0
     delay: float = 1.0
+    # For http_* faults: the Retry-After header to send (429 sends "0" unless told otherwise).
+    retry_after: str | None = None
 
     def matches(self, path: str) -> bool:
         return self.path.lower() in path.lower()
@@ -318,11 +320,12 @@ class GroupcallSandbox:
         with self._lock:
             self.schools[estab].status = "Paused" if paused else "Authorised"
 
-    def inject(self, kind: str, path: str = "", *, times: int = 1, skip: int = 0, delay: float = 1.0) -> Fault:
-        """Make the next matching requests misbehave (see FAULT_KINDS)."""
+    def inject(self, kind: str, path: str = "", *, times: int = 1, skip: int = 0, delay: float = 1.0,
+               retry_after: str | None = None) -> Fault:
+        """Make the next matching requests misbehave (see FAULT_KINDS); ``retry_after`` adds that header to an http_* answer."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; choose one of {', '.join(FAULT_KINDS)}")
-        fault = Fault(kind, path, times, skip, delay)
+        fault = Fault(kind, path, times, skip, delay, retry_after)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -436,6 +439,22 @@ class GroupcallSandbox:
                 return _json({"error": "unknown action"}, 404)
             return _json({"Estab": estab, "Status": sandbox.schools[estab].status})
 
+        @app.post("/__fake/faults")
+        def fake_fault():
+            body = request.get_json(silent=True) or {}
+            try:
+                fault = sandbox.inject(str(body.get("kind")), str(body.get("path") or ""), times=int(body.get("times", 1)),
+                                       skip=int(body.get("skip", 0)), retry_after=body.get("retry_after"))
+            except ValueError as exc:
+                return _json({"error": str(exc)}, 400)
+            return _json({"kind": fault.kind, "times": fault.times})
+
+        @app.post("/__fake/token-lifetime")
+        def fake_token_lifetime():
+            seconds = (request.get_json(silent=True) or {}).get("seconds")
+            sandbox.token_lifetime = timedelta(seconds=float(seconds)) if seconds else timedelta(days=5)
+            return _json({"seconds": sandbox.token_lifetime.total_seconds()})
+
         @app.post("/__fake/clock")
         def fake_clock():
             value = (request.get_json(silent=True) or {}).get("now")
@@ -448,7 +467,9 @@ class GroupcallSandbox:
         if fault.kind.startswith("http_"):
             status = int(fault.kind[5:])
             resp = _json({**_envelope(), "Message": "An error has occurred."}, status)
-            if status == 429:
+            if fault.retry_after is not None:
+                resp.headers["Retry-After"] = fault.retry_after
+            elif status == 429:
                 resp.headers["Retry-After"] = "0"
             if status == 401:
                 resp = _json({**_envelope(DENIED), "Message": DENIED}, 401)

@@ -16,7 +16,7 @@ from portal.testing.conformance import (  # noqa: F401 (kit_* are fixtures)
 )
 from portal.testing.databases import base_config
 from portal_groupcall.client import TOKENS
-from portal_groupcall.connector import CHANGE_TOKENS, GroupcallConnector
+from portal_groupcall.connector import GroupcallConnector
 from portal_groupcall.sandbox import RELYING_PARTY, GroupcallSandbox
 
 def pytest_addoption(parser):
@@ -65,7 +65,6 @@ class GroupcallProvider(ConformanceProvider):
     @contextlib.contextmanager
     def serve(self, school: synthetic.SyntheticSchool) -> Iterator[GroupcallServed]:
         TOKENS.clear()
-        CHANGE_TOKENS.clear()
         with GroupcallSandbox() as sandbox:
             served = sandbox.load_synthetic(school.dfe_number, school)
             yield GroupcallServed(sandbox, school, served.secret)
@@ -78,12 +77,10 @@ def provider() -> GroupcallProvider:
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    """Tokens and change tokens are per process; each test starts without any."""
+    """Tokens are per process; each test starts without any (change tokens live in the database)."""
     TOKENS.clear()
-    CHANGE_TOKENS.clear()
     yield
     TOKENS.clear()
-    CHANGE_TOKENS.clear()
 
 
 @pytest.fixture

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, ProviderUnavailable, RateLimited
+from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
 from portal_groupcall.client import (
     AuthorisationPaused,
     GroupcallClient,
@@ -49,13 +50,38 @@ def test_token_is_cached_per_school_across_clients(sandbox, school):
 
 
 def test_token_close_to_expiry_is_refreshed(school):
-    # Tokens live 30 minutes here; the client refreshes when less than an hour is left.
+    # A 30-minute token is replaced shortly before it expires (a tenth of its life), not an hour ahead.
     with GroupcallSandbox(token_lifetime=timedelta(minutes=30)) as box:
         box.load_synthetic(school.dfe_number, school)
         tokens = TokenCache()
-        make_client(box, school, tokens=tokens).fetch("SchoolInfo")
-        make_client(box, school, tokens=tokens).fetch("SchoolInfo")
+        now = [datetime.now(timezone.utc)]
+        make_client(box, school, tokens=tokens, clock=lambda: now[0]).fetch("SchoolInfo")
+        now[0] += timedelta(minutes=20)
+        make_client(box, school, tokens=tokens, clock=lambda: now[0]).fetch("SchoolInfo")
+        assert box.count("/api/oauth/GetToken") == 1
+        now[0] += timedelta(minutes=8)  # 2 minutes left: inside the refresh margin
+        make_client(box, school, tokens=tokens, clock=lambda: now[0]).fetch("SchoolInfo")
         assert box.count("/api/oauth/GetToken") == 2
+
+
+@pytest.mark.parametrize("lifetime", [timedelta(minutes=5), timedelta(hours=1)])
+def test_short_lived_tokens_are_not_minted_before_every_request(school, lifetime):
+    with GroupcallSandbox(token_lifetime=lifetime) as box:
+        box.load_synthetic(school.dfe_number, school)
+        client = make_client(box, school)
+        pages = list(client.pages("Students"))
+        assert len(pages) > 2
+        assert box.count("/api/oauth/GetToken") == 1
+
+
+def test_short_lived_tokens_set_over_the_sandbox_control_route(sandbox, school):
+    requests.post(f"{sandbox.url}/__fake/token-lifetime", json={"seconds": 60}, timeout=5).raise_for_status()
+    client = make_client(sandbox, school)
+    list(client.pages("Students"))
+    body = client.token_details()
+    assert sandbox.count("/api/oauth/GetToken") == 1
+    expires = parse_groupcall_datetime(body["Expires"])
+    assert expires - datetime.now(timezone.utc) <= timedelta(seconds=60)
 
 
 def test_a_401_mints_a_new_token_once_and_carries_on(sandbox, school):
@@ -144,11 +170,45 @@ def test_a_broken_connection_is_retried(sandbox, school):
     assert sandbox.count("/SchoolInfo") == 2
 
 
-def test_malformed_json_is_a_bad_response(sandbox, school):
+def test_malformed_json_once_is_asked_again(sandbox, school):
     client = make_client(sandbox, school)
-    sandbox.inject("malformed_json", "/Students")
-    with pytest.raises(BadResponse):
+    sandbox.inject("malformed_json", "/Students", times=1)
+    pages = list(client.pages("Students"))
+    assert sandbox.count("/Students") == len(pages) + 1
+    clean = list(client.pages("Students"))
+    assert [p.rows("Students") for p in pages] == [p.rows("Students") for p in clean]
+
+
+def test_malformed_json_always_is_a_typed_error(sandbox, school):
+    client = make_client(sandbox, school)
+    sandbox.inject("malformed_json", "/Students", times=1000)
+    with pytest.raises(InvalidJson) as caught:
         list(client.pages("Students"))
+    assert isinstance(caught.value, BadResponse) and caught.value.code == "invalid_json"
+    assert caught.value.endpoint == "Students" and caught.value.page == 1
+    assert "twice running" in caught.value.message and "Groupcall support" in caught.value.message
+    assert sandbox.count("/Students") == 2  # asked once again, not the whole retry budget
+
+
+@pytest.mark.parametrize("status", ["http_429", "http_503"])
+def test_retry_after_is_honoured_on_429_and_503(sandbox, school, status):
+    waits = []
+    client = make_client(sandbox, school, sleep=waits.append, backoff=0.5)
+    sandbox.inject(status, "/SchoolInfo", times=2, retry_after="7")
+    assert client.fetch("SchoolInfo")["SchoolInfo"]
+    assert waits == [7.0, 7.0]
+
+
+def test_retry_after_as_an_http_date_is_honoured(sandbox, school):
+    import email.utils
+
+    waits = []
+    client = make_client(sandbox, school, sleep=waits.append)
+    when = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    requests.post(f"{sandbox.url}/__fake/faults", json={"kind": "http_503", "path": "/SchoolInfo", "retry_after": when},
+                  timeout=5).raise_for_status()
+    assert client.fetch("SchoolInfo")["SchoolInfo"]
+    assert len(waits) == 1 and 25 <= waits[0] <= 30
 
 
 def test_r61_plain_http_is_refused_outside_tests(sandbox, school):

@@ -9,6 +9,7 @@ from portal.connectors import (
     Checkpoint,
     DemographicsRecord,
     PupilRecord,
+    SyncState,
     Tombstone,
 )
 from portal_groupcall import mapping
@@ -23,7 +24,11 @@ def connection_for(school):
 
 
 def records(connector, school, category, since=None, checkpoint=None):
-    return [i for i in connector.extract(connection_for(school), [category], since, checkpoint) if not isinstance(i, Checkpoint)]
+    """Extract as the engine does: a complete read stores the positions it reached for the next incremental one."""
+    items = list(connector.extract(connection_for(school), [category], since, checkpoint))
+    reached = {i.key: i.value for i in items if isinstance(i, SyncState)}
+    connector.sync_state = {**connector.sync_state, **reached}
+    return [i for i in items if not isinstance(i, (Checkpoint, SyncState))]
 
 
 def by_id(items, cls):
@@ -120,7 +125,7 @@ def test_an_interrupted_category_resumes_from_its_checkpoint(connector, sandbox,
                if isinstance(i, PupilRecord)]
     first_page = {r.external_id for r in items[: items.index(checkpoints[0])] if isinstance(r, PupilRecord)}
     assert {r.external_id for r in resumed} == {r.external_id for r in items if isinstance(r, PupilRecord)} - first_page
-    assert sandbox.count("/Students") == len(checkpoints) - 1
+    assert sandbox.count("/Students") == len({c.cursor for c in checkpoints}) - 1  # one page a cursor
 
 
 def test_r5_revoked_school_stops_the_extract_with_authorisation_lost(connector, sandbox, school):
@@ -168,3 +173,30 @@ def test_a_category_that_fails_half_way_asks_again_from_the_old_snapshot(connect
     sandbox.faults.clear()
     again = records(connector, school, "student_timetable", since=CHANGED_AT)
     assert [r for r in again if isinstance(r, Tombstone) and r.record_kind == "membership"]
+
+
+def test_lessons_are_stored_per_occurrence_although_they_share_the_lesson_id(connector, sandbox, school):
+    from portal.connectors import LessonRecord
+
+    served = sandbox._render(sandbox.schools[school.dfe_number])["sets"]["Lessons"]
+    assert len({r["Id"] for r in served}) < len(served), "the sandbox serves several occurrences per lesson Id"
+    lessons = [r for r in records(connector, school, "student_timetable") if isinstance(r, LessonRecord)]
+    assert len(lessons) == len(served) == len(school.lessons)
+    assert len({r.external_id for r in lessons}) == len(lessons)
+    # An incremental read reads the timetable whole (no changeset): still one record per occurrence.
+    again = [r for r in records(connector, school, "student_timetable", since=CHANGED_AT) if isinstance(r, LessonRecord)]
+    assert {r.external_id for r in again} == {r.external_id for r in lessons}
+    assert not [r for r in sandbox.requests if r["path"].endswith("/Timetable/") or r["path"].endswith("/Timetable")
+                if "changedrows" in r["params"]]
+
+
+def test_a_lesson_occurrence_id_keeps_lesson_period_and_date():
+    row = {"Id": "576", "PeriodId": "9001", "ClassId": "12", "Period": "Mon:3",
+           "StartDateTime": "2026-01-05T09:00:00", "EndDateTime": "2026-01-05T10:00:00"}
+    week_later = {**row, "PeriodId": "9101", "StartDateTime": "2026-01-12T09:00:00", "EndDateTime": "2026-01-12T10:00:00"}
+    first, second = mapping.lesson(row), mapping.lesson(week_later)
+    assert first.external_id == "576:9001:2026-01-05" and second.external_id == "576:9101:2026-01-12"
+    # A PeriodId that names a weekly slot, not one occurrence: the date still tells the weeks apart.
+    same_slot = mapping.lesson({**week_later, "PeriodId": "9001"})
+    assert same_slot.external_id != first.external_id
+    assert (first.lesson_date.isoformat(), first.starts_at, first.period_name) == ("2026-01-05", "09:00", "3")

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 import requests
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, ProviderUnavailable, RateLimited
+from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
 
 __all__ = ["Page", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
 
@@ -190,8 +190,11 @@ class WondeClient:
         """Send one request with retries and return the decoded JSON body; raise a ConnectorError on failure."""
         where = f"{endpoint} (page {page})" if page else endpoint
         last_429: float | None = None
-        for attempt in range(self.max_retries + 1):
-            final = attempt == self.max_retries
+        invalid_json = 0
+        attempt = -1
+        while True:
+            attempt += 1
+            final = attempt >= self.max_retries
             self.stats["requests"] += 1
             if self.before_request is not None:
                 self.before_request()
@@ -222,7 +225,8 @@ class WondeClient:
                     raise ProviderUnavailable(
                         f"Wonde answered HTTP {status} for {where} after {attempt + 1} attempts.",
                         endpoint=endpoint, page=page)
-                self._wait(self._backoff(attempt))
+                # A 503 (maintenance, overload) may say when to come back: honoured like a 429's.
+                self._wait(self._retry_after(response, attempt))
                 continue
             if status >= 400:
                 raise BadResponse(f"Wonde answered HTTP {status} for {where}.", endpoint=endpoint, page=page)
@@ -230,8 +234,16 @@ class WondeClient:
                 # orjson: a page of a thousand marks decodes several times faster than with the json module.
                 return orjson.loads(response.content)
             except ValueError:
-                raise BadResponse(f"Wonde returned invalid JSON for {where}.", endpoint=endpoint, page=page) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                # A truncated or garbled answer is usually a hiccup: asked again once, then a typed error.
+                invalid_json += 1
+                if invalid_json > 1:
+                    raise InvalidJson(
+                        f"Wonde returned invalid JSON for {where}, twice running; nothing from it was used. "
+                        "If it keeps happening, report it to Wonde support.", endpoint=endpoint, page=page) from None
+                # The one extra try does not use up the retries transport faults have.
+                attempt -= 1
+                self._wait(self._backoff(0))
+                continue
 
     def _wait(self, seconds: float) -> None:
         self.stats["retries"] += 1

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from portal_wonde.client import WondeClient, parse_wonde_date, parse_wonde_datetime
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, ProviderUnavailable, RateLimited
+from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
 
 
 @pytest.fixture
@@ -159,15 +159,42 @@ def test_wrong_token_loses_authorisation(sandbox, sleeps):
     assert sandbox.requests()[0].status == 401
 
 
-def test_invalid_json_names_endpoint_and_page(sandbox, client):
+def test_invalid_json_always_is_a_typed_error_naming_endpoint_and_page(sandbox, client):
     client.per_page = 30
-    sandbox.add_fault(match="/students", body="invalid_json", skip=1)
+    sandbox.add_fault(match="/students", body="invalid_json", skip=1, times=None)
     pages = client.pages(students_url(sandbox), endpoint="students", params={})
     assert next(pages).items
-    with pytest.raises(BadResponse) as caught:
+    with pytest.raises(InvalidJson) as caught:
         next(pages)
-    assert caught.value.message == "Wonde returned invalid JSON for students (page 2)."
+    assert caught.value.code == "invalid_json" and isinstance(caught.value, BadResponse)
+    assert "invalid JSON for students (page 2), twice running" in caught.value.message
     assert caught.value.endpoint == "students" and caught.value.page == 2 and caught.value.kind == "provider_problem"
+    # Asked once again, not more: a broken page is not worth the whole retry budget.
+    assert len(sandbox.requests("/students")) == 3
+
+
+def test_invalid_json_once_is_asked_again(sandbox, client, sleeps):
+    sandbox.add_fault(match="/students", body="invalid_json", times=1)
+    pages = list(client.pages(students_url(sandbox), endpoint="students", params={}))
+    assert pages[0].items and len(sleeps) == 1
+    assert len(sandbox.requests("/students")) == len(pages) + 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured_on_429_and_503(sandbox, client, sleeps, status):
+    sandbox.add_fault(match="/students", status=status, retry_after="3", times=2)
+    pages = list(client.pages(students_url(sandbox), endpoint="students", params={}))
+    assert pages[0].items
+    assert sleeps == [3.0, 3.0]  # the provider's word, not the backoff (0.5, 1.0)
+
+
+def test_retry_after_as_an_http_date_is_honoured_on_503(sandbox, client, sleeps):
+    import email.utils
+
+    when = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    sandbox.add_fault(match="/students", status=503, retry_after=when, times=1)
+    list(client.pages(students_url(sandbox), endpoint="students", params={}))
+    assert len(sleeps) == 1 and 25 <= sleeps[0] <= 30
 
 
 def test_unexpected_shape_names_endpoint_and_page(sandbox, client):
