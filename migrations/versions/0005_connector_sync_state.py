@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_connector_sync_state"
-down_revision = "0004"
+down_revision = "0005_oversight"
 branch_labels = None
 depends_on = None
 

@@ -11,7 +11,7 @@ from alembic import op
 import portal.models.base
 
 revision = "0005_oversight"
-down_revision = "0004"
+down_revision = "0005_recovery_codes"
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_recovery_codes"
-down_revision = "0004"
+down_revision = "0005_scheduler_heartbeats"
 branch_labels = None
 depends_on = None
 
