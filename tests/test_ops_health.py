@@ -59,11 +59,18 @@ def test_readyz_is_not_ready_when_the_database_is_behind_the_deletion_ledger(app
 def test_readyz_is_not_ready_when_migrations_are_not_at_head(app, client):
     from sqlalchemy import text
 
+    head = db.session.execute(text("SELECT version_num FROM alembic_version")).scalar()
     db.session.execute(text("UPDATE alembic_version SET version_num = '0003'"))
     db.session.commit()
-    resp = client.get("/readyz")
-    assert resp.status_code == 503
-    assert resp.get_json()["checks"]["migrations"]["detail"].startswith("database at 0003")
+    try:
+        resp = client.get("/readyz")
+        assert resp.status_code == 503
+        assert resp.get_json()["checks"]["migrations"]["detail"].startswith("database at 0003")
+    finally:
+        # The version row is not among the reference rows each test gets back: put it back for the next tests.
+        db.session.rollback()
+        db.session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+        db.session.commit()
 
 
 def test_metrics_are_off_by_default(client):
