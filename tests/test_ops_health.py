@@ -163,3 +163,12 @@ def test_readyz_and_check_deploy_report_an_unreachable_celery_broker(make_app):
     with app.app_context():
         lines = [f.line() for f in run_checks()]
     assert any(line.startswith("ERROR CELERY.broker_url: the Celery broker is unreachable") for line in lines), lines
+
+
+@pytest.mark.parametrize("setting", [{"SERVE_WORKERS": 0}, {"SERVE_THREADS": "four"}, {"METRICS_ENABLED": "yes"}])
+def test_invalid_production_settings_stop_start_up_with_their_name(make_app, setting):
+    from portal.errors import StartupError
+
+    (key,) = setting
+    with pytest.raises(StartupError, match=f"PORTAL_{key} is invalid"):
+        make_app(**setting)
