@@ -134,3 +134,30 @@ def test_an_altered_or_cut_backup_file_is_refused(damage):
         tokens[1] = tokens[1][:-5] + (b"A" if tokens[1][-5:-4] != b"A" else b"B") + tokens[1][-4:]
     with pytest.raises(BackupError):
         decrypt_stream(fernet, io.BytesIO(b"\n".join([head, *tokens]) + b"\n"), io.BytesIO())
+
+
+def test_r35_a_restore_on_a_machine_that_lost_its_ledger_uses_the_ledgers_own_copy_or_says_what_is_missing(drill):
+    app, key_file, folder = drill
+    cli = app.test_cli_runner()
+    backup_file = folder / "nightly.backup"
+    assert cli.invoke(args=["portal", "backup", "-o", str(backup_file), "--key-file", str(key_file)]).exit_code == 0
+    leavers = set(sorted(db.session.scalars(select(MisPupil.id)))[:2])
+    db.session.execute(update(MisPupil).where(MisPupil.id.in_(leavers)).values(leaving_date=date.today() - timedelta(days=3650)))
+    db.session.commit()
+    assert run_sweep().status == RunStatus.succeeded
+    live = Path(app.config["RETENTION_LEDGER_PATH"])
+    off_machine = folder / "ledger-copy.jsonl"
+    off_machine.write_bytes(live.read_bytes())  # the operator's nightly copy of the ledger
+    live.unlink()  # the machine is lost with its ledger
+
+    # Without the copy: the backup's own ledger is used, and the operator is told later deletions are missing.
+    result = cli.invoke(args=["portal", "restore", str(backup_file), "--key-file", str(key_file), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "deletions made after the backup are only in the ledger's own off-machine copy" in result.output
+    assert leavers <= set(db.session.scalars(select(MisPupil.id)))
+
+    # With it: the deletions since the backup are replayed and the pupils are gone again.
+    result = cli.invoke(args=["portal", "restore", str(backup_file), "--key-file", str(key_file), "--yes", "--ledger", str(off_machine)])
+    assert result.exit_code == 0, result.output
+    assert not leavers & set(db.session.scalars(select(MisPupil.id)))
+    assert about_pupils(leavers) == 0

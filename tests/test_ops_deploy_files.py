@@ -142,3 +142,23 @@ def test_the_image_builds_and_runs_as_non_root():
     assert build.returncode == 0, build.stderr[-3000:]
     whoami = subprocess.run(["docker", "run", "--rm", "--read-only", "--entrypoint", "id", tag, "-u"], capture_output=True, text=True, timeout=120)
     assert whoami.stdout.strip() == "10001"
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (.ci/run installs nginx-light): the site was checked by the parser only")
+def test_nginx_accepts_the_site(tmp_path):
+    from tests.test_ops_check_deploy import _self_signed_localhost
+
+    cert, key = _self_signed_localhost(tmp_path)
+    (tmp_path / "portal-proxy.conf").write_text((DEPLOY / "nginx" / "portal-proxy.conf").read_text())
+    site = ((DEPLOY / "nginx" / "portal.conf").read_text()
+            .replace("/etc/letsencrypt/live/portal.example.org/fullchain.pem", str(cert))
+            .replace("/etc/letsencrypt/live/portal.example.org/privkey.pem", str(key))
+            .replace("/etc/nginx/portal-proxy.conf", str(tmp_path / "portal-proxy.conf"))
+            .replace("/var/log/nginx/", f"{tmp_path}/"))
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  include {tmp_path}/site.conf;\n}}\n")
+    result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "[warn]" not in result.stderr, result.stderr

@@ -59,11 +59,18 @@ def test_readyz_is_not_ready_when_the_database_is_behind_the_deletion_ledger(app
 def test_readyz_is_not_ready_when_migrations_are_not_at_head(app, client):
     from sqlalchemy import text
 
+    head = db.session.execute(text("SELECT version_num FROM alembic_version")).scalar()
     db.session.execute(text("UPDATE alembic_version SET version_num = '0003'"))
     db.session.commit()
-    resp = client.get("/readyz")
-    assert resp.status_code == 503
-    assert resp.get_json()["checks"]["migrations"]["detail"].startswith("database at 0003")
+    try:
+        resp = client.get("/readyz")
+        assert resp.status_code == 503
+        assert resp.get_json()["checks"]["migrations"]["detail"].startswith("database at 0003")
+    finally:
+        # The version row is not among the reference rows each test gets back: put it back for the next tests.
+        db.session.rollback()
+        db.session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+        db.session.commit()
 
 
 def test_metrics_are_off_by_default(client):
@@ -156,3 +163,12 @@ def test_readyz_and_check_deploy_report_an_unreachable_celery_broker(make_app):
     with app.app_context():
         lines = [f.line() for f in run_checks()]
     assert any(line.startswith("ERROR CELERY.broker_url: the Celery broker is unreachable") for line in lines), lines
+
+
+@pytest.mark.parametrize("setting", [{"SERVE_WORKERS": 0}, {"SERVE_THREADS": "four"}, {"METRICS_ENABLED": "yes"}])
+def test_invalid_production_settings_stop_start_up_with_their_name(make_app, setting):
+    from portal.errors import StartupError
+
+    (key,) = setting
+    with pytest.raises(StartupError, match=f"PORTAL_{key} is invalid"):
+        make_app(**setting)

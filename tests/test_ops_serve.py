@@ -95,7 +95,7 @@ class TcpProxy:
             self.sockets.clear()
 
 
-def wait_for(condition, what: str):
+def wait_for(condition, what):
     deadline = time.monotonic() + DEADLINE
     while True:
         try:
@@ -105,7 +105,7 @@ def wait_for(condition, what: str):
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.3)
 
 
@@ -155,8 +155,14 @@ def test_serve_and_scheduler_processes_on_postgresql_and_readyz_follows_the_data
                     JobRun.__table__.c.job_id == TICK, JobRun.__table__.c.status == RunStatus.succeeded.value)).scalar()
 
         wait_for(lambda: ticks() >= 2, "the scheduler process to run the scheduled job")
-        ready = wait_for(lambda: (r := requests.get(f"{base}/readyz", timeout=10)).status_code == 200
-                         and r.json()["status"] == "ready" and r.json(), "/readyz ready with the scheduler's heartbeat")
+        last: list = []
+
+        def is_ready():
+            r = requests.get(f"{base}/readyz", timeout=10)
+            last[:] = [r.status_code, r.text]
+            return r.status_code == 200 and r.json()["status"] == "ready" and r.json()
+
+        ready = wait_for(is_ready, lambda: f"/readyz ready with the scheduler's heartbeat (last answer: {last})")
         assert set(ready["checks"]) == {"database", "migrations", "scheduler", "ledger"}
 
         proxy.cut()
