@@ -36,6 +36,11 @@ class Route:
         return [(m.group(1) or "default", m.group(2)) for m in ARGUMENT.finditer(self.rule)]
 
 
+def probed_routes(app: Flask) -> list[Route]:
+    """Every route a signed-in client may request without ending its own session."""
+    return [r for r in routes(app) if not (r.method == "POST" and r.endpoint in SESSION_ENDING)]
+
+
 def routes(app: Flask) -> list[Route]:
     """One entry per rule and method (GET where a rule has it, else POST), static files excluded."""
     found = []

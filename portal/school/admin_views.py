@@ -10,6 +10,7 @@ from sqlalchemy.orm import selectinload
 from portal import lifecycle
 from portal.admin.views import SecureBaseView
 from portal.connectors import CATEGORIES
+from portal.converters import parse_id
 from portal.extensions import db
 from portal.models import Connection, ConnectionState, JobRun, Organisation, OrgKind, RunStatus
 from portal.school import queries
@@ -18,10 +19,8 @@ PER_PAGE = 50
 
 
 def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    # An id past the id columns' range names no row (and PostgreSQL would refuse to compare it): None.
+    return parse_id(value) if value is not None else None
 
 
 class OperationsView(SecureBaseView):

@@ -120,7 +120,18 @@ def test_support_creates_and_edits_a_record_in_every_admin_view_through_the_real
     _submit(page)
     assert _count(app, Product, Product.name == "Browser Product Renamed") == 1
 
-    # Retention rules: support shortens a seeded period (rules are added as data by migrations and the CLI)
+    # Retention rules: a deployment adds a rule of its own, and support shortens a seeded period
+    page.goto(f"{base}/admin/retention_rules/new/")
+    page.locator("input[name=id]").fill("X1")
+    page.locator("input[name=title]").fill("Local archive")
+    page.locator("select[name=covers]").select_option("staff", force=True)
+    page.locator("select[name=clock]").select_option("left", force=True)
+    page.locator("input[name=period]").fill("3")
+    page.locator("select[name=period_unit]").select_option(index=0, force=True)
+    page.locator("select[name=timing]").select_option("asap", force=True)
+    page.locator("select[name=action]").select_option(index=0, force=True)
+    _submit(page)
+    assert _count(app, RetentionRule, RetentionRule.id == "X1") == 1
     page.goto(f"{base}/admin/retention_rules/edit/?id=R29")
     page.locator("input[name=period]").fill("5")
     _submit(page)
@@ -155,4 +166,21 @@ def test_support_creates_and_edits_a_record_in_every_admin_view_through_the_real
     page.locator("input[name=reference]").fill("DFE-2026-002")
     _submit(page)
     assert _count(app, DfeAgreement, DfeAgreement.reference == "DFE-2026-002") == 1
+
+    # The purpose-built forms: an API credential for the product, and a data-subject request about a user
+    page.goto(f"{base}/admin/issue_credential/")
+    page.get_by_label("Product").select_option(label="Browser Product Renamed")
+    page.get_by_label("Label (who holds it)").fill("Browser Product operations")
+    page.get_by_label("Valid for (days)").fill("30")
+    page.get_by_role("button", name="Issue").click()
+    assert page.get_by_test_id("token").inner_text().strip()
+    page.goto(f"{base}/admin/dsr_intake/")
+    page.get_by_label("Type").select_option(index=1)
+    page.get_by_label("Received (YYYY-MM-DD)").fill(date.today().isoformat())
+    page.get_by_label("Channel").select_option(index=1)
+    page.get_by_label("Who is asking").select_option(index=1)
+    page.get_by_label("About", exact=True).select_option("user")
+    page.get_by_label("User id or email address (a request about a portal user)").fill(str(ids["teacher"]))
+    page.get_by_role("button", name="Record").click()
+    assert page.get_by_test_id("done").is_visible(), page.locator("main").inner_text()[:500]
 
