@@ -144,6 +144,28 @@ def test_address_limit_counts_failures_for_every_account_but_not_successes(limit
     assert _attempt(client, user.email, PASSWORD, address="203.0.113.5").status_code == 302
 
 
+def test_second_factor_guesses_are_limited_per_account(limited):
+    from tests import factories
+
+    app = limited(LOGIN_RATE_LIMIT_ACCOUNT="3 per hour", LOGIN_RATE_LIMIT_ADDRESS="100 per hour")
+    user = factories.user(support=True)
+    db.session.commit()
+    for page, code in (("/login/totp", "000000"), ("/login/recovery", "aaaaa-bbbbb")):
+        limiter_reset()
+        statuses = []
+        for n in range(4):  # from four addresses: the limit is the account's
+            client = app.test_client()
+            _attempt(client, user.email, PASSWORD, address=f"192.0.2.{n + 1}")
+            statuses.append(client.post(page, data={"code": code}, environ_base={"REMOTE_ADDR": f"192.0.2.{n + 1}"}).status_code)
+        assert statuses == [401, 401, 401, 429], page
+
+
+def limiter_reset() -> None:
+    from portal.extensions import limiter
+
+    limiter.reset()
+
+
 # ------------------------------------------------------------------ behind a reverse proxy
 
 

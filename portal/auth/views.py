@@ -145,6 +145,21 @@ def _pending_key() -> str:
     return "pending:" + str((session.get(PENDING_KEY) or {}).get("user_id", ""))
 
 
+def _sign_in_again():
+    flash("Sign in again to continue.")
+    return redirect(url_for("auth.login"))
+
+
+def _second_step_limits(view):
+    """The limits on guessing a second-factor or recovery code: per account (from any address) and per address."""
+    view = limiter.limit(
+        lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed
+    )(view)
+    return limiter.limit(
+        lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_pending_key, methods=["POST"], deduct_when=_failed
+    )(view)
+
+
 def _wait_words(seconds: int) -> str:
     if seconds <= 60:
         return "a minute"
@@ -177,15 +192,11 @@ def too_many_attempts(exc):
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])
-@limiter.limit(
-    lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_pending_key, methods=["POST"], deduct_when=_failed
-)
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
+@_second_step_limits
 def totp():
     user, pending = _pending_user()
     if user is None or not user.totp_enabled:
-        flash("Sign in again to continue.")
-        return redirect(url_for("auth.login"))
+        return _sign_in_again()
     form = TotpForm()
     error = None
     if form.validate_on_submit():
@@ -201,16 +212,12 @@ def totp():
 
 
 @bp.route("/login/recovery", methods=["GET", "POST"])
-@limiter.limit(
-    lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_pending_key, methods=["POST"], deduct_when=_failed
-)
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ADDRESS"], methods=["POST"], deduct_when=_failed)
+@_second_step_limits
 def recovery_login():
     """The second step with a one-time recovery code instead of the authenticator app's code."""
     user, pending = _pending_user()
     if user is None or not user.totp_enabled:
-        flash("Sign in again to continue.")
-        return redirect(url_for("auth.login"))
+        return _sign_in_again()
     form = RecoveryCodeForm()
     error = None
     if form.validate_on_submit():

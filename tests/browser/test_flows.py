@@ -68,7 +68,10 @@ def test_school_admin_authorises_wonde_extract_shows_in_history_and_revoke_stops
         school, admin = _school_with_product()
         school_id = school.id
     sign_in(page, base, admin)
-    page.get_by_role("link", name=school.name).click()
+    # An admin of one school lands on that school's connections, not on a one-row list.
+    expect(page.get_by_test_id("connections")).to_be_visible()
+    assert page.get_by_test_id("school-list").count() == 0
+    page.get_by_role("link", name="Connections").click()
     page.wait_for_url(f"**/schools/{school_id}/connections")
     check_accessibility(page)
     screenshot(page, "connections-not-connected")
