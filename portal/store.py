@@ -29,7 +29,7 @@ from portal.extensions import db
 from portal.models import Connection, ExtractRemoval, MisPupil
 from portal.models.base import UTCDateTime, utcnow
 from portal.crypto import EncryptedText
-from portal.models.mis import STORE_MODELS, special_category_columns
+from portal.models.mis import STORE_MODELS, PupilYearGroupFact, special_category_columns
 
 __all__ = [
     "COUNT_KEYS",
@@ -42,6 +42,7 @@ __all__ = [
     "live_pupil_count",
     "pending_pupil_removals",
     "pupil_row_counts",
+    "record_year_groups",
     "special_columns",
     "stage_reconciliation",
     "withhold_objections",
@@ -282,6 +283,8 @@ class Writer:
                 self._write_copy(kind, rows, now)
             else:
                 self._write_upsert(kind, rows)
+            if kind == "pupil":
+                record_year_groups(self.connection_id, {ext: (r["year_group"], r["leaving_date"]) for ext, r in rows.items()}, now)
             self.written += len(rows)
         if self._removals:
             ins = _insert_for(self.dialect)(ExtractRemoval.__table__)
@@ -778,6 +781,41 @@ def read_feed(grant, record_type: str, *, after: tuple[_datetime, int] | None = 
     return FeedPage(records, last["extracted_at"] if last else None, last["id"] if last else None, has_more)
 
 
+def record_year_groups(connection_id: int, year_groups: Mapping[str, tuple[str | None, date | None]], seen_at: datetime) -> None:
+    """R30: record that each pupil (by provider id: year group, leaving date) was in this NC year group on this (London) day.
+
+    Called for every pupil an extract returns, changed or not: the day last seen in a year group is a
+    fact R30's clock starts from, never the time a row was last written. A pupil whose leaving date has
+    passed is no longer in any year group: the MIS only repeats the last one they had.
+    """
+    from portal.retention.calendar import london_date
+    from portal.retention.deadlines import parse_year_group
+
+    day = london_date(seen_at)
+    years = {ext: parse_year_group(value) for ext, (value, left) in year_groups.items() if left is None or left >= day}
+    years = {ext: year for ext, year in years.items() if year is not None}
+    if not years:
+        return
+    pupils = db.session.execute(
+        select(MisPupil.external_id, MisPupil.id, MisPupil.school_id)
+        .where(MisPupil.connection_id == connection_id, MisPupil.external_id.in_(list(years)))
+    ).all()
+    if not pupils:
+        return
+    table = PupilYearGroupFact.__table__
+    ins = _insert_for(db.session.get_bind().dialect.name)(table)
+    db.session.execute(
+        ins.on_conflict_do_update(
+            index_elements=["pupil_id", "nc_year"],
+            set_={"last_seen_on": func.max(table.c.last_seen_on, ins.excluded.last_seen_on)
+                  if db.session.get_bind().dialect.name == "sqlite"
+                  else func.greatest(table.c.last_seen_on, ins.excluded.last_seen_on)},
+        ),
+        [{"pupil_id": pupil_id, "school_id": school_id, "nc_year": years[ext], "first_seen_on": day, "last_seen_on": day}
+         for ext, pupil_id, school_id in pupils],
+    )
+
+
 # ---------------------------------------------------------------- retention deletes (owner: portal.retention)
 
 
@@ -793,6 +831,8 @@ def pupil_row_counts(pupil_ids: list[int]) -> dict[int, Counter]:
     for pupil_id, category in db.session.execute(select(pupils.c.id, pupils.c.category).where(pupils.c.id.in_(pupil_ids))):
         counts[pupil_id][category] += 1
     for table in _about_pupil_tables():
+        if "category" not in table.c:
+            continue  # bookkeeping about the pupil (R30 year-group facts): deleted with them, not a category's rows
         rows = db.session.execute(
             select(table.c.pupil_id, table.c.category, func.count())
             .where(table.c.pupil_id.in_(pupil_ids))

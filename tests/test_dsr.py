@@ -263,7 +263,7 @@ def test_r50_erasure_deletes_everywhere_and_suppression_holds_no_plain_id(app, m
     deleted = actions.erase(req, user)
     register.complete(req, user, "erased")
     db.session.commit()
-    assert deleted == {"mis_pupils": 1, "mis_attendance_marks": 4, "mis_demographics": 1}
+    assert deleted == {"mis_pupils": 1, "mis_attendance_marks": 4, "mis_demographics": 1, "pupil_year_group_facts": 1}
     from portal import store
     assert store.dsr_count_rows(school.id, "pupil", "p1") == 0
     assert store.dsr_count_rows(school.id, "pupil", "p0") > 0
