@@ -256,8 +256,17 @@ def _last_year_groups() -> dict[int, int]:
     return dict(db.session.execute(select(SchoolRetentionSetting.school_id, SchoolRetentionSetting.last_year_group)).all())
 
 
+# R32: the states in which a connection has been authorised again since a revocation.
+REAUTHORISED = frozenset({ConnectionState.approved, ConnectionState.failing})
+
+
 def _revocations() -> dict[int, date]:
-    """R32: revoked connections and the day they were revoked; re-authorising changes the state and so cancels it."""
+    """R32: revoked connections and the day they were revoked.
+
+    The clock of a revocation that is followed by a new request lives on in its deletion order
+    (portal.retention.orders), which only an approval cancels; this covers connections in the
+    revoked state without one.
+    """
     rows = db.session.execute(
         select(Connection.id, Connection.state_changed_at).where(Connection.state == ConnectionState.revoked)
     )
@@ -272,8 +281,9 @@ def _open_orders() -> dict[int, list[DeletionOrder]]:
         .where(DeletionOrder.cancelled_at.is_(None), DeletionOrder.completed_at.is_(None))
     )
     for order, state in db.session.execute(query):
-        # R32: re-authorising cancels a revocation clock, even if nobody cancelled the order.
-        if order.rule_id == "R32" and state is not None and state != ConnectionState.revoked:
+        # R32: only an approved re-authorisation cancels a revocation clock, even if nobody cancelled the order.
+        # Asking again (requested, pending) or being declined leaves it running.
+        if order.rule_id == "R32" and state in REAUTHORISED:
             continue
         out[order.school_id].append(order)
     return dict(out)
