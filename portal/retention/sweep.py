@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 
 from portal import audit, deletions, store
 from portal.jobs import claims
+from portal.errors import code_location
 from portal.extensions import db
 from portal.models import ErrorKind, JobRun, RunStatus
 from portal.models.mis import MisPupil
@@ -59,9 +60,8 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
     except Exception as exc:
         db.session.rollback()
         _settle_ledger()
-        # Exception text may quote values; the log gets the type only, the traceback goes to DEBUG.
-        log.error("retention sweep %s stopped with an unexpected %s", run.id, type(exc).__name__)
-        log.debug("traceback of retention sweep %s", run.id, exc_info=True)
+        # Exception text may quote values; the log gets the type and code location only (R65).
+        log.error("retention sweep %s stopped with an unexpected %s at %s", run.id, type(exc).__name__, code_location(exc))
         run = db.session.get(JobRun, run.id)
         _finish(run, RunStatus.failed, error=type(exc).__name__)
         return run
