@@ -89,6 +89,21 @@ def test_r44_proof_of_identity_arriving_later_restarts_the_clock(app, make):
     assert req.identity_checked_by_id == user.id and req.identity_method == "photo_id"
 
 
+def test_r45_an_extension_is_kept_when_identity_proof_restarts_the_clock(app, make):
+    school = make.school()
+    req, user = _request(make, school, received=date(2025, 3, 3), verified=False)
+    register.extend(req, user, "complex", on=date(2025, 3, 20))
+    assert req.deadline_on == date(2025, 6, 3)
+    register.verify_identity(req, user, "photo_id", proof_received_on=date(2025, 3, 25))
+    db.session.commit()
+    # The clock restarts on 25 March and keeps its two extra months: 25 June, still shown as extended.
+    assert req.start_on == date(2025, 3, 25) and req.deadline_on == date(2025, 6, 25)
+    assert req.first_deadline_on == date(2025, 4, 25) and req.extended_on == date(2025, 3, 20)
+    with pytest.raises(RequestError) as twice:
+        register.extend(req, user, "complex", on=date(2025, 4, 1))
+    assert twice.value.code == "already_extended" and req.deadline_on == date(2025, 6, 25)
+
+
 def test_r45_extension_once_before_the_first_deadline_with_a_reason(app, make):
     school = make.school()
     req, user = _request(make, school, received=date(2025, 1, 31))
