@@ -339,7 +339,7 @@ def _work(state: _Run) -> JobRun:
             kind = item.kind
             if kind in SUBJECT_KINDS and plan.is_suppressed(connection.school_id, kind, item.external_id):
                 continue
-            if first_import and kind == "pupil" and plan.is_historic_leaver(item, today):
+            if first_import and kind in ("pupil", "staff") and plan.is_historic_leaver(item, today):
                 state.historic_leavers += 1
                 continue
             state.writer.add(item)
