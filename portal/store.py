@@ -819,6 +819,28 @@ def record_year_groups(connection_id: int, year_groups: Mapping[str, tuple[str |
 # ---------------------------------------------------------------- retention deletes (owner: portal.retention)
 
 
+def erase_subject_exports(subject_kind: str, subjects: Iterable[tuple[int, str]]) -> int:
+    """Delete the prepared access exports (content and row) about these subjects, (school id, provider id) pairs (R34).
+
+    An export is a copy of the subject's data: it goes with them, downloaded or not. The request stays in the register.
+    """
+    from portal.models.dsr import SubjectExport, SubjectRequest
+
+    by_school: dict[int, set[str]] = defaultdict(set)
+    for school_id, external_id in subjects:
+        by_school[school_id].add(external_id)
+    erased = 0
+    for school_id, external_ids in by_school.items():
+        requests = select(SubjectRequest.id).where(
+            SubjectRequest.school_id == school_id, SubjectRequest.subject_type == subject_kind,
+            SubjectRequest.subject_external_id.in_(sorted(external_ids)))
+        erased += db.session.execute(delete(SubjectExport).where(SubjectExport.request_id.in_(requests))).rowcount or 0
+    if erased:
+        audit.record("store.exports_erased", details={"subject_kind": subject_kind, "exports": erased})
+    return erased
+
+
+
 def _about_pupil_tables() -> list[Table]:
     pupils = MisPupil.__table__
     return [t for t in db.metadata.sorted_tables if t is not pupils and any(fk.column.table is pupils for fk in t.foreign_keys)]
@@ -853,6 +875,8 @@ def delete_pupils(pupil_ids: list[int], *, run_id: int | None = None) -> dict[in
     if not pupil_ids:
         return {}
     counts = pupil_row_counts(pupil_ids)
+    erase_subject_exports("pupil", db.session.execute(
+        select(pupils.c.school_id, pupils.c.external_id).where(pupils.c.id.in_(pupil_ids))).all())
     for table in _about_pupil_tables():
         db.session.execute(delete(table).where(table.c.pupil_id.in_(pupil_ids)))
     db.session.execute(delete(pupils).where(pupils.c.id.in_(pupil_ids)))
@@ -872,6 +896,9 @@ def delete_rows(table_name: str, ids: list[int], *, run_id: int | None = None) -
     if not ids:
         return {}
     table = db.metadata.tables[table_name]
+    if table_name == "mis_staff":
+        erase_subject_exports("staff", db.session.execute(
+            select(table.c.school_id, table.c.external_id).where(table.c.id.in_(ids))).all())
     found = dict(db.session.execute(select(table.c.id, table.c.category).where(table.c.id.in_(ids))).all())
     db.session.execute(delete(table).where(table.c.id.in_(ids)))
     audit.record("store.rows_deleted", details={"run_id": run_id, "table": table_name, "deleted": dict(Counter(found.values()))})
@@ -976,6 +1003,67 @@ def dsr_subject_rows(school_id: int, subject_kind: str, external_id: str, *, req
     return out
 
 
+# Portal tables that hold no data about the subject worth exporting: copies (the exports themselves), work queues.
+_DSR_PORTAL_SKIP = frozenset({"subject_exports", "retention_work_items", "extract_removals"})
+# Columns of portal rows left out of an export: another person's contact details, or bookkeeping.
+_DSR_PORTAL_HIDDEN = frozenset({"requester_contact", "token_hash", "content"})
+
+
+def _pupil_record_types() -> list[str]:
+    """Return the API record types whose product receipts name a pupil (their subject_id is the pupil's row id)."""
+    return [name for name, (model, _category) in api_record_types().items()
+            if model is MisPupil or "pupil_id" in model.__table__.c]
+
+
+def dsr_portal_rows(school_id: int, subject_kind: str, external_id: str) -> dict[str, list[dict]]:
+    """Return the portal's own rows about one subject (R48): flags, requests, holds, product receipts.
+
+    Found by walking the schema for the shapes that name a subject: (school_id, subject_kind, external_id),
+    (school_id, subject_type, subject_external_id), (record_table, record_id) and the product receipts.
+    """
+    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
+    root_ids = _dsr_roots(school_id, subject_kind, external_id)
+    out: dict[str, list[dict]] = {}
+    for table in db.metadata.sorted_tables:
+        if table.name.startswith("mis_") or table.name in _DSR_PORTAL_SKIP:
+            continue
+        c = table.c
+        if {"school_id", "subject_kind", "external_id"} <= set(c.keys()):
+            where = and_(c.school_id == school_id, c.subject_kind == subject_kind, c.external_id == external_id)
+        elif {"school_id", "subject_type", "subject_external_id"} <= set(c.keys()):
+            where = and_(c.school_id == school_id, c.subject_type == subject_kind, c.subject_external_id == external_id)
+        elif {"record_table", "record_id"} <= set(c.keys()) and root_ids:
+            where = and_(c.record_table == root.name, c.record_id.in_(root_ids))
+        elif {"record_type", "subject_id", "product_id"} <= set(c.keys()) and root_ids:
+            types = _pupil_record_types() if subject_kind == "pupil" else ["staff"]
+            where = and_(c.school_id == school_id, c.subject_id.in_(root_ids), c.record_type.in_(types))
+        else:
+            continue
+        rows = [{k: v for k, v in r.items() if k not in _DSR_PORTAL_HIDDEN}
+                for r in db.session.execute(select(table).where(where)).mappings()]
+        if rows:
+            out[table.name] = rows
+    return out
+
+
+def dsr_recipients(school_id: int, subject_kind: str, external_id: str) -> dict[int, set[str]]:
+    """Return {product id: record types} of the products that received this subject's data (R48, from receipts)."""
+    from portal.models.deletions import ProductReceipt
+
+    root_ids = _dsr_roots(school_id, subject_kind, external_id)
+    if not root_ids:
+        return {}
+    types = _pupil_record_types() if subject_kind == "pupil" else ["staff"]
+    out: dict[int, set[str]] = defaultdict(set)
+    for product_id, record_type in db.session.execute(
+        select(ProductReceipt.product_id, ProductReceipt.record_type).where(
+            ProductReceipt.school_id == school_id, ProductReceipt.subject_id.in_(root_ids),
+            ProductReceipt.record_type.in_(types))
+    ):
+        out[product_id].add(record_type)
+    return dict(out)
+
+
 def dsr_count_rows(school_id: int, subject_kind: str, external_id: str) -> int:
     """Return how many rows the store still holds about the subject (the proof re-query after erasure)."""
     root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
@@ -1043,6 +1131,7 @@ def dsr_erase(school_id: int, subject_kind: str, external_id: str, *, request_id
                     table.c.school_id == school_id, table.c.pupil_external_id == external_id)).rowcount
                 counts[table.name] = counts.get(table.name, 0) + n
     counts[root.name] = db.session.execute(delete(root).where(root.c.id.in_(ids_by_table[root.name]))).rowcount
+    counts["subject_exports"] = erase_subject_exports(subject_kind, [(school_id, external_id)])
     counts = {t: n for t, n in counts.items() if n}
     audit.record("store.dsr_erased", organisation_id=school_id, target_type="subject_requests", target_id=request_id,
                  details={"subject_kind": subject_kind, "deleted": counts})

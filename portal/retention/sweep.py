@@ -52,6 +52,7 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
             _plan(run, as_of, batch)
         _delete(run, batch)
         _prove(run, as_of)
+        _erase_expired_exports(as_of)
     except SweepStopped:
         db.session.rollback()
         _settle_ledger()
@@ -103,6 +104,17 @@ def _run_for(as_of: date | None, run_id: int | None) -> JobRun | None:
     run.stats = dict(run.stats or {})
     db.session.commit()
     return run
+
+
+def _erase_expired_exports(as_of: date) -> None:
+    """R34: access exports whose link has expired go, content and row (by the start of the as-of day for a later date)."""
+    from datetime import datetime, time
+
+    from portal.privacy.export import erase_expired
+    from portal.retention.calendar import LONDON
+
+    erase_expired(max(utcnow(), datetime.combine(as_of, time(0), tzinfo=LONDON)))
+    db.session.commit()
 
 
 def _finish(run: JobRun, status: RunStatus, *, error: str | None = None) -> None:
