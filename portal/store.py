@@ -1153,3 +1153,52 @@ def deletion_notice_pupils(table_name: str, ids: list[int]) -> dict[int, int | N
 def deletion_notice_subject_ids(school_id: int, subject_kind: str, external_id: str) -> list[int]:
     """Return the row ids (mis_pupils or mis_staff) of one subject of a school, as the product API served them."""
     return _dsr_roots(school_id, subject_kind, external_id)
+
+
+# ---------------------------------------------------------------- staff leavers (owner: portal.staff_access, R59)
+
+
+def staff_matching_emails(school_id: int, emails: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """Return {lower-cased email: [(provider id, "Forename Surname")]} of live staff of the school with these work emails.
+
+    For a school admin to confirm a user is that member of staff; one audit entry with the count.
+    """
+    wanted = sorted({e.strip().lower() for e in emails if e})
+    if not wanted:
+        return {}
+    from portal.models.mis import MisStaff
+
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    rows = db.session.execute(
+        select(MisStaff.email, MisStaff.external_id, MisStaff.forename, MisStaff.surname).where(
+            MisStaff.school_id == school_id, MisStaff.deleted_at.is_(None), func.lower(MisStaff.email).in_(wanted))
+        .order_by(MisStaff.external_id)
+    ).all()
+    for email, external_id, forename, surname in rows:
+        pair = (external_id, " ".join(p for p in (forename, surname) if p))
+        if pair not in out[email.lower()]:
+            out[email.lower()].append(pair)
+    audit.record("store.staff_matched", organisation_id=school_id, details={"emails": len(wanted), "matches": len(rows)})
+    return dict(out)
+
+
+def staff_no_longer_current(school_id: int, external_ids: Iterable[str]) -> set[str]:
+    """Return the provider ids (of these) the store holds only as not currently employed or removed at source.
+
+    Evidence only: an id with no row at all is not returned (nothing shows they left).
+    """
+    from portal.models.mis import MisStaff
+
+    ids = sorted(set(external_ids))
+    if not ids:
+        return set()
+    seen: set[str] = set()
+    current: set[str] = set()
+    for external_id, deleted_at, employed in db.session.execute(
+        select(MisStaff.external_id, MisStaff.deleted_at, MisStaff.currently_employed)
+        .where(MisStaff.school_id == school_id, MisStaff.external_id.in_(ids))
+    ):
+        seen.add(external_id)
+        if deleted_at is None and employed is not False:
+            current.add(external_id)
+    return seen - current

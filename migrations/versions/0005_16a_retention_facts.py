@@ -1,4 +1,4 @@
-"""R30 year-group facts per pupil, and the GIAS statutory high age of a school.
+"""R30 year-group facts per pupil and the GIAS statutory high age of a school; R59 staff links on memberships.
 
 Existing pupils get their first fact from the next extract that returns them; until then, and until a
 school admin confirms the school's last year group, R30 starts no clock for them.
@@ -34,9 +34,17 @@ def upgrade():
     op.create_index(op.f("ix_pupil_year_group_facts_school_id"), "pupil_year_group_facts", ["school_id"])
     with op.batch_alter_table("organisations") as batch:
         batch.add_column(sa.Column("statutory_high_age", sa.Integer(), nullable=True))
+    with op.batch_alter_table("memberships") as batch:
+        batch.add_column(sa.Column("staff_external_id", sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column("staff_linked_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("suspended_reason", sa.String(length=40), nullable=True))
 
 
 def downgrade():
+    with op.batch_alter_table("memberships") as batch:
+        batch.drop_column("suspended_reason")
+        batch.drop_column("staff_linked_at")
+        batch.drop_column("staff_external_id")
     with op.batch_alter_table("organisations") as batch:
         batch.drop_column("statutory_high_age")
     op.drop_index(op.f("ix_pupil_year_group_facts_school_id"), table_name="pupil_year_group_facts")

@@ -14,7 +14,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from portal import audit, lifecycle, store
+from portal import alerts, audit, lifecycle, staff_access, store
 from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError
 from portal.extensions import db
 from portal.extract import plan
@@ -375,12 +375,19 @@ def _complete(state: _Run) -> JobRun:
             stats=state.stats(hold={"pupils_removed": removing, "pupils_live": live}),
         )
     tombstoned = store.apply_removals(connection, run.id)
+    # R59: staff the MIS no longer shows as employed (or a full extract no longer returns) lose access in this run.
+    suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in categories else 0
     stats = state.stats()
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
     finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
     lifecycle.mark_healthy(connection)
+    if suspended:
+        try:
+            alerts.staff_access_suspended(connection.school, suspended)
+        except Exception as exc:  # an email failure never undoes the suspension
+            log.error("staff-left alert for school %s failed with %s", connection.school_id, type(exc).__name__)
     return finished
 
 
