@@ -55,17 +55,22 @@ def school_users(school_id: int):
                            may_remove=may_manage, proposals=staff)
 
 
-@bp.route("/schools/<int:school_id>/users/<int:membership_id>/staff-link", methods=["POST"])
-@login_required
-def link_staff(school_id: int, membership_id: int):
-    """A school admin confirms the user is the member of staff the MIS lists with the same work email (R59)."""
+def _posted_membership(school_id: int, membership_id: int) -> tuple:
+    """Return (school, membership) for a user-management POST: 404 out of scope, 400 without a valid CSRF token."""
     school = school_or_404(current_user, school_id, Action.manage_users)
     membership = db.session.get(Membership, membership_id)
     if membership is None or membership.organisation_id != school.id:
         abort(404)
-    form = RemoveForm()
-    if not form.validate_on_submit():
+    if not RemoveForm().validate_on_submit():
         abort(400)
+    return school, membership
+
+
+@bp.route("/schools/<int:school_id>/users/<int:membership_id>/staff-link", methods=["POST"])
+@login_required
+def link_staff(school_id: int, membership_id: int):
+    """A school admin confirms the user is the member of staff the MIS lists with the same work email (R59)."""
+    school, membership = _posted_membership(school_id, membership_id)
     proposal = staff_access.proposals(school).get(membership.id)
     if proposal is None:
         flash("The school's MIS no longer lists a member of staff with this user's email address; nothing was changed.")
@@ -80,13 +85,7 @@ def link_staff(school_id: int, membership_id: int):
 @bp.route("/schools/<int:school_id>/users/<int:membership_id>/remove", methods=["POST"])
 @login_required
 def remove_user(school_id: int, membership_id: int):
-    school = school_or_404(current_user, school_id, Action.manage_users)
-    membership = db.session.get(Membership, membership_id)
-    if membership is None or membership.organisation_id != school.id:
-        abort(404)
-    form = RemoveForm()
-    if not form.validate_on_submit():
-        abort(400)
+    school, membership = _posted_membership(school_id, membership_id)
     if membership.user_id == current_user.id:
         flash("You cannot remove yourself; ask another administrator of the school.")
         return redirect(url_for("members.school_users", school_id=school.id))
