@@ -165,3 +165,16 @@ def deletion_acknowledgements_overdue(school: Organisation, product: Any, count:
         mail.send(staff, subject, body + f"Operations: {_link('/admin/operations/')}" + _FOOTER)
         sent += 1
     return sent
+
+
+def staff_access_suspended(school: Organisation, count: int) -> bool:
+    """R59: tell the school's admins that users the MIS no longer shows as employed lost access (no names)."""
+    return _send(
+        school,
+        f"{count} user{'s' if count != 1 else ''} lost access to {school.name}",
+        f"The school's MIS no longer shows {count} portal user{'s' if count != 1 else ''} of {school.name} as "
+        f"currently employed, so their access to this school was suspended by the latest extract.\n"
+        f"Their access to other organisations is not affected.\n\n"
+        f"Users: {_link(f'/schools/{school.id}/users')}",
+        suspended=count,
+    )

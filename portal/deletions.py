@@ -11,6 +11,7 @@ from sqlalchemy import Integer, bindparam, delete, func, literal, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal import audit
+from portal.errors import code_location
 from portal.extensions import db
 from portal.models.base import UTCDateTime, utcnow
 from portal.models.deletions import DeletionNotice, ProductReceipt
@@ -418,6 +419,7 @@ def send_overdue_alerts(now: datetime | None = None) -> dict:
         db.session.commit()
         try:
             sent += alerts.deletion_acknowledgements_overdue(school, product, count)
-        except Exception:  # an email failure must not undo the record that the batch was reported on the pages
-            log.exception("overdue deletion alert for school %s, product %s failed", school_id, product_id)
+        except Exception as exc:  # an email failure must not undo the record that the batch was reported on the pages
+            log.error("overdue deletion alert for school %s, product %s failed with %s at %s", school_id, product_id,
+                      type(exc).__name__, code_location(exc))
     return {"batches": len(groups), "emails": sent}

@@ -30,6 +30,8 @@ SCHOOLS = (
     ("academy", "Demo Academy", "990002", "9904001", "Secondary", True, SubscriptionRoute.direct),
     ("village", "Demo Village School", "990003", "9902002", "Primary", False, SubscriptionRoute.local_authority),
 )
+# GIAS statutory high ages: the academy is 11-18, its sixth form not part of the phase (R30's suggestion).
+HIGH_AGES = {"primary": 11, "academy": 18, "village": 11}
 # (email, name, role, organisation key: a school key, "trust" or "la"; None for support staff)
 USERS = (
     ("admin.primary@demo.example", "Demo Primary Admin", Role.school_admin, "primary"),
@@ -110,6 +112,7 @@ def build_demo() -> DemoResult:
             urn=urn,
             dfe_number=dfe_number,
             phase=phase,
+            statutory_high_age=HIGH_AGES[key],
             local_authority_id=la.id,
             trust_id=trust.id if in_trust else None,
         )

@@ -1,6 +1,9 @@
 """Errors shared across the portal that are not connector errors."""
 from __future__ import annotations
 
+import os
+import traceback
+
 import click
 
 
@@ -22,3 +25,25 @@ class PortalError(Exception):
             self.code = code
         if status:
             self.status = status
+
+
+def code_location(exc: BaseException) -> str:
+    """Return where an exception was raised as "file.py:line in function", innermost frame first.
+
+    R65: logs get this, the exception type and ids, never the exception's text (it may quote data values,
+    SQL parameters included). The portal's own innermost frame is named too when a library raised it.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown location"
+    where = [_frame(frames[-1])]
+    own = [f for f in frames if f"{os.sep}portal{os.sep}" in f.filename]
+    if own and own[-1] is not frames[-1]:
+        where.append(f"called from {_frame(own[-1])}")
+    return ", ".join(where)
+
+
+def _frame(frame: traceback.FrameSummary) -> str:
+    parts = frame.filename.replace(os.sep, "/").split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else parts[-1]
+    return f"{short}:{frame.lineno} in {frame.name}"

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 
 from portal import alerts, audit
 from portal.connectors import Connector, ConnectorError
+from portal.errors import code_location
 from portal.extensions import db
 from portal.models import (
     AccessRequest,
@@ -202,8 +203,9 @@ def _retention(name: str):
 def _after_commit_alert(func, *args: Any) -> None:
     try:
         func(*args)
-    except Exception:  # an email failure must never undo a state change
-        log.exception("alert %s failed", getattr(func, "__name__", func))
+    except Exception as exc:  # an email failure must never undo a state change
+        # R65: an SMTP error quotes addresses; type and location only.
+        log.error("alert %s failed with %s at %s", getattr(func, "__name__", func), type(exc).__name__, code_location(exc))
 
 
 # ---------------------------------------------------------------- the lifecycle

@@ -6,7 +6,7 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 
-from portal import audit
+from portal import audit, staff_access
 from portal.extensions import db
 from portal.models import Membership, User
 from portal.models.base import utcnow
@@ -48,20 +48,44 @@ def school_users(school_id: int):
     memberships = db.session.execute(
         select(Membership).join(User).where(Membership.organisation_id == school.id).order_by(User.name, Membership.id)
     ).scalars().all()
+    may_manage = can(current_user, Action.manage_users, school)
+    # R59: who the MIS shows with the same work email, for an admin to confirm once (none for other viewers).
+    staff = staff_access.proposals(school) if may_manage else {}
     return render_template("school/users.html", school=school, memberships=memberships, form=RemoveForm(),
-                           may_remove=can(current_user, Action.manage_users, school))
+                           may_remove=may_manage, proposals=staff)
+
+
+def _posted_membership(school_id: int, membership_id: int) -> tuple:
+    """Return (school, membership) for a user-management POST: 404 out of scope, 400 without a valid CSRF token."""
+    school = school_or_404(current_user, school_id, Action.manage_users)
+    membership = db.session.get(Membership, membership_id)
+    if membership is None or membership.organisation_id != school.id:
+        abort(404)
+    if not RemoveForm().validate_on_submit():
+        abort(400)
+    return school, membership
+
+
+@bp.route("/schools/<int:school_id>/users/<int:membership_id>/staff-link", methods=["POST"])
+@login_required
+def link_staff(school_id: int, membership_id: int):
+    """A school admin confirms the user is the member of staff the MIS lists with the same work email (R59)."""
+    school, membership = _posted_membership(school_id, membership_id)
+    proposal = staff_access.proposals(school).get(membership.id)
+    if proposal is None:
+        flash("The school's MIS no longer lists a member of staff with this user's email address; nothing was changed.")
+        return redirect(url_for("members.school_users", school_id=school.id))
+    staff_access.link_staff(membership, proposal.staff_external_id, current_user._get_current_object())
+    db.session.commit()
+    flash(f"{membership.user.name} is matched to their staff record. If the MIS stops showing them as employed, "
+          "their access to this school is suspended and you are told.")
+    return redirect(url_for("members.school_users", school_id=school.id))
 
 
 @bp.route("/schools/<int:school_id>/users/<int:membership_id>/remove", methods=["POST"])
 @login_required
 def remove_user(school_id: int, membership_id: int):
-    school = school_or_404(current_user, school_id, Action.manage_users)
-    membership = db.session.get(Membership, membership_id)
-    if membership is None or membership.organisation_id != school.id:
-        abort(404)
-    form = RemoveForm()
-    if not form.validate_on_submit():
-        abort(400)
+    school, membership = _posted_membership(school_id, membership_id)
     if membership.user_id == current_user.id:
         flash("You cannot remove yourself; ask another administrator of the school.")
         return redirect(url_for("members.school_users", school_id=school.id))

@@ -29,7 +29,7 @@ from portal.extensions import db
 from portal.models import Connection, ExtractRemoval, MisPupil
 from portal.models.base import UTCDateTime, utcnow
 from portal.crypto import EncryptedText
-from portal.models.mis import STORE_MODELS, special_category_columns
+from portal.models.mis import STORE_MODELS, PupilYearGroupFact, special_category_columns
 
 __all__ = [
     "COUNT_KEYS",
@@ -42,6 +42,7 @@ __all__ = [
     "live_pupil_count",
     "pending_pupil_removals",
     "pupil_row_counts",
+    "record_year_groups",
     "special_columns",
     "stage_reconciliation",
     "withhold_objections",
@@ -282,6 +283,8 @@ class Writer:
                 self._write_copy(kind, rows, now)
             else:
                 self._write_upsert(kind, rows)
+            if kind == "pupil":
+                record_year_groups(self.connection_id, {ext: (r["year_group"], r["leaving_date"]) for ext, r in rows.items()}, now)
             self.written += len(rows)
         if self._removals:
             ins = _insert_for(self.dialect)(ExtractRemoval.__table__)
@@ -822,7 +825,64 @@ def read_feed(grant, record_type: str, *, after: tuple[_datetime, int] | None = 
     return FeedPage(records, last["extracted_at"] if last else None, last["id"] if last else None, has_more)
 
 
+def record_year_groups(connection_id: int, year_groups: Mapping[str, tuple[str | None, date | None]], seen_at: datetime) -> None:
+    """R30: record that each pupil (by provider id: year group, leaving date) was in this NC year group on this (London) day.
+
+    Called for every pupil an extract returns, changed or not: the day last seen in a year group is a
+    fact R30's clock starts from, never the time a row was last written. A pupil whose leaving date has
+    passed is no longer in any year group: the MIS only repeats the last one they had.
+    """
+    from portal.retention.calendar import london_date
+    from portal.retention.deadlines import parse_year_group
+
+    day = london_date(seen_at)
+    years = {ext: parse_year_group(value) for ext, (value, left) in year_groups.items() if left is None or left >= day}
+    years = {ext: year for ext, year in years.items() if year is not None}
+    if not years:
+        return
+    pupils = db.session.execute(
+        select(MisPupil.external_id, MisPupil.id, MisPupil.school_id)
+        .where(MisPupil.connection_id == connection_id, MisPupil.external_id.in_(list(years)))
+    ).all()
+    if not pupils:
+        return
+    table = PupilYearGroupFact.__table__
+    ins = _insert_for(db.session.get_bind().dialect.name)(table)
+    db.session.execute(
+        ins.on_conflict_do_update(
+            index_elements=["pupil_id", "nc_year"],
+            set_={"last_seen_on": func.max(table.c.last_seen_on, ins.excluded.last_seen_on)
+                  if db.session.get_bind().dialect.name == "sqlite"
+                  else func.greatest(table.c.last_seen_on, ins.excluded.last_seen_on)},
+        ),
+        [{"pupil_id": pupil_id, "school_id": school_id, "nc_year": years[ext], "first_seen_on": day, "last_seen_on": day}
+         for ext, pupil_id, school_id in pupils],
+    )
+
+
 # ---------------------------------------------------------------- retention deletes (owner: portal.retention)
+
+
+def erase_subject_exports(subject_kind: str, subjects: Iterable[tuple[int, str]]) -> int:
+    """Delete the prepared access exports (content and row) about these subjects, (school id, provider id) pairs (R34).
+
+    An export is a copy of the subject's data: it goes with them, downloaded or not. The request stays in the register.
+    """
+    from portal.models.dsr import SubjectExport, SubjectRequest
+
+    by_school: dict[int, set[str]] = defaultdict(set)
+    for school_id, external_id in subjects:
+        by_school[school_id].add(external_id)
+    erased = 0
+    for school_id, external_ids in by_school.items():
+        requests = select(SubjectRequest.id).where(
+            SubjectRequest.school_id == school_id, SubjectRequest.subject_type == subject_kind,
+            SubjectRequest.subject_external_id.in_(sorted(external_ids)))
+        erased += db.session.execute(delete(SubjectExport).where(SubjectExport.request_id.in_(requests))).rowcount or 0
+    if erased:
+        audit.record("store.exports_erased", details={"subject_kind": subject_kind, "exports": erased})
+    return erased
+
 
 
 def _about_pupil_tables() -> list[Table]:
@@ -837,6 +897,8 @@ def pupil_row_counts(pupil_ids: list[int]) -> dict[int, Counter]:
     for pupil_id, category in db.session.execute(select(pupils.c.id, pupils.c.category).where(pupils.c.id.in_(pupil_ids))):
         counts[pupil_id][category] += 1
     for table in _about_pupil_tables():
+        if "category" not in table.c:
+            continue  # bookkeeping about the pupil (R30 year-group facts): deleted with them, not a category's rows
         rows = db.session.execute(
             select(table.c.pupil_id, table.c.category, func.count())
             .where(table.c.pupil_id.in_(pupil_ids))
@@ -857,6 +919,8 @@ def delete_pupils(pupil_ids: list[int], *, run_id: int | None = None) -> dict[in
     if not pupil_ids:
         return {}
     counts = pupil_row_counts(pupil_ids)
+    erase_subject_exports("pupil", db.session.execute(
+        select(pupils.c.school_id, pupils.c.external_id).where(pupils.c.id.in_(pupil_ids))).all())
     for table in _about_pupil_tables():
         db.session.execute(delete(table).where(table.c.pupil_id.in_(pupil_ids)))
     db.session.execute(delete(pupils).where(pupils.c.id.in_(pupil_ids)))
@@ -876,6 +940,9 @@ def delete_rows(table_name: str, ids: list[int], *, run_id: int | None = None) -
     if not ids:
         return {}
     table = db.metadata.tables[table_name]
+    if table_name == "mis_staff":
+        erase_subject_exports("staff", db.session.execute(
+            select(table.c.school_id, table.c.external_id).where(table.c.id.in_(ids))).all())
     found = dict(db.session.execute(select(table.c.id, table.c.category).where(table.c.id.in_(ids))).all())
     db.session.execute(delete(table).where(table.c.id.in_(ids)))
     audit.record("store.rows_deleted", details={"run_id": run_id, "table": table_name, "deleted": dict(Counter(found.values()))})
@@ -980,6 +1047,67 @@ def dsr_subject_rows(school_id: int, subject_kind: str, external_id: str, *, req
     return out
 
 
+# Portal tables that hold no data about the subject worth exporting: copies (the exports themselves), work queues.
+_DSR_PORTAL_SKIP = frozenset({"subject_exports", "retention_work_items", "extract_removals"})
+# Columns of portal rows left out of an export: another person's contact details, or bookkeeping.
+_DSR_PORTAL_HIDDEN = frozenset({"requester_contact", "token_hash", "content"})
+
+
+def _pupil_record_types() -> list[str]:
+    """Return the API record types whose product receipts name a pupil (their subject_id is the pupil's row id)."""
+    return [name for name, (model, _category) in api_record_types().items()
+            if model is MisPupil or "pupil_id" in model.__table__.c]
+
+
+def dsr_portal_rows(school_id: int, subject_kind: str, external_id: str) -> dict[str, list[dict]]:
+    """Return the portal's own rows about one subject (R48): flags, requests, holds, product receipts.
+
+    Found by walking the schema for the shapes that name a subject: (school_id, subject_kind, external_id),
+    (school_id, subject_type, subject_external_id), (record_table, record_id) and the product receipts.
+    """
+    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
+    root_ids = _dsr_roots(school_id, subject_kind, external_id)
+    out: dict[str, list[dict]] = {}
+    for table in db.metadata.sorted_tables:
+        if table.name.startswith("mis_") or table.name in _DSR_PORTAL_SKIP:
+            continue
+        c = table.c
+        if {"school_id", "subject_kind", "external_id"} <= set(c.keys()):
+            where = and_(c.school_id == school_id, c.subject_kind == subject_kind, c.external_id == external_id)
+        elif {"school_id", "subject_type", "subject_external_id"} <= set(c.keys()):
+            where = and_(c.school_id == school_id, c.subject_type == subject_kind, c.subject_external_id == external_id)
+        elif {"record_table", "record_id"} <= set(c.keys()) and root_ids:
+            where = and_(c.record_table == root.name, c.record_id.in_(root_ids))
+        elif {"record_type", "subject_id", "product_id"} <= set(c.keys()) and root_ids:
+            types = _pupil_record_types() if subject_kind == "pupil" else ["staff"]
+            where = and_(c.school_id == school_id, c.subject_id.in_(root_ids), c.record_type.in_(types))
+        else:
+            continue
+        rows = [{k: v for k, v in r.items() if k not in _DSR_PORTAL_HIDDEN}
+                for r in db.session.execute(select(table).where(where)).mappings()]
+        if rows:
+            out[table.name] = rows
+    return out
+
+
+def dsr_recipients(school_id: int, subject_kind: str, external_id: str) -> dict[int, set[str]]:
+    """Return {product id: record types} of the products that received this subject's data (R48, from receipts)."""
+    from portal.models.deletions import ProductReceipt
+
+    root_ids = _dsr_roots(school_id, subject_kind, external_id)
+    if not root_ids:
+        return {}
+    types = _pupil_record_types() if subject_kind == "pupil" else ["staff"]
+    out: dict[int, set[str]] = defaultdict(set)
+    for product_id, record_type in db.session.execute(
+        select(ProductReceipt.product_id, ProductReceipt.record_type).where(
+            ProductReceipt.school_id == school_id, ProductReceipt.subject_id.in_(root_ids),
+            ProductReceipt.record_type.in_(types))
+    ):
+        out[product_id].add(record_type)
+    return dict(out)
+
+
 def dsr_count_rows(school_id: int, subject_kind: str, external_id: str) -> int:
     """Return how many rows the store still holds about the subject (the proof re-query after erasure)."""
     root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
@@ -1047,6 +1175,7 @@ def dsr_erase(school_id: int, subject_kind: str, external_id: str, *, request_id
                     table.c.school_id == school_id, table.c.pupil_external_id == external_id)).rowcount
                 counts[table.name] = counts.get(table.name, 0) + n
     counts[root.name] = db.session.execute(delete(root).where(root.c.id.in_(ids_by_table[root.name]))).rowcount
+    counts["subject_exports"] = erase_subject_exports(subject_kind, [(school_id, external_id)])
     counts = {t: n for t, n in counts.items() if n}
     audit.record("store.dsr_erased", organisation_id=school_id, target_type="subject_requests", target_id=request_id,
                  details={"subject_kind": subject_kind, "deleted": counts})
@@ -1100,3 +1229,50 @@ def roll_for_viewer(school_id: int, on: date, *, viewer: str, feature: str | Non
     audit.record("store.pupils_viewed", organisation_id=school_id,
                  details={"viewer": viewer, "feature": feature, "category": "student_basic", "count": len(rows)})
     return rows
+# ---------------------------------------------------------------- staff leavers (owner: portal.staff_access, R59)
+
+
+def staff_matching_emails(school_id: int, emails: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """Return {lower-cased email: [(provider id, "Forename Surname")]} of live staff of the school with these work emails.
+
+    For a school admin to confirm a user is that member of staff; one audit entry with the count.
+    """
+    wanted = sorted({e.strip().lower() for e in emails if e})
+    if not wanted:
+        return {}
+    from portal.models.mis import MisStaff
+
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    rows = db.session.execute(
+        select(MisStaff.email, MisStaff.external_id, MisStaff.forename, MisStaff.surname).where(
+            MisStaff.school_id == school_id, MisStaff.deleted_at.is_(None), func.lower(MisStaff.email).in_(wanted))
+        .order_by(MisStaff.external_id)
+    ).all()
+    for email, external_id, forename, surname in rows:
+        pair = (external_id, " ".join(p for p in (forename, surname) if p))
+        if pair not in out[email.lower()]:
+            out[email.lower()].append(pair)
+    audit.record("store.staff_matched", organisation_id=school_id, details={"emails": len(wanted), "matches": len(rows)})
+    return dict(out)
+
+
+def staff_no_longer_current(school_id: int, external_ids: Iterable[str]) -> set[str]:
+    """Return the provider ids (of these) the store holds only as not currently employed or removed at source.
+
+    Evidence only: an id with no row at all is not returned (nothing shows they left).
+    """
+    from portal.models.mis import MisStaff
+
+    ids = sorted(set(external_ids))
+    if not ids:
+        return set()
+    seen: set[str] = set()
+    current: set[str] = set()
+    for external_id, deleted_at, employed in db.session.execute(
+        select(MisStaff.external_id, MisStaff.deleted_at, MisStaff.currently_employed)
+        .where(MisStaff.school_id == school_id, MisStaff.external_id.in_(ids))
+    ):
+        seen.add(external_id)
+        if deleted_at is None and employed is not False:
+            current.add(external_id)
+    return seen - current

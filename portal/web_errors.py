@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from portal.errors import PortalError
+from portal.errors import PortalError, code_location
+from portal.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        # Ids only in logs: the exception text may quote data, so log its type and the path.
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc)
-        from portal.extensions import db
-
-        db.session.rollback()  # a failed statement leaves the transaction unusable for the rest of this request
+        # R65: the exception text (and a traceback's last line) may quote personal data or SQL parameters,
+        # and a path may carry a search value: log the type, request id, route and code location only.
+        log.error("unhandled %s (request %s, %s %s) at %s", type(exc).__name__, g.get("request_id") or "-",
+                  request.method, request.url_rule.rule if request.url_rule else request.endpoint or "-", code_location(exc))
+        # A failed statement leaves the transaction aborted (PostgreSQL): end it so the error page can render.
+        db.session.rollback()
         return _respond(500, "internal_error", _PLAIN[500])

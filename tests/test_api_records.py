@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from portal.connectors import AttendanceMarkRecord, DemographicsRecord, StaffRecord
@@ -218,3 +219,38 @@ def test_a_running_extract_whose_lease_lapsed_no_longer_holds_the_feed_back(app,
     dead.lease_expires_at = utcnow() - timedelta(seconds=1)
     db.session.commit()
     assert len(s.get(client, token, path).json["records"]) == 2
+
+
+@pytest.fixture
+def server_zone_not_london(monkeypatch):
+    """Run with a server time zone whose date differs from London's right now; yield (server date, London date)."""
+    import time
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    london = datetime.now(ZoneInfo("Europe/London")).date()
+    zone = "Etc/GMT+12" if datetime.now(ZoneInfo("Etc/GMT+12")).date() != london else "Etc/GMT-14"
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        if date.today() == london:
+            pytest.skip("no time zone gives a different date right now")
+        yield date.today(), london
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_r13_on_roll_is_judged_on_londons_date_not_the_servers(app, client, make, server_zone_not_london):
+    server_day, london_day = server_zone_not_london
+    tracking = s.product("pupil_tracking")
+    school, connection = s.connected_school(make, tracking)
+    if server_day < london_day:
+        # Left on London's today: off roll in London, still "on roll" by the server's yesterday.
+        edge = s.pupils(1, prefix="edge", leaving_date=london_day)
+    else:
+        # Admitted on London's tomorrow (the server's today): not on roll yet.
+        edge = s.pupils(1, prefix="edge", admission_date=server_day)
+    s.write(connection, [*edge, *s.pupils(1, prefix="current")])
+    body = s.get(client, s.token_for(tracking), s.records_path("pupil_tracking", school.id, "student_basic", "pupils")).json
+    assert sorted(r["external_id"] for r in body["records"]) == ["current0"]

@@ -89,6 +89,21 @@ def test_r44_proof_of_identity_arriving_later_restarts_the_clock(app, make):
     assert req.identity_checked_by_id == user.id and req.identity_method == "photo_id"
 
 
+def test_r45_an_extension_is_kept_when_identity_proof_restarts_the_clock(app, make):
+    school = make.school()
+    req, user = _request(make, school, received=date(2025, 3, 3), verified=False)
+    register.extend(req, user, "complex", on=date(2025, 3, 20))
+    assert req.deadline_on == date(2025, 6, 3)
+    register.verify_identity(req, user, "photo_id", proof_received_on=date(2025, 3, 25))
+    db.session.commit()
+    # The clock restarts on 25 March and keeps its two extra months: 25 June, still shown as extended.
+    assert req.start_on == date(2025, 3, 25) and req.deadline_on == date(2025, 6, 25)
+    assert req.first_deadline_on == date(2025, 4, 25) and req.extended_on == date(2025, 3, 20)
+    with pytest.raises(RequestError) as twice:
+        register.extend(req, user, "complex", on=date(2025, 4, 1))
+    assert twice.value.code == "already_extended" and req.deadline_on == date(2025, 6, 25)
+
+
 def test_r45_extension_once_before_the_first_deadline_with_a_reason(app, make):
     school = make.school()
     req, user = _request(make, school, received=date(2025, 1, 31))
@@ -263,7 +278,7 @@ def test_r50_erasure_deletes_everywhere_and_suppression_holds_no_plain_id(app, m
     deleted = actions.erase(req, user)
     register.complete(req, user, "erased")
     db.session.commit()
-    assert deleted == {"mis_pupils": 1, "mis_attendance_marks": 4, "mis_demographics": 1}
+    assert deleted == {"mis_pupils": 1, "mis_attendance_marks": 4, "mis_demographics": 1, "pupil_year_group_facts": 1}
     from portal import store
     assert store.dsr_count_rows(school.id, "pupil", "p1") == 0
     assert store.dsr_count_rows(school.id, "pupil", "p0") > 0
@@ -469,3 +484,84 @@ def test_r51_a_restriction_for_legal_claims_also_creates_the_r40_hold_awaiting_t
                                                             MisPupil.external_id == "p1")).scalar()
     assert (hold.record_table, hold.record_id, hold.school_id) == ("mis_pupils", pupil_id, school.id)
     assert hold.dpo_approved_at is None and hold.review_on > date.today() and str(req.id) in hold.reason
+
+
+# ---------------------------------------------------------------- R34 and R48: exports outlive nothing; complete exports
+
+
+def _export_rows() -> int:
+    from portal.models import SubjectExport
+    return db.session.execute(select(func.count()).select_from(SubjectExport)).scalar()
+
+
+def test_r34_an_export_never_downloaded_is_erased_at_expiry_content_and_row(app, make):
+    from portal.models import SubjectExport
+    from portal.retention.sweep import run_sweep
+
+    _, school, _ = _school_with_pupils(make)
+    req, user = _request(make, school)
+    export.prepare(req, user)
+    export.prepare(req, user)
+    db.session.commit()
+    first = db.session.execute(select(SubjectExport).order_by(SubjectExport.id)).scalars().first()
+    first.expires_at = utcnow() - timedelta(seconds=1)
+    first_id = first.id
+    db.session.commit()
+    run = run_sweep()
+    assert run.status.value == "succeeded", run.error_message
+    # The expired one is gone, content and row; the other link still works until it expires.
+    assert _export_rows() == 1
+    assert db.session.execute(select(SubjectExport.id).where(SubjectExport.id == first_id)).first() is None
+    assert "dsr.exports_expired" in [e.action for e in db.session.execute(select(AuditEntry)).scalars()]
+
+
+@pytest.mark.parametrize("how", ["retention", "erasure"])
+def test_r34_an_export_is_erased_with_its_subject(app, make, how):
+    from portal import store
+
+    _, school, _ = _school_with_pupils(make)
+    req, user = _request(make, school, subject="p1")
+    other, _ = _request(make, school, subject="p2", user=user)
+    export.prepare(req, user)
+    export.prepare(other, user)
+    db.session.commit()
+    if how == "retention":
+        pupil_id = db.session.execute(select(MisPupil.id).where(MisPupil.school_id == school.id,
+                                                                MisPupil.external_id == "p1")).scalar()
+        store.delete_pupils([pupil_id])
+    else:
+        erasure, _ = _request(make, school, kind="erasure", subject="p1", user=user)
+        actions.erase(erasure, user)
+    db.session.commit()
+    from portal.models import SubjectExport
+    left = db.session.execute(select(SubjectExport.request_id)).scalars().all()
+    assert left == [other.id]  # p1's export went with p1; p2's is untouched
+
+
+def test_r48_export_holds_the_portals_own_records_and_per_pupil_recipients(app, client, make):
+    from portal.api import authorisations
+    from portal.models import FlagKind, SubjectFlag, SubjectKind
+
+    evaluation = s.product("self_evaluation_early_results", name="Evaluator")  # sees leavers too
+    tracking = s.product("pupil_tracking", name="Tracker")  # current students only (R13)
+    school, connection = s.connected_school(make, evaluation, tracking)
+    s.write(connection, [*s.pupils(1, prefix="left", leaving_date=date.today() - timedelta(days=10)), *s.pupils(2)])
+    for product in (evaluation, tracking):
+        feature = product.features[0].id
+        assert s.get(client, s.token_for(product), s.records_path(feature, school.id, "student_basic", "pupils")).status_code == 200
+    user = make.user(Role.school_admin, school)
+    db.session.add(SubjectFlag(school_id=school.id, subject_kind=SubjectKind.pupil, external_id="left0",
+                               kind=FlagKind.special_category_objection, reason_code="written_notice", recorded_by_id=user.id))
+    db.session.commit()
+    req, _ = _request(make, school, subject="left0", user=user)
+    document, _ = export.build(req)
+    tables = document["tables"]
+    assert [r["kind"] for r in tables["subject_flags"]] == ["special_category_objection"]
+    assert req.id in [r["id"] for r in tables["subject_requests"]]
+    assert {r["product_id"] for r in tables["product_receipts"]} == {evaluation.id}
+    # Per pupil: only the product that received this pupil's records, not every product that read the school.
+    assert [(r["product"], r["categories"]) for r in document["cover"]["recipients"]] == [("Evaluator", ["student_basic"])]
+    assert "requester_contact" not in tables["subject_requests"][0]
+    jsonschema.validate(document, export.SCHEMA)
+    on_roll, _ = _request(make, school, subject="p0", user=user)
+    assert {r["product"] for r in export.build(on_roll)[0]["cover"]["recipients"]} == {"Evaluator", "Tracker"}

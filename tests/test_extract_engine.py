@@ -220,3 +220,15 @@ def test_r23_the_first_import_skips_leavers_past_their_deletion_date(xapp, make,
     assert not any(k.startswith("P1:") for k in stored["attendance_mark"])  # no past attendance for a skipped leaver
     assert any(k.startswith("P2:") for k in stored["attendance_mark"])
     assert run.stats["skipped"]["historic_leaver"] == 1
+
+
+def test_r39_the_first_import_skips_staff_past_their_deletion_date(xapp, make, tmp_path):
+    school, world, conn = _school(make, tmp_path)
+    # ST1 has not been employed since a change 6 months and a day ago: R39 would already have deleted them.
+    world.update("staff", "ST1", utcnow() - timedelta(days=190), currently_employed=False)
+    world.update("staff", "ST2", utcnow() - timedelta(days=20), currently_employed=False)
+    run = run_extract(conn.id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    stored = snapshot(conn.id)
+    assert "ST1" not in stored["staff"] and "ST2" in stored["staff"]
+    assert run.stats["skipped"]["historic_leaver"] == 1

@@ -19,9 +19,10 @@ from portal.models.mis import (
     MisPupil,
     MisStaff,
 )
-from portal.models.retention import DfeAgreement, LegalHold, RetentionProof
+from portal.models.retention import DfeAgreement, LegalHold, RetentionProof, SchoolRetentionSetting
 from portal.retention.calendar import LONDON
 from portal.retention.sweep import run_sweep
+from portal.store import record_year_groups
 
 _ids = itertools.count(1)
 
@@ -37,11 +38,17 @@ class World:
     def __init__(self, make) -> None:
         self.make = make
 
-    def school(self, phase: str = "Primary", ends_on: date | None = None, connector: str = "fake") -> Connection:
+    def school(self, phase: str = "Primary", ends_on: date | None = None, connector: str = "fake",
+               last_year_group: int | None = -1) -> Connection:
+        """A school and its connection; its last year group (R30) confirmed as its phase suggests unless given."""
         school = self.make.school(phase=phase, starts_on=date(2019, 9, 1), ends_on=ends_on)
         conn = Connection(school_id=school.id, connector=connector, state=ConnectionState.approved,
                           state_changed_at=at(date(2019, 9, 1)))
         db.session.add(conn)
+        if last_year_group == -1:
+            last_year_group = {"Primary": 6, "Secondary with sixth form": 13}.get(phase)
+        if last_year_group is not None:
+            db.session.add(SchoolRetentionSetting(school_id=school.id, last_year_group=last_year_group))
         db.session.flush()
         return conn
 
@@ -58,6 +65,9 @@ class World:
                          date_of_birth=dob, year_group=year, leaving_date=leaving)
         db.session.add(pupil)
         db.session.flush()
+        if year is not None:
+            # What the extract records beside the row: the pupil was in this year group that day (R30).
+            record_year_groups(conn.id, {pupil.external_id: (year, None)}, at(extracted))
         # Rows about the pupil in every pupil-level category (R34).
         about = dict(pupil_id=pupil.id, pupil_external_id=pupil.external_id)
         db.session.add(MisDemographics(**self._common(conn, "student_demographics", extracted, data_type=data_type), **about, fsm=True, ethnicity="WBRI"))

@@ -7,7 +7,7 @@ import pytest
 
 from portal.models.retention import RetentionRule
 from portal.retention.calendar import BankHolidays, add_months, add_working_days, add_years, is_working_day
-from portal.retention.deadlines import last_year_group_for_phase, parse_year_group
+from portal.retention.deadlines import last_year_group_for_age, parse_year_group
 from portal.retention.rules import SEED_RULES, rule_problem
 
 ENGLAND = BankHolidays(True)
@@ -79,11 +79,9 @@ def test_a_rule_with_an_unknown_clock_is_refused():
     assert "not a clock" in rule_problem(_rule(clock="full_moon"))
 
 
-@pytest.mark.parametrize(
-    "phase, last", [("Primary", 6), ("Secondary", 11), ("Secondary with sixth form", 13), ("Infant", 2), ("Unknown", None)]
-)
-def test_r30_last_year_group_by_phase(phase, last):
-    assert last_year_group_for_phase(phase) == last
+@pytest.mark.parametrize("high_age, last", [(11, 6), (7, 2), (16, 11), (18, 13), (19, 13), (None, None), (3, None)])
+def test_r30_last_year_group_suggested_by_the_statutory_high_age(high_age, last):
+    assert last_year_group_for_age(high_age) == last
 
 
 @pytest.mark.parametrize("value, year", [("6", 6), ("Year 11", 11), ("R", 0), ("N1", -1), ("", None), (None, None)])

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from portal.api.errors import ApiError
 from portal.extensions import db
 from portal.models import ApiCredential, Category, FeatureGrant, Organisation, OrgKind, product_features
 
+LONDON = ZoneInfo("Europe/London")
 # R13: the "(current students)" features see pupils on roll on the request date only.
 CURRENT_STUDENT_FEATURES = frozenset({"estimates_targets_student_explorer", "pupil_tracking"})
 
@@ -75,7 +77,8 @@ def feature_of_product(credential: ApiCredential, feature_id: str) -> None:
 def check_read(credential: ApiCredential, feature_id: str, school_id: int, category_id: str,
                on: date | None = None) -> ReadGrant:
     """Return the ReadGrant for this read, or raise an audited ApiError saying why it is refused."""
-    on = on or date.today()
+    # R13, R24: "on roll" is judged on Europe/London's date, whatever the server's own time zone.
+    on = on or datetime.now(LONDON).date()
     feature_of_product(credential, feature_id)
     category = db.session.get(Category, category_id)
     if category is None:

@@ -55,8 +55,11 @@ def schools() -> None:
 @click.option("--name", required=True, help="The school's name.")
 @click.option("--phase", default=None, help="Phase of education, e.g. Primary or Secondary.")
 @click.option("--la-code", default=None, help="3-digit LA code (default: the first 3 digits of the DfE number).")
+@click.option("--statutory-high-age", type=click.IntRange(2, 25), default=None,
+              help="GIAS statutory high age, e.g. 18 for an 11-18 school (suggests the last year group, R30).")
 @with_appcontext
-def schools_add(urn: str, dfe_number: str, name: str, phase: str | None, la_code: str | None) -> None:
+def schools_add(urn: str, dfe_number: str, name: str, phase: str | None, la_code: str | None,
+                statutory_high_age: int | None) -> None:
     """Add a school; nothing is created when any value is wrong."""
     from sqlalchemy import or_, select
 
@@ -93,7 +96,7 @@ def schools_add(urn: str, dfe_number: str, name: str, phase: str | None, la_code
         db.session.add(la)
         db.session.flush()
     school = Organisation(kind=OrgKind.school, name=name, urn=urn, dfe_number=dfe_number, phase=phase,
-                          local_authority_id=la.id)
+                          statutory_high_age=statutory_high_age, local_authority_id=la.id)
     db.session.add(school)
     db.session.flush()
     audit.record("school.created", organisation_id=school.id, target=school, details={"urn": urn}, actor="cli")

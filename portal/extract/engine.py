@@ -14,7 +14,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from portal import audit, lifecycle, store
+from portal import alerts, audit, lifecycle, staff_access, store
 from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError, SyncState
 from portal.extensions import db
 from portal.extract import plan
@@ -348,7 +348,7 @@ def _work(state: _Run) -> JobRun:
             kind = item.kind
             if kind in SUBJECT_KINDS and plan.is_suppressed(connection.school_id, kind, item.external_id):
                 continue
-            if first_import and kind == "pupil" and plan.is_historic_leaver(item, today):
+            if first_import and kind in ("pupil", "staff") and plan.is_historic_leaver(item, today):
                 state.historic_leavers += 1
                 continue
             state.writer.add(item)
@@ -384,6 +384,8 @@ def _complete(state: _Run) -> JobRun:
             stats=state.stats(hold={"pupils_removed": removing, "pupils_live": live}),
         )
     tombstoned = store.apply_removals(connection, run.id)
+    # R59: staff the MIS no longer shows as employed (or a full extract no longer returns) lose access in this run.
+    suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in categories else 0
     stats = state.stats()
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
@@ -391,6 +393,11 @@ def _complete(state: _Run) -> JobRun:
     plan.save_sync_state(connection, stats.get("sync_state") or {}, run.id)
     finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
     lifecycle.mark_healthy(connection)
+    if suspended:
+        try:
+            alerts.staff_access_suspended(connection.school, suspended)
+        except Exception as exc:  # an email failure never undoes the suspension
+            log.error("staff-left alert for school %s failed with %s", connection.school_id, type(exc).__name__)
     return finished
 
 

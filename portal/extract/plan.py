@@ -236,13 +236,19 @@ LEAVER_RETENTION_MONTHS = 6
 
 
 def is_historic_leaver(record: object, today: date) -> bool:
-    """Return whether the first import must skip this pupil record (R23): its R29 deadline has passed.
+    """Return whether the first import must skip this record: a pupil past R29's deadline (R23), or staff past R39's.
 
     Records about a skipped pupil (attendance, results, memberships) are then dropped by the store,
     which keeps only records about pupils it holds, so past years' attendance comes only for pupils imported.
+    A member of staff shown as not employed since a provider change time 6 months ago is past R39's deadline
+    (the clock portal.retention.deadlines.staff_dues starts from that time).
     """
-    from portal.connectors import PupilRecord
-    from portal.retention.calendar import add_months
+    from portal.connectors import PupilRecord, StaffRecord
+    from portal.retention.calendar import add_months, london_date
 
+    if isinstance(record, StaffRecord):
+        changed = record.updated_at
+        return (record.currently_employed is False and changed is not None
+                and add_months(london_date(changed), LEAVER_RETENTION_MONTHS) <= today)
     leaving = getattr(record, "leaving_date", None) if isinstance(record, PupilRecord) else None
     return leaving is not None and add_months(leaving, LEAVER_RETENTION_MONTHS) <= today

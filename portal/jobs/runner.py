@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from portal.connectors import ConnectorError
+from portal.errors import code_location
 from portal.extensions import db
 from portal.jobs import JobSpec
 from portal.jobs.claims import beat, claim_run, finish, owner_id
@@ -87,10 +88,8 @@ def execute(spec: JobSpec, run: JobRun) -> JobRun:
         _finish_failed(run_id, owner, ErrorKind(exc.kind), exc.code, exc.message)
     except Exception as exc:
         db.session.rollback()
-        # Exception text may quote data values (personal data), so the log gets its type only;
-        # the traceback goes to DEBUG for a developer reproducing the fault.
-        log.error("job %s run %s stopped with an unexpected %s", spec.id, run_id, type(exc).__name__)
-        log.debug("traceback of run %s", run_id, exc_info=True)
+        # Exception text may quote data values (personal data), so the log gets its type and location only (R65).
+        log.error("job %s run %s stopped with an unexpected %s at %s", spec.id, run_id, type(exc).__name__, code_location(exc))
         _finish_failed(run_id, owner, ErrorKind.internal, "unexpected_error", UNEXPECTED)
     else:
         # A body given run_id may have finished the run itself; then this changes nothing.

@@ -36,6 +36,7 @@ __all__ = [
     "MisPupil",
     "MisStaff",
     "MisSubject",
+    "PupilYearGroupFact",
     "STORE_MODELS",
     "special_category_columns",
 ]
@@ -224,6 +225,25 @@ class MisStaff(StoreRow, db.Model):
     email: Mapped[str | None] = mapped_column(String(320))
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     currently_employed: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class PupilYearGroupFact(db.Model):
+    """A dated fact an extract recorded: the pupil was in this NC year group, first and last seen on these days (R30).
+
+    Not a store table (no "mis_" prefix): bookkeeping about the pupil, deleted with the pupil (R34) and
+    exported with them (R48). R30's clock reads these dates, never a row's extract timestamp.
+    """
+
+    __tablename__ = "pupil_year_group_facts"
+    __table_args__ = (UniqueConstraint("pupil_id", "nc_year"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pupil_id: Mapped[int] = mapped_column(ForeignKey("mis_pupils.id", ondelete="CASCADE"), index=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    # The NC year as a number (Reception 0), see portal.retention.deadlines.parse_year_group.
+    nc_year: Mapped[int] = mapped_column(Integer)
+    first_seen_on: Mapped[date] = mapped_column(Date)
+    last_seen_on: Mapped[date] = mapped_column(Date)
 
 
 # Record kind (portal.connectors.Record.kind) -> its store model.

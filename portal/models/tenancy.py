@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, Enum, ForeignKey, String
+from sqlalchemy import CheckConstraint, Date, Enum, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -40,6 +40,8 @@ class Organisation(db.Model):
     # For local authorities: the 3-digit LA code.
     la_code: Mapped[str | None] = mapped_column(String(3), unique=True)
     phase: Mapped[str | None] = mapped_column(String(40))
+    # GIAS "StatutoryHighAge" where known: pre-fills the school's last year group (R30), never decides it.
+    statutory_high_age: Mapped[int | None] = mapped_column(Integer)
     local_authority_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
     trust_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -88,6 +88,12 @@ class Membership(db.Model):
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set when the organisation's admin deletes the user: access ends at once and R38's 7-year clock starts.
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # R59: the MIS staff record (provider id at this school) a school admin confirmed is this user, once;
+    # who confirmed it is in the audit trail.
+    staff_external_id: Mapped[str | None] = mapped_column(String(200))
+    staff_linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Why the membership was suspended when not by hand: "staff_left" (R59).
+    suspended_reason: Mapped[str | None] = mapped_column(String(40))
 
     user: Mapped[User] = relationship(back_populates="memberships")
     organisation: Mapped[Organisation] = relationship()

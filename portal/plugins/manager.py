@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 from flask import Flask, current_app
 
-from portal.errors import StartupError
+from portal.errors import StartupError, code_location
 from portal.plugins import hookspecs
 
 if TYPE_CHECKING:
@@ -129,8 +129,9 @@ class PortalPlugins:
             try:
                 # Pass only the arguments the implementation asks for (pluggy's opt-in arguments).
                 impl.function(*[{"run": run}[arg] for arg in impl.argnames])
-            except Exception:
-                log.exception("plugin %s failed in portal_extract_finished for run %s", impl.plugin_name, run.id)
+            except Exception as exc:
+                log.error("plugin %s failed in portal_extract_finished for run %s with %s at %s", impl.plugin_name, run.id,
+                          type(exc).__name__, code_location(exc))
 
     def describe(self) -> list[dict[str, Any]]:
         """Return each registered or blocked plugin with its hooks and distribution version."""

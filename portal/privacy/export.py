@@ -16,12 +16,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from portal import audit, crypto, store
 from portal.extensions import db
 from portal.models import Category, Connection, Feature, FeatureGrant, Product, User
-from portal.models.audit import AuditEntry
 from portal.models.base import utcnow
 from portal.models.dsr import SubjectExport, SubjectRequest
 from portal.models.retention import RetentionRule
@@ -88,7 +87,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _cover(school_id: int, subject_kind: str, tables: dict[str, list[dict]]) -> dict[str, Any]:
+def _recipients(school_id: int, subject_kind: str, external_id: str) -> list[dict[str, Any]]:
+    """The products that received this subject's data (product receipts, per subject), with the features that use it."""
+    received = store.dsr_recipients(school_id, subject_kind, external_id)
+    types = store.api_record_types()
+    out = []
+    for product in db.session.execute(select(Product).where(Product.id.in_(received)).order_by(Product.id)).scalars():
+        categories = sorted({types[t][1] for t in received[product.id] if t in types})
+        features = sorted(f.id for f in product.features if {g.category_id for g in f.grants} & set(categories))
+        out.append({"product": product.name, "features": features, "categories": categories})
+    return out
+
+
+def _cover(school_id: int, subject_kind: str, tables: dict[str, list[dict]], external_id: str | None = None) -> dict[str, Any]:
     """Categories held, their sources, purposes (features), recipients (products that read them) and retention."""
     counts: dict[str, int] = {}
     connection_ids: set[int] = set()
@@ -107,20 +118,8 @@ def _cover(school_id: int, subject_kind: str, tables: dict[str, list[dict]]) -> 
         select(Feature.id, Feature.name, FeatureGrant.category_id).join(FeatureGrant).where(FeatureGrant.category_id.in_(held))
     ):
         purposes.setdefault(feature_id, {"feature": feature_id, "description": name, "categories": []})["categories"].append(category_id)
-    # Recipients come from the audit trail: every product read writes an api.read entry with feature and category.
-    readers: dict[int, dict] = {}
-    for entry in db.session.execute(
-        select(AuditEntry).where(AuditEntry.action == "api.read", AuditEntry.organisation_id == school_id)
-    ).scalars():
-        category = (entry.details or {}).get("category")
-        if category not in counts or entry.target_id is None:
-            continue
-        item = readers.setdefault(int(entry.target_id), {"features": set(), "categories": set()})
-        item["features"].add(entry.details.get("feature"))
-        item["categories"].add(category)
-    products = dict(db.session.execute(select(Product.id, Product.name).where(Product.id.in_(readers))).all())
-    recipients = [{"product": products.get(pid, f"product {pid}"), "features": sorted(f for f in v["features"] if f),
-                   "categories": sorted(v["categories"])} for pid, v in sorted(readers.items())]
+    # Recipients per subject: the products the API served this subject's records to (product receipts, R42).
+    recipients = _recipients(school_id, subject_kind, external_id) if external_id is not None else []
     retention = []
     for rule in db.session.execute(select(RetentionRule).where(RetentionRule.enabled.is_(True)).order_by(RetentionRule.id)).scalars():
         # A rule without categories covers every category of what it covers (pupil/government or staff records).
@@ -141,13 +140,16 @@ def _cover(school_id: int, subject_kind: str, tables: dict[str, list[dict]]) -> 
 def build(req: SubjectRequest) -> tuple[dict[str, Any], bytes]:
     """Return the export document and the zip (export.json, one CSV per table, cover.txt, schema.json)."""
     tables = store.dsr_subject_rows(req.school_id, req.subject_type.value, req.subject_external_id, request_id=req.id)
-    plain_tables = {name: [{k: _plain(v) for k, v in row.items()} for row in rows] for name, rows in tables.items() if rows}
+    # The portal's own records about the subject: flags, the requests themselves, holds, receipts (R48).
+    portal_rows = store.dsr_portal_rows(req.school_id, req.subject_type.value, req.subject_external_id)
+    plain_tables = {name: [{k: _plain(v) for k, v in row.items()} for row in rows]
+                    for name, rows in {**tables, **portal_rows}.items() if rows}
     document = {
         "schema": SCHEMA_ID,
         "request_id": req.id,
         "generated_at": utcnow().isoformat(),
         "subject": {"kind": req.subject_type.value, "school_id": req.school_id, "external_id": req.subject_external_id},
-        "cover": _cover(req.school_id, req.subject_type.value, tables),
+        "cover": _cover(req.school_id, req.subject_type.value, tables, req.subject_external_id),
         "tables": plain_tables,
     }
     buffer = io.BytesIO()
@@ -219,6 +221,15 @@ def prepare(req: SubjectRequest, user: User) -> str:
     audit.record("dsr.export_prepared", organisation_id=req.school_id, target=req,
                  details={"export_id": export.id, "bytes": len(payload), "by": user.id})
     return token
+
+
+def erase_expired(now: datetime | None = None) -> int:
+    """Delete every export whose link has expired, content and row (R34); return how many. The sweep calls this daily."""
+    now = now or utcnow()
+    erased = db.session.execute(delete(SubjectExport).where(SubjectExport.expires_at <= now)).rowcount or 0
+    if erased:
+        audit.record("dsr.exports_expired", details={"exports": erased}, actor="system")
+    return erased
 
 
 def redeem(req: SubjectRequest, token: str, user: User) -> bytes:

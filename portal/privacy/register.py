@@ -150,7 +150,9 @@ def verify_identity(req: SubjectRequest, user: User, method: str | None, *, proo
         if proof_received_on < req.received_on or proof_received_on > _today():
             raise RequestError("proof_date", "The proof date must be between the date received and today.", "proof_received_on")
         req.start_on = proof_received_on
-        req.deadline_on = req.first_deadline_on = deadlines.deadline(proof_received_on)
+        req.first_deadline_on = deadlines.deadline(proof_received_on)
+        # R45: an extension already granted is kept: the restarted clock runs three months, not one.
+        req.deadline_on = deadlines.deadline(proof_received_on, extended=req.extended_on is not None)
     req.identity_method, req.identity_checked_by_id, req.identity_verified_at = method, user.id, utcnow()
     req.status = RequestStatus.in_progress
     audit.record("dsr.identity_verified", organisation_id=req.school_id, target=req,

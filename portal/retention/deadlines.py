@@ -9,35 +9,24 @@ from flask import current_app
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Connection, ConnectionState, Organisation, OrgKind, Subscription
+from portal.models import Connection, ConnectionState, Subscription
+from portal.models.mis import MisPupil, PupilYearGroupFact
 from portal.models.retention import DeletionOrder, DfeAgreement, LegalHold, RetentionRule, SchoolRetentionSetting
 from portal.retention.calendar import BankHolidays, london_date
 from portal.retention.rules import deadline_for
 
-__all__ = ["Due", "RetentionContext", "earliest", "last_year_group_for_phase", "parse_year_group"]
+__all__ = ["Due", "RetentionContext", "earliest", "last_year_group_for_age", "parse_year_group"]
 
-# R30: the school's last national curriculum year group by phase, until a school admin confirms one.
-PHASE_LAST_YEAR = {
-    "nursery": 0,
-    "infant": 2,
-    "primary": 6,
-    "junior": 6,
-    "first": 4,
-    "middle": 8,
-    "middle deemed primary": 8,
-    "middle deemed secondary": 8,
-    "secondary": 11,
-    "secondary with sixth form": 13,
-    "all-through": 13,
-    "all through": 13,
-    "16 plus": 13,
-    "sixth form": 13,
-}
+# R30: the last year group a school's statutory high age (GIAS) suggests: pupils leave Year N at age N + 5.
+# Only a suggestion shown on the Deletion page; R30 fires only once a school admin has confirmed a value.
+LAST_NC_YEAR = 13
 
 
-def last_year_group_for_phase(phase: str | None) -> int | None:
-    """Return the last NC year group of a school phase (GIAS wording), or None when unknown."""
-    return PHASE_LAST_YEAR.get((phase or "").strip().lower())
+def last_year_group_for_age(high_age: int | None) -> int | None:
+    """Return the last NC year group of a school whose statutory high age is given (11 -> 6, 16 -> 11, 18 -> 13)."""
+    if high_age is None or high_age < 5:
+        return None
+    return min(high_age - 5, LAST_NC_YEAR)
 
 
 def parse_year_group(value: str | None) -> int | None:
@@ -75,6 +64,8 @@ class RetentionContext:
     revoked_on: dict[int, date]
     orders: dict[int, list[DeletionOrder]]
     holds: dict[tuple[str, int], date] = field(default_factory=dict)
+    # R30 facts per connection, loaded when the first pupil of that connection needs them.
+    _year_facts: dict[int, dict[int, dict[int, date]]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, as_of: date) -> RetentionContext:
@@ -167,16 +158,41 @@ class RetentionContext:
         return None
 
     def key_stage_completed_on(self, pupil) -> date | None:
-        """Return 31 August of the academic year the pupil is in the school's last year group (R30)."""
+        """Return 31 August of the academic year the pupil is in the school's last year group (R30).
+
+        Only for a school whose last year group is confirmed, and only from dated facts the extracts
+        recorded: the last day the pupil was seen in that year group; failing that, the latest day seen
+        in a lower year group, advanced by one year group each 1 September (privacy-rules.md, R30).
+        """
         last = self.last_year_group.get(pupil.school_id)
-        year = parse_year_group(pupil.year_group)
-        if last is None or year is None:
+        if last is None:
             return None
-        seen = london_date(pupil.extracted_at)
-        academic_year = seen.year if seen.month >= 9 else seen.year - 1
-        # The MIS year group is advanced by one each 1 September while no newer extract arrives.
-        academic_year += max(0, last - year)
+        facts = self.year_facts(pupil.connection_id).get(pupil.id)
+        if not facts:
+            return None
+        if last in facts:
+            academic_year = _academic_year(facts[last])
+        else:
+            below = [(seen, year) for year, seen in facts.items() if year < last]
+            if not below:
+                return None
+            seen, year = max(below)
+            academic_year = _academic_year(seen) + (last - year)
         return date(academic_year + 1, 8, 31)
+
+    def year_facts(self, connection_id: int) -> dict[int, dict[int, date]]:
+        """Return {pupil id: {NC year: last day seen in it}} for one connection's pupils (loaded once)."""
+        if connection_id not in self._year_facts:
+            out: dict[int, dict[int, date]] = defaultdict(dict)
+            rows = db.session.execute(
+                select(PupilYearGroupFact.pupil_id, PupilYearGroupFact.nc_year, PupilYearGroupFact.last_seen_on)
+                .join(MisPupil, MisPupil.id == PupilYearGroupFact.pupil_id)
+                .where(MisPupil.connection_id == connection_id)
+            )
+            for pupil_id, year, seen in rows:
+                out[pupil_id][year] = seen
+            self._year_facts[connection_id] = dict(out)
+        return self._year_facts[connection_id]
 
     # -- one staff member
 
@@ -230,21 +246,27 @@ def _subscription_ends() -> dict[int, date]:
     return {school: end for school, end in ends.items() if school not in open_ended}
 
 
+def _academic_year(day: date) -> int:
+    """Return the academic year a day falls in (2025 = 2025/26, which starts on 1 September 2025)."""
+    return day.year if day.month >= 9 else day.year - 1
+
+
 def _last_year_groups() -> dict[int, int]:
-    out = {}
-    for school_id, phase in db.session.execute(
-        select(Organisation.id, Organisation.phase).where(Organisation.kind == OrgKind.school)
-    ):
-        last = last_year_group_for_phase(phase)
-        if last is not None:
-            out[school_id] = last
-    for setting in db.session.execute(select(SchoolRetentionSetting)).scalars():
-        out[setting.school_id] = setting.last_year_group
-    return out
+    """R30: per school, the last year group a school admin (or support) confirmed; no entry, no R30 clock."""
+    return dict(db.session.execute(select(SchoolRetentionSetting.school_id, SchoolRetentionSetting.last_year_group)).all())
+
+
+# R32: the states in which a connection has been authorised again since a revocation.
+REAUTHORISED = frozenset({ConnectionState.approved, ConnectionState.failing})
 
 
 def _revocations() -> dict[int, date]:
-    """R32: revoked connections and the day they were revoked; re-authorising changes the state and so cancels it."""
+    """R32: revoked connections and the day they were revoked.
+
+    The clock of a revocation that is followed by a new request lives on in its deletion order
+    (portal.retention.orders), which only an approval cancels; this covers connections in the
+    revoked state without one.
+    """
     rows = db.session.execute(
         select(Connection.id, Connection.state_changed_at).where(Connection.state == ConnectionState.revoked)
     )
@@ -259,8 +281,9 @@ def _open_orders() -> dict[int, list[DeletionOrder]]:
         .where(DeletionOrder.cancelled_at.is_(None), DeletionOrder.completed_at.is_(None))
     )
     for order, state in db.session.execute(query):
-        # R32: re-authorising cancels a revocation clock, even if nobody cancelled the order.
-        if order.rule_id == "R32" and state is not None and state != ConnectionState.revoked:
+        # R32: only an approved re-authorisation cancels a revocation clock, even if nobody cancelled the order.
+        # Asking again (requested, pending) or being declined leaves it running.
+        if order.rule_id == "R32" and state in REAUTHORISED:
             continue
         out[order.school_id].append(order)
     return dict(out)

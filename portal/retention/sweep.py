@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 
 from portal import audit, deletions, store
 from portal.jobs import claims
+from portal.errors import code_location
 from portal.extensions import db
 from portal.models import ErrorKind, JobRun, RunStatus
 from portal.models.mis import MisPupil
@@ -51,6 +52,7 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
             _plan(run, as_of, batch)
         _delete(run, batch)
         _prove(run, as_of)
+        _erase_expired_exports(as_of)
     except SweepStopped:
         db.session.rollback()
         _settle_ledger()
@@ -59,9 +61,8 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
     except Exception as exc:
         db.session.rollback()
         _settle_ledger()
-        # Exception text may quote values; the log gets the type only, the traceback goes to DEBUG.
-        log.error("retention sweep %s stopped with an unexpected %s", run.id, type(exc).__name__)
-        log.debug("traceback of retention sweep %s", run.id, exc_info=True)
+        # Exception text may quote values; the log gets the type and code location only (R65).
+        log.error("retention sweep %s stopped with an unexpected %s at %s", run.id, type(exc).__name__, code_location(exc))
         run = db.session.get(JobRun, run.id)
         _finish(run, RunStatus.failed, error=type(exc).__name__)
         return run
@@ -103,6 +104,17 @@ def _run_for(as_of: date | None, run_id: int | None) -> JobRun | None:
     run.stats = dict(run.stats or {})
     db.session.commit()
     return run
+
+
+def _erase_expired_exports(as_of: date) -> None:
+    """R34: access exports whose link has expired go, content and row (by the start of the as-of day for a later date)."""
+    from datetime import datetime, time
+
+    from portal.privacy.export import erase_expired
+    from portal.retention.calendar import LONDON
+
+    erase_expired(max(utcnow(), datetime.combine(as_of, time(0), tzinfo=LONDON)))
+    db.session.commit()
 
 
 def _finish(run: JobRun, status: RunStatus, *, error: str | None = None) -> None:

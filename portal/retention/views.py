@@ -5,18 +5,27 @@ import csv
 import io
 from collections import defaultdict
 
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
 from sqlalchemy import select
+from wtforms import SelectField
+from wtforms.validators import InputRequired
 
 from portal.extensions import db
 from portal.models import Category
 from portal.models.base import utcnow
 from portal.models.retention import DeletionOrder, RetentionProof, RetentionRule
 from portal.retention.calendar import london_date
+from portal.retention.last_year_group import (
+    YEAR_GROUP_CHOICES,
+    confirm_last_year_group,
+    confirmed_last_year_group,
+    suggest_last_year_group,
+)
 from portal.retention.ledger import check_before_request
 from portal.retention.preview import preview
-from portal.scope import Action, school_or_404
+from portal.scope import Action, can, school_or_404
 
 bp = Blueprint("retention", __name__)
 # R35: while a restored database is behind the deletion ledger, no page or API serves anything.
@@ -27,10 +36,38 @@ RECEIPT_COLUMNS = ("proof", "rule", "rule_title", "trigger_date", "deadline", "d
                    "rows_deleted", "records", "connection", "deletion_order", "sha256_of_record_ids")
 
 
-@bp.route("/schools/<int:school_id>/retention")
+class LastYearGroupForm(FlaskForm):
+    last_year_group = SelectField(
+        "Your school's last year group",
+        choices=[("", "Choose a year group")] + [(str(n), name) for n, name in YEAR_GROUP_CHOICES],
+        validators=[InputRequired("Choose your school's last year group.")],
+    )
+
+
+def _may_confirm(school) -> bool:
+    """R30's setting is the school's choice: a school or trust admin, or support on the school's behalf."""
+    return current_user.is_support or can(current_user, Action.instruct_deletion, school)
+
+
+@bp.route("/schools/<int:school_id>/retention", methods=["GET", "POST"])
 @login_required
 def school_retention(school_id: int):
     school = school_or_404(current_user, school_id, Action.view)
+    setting = confirmed_last_year_group(school)
+    suggestion = suggest_last_year_group(school)
+    form = None
+    if _may_confirm(school):
+        form = LastYearGroupForm()
+        if request.method == "GET":
+            value = setting.last_year_group if setting else suggestion.value
+            form.last_year_group.data = "" if value is None else str(value)
+        elif form.validate_on_submit():
+            confirm_last_year_group(school, current_user, int(form.last_year_group.data))
+            db.session.commit()
+            flash("Your school's last year group is confirmed. Deletion dates for pupils completing it start from the next daily run.")
+            return redirect(url_for("retention.school_retention", school_id=school.id))
+    elif request.method == "POST":
+        abort(404)
     today = london_date(utcnow())
     lines = preview(today, PREVIEW_DAYS, school_id=school.id)
     next_by_category: dict[str, object] = {}
@@ -48,7 +85,8 @@ def school_retention(school_id: int):
         "retention/school.html", school=school, lines=lines, days=PREVIEW_DAYS, today=today, proofs=proofs,
         orders=orders, next_by_category=next_by_category, rules=_rules(), categories=_categories(),
         overdue_categories={line.category for line in lines if not line.held and line.deadline < today},
-    )
+        form=form, setting=setting, suggestion=suggestion, year_names=dict(YEAR_GROUP_CHOICES),
+    ), 400 if form is not None and form.errors else 200
 
 
 @bp.route("/schools/<int:school_id>/retention/receipts.csv")
