@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_16a_retention_facts"
-down_revision = "0004"
+down_revision = "0005_connector_sync_state"
 branch_labels = None
 depends_on = None
 
