@@ -119,10 +119,33 @@ def last_success(connection: Connection) -> JobRun | None:
     ).scalar()
 
 
-def choose_mode(connection: Connection, requested: str, categories: list[str], now: datetime) -> tuple[str, str, dict]:
-    """Return (mode, reason, since per category). "incremental" and "auto" fall back to full under R21."""
+def pending_hold(connection: Connection) -> JobRun | None:
+    """Return the connection's extract run held for review (a mass removal support staff must decide), if any."""
+    return db.session.execute(
+        select(JobRun)
+        .where(JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.held)
+        .order_by(JobRun.id.desc())
+        .limit(1)
+    ).scalar()
+
+
+def choose_mode(
+    connection: Connection, requested: str, categories: list[str], now: datetime, *, hold: JobRun | None = None
+) -> tuple[str, str, dict]:
+    """Return (mode, reason, since per category). "incremental" and "auto" fall back to full under R21.
+
+    While a run is held for review (``hold``) every run is incremental, whatever was asked: it
+    takes upserts only, from its watermark or else from when the held run started (which read
+    everything before), so no full read is repeated and no second hold stacks up.
+    """
     if requested not in ("full", "incremental", "auto"):
         raise ExtractRefused("unknown_mode", f"Unknown extract mode {requested!r}: use full, incremental or auto.")
+    if hold is not None:
+        marks = watermarks(connection)
+        held_from = hold.started_at or hold.created_at
+        return "incremental", "hold_pending", {
+            c: (marks[c].watermark if c in marks else held_from) - WATERMARK_OVERLAP for c in categories
+        }
     if requested == "full":
         return "full", "asked", {c: None for c in categories}
     marks = watermarks(connection)
@@ -132,8 +155,8 @@ def choose_mode(connection: Connection, requested: str, categories: list[str], n
         reason = "first_run" if not marks else "no_watermark"
     elif success is None or success.finished_at is None or now - success.finished_at > FULL_AFTER:
         reason = "gap_over_7_days"
-    elif any(marks[c].updated_at < connection.state_changed_at for c in categories):
-        # The connection was (re-)authorised after these watermarks were written.
+    elif connection.authorised_at is not None and any(marks[c].updated_at < connection.authorised_at for c in categories):
+        # The connection was (re-)authorised after these watermarks were written (not: it recovered from failing).
         reason = "reauthorised"
     else:
         return "incremental", "asked" if requested == "incremental" else "auto", {
