@@ -563,12 +563,13 @@ def carry_removals(connection: Connection, from_run_id: int, to_run_id: int) -> 
     source = select(
         literal(to_run_id), removal.c.connection_id, removal.c.kind, removal.c.external_id, removal.c.deleted_at
     ).where(removal.c.run_id == from_run_id, removal.c.connection_id == connection.id)
-    moved = db.session.execute(
+    db.session.execute(
         _insert_for(dialect)(removal).from_select(
             ["run_id", "connection_id", "kind", "external_id", "deleted_at"], source
         ).on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"])
-    ).rowcount or 0
-    db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == from_run_id))
+    )
+    # (An INSERT … SELECT's rowcount is not reliable on every driver: count what is removed instead.)
+    moved = db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == from_run_id)).rowcount or 0
     if moved:
         audit.record("store.removals_carried", organisation_id=connection.school_id, target=connection,
                      details={"run_id": from_run_id, "held_run_id": to_run_id, "carried": moved}, actor="system")
