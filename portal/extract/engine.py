@@ -13,10 +13,10 @@ from flask import current_app
 from sqlalchemy import select
 
 from portal import audit, lifecycle, store
-from portal.jobs import claims
 from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError
 from portal.extensions import db
 from portal.extract import plan
+from portal.jobs import claims
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
 from portal.models.base import utcnow
 from portal.retention.calendar import london_date
@@ -227,9 +227,10 @@ def run_extract(
 ) -> JobRun:
     """Extract one connection's granted categories into the store and return the finished run row.
 
-    ``mode`` is "full", "incremental" or "auto" (R21 decides). With ``run_id`` the engine works in
-    that already-claimed row and resumes from its last checkpoint; without it, it takes over a
-    run whose lease lapsed, or claims a new one.
+    ``mode`` is "full", "incremental" or "auto" (R21 decides; a pending hold makes it incremental).
+    Claims go through portal.jobs.claims: with ``run_id`` the engine works in that already-claimed
+    row (resuming from its last checkpoint), unless a dead run of the connection is resumed instead;
+    without it, it resumes a dead run or claims a new one. A live run elsewhere refuses the claim.
     """
     connection = db.session.get(Connection, connection_id)
     if connection is None:

@@ -109,24 +109,23 @@ def watermarks(connection: Connection) -> dict[str, ExtractWatermark]:
     return {w.category: w for w in rows.scalars()}
 
 
-def last_success(connection: Connection) -> JobRun | None:
-    """Return the connection's most recent successful extract run."""
+def _latest(connection: Connection, status: RunStatus) -> JobRun | None:
     return db.session.execute(
         select(JobRun)
-        .where(JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded)
-        .order_by(JobRun.finished_at.desc())
+        .where(JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == status)
+        .order_by(JobRun.finished_at.desc(), JobRun.id.desc())
         .limit(1)
     ).scalar()
+
+
+def last_success(connection: Connection) -> JobRun | None:
+    """Return the connection's most recent successful extract run."""
+    return _latest(connection, RunStatus.succeeded)
 
 
 def pending_hold(connection: Connection) -> JobRun | None:
     """Return the connection's extract run held for review (a mass removal support staff must decide), if any."""
-    return db.session.execute(
-        select(JobRun)
-        .where(JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.held)
-        .order_by(JobRun.id.desc())
-        .limit(1)
-    ).scalar()
+    return _latest(connection, RunStatus.held)
 
 
 def choose_mode(
