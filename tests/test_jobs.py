@@ -361,6 +361,29 @@ def test_stopping_the_scheduler_while_a_refresh_adds_jobs_never_deadlocks(app, m
         assert registry(app).scheduler is None
 
 
+def test_a_job_still_running_after_the_grace_period_does_not_hold_the_stop(app):
+    import threading
+
+    from portal.jobs.scheduler import start_scheduler, stop_scheduler
+
+    started, release = threading.Event(), threading.Event()
+
+    def long_job():
+        started.set()
+        release.wait(60)
+
+    scheduler = start_scheduler(app)
+    try:
+        scheduler.add_job(long_job, "date", run_date=datetime.now(timezone.utc), id="test:long")
+        assert started.wait(30)
+        before = time.monotonic()
+        assert stop_scheduler(app, grace=0.5) is False  # stopped, with the job left to the process's end
+        assert time.monotonic() - before < 10
+        assert registry(app).scheduler is None
+    finally:
+        release.set()
+
+
 def test_the_retention_job_runs_the_sweep_in_the_claimed_run(app):
     run = fire_job("retention:sweep", AT)
     assert run.job_id == "retention:sweep" and run.kind == "retention"
