@@ -9,13 +9,37 @@ from sqlalchemy import func, select
 
 from portal.errors import StartupError
 
-portal_cli = AppGroup("portal", help="Run the MIS connection portal's tasks.")
+class PortalGroup(AppGroup):
+    """The `portal` group: every error a command meets is one line on stderr, never a usage block or a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            # Raised by a command's own checks (unknown URN...) or by parsing: the message says it all.
+            one_line = click.ClickException(exc.format_message())
+            one_line.exit_code = exc.exit_code
+            raise one_line from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - an operator gets one line; the type only (no values, R65)
+            import logging
+
+            logging.getLogger(__name__).debug("command failed", exc_info=True)
+            raise click.ClickException(
+                f"the command stopped on an unexpected {type(exc).__name__}; "
+                "please report it to the portal's maintainers with the command you ran."
+            ) from None
+
+
+portal_cli = PortalGroup("portal", help="Run the MIS connection portal's tasks.")
 
 # Each area keeps its commands in its own module with a register(group) function.
 COMMAND_MODULES = (
     "portal.jobs.commands",
     "portal.plugins.commands",
     "portal.extract.commands",
+    "portal.school.commands",
     "portal.retention.commands",
     "portal.demo",
     "portal.sandbox_commands",

@@ -72,7 +72,12 @@ SCHEDULER_ENABLED = False
 SCHEDULER_TIMEZONE = "Europe/London"
 SCHEDULER_MISFIRE_GRACE_SECONDS = 3600
 JOB_LEASE_SECONDS = 300
-JOB_HEARTBEAT_SECONDS = 30
+JOB_HEARTBEAT_SECONDS = 10
+# A running run whose heartbeat is older than this is dead (its process stalled or its host went):
+# the next run resumes it. On the same host a run whose process is gone is dead at once.
+JOB_DEAD_AFTER_SECONDS = 45
+# On stop (SIGTERM), running jobs get this long to finish; a run still going then is resumed later.
+SCHEDULER_SHUTDOWN_GRACE_SECONDS = 30
 # Housekeeping in every scheduling process: re-sync extract jobs with the connections, and
 # take over runs whose process died (see portal.jobs.builtin).
 JOB_REFRESH_SECONDS = 300

@@ -98,6 +98,8 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     ),
     "JOB_LEASE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "JOB_HEARTBEAT_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
+    "JOB_DEAD_AFTER_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
+    "SCHEDULER_SHUTDOWN_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "SCHEDULER_MISFIRE_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "EXTRACT_BATCH_SIZE": (_is_positive_int, "a positive whole number"),
     "FULL_RECONCILIATION_DAYS": (_is_positive_int, "a positive whole number of days"),

@@ -282,6 +282,9 @@ def mark_approved(connection: Connection, actor: Actor = "provider", *, settings
         return connection
     if connection.state not in _CAN_APPROVE:
         raise LifecycleError("not_requested", "Access was not requested for this connection.")
+    if connection.state != ConnectionState.failing:
+        # A real approval; failing -> approved is a recovery and must not force a full extract.
+        connection.authorised_at = utcnow()
     _set_state(connection, ConnectionState.approved, actor, "connection.approved")
     cancel = _retention("cancel_connection_deletion")
     if cancel is not None:

@@ -38,6 +38,7 @@ __all__ = [
     "content_hash",
     "delete_pupils",
     "delete_rows",
+    "carry_removals",
     "discard_removals",
     "live_pupil_count",
     "pending_pupil_removals",
@@ -161,7 +162,8 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
     changed = f"{name}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR {name}.deleted_at IS NOT NULL"
     data = [c for c in cols if c not in ("connection_id", "external_id", "seen_run_id", "extracted_at")]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
-    seen = "EXCLUDED.seen_run_id" if full else f"{name}.seen_run_id"
+    # Every run marks the rows it saw (a full pull's reconciliation spares rows any later run saw).
+    seen = "EXCLUDED.seen_run_id"
     # One statement writes and counts: a row comes back when it was inserted (xmax = 0) or written;
     # extracted_at moves only when its content changed (the product feed pages by it), so
     # "extracted_at = this flush's time" tells updated rows from rows only marked as seen.
@@ -178,7 +180,8 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
 class Writer:
     """Buffers one run's records for one connection and writes them in batches (no commits: the engine commits).
 
-    ``full`` marks rows as seen by this run, so a complete full pull can tombstone the rest (R20).
+    Every run marks the rows it returned as seen by it, so a complete full pull can tombstone the
+    rest (R20) and spare rows a later run saw.
     On PostgreSQL every batch is COPied into a temporary table and upserted with one statement
     that also returns the counts; on SQLite, batched ``INSERT … ON CONFLICT``.
     """
@@ -258,7 +261,7 @@ class Writer:
             external_id=record.external_id,
             provider_updated_at=record.updated_at,
             data_type="customer",  # R16: MIS data is the school's, as controller
-            seen_run_id=self.run_id if self.full else None,
+            seen_run_id=self.run_id,
         )
         return row
 
@@ -357,7 +360,7 @@ class Writer:
                 unchanged.append(ext)
         if changed:
             db.session.execute(_upsert(self.dialect, kind, tuple(changed[0])), changed)
-        if unchanged and self.full:
+        if unchanged:
             db.session.execute(
                 update(table)
                 .where(table.c.connection_id == self.connection_id, table.c.external_id.in_(unchanged))
@@ -454,12 +457,15 @@ def withhold_objections(school_id: int, *, connection_id: int | None = None, pup
 
 
 def stage_reconciliation(
-    connection: Connection, run_id: int, kinds: Iterable[str], *, session_window: tuple[date, date] | None = None
+    connection: Connection, run_id: int, kinds: Iterable[str], *, session_window: tuple[date, date] | None = None,
+    since: datetime | None = None,
 ) -> int:
     """Stage the removal of every live row of these kinds that a complete full pull did not return (R20).
 
     Attendance marks are reconciled only inside the sessions the pull covered: a pull of this
-    term's marks says nothing about last year's.
+    term's marks says nothing about last year's. A row that any run since this one started saw
+    (marked by a later run, or written at or after ``since``) is never proposed: this run being
+    resumed after lying dead must not read "newer runs saw it" as "the provider stopped returning it".
     """
     now = utcnow()
     dialect = db.session.get_bind().dialect.name
@@ -469,8 +475,10 @@ def stage_reconciliation(
         where = [
             table.c.connection_id == connection.id,
             table.c.deleted_at.is_(None),
-            or_(table.c.seen_run_id.is_(None), table.c.seen_run_id != run_id),
+            or_(table.c.seen_run_id.is_(None), table.c.seen_run_id < run_id),
         ]
+        if since is not None:
+            where.append(table.c.extracted_at < since)
         if kind == "attendance_mark":
             if session_window is None:
                 continue
@@ -593,6 +601,24 @@ def _tombstone_about(subject_kind: str, subject_ids: list[int], now: datetime) -
         for category, n in rows:
             counts[category] += n
     return counts
+def carry_removals(connection: Connection, from_run_id: int, to_run_id: int) -> int:
+    """Move a run's staged removals to another (held) run, to be decided with it; return how many moved."""
+    dialect = db.session.get_bind().dialect.name
+    removal = ExtractRemoval.__table__
+    source = select(
+        literal(to_run_id), removal.c.connection_id, removal.c.kind, removal.c.external_id, removal.c.deleted_at
+    ).where(removal.c.run_id == from_run_id, removal.c.connection_id == connection.id)
+    db.session.execute(
+        _insert_for(dialect)(removal).from_select(
+            ["run_id", "connection_id", "kind", "external_id", "deleted_at"], source
+        ).on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"])
+    )
+    # (An INSERT … SELECT's rowcount is not reliable on every driver: count what is removed instead.)
+    moved = db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == from_run_id)).rowcount or 0
+    if moved:
+        audit.record("store.removals_carried", organisation_id=connection.school_id, target=connection,
+                     details={"run_id": from_run_id, "held_run_id": to_run_id, "carried": moved}, actor="system")
+    return moved
 
 
 def discard_removals(connection: Connection, run_id: int, *, actor: str = "system", actor_user_id: int | None = None) -> int:

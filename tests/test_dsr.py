@@ -347,7 +347,9 @@ def test_r49_rectification_flags_the_school_and_queues_a_resync_of_the_pupils_ca
     assert len(runs) == 1
     run = db.session.get(JobRun, runs[0].id)
     assert run.connection_id == connection.id and run.status.value == "queued"
-    assert set(run.params["categories"]) == {"student_basic", "student_attendance_exclusions", "student_demographics"}
+    requested = run.params["requested"]
+    assert requested["mode"] == "full"
+    assert set(requested["categories"]) == {"student_basic", "student_attendance_exclusions", "student_demographics"}
     mails = sorted((__import__("pathlib").Path(app.instance_path) / "mail").glob("*.eml"))
     text = mails[-1].read_text()
     assert user.email in text and "Date of birth" not in text  # R65: ids only in email
@@ -429,8 +431,14 @@ def test_r49_the_queued_resync_runs_and_brings_the_correction_in(make_app, make,
         queued = actions.rectify(req, user, "Wrong date of birth")
         db.session.commit()
         world.update("pupil", "P1", T0 + timedelta(days=1), date_of_birth=date(2014, 5, 5))
-        run = run_extract(conn.id, mode="full", run_id=queued[0].id)
+        # Nothing else is asked: the housekeeping job of a scheduling process starts the queued run.
+        from portal.jobs.scheduler import fire_job
+
+        fire_job("jobs:recover", utcnow())
+        run = db.session.get(JobRun, queued[0].id)
+        db.session.refresh(run)
         assert run.status == RunStatus.succeeded, run.error_message
+        assert run.params["mode"] == "full"
         assert db.session.execute(select(MisPupil.date_of_birth).where(MisPupil.external_id == "P1")).scalar() == date(2014, 5, 5)
 
 

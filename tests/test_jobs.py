@@ -328,6 +328,62 @@ def test_refresh_adds_and_removes_jobs_in_a_running_scheduler(app, make):
     assert registry(app).scheduler is None
 
 
+def test_stopping_the_scheduler_while_a_refresh_adds_jobs_never_deadlocks(app, make, monkeypatch):
+    """APScheduler's shutdown(wait=True) held its job-store lock while the refresh job waited for it (issue 15.11)."""
+    import threading
+
+    from apscheduler.schedulers.base import STATE_STOPPED
+
+    from portal.jobs import scheduler as scheduling
+    from portal.jobs.scheduler import start_scheduler, stop_scheduler
+
+    connection(make, ConnectionState.approved)
+    real_add = scheduling._add
+    entered = threading.Event()
+
+    def add_once_stopping(scheduler, *args, **kwargs):
+        if scheduler.state != STATE_STOPPED:
+            # The refresh job, in the running scheduler, is about to add a job: hold it until the stop has begun.
+            entered.set()
+            for _ in range(500):
+                if scheduler.state == STATE_STOPPED:
+                    break
+                threading.Event().wait(0.01)
+        return real_add(scheduler, *args, **kwargs)
+
+    monkeypatch.setattr(scheduling, "_add", add_once_stopping)
+    for _ in range(20):
+        entered.clear()
+        registry(app).dynamic = {}
+        start_scheduler(app)  # housekeeping (jobs:refresh) fires at once on start and adds the extract job
+        assert entered.wait(30), "the refresh job did not run"
+        assert stop_scheduler(app, grace=30) is True
+        assert registry(app).scheduler is None
+
+
+def test_a_job_still_running_after_the_grace_period_does_not_hold_the_stop(app):
+    import threading
+
+    from portal.jobs.scheduler import start_scheduler, stop_scheduler
+
+    started, release = threading.Event(), threading.Event()
+
+    def long_job():
+        started.set()
+        release.wait(60)
+
+    scheduler = start_scheduler(app)
+    try:
+        scheduler.add_job(long_job, "date", run_date=datetime.now(timezone.utc), id="test:long")
+        assert started.wait(30)
+        before = time.monotonic()
+        assert stop_scheduler(app, grace=0.5) is False  # stopped, with the job left to the process's end
+        assert time.monotonic() - before < 10
+        assert registry(app).scheduler is None
+    finally:
+        release.set()
+
+
 def test_the_retention_job_runs_the_sweep_in_the_claimed_run(app):
     run = fire_job("retention:sweep", AT)
     assert run.job_id == "retention:sweep" and run.kind == "retention"

@@ -240,8 +240,69 @@ def extract(connector_name: str, urn: str, mode: str | None, categories: tuple[s
         sys.exit(EXIT_FAILED)
 
 
+# ---------------------------------------------------------------- holds
+
+
+@click.group("holds", help="Extract runs held for review because they would remove many pupils.")
+def holds() -> None:
+    """Extract runs held for review because they would remove many pupils."""
+
+
+@holds.command("list")
+@with_appcontext
+def holds_list() -> None:
+    """List the held runs: run id, school URN, connector, pupils it would remove of those live, when."""
+    from portal.extensions import db
+    from portal.extract import held_runs
+    from portal.models import Connection
+
+    runs = held_runs()
+    if not runs:
+        click.echo("No extract run is held.")
+        return
+    for run in runs:
+        connection = db.session.get(Connection, run.connection_id) if run.connection_id else None
+        hold = (run.stats or {}).get("hold", {})
+        urn = connection.school.urn if connection else "-"
+        when = f"{run.finished_at:%Y-%m-%d %H:%M} UTC" if run.finished_at else "-"
+        click.echo(
+            f"{run.id}\tURN {urn}\t{connection.connector if connection else '-'}\t"
+            f"{hold.get('pupils_removed', '?')} of {hold.get('pupils_live', '?')} pupils would be removed\t{when}"
+        )
+
+
+def _decide(run_id: int, approve: bool) -> None:
+    from portal.extract import ExtractRefused, approve_held_run, reject_held_run
+
+    try:
+        run = (approve_held_run if approve else reject_held_run)(run_id, None)
+    except ExtractRefused as exc:
+        raise click.ClickException(exc.message) from None
+    counts = (run.stats or {}).get("hold", {})
+    if approve:
+        click.echo(f"Run {run.id} approved: its removals were applied.")
+    else:
+        click.echo(f"Run {run.id} rejected: {counts.get('discarded', 0)} staged removals were dropped; nothing was removed.")
+
+
+@holds.command("approve")
+@click.argument("run_id", type=int)
+@with_appcontext
+def holds_approve(run_id: int) -> None:
+    """Confirm a held run's removals: they are applied now (check with the school first)."""
+    _decide(run_id, True)
+
+
+@holds.command("reject")
+@click.argument("run_id", type=int)
+@with_appcontext
+def holds_reject(run_id: int) -> None:
+    """Refuse a held run's removals: nothing is removed and the run ends failed."""
+    _decide(run_id, False)
+
+
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
-    for command in (schools, connect, extract):
+    for command in (schools, connect, extract, holds):
         if command.name not in group.commands:
             group.add_command(command)

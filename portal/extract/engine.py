@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 import traceback
 from collections import Counter
@@ -18,6 +16,7 @@ from portal import alerts, audit, lifecycle, staff_access, store
 from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError, SyncState
 from portal.extensions import db
 from portal.extract import plan
+from portal.jobs import claims
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
 from portal.models.base import utcnow
 from portal.retention.calendar import london_date
@@ -25,7 +24,7 @@ from portal.plugins.manager import get_plugins
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunStopped", "approve_held_run", "job_id_for", "reject_held_run", "run_extract"]
+__all__ = ["RunStopped", "approve_held_run", "held_runs", "job_id_for", "reject_held_run", "run_extract"]
 
 # Plain-English messages for staff (no personal data, R65).
 MESSAGES = {
@@ -55,10 +54,6 @@ def job_id_for(connection_id: int) -> str:
     return f"extract:{connection_id}"
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _lease() -> timedelta:
     return timedelta(seconds=current_app.config.get("JOB_LEASE_SECONDS", 300))
 
@@ -66,48 +61,26 @@ def _lease() -> timedelta:
 # ---------------------------------------------------------------- claiming
 
 
-def _claim(connection: Connection, run_id: int | None) -> JobRun:
-    """Return the run row to work in: the given one, a lapsed one to take over, or a new claim."""
-    now = utcnow()
+class RunTakenOver(Exception):
+    """Another process took this run over (it found this one dead): stop without writing anything."""
+
+
+def _claim(connection: Connection, run_id: int | None) -> tuple[JobRun, JobRun | None]:
+    """Return (the run to work in, a given run folded into it) through portal.jobs.claims.
+
+    A run whose process died is resumed from its last checkpoint, or closed as superseded when a
+    newer completed run did its work; a live run of the same connection refuses the claim.
+    """
     if run_id is not None:
-        run = db.session.get(JobRun, run_id)
-        if run is None or run.connection_id != connection.id:
+        given = db.session.get(JobRun, run_id)
+        if given is None or given.connection_id != connection.id:
             raise plan.ExtractRefused("unknown_run", f"There is no extract run {run_id} for this connection.")
-        return run
-    # A run whose process died (its lease lapsed) is resumed from its last checkpoint, not restarted.
-    lapsed = db.session.execute(
-        select(JobRun)
-        .where(
-            JobRun.job_id == job_id_for(connection.id),
-            JobRun.status == RunStatus.running,
-            JobRun.lease_expires_at < now,
-        )
-        .order_by(JobRun.id.desc())
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    ).scalar()
-    if lapsed is not None:
-        lapsed.claimed_by, lapsed.claimed_at = _owner(), now
-        lapsed.attempts = (lapsed.attempts or 0) + 1
-        lapsed.lease_expires_at = now + _lease()
-        db.session.commit()
-        return lapsed
     try:
-        from portal.jobs.claims import claim_run
-    except ImportError:  # the jobs module adds claim_run; until then claim here
-        claim_run = None
-    if claim_run is not None:
-        run = claim_run(job_id_for(connection.id), now, kind="extract", connection_id=connection.id, owner=_owner())
-        if run is None:
-            raise plan.ExtractRefused("already_running", "Another process started this extract at the same moment.")
-        return run
-    run = JobRun(
-        job_id=job_id_for(connection.id), kind="extract", scheduled_for=now, connection_id=connection.id,
-        status=RunStatus.running, claimed_by=_owner(), claimed_at=now, attempts=1, lease_expires_at=now + _lease(),
-    )
-    db.session.add(run)
-    db.session.commit()
-    return run
+        return claims.claim_extract(connection.id, owner=claims.owner_id(), run_id=run_id)
+    except claims.RunBusy as busy:
+        raise plan.ExtractRefused(
+            "already_running", f"Run {busy.run_id} of this connection is still running; this one was not started."
+        ) from None
 
 
 # ---------------------------------------------------------------- the run
@@ -140,6 +113,7 @@ class _Run:
         self.historic_leavers = 0
         self.connector = None
         self.writer: store.Writer | None = None
+        self.owner = getattr(run, "claimed_as", None) or run.claimed_by
 
     # -- stats
 
@@ -207,20 +181,27 @@ class _Run:
         if not lock:
             # At every page: one round trip for both rows.
             row = db.session.execute(
-                select(Connection.state, Connection.paused, JobRun.status)
+                select(Connection.state, Connection.paused, JobRun.status, JobRun.claimed_by)
                 .join(JobRun, JobRun.id == self.run.id)
                 .where(Connection.id == self.connection.id)
             ).one()
+            self._check_owner(row.status, row.claimed_by)
             if row.state not in EXTRACTABLE_STATES or row.paused or row.status != RunStatus.running:
                 raise RunStopped()
             return
         conn_q = select(Connection.state, Connection.paused).where(Connection.id == self.connection.id)
-        run_q = select(JobRun.status).where(JobRun.id == self.run.id)
+        run_q = select(JobRun.status, JobRun.claimed_by).where(JobRun.id == self.run.id)
         conn_q, run_q = conn_q.with_for_update(read=True), run_q.with_for_update()
         state = db.session.execute(conn_q).one()
-        status = db.session.execute(run_q).scalar_one()
-        if state.state not in EXTRACTABLE_STATES or state.paused or status != RunStatus.running:
+        run_row = db.session.execute(run_q).one()
+        self._check_owner(run_row.status, run_row.claimed_by)
+        if state.state not in EXTRACTABLE_STATES or state.paused or run_row.status != RunStatus.running:
             raise RunStopped()
+
+    def _check_owner(self, status: RunStatus, claimed_by: str | None) -> None:
+        # A process found dead (e.g. stalled past its heartbeat) that wakes up must not write over its successor.
+        if status == RunStatus.running and claimed_by != self.owner:
+            raise RunTakenOver()
 
     def commit_page(self, checkpoint: Checkpoint | None) -> None:
         """Write what is buffered, store the checkpoint with it and commit, after the page check."""
@@ -249,9 +230,10 @@ def run_extract(
 ) -> JobRun:
     """Extract one connection's granted categories into the store and return the finished run row.
 
-    ``mode`` is "full", "incremental" or "auto" (R21 decides). With ``run_id`` the engine works in
-    that already-claimed row and resumes from its last checkpoint; without it, it takes over a
-    run whose lease lapsed, or claims a new one.
+    ``mode`` is "full", "incremental" or "auto" (R21 decides; a pending hold makes it incremental).
+    Claims go through portal.jobs.claims: with ``run_id`` the engine works in that already-claimed
+    row (resuming from its last checkpoint), unless a dead run of the connection is resumed instead;
+    without it, it resumes a dead run or claims a new one. A live run elsewhere refuses the claim.
     """
     connection = db.session.get(Connection, connection_id)
     if connection is None:
@@ -260,7 +242,18 @@ def run_extract(
         connector_cls = get_plugins().connector(connection.connector)
     except KeyError:
         raise plan.ExtractRefused("connector_not_enabled", "This connector is not enabled on this portal.") from None
-    run = _claim(connection, run_id)
+    try:
+        run, folded = _claim(connection, run_id)
+    except plan.ExtractRefused as exc:
+        if run_id is None:
+            raise
+        # A firing (scheduler, worker) while another process runs this connection: recorded, not run.
+        given = db.session.get(JobRun, run_id)
+        if given.status in (RunStatus.running, RunStatus.queued):
+            return _finish(given, RunStatus.cancelled, None, exc.code, message=exc.message)
+        return given
+    if folded is not None:
+        log.info("extract run %s folded into interrupted run %s, resumed", folded.id, run.id)
     if run.status in (RunStatus.queued,):
         run.status = RunStatus.running
     resuming = bool((run.stats or {}).get("checkpoint") or (run.stats or {}).get("completed"))
@@ -278,8 +271,9 @@ def run_extract(
         if categories is None:
             # R18: a run that names no category takes only those due today (weekly ones on their day).
             wanted = plan.due_categories(connection, wanted, now)
-        chosen, reason, since = plan.choose_mode(connection, mode, wanted, now)
+        chosen, reason, since = plan.choose_mode(connection, mode, wanted, now, hold=plan.pending_hold(connection))
         run.params = {
+            **{k: v for k, v in (run.params or {}).items() if k not in ("mode", "categories")},
             "mode_requested": mode, "mode": chosen, "mode_reason": reason, "categories": wanted,
             "started_at": now.isoformat(),
         }
@@ -287,10 +281,26 @@ def run_extract(
         run.stats = {"since": {c: (s.isoformat() if s else None) for c, s in since.items()}}
         run.status = RunStatus.running
         db.session.commit()
+    elif folded is not None or run.attempts > 1:
+        audit.record(
+            "extract.resumed", organisation_id=connection.school_id, target=run,
+            details={"connection_id": connection.id, "attempt": run.attempts,
+                     "checkpoint_category": ((run.stats or {}).get("checkpoint") or {}).get("category")},
+            actor="system",
+        )
+        db.session.commit()
     state = _Run(run, connection, progress)
     log.info("extract run %s for connection %s: %s %s", run.id, connection.id, run.params["mode"], run.params["categories"])
+    from portal.jobs.runner import Heartbeat
+
+    heart = Heartbeat(current_app._get_current_object(), run.id, state.owner)
+    heart.start()
     try:
         return _work(state)
+    except RunTakenOver:
+        db.session.rollback()
+        log.warning("extract run %s was taken over by another process; this one stopped", run.id)
+        return db.session.get(JobRun, run.id)
     except RunStopped:
         db.session.rollback()
         return _stopped(state)
@@ -306,6 +316,8 @@ def run_extract(
         stats = state.stats_committed()
         store.discard_removals(connection, run.id)
         return _finish(state.run, RunStatus.failed, ErrorKind.internal, "internal_error", stats=stats)
+    finally:
+        heart.stop()
 
 
 def _work(state: _Run) -> JobRun:
@@ -364,11 +376,17 @@ def _complete(state: _Run) -> JobRun:
     state.writer.finish()
     full = run.params["mode"] == "full"
     categories = run.params["categories"]
+    hold = plan.pending_hold(connection)
+    if hold is not None and hold.id != run.id:
+        return _complete_under_hold(state, hold)
     if full:
         kinds = [k for k, c in KIND_CATEGORY.items() if c in categories]
         window = state.stats()["session_window"]
         session_window = (date.fromisoformat(window[0]), date.fromisoformat(window[1])) if window[0] else None
-        store.stage_reconciliation(connection, run.id, kinds, session_window=session_window)
+        # Rows any run wrote or saw since this one started (e.g. while it lay dead) are not proposed for removal.
+        store.stage_reconciliation(
+            connection, run.id, kinds, session_window=session_window, since=_started(run),
+        )
     removing = store.pending_pupil_removals(connection, run.id)
     live = store.live_pupil_count(connection)
     threshold = float(current_app.config.get("MASS_REMOVAL_THRESHOLD", 0.10))
@@ -399,6 +417,35 @@ def _complete(state: _Run) -> JobRun:
         except Exception as exc:  # an email failure never undoes the suspension
             log.error("staff-left alert for school %s failed with %s", connection.school_id, type(exc).__name__)
     return finished
+
+
+def _started(run: JobRun) -> datetime:
+    """When the run first started (a resumed run keeps its first start)."""
+    started = (run.params or {}).get("started_at")
+    return datetime.fromisoformat(started) if started else (run.started_at or run.created_at)
+
+
+def _complete_under_hold(state: _Run, hold: JobRun) -> JobRun:
+    """Finish a run while another is held for review: upserts only, no reconciliation and no second hold.
+
+    Removals the provider reported during this run wait with the held run and are decided with it.
+    """
+    run, connection = state.run, state.connection
+    state.check_still_allowed()
+    carried = store.carry_removals(connection, run.id, hold.id)
+    stats = state.stats(hold_pending={"run_id": hold.id, "removals_carried": carried})
+    plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=_started(run))
+    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
+    lifecycle.mark_healthy(connection)
+    return finished
+
+
+def held_runs(connection_id: int | None = None) -> list[JobRun]:
+    """Return the extract runs held for review (newest first), of one connection or all."""
+    query = select(JobRun).where(JobRun.kind == "extract", JobRun.status == RunStatus.held)
+    if connection_id is not None:
+        query = query.where(JobRun.connection_id == connection_id)
+    return list(db.session.scalars(query.order_by(JobRun.id.desc())))
 
 
 def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime | None]:
@@ -474,8 +521,9 @@ def _notify(run: JobRun) -> None:
 # ---------------------------------------------------------------- the mass-removal hold
 
 
-def _held(run_id: int, user: User) -> tuple[JobRun, Connection]:
-    if not getattr(user, "is_support", False):
+def _held(run_id: int, user: User | None) -> tuple[JobRun, Connection]:
+    # user None: an operator at the server's shell (`flask portal holds`), audited as "cli".
+    if user is not None and not getattr(user, "is_support", False):
         raise plan.ExtractRefused("not_support", "Only support staff can review a held extract run.")
     run = db.session.get(JobRun, run_id)
     if run is None or run.kind != "extract" or run.status != RunStatus.held:
@@ -483,19 +531,23 @@ def _held(run_id: int, user: User) -> tuple[JobRun, Connection]:
     return run, db.session.get(Connection, run.connection_id)
 
 
-def approve_held_run(run_id: int, user: User) -> JobRun:
+def _actor(user: User | None) -> dict[str, Any]:
+    return {"actor": f"user:{user.id}", "actor_user_id": user.id} if user is not None else {"actor": "cli"}
+
+
+def approve_held_run(run_id: int, user: User | None) -> JobRun:
     """Support staff confirm a held run's removals: apply them and finish the run as succeeded."""
     run, connection = _held(run_id, user)
-    tombstoned = store.apply_removals(connection, run.id, actor=f"user:{user.id}", actor_user_id=user.id)
+    tombstoned = store.apply_removals(connection, run.id, **_actor(user))
     stats = dict(run.stats or {})
     categories = {c: dict(v) for c, v in stats.get("categories", {}).items()}
     for category, n in tombstoned.items():
         categories.setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     stats["categories"] = categories
-    stats["hold"] = {**stats.get("hold", {}), "decision": "approved", "by_user_id": user.id}
+    stats["hold"] = {**stats.get("hold", {}), "decision": "approved", "by_user_id": user.id if user else None}
     audit.record(
         "extract.hold_approved", organisation_id=connection.school_id, target=run,
-        details={"connection_id": connection.id, "tombstoned": tombstoned}, actor=f"user:{user.id}", actor_user_id=user.id,
+        details={"connection_id": connection.id, "tombstoned": tombstoned}, **_actor(user),
     )
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
     plan.save_sync_state(connection, stats.get("sync_state") or {}, run.id)
@@ -506,15 +558,16 @@ def approve_held_run(run_id: int, user: User) -> JobRun:
     return run
 
 
-def reject_held_run(run_id: int, user: User) -> JobRun:
+def reject_held_run(run_id: int, user: User | None) -> JobRun:
     """Support staff refuse a held run's removals: drop them; the run ends failed so the school sees it."""
     run, connection = _held(run_id, user)
-    discarded = store.discard_removals(connection, run.id, actor=f"user:{user.id}", actor_user_id=user.id)
+    discarded = store.discard_removals(connection, run.id, **_actor(user))
     stats = dict(run.stats or {})
-    stats["hold"] = {**stats.get("hold", {}), "decision": "rejected", "by_user_id": user.id, "discarded": discarded}
+    stats["hold"] = {**stats.get("hold", {}), "decision": "rejected", "by_user_id": user.id if user else None,
+                     "discarded": discarded}
     audit.record(
         "extract.hold_rejected", organisation_id=connection.school_id, target=run,
-        details={"connection_id": connection.id, "discarded": discarded}, actor=f"user:{user.id}", actor_user_id=user.id,
+        details={"connection_id": connection.id, "discarded": discarded}, **_actor(user),
     )
     run.status = RunStatus.failed
     run.error_kind = ErrorKind.provider_problem

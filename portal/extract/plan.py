@@ -110,20 +110,42 @@ def watermarks(connection: Connection) -> dict[str, ExtractWatermark]:
     return {w.category: w for w in rows.scalars()}
 
 
-def last_success(connection: Connection) -> JobRun | None:
-    """Return the connection's most recent successful extract run."""
+def _latest(connection: Connection, status: RunStatus) -> JobRun | None:
     return db.session.execute(
         select(JobRun)
-        .where(JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded)
-        .order_by(JobRun.finished_at.desc())
+        .where(JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == status)
+        .order_by(JobRun.finished_at.desc(), JobRun.id.desc())
         .limit(1)
     ).scalar()
 
 
-def choose_mode(connection: Connection, requested: str, categories: list[str], now: datetime) -> tuple[str, str, dict]:
-    """Return (mode, reason, since per category). "incremental" and "auto" fall back to full under R21."""
+def last_success(connection: Connection) -> JobRun | None:
+    """Return the connection's most recent successful extract run."""
+    return _latest(connection, RunStatus.succeeded)
+
+
+def pending_hold(connection: Connection) -> JobRun | None:
+    """Return the connection's extract run held for review (a mass removal support staff must decide), if any."""
+    return _latest(connection, RunStatus.held)
+
+
+def choose_mode(
+    connection: Connection, requested: str, categories: list[str], now: datetime, *, hold: JobRun | None = None
+) -> tuple[str, str, dict]:
+    """Return (mode, reason, since per category). "incremental" and "auto" fall back to full under R21.
+
+    While a run is held for review (``hold``) every run is incremental, whatever was asked: it
+    takes upserts only, from its watermark or else from when the held run started (which read
+    everything before), so no full read is repeated and no second hold stacks up.
+    """
     if requested not in ("full", "incremental", "auto"):
         raise ExtractRefused("unknown_mode", f"Unknown extract mode {requested!r}: use full, incremental or auto.")
+    if hold is not None:
+        marks = watermarks(connection)
+        held_from = hold.started_at or hold.created_at
+        return "incremental", "hold_pending", {
+            c: (marks[c].watermark if c in marks else held_from) - WATERMARK_OVERLAP for c in categories
+        }
     if requested == "full":
         return "full", "asked", {c: None for c in categories}
     marks = watermarks(connection)
@@ -136,8 +158,8 @@ def choose_mode(connection: Connection, requested: str, categories: list[str], n
     elif requested == "auto" and reconciliation_due(connection, categories, now):
         # A deletions feed or changeset can miss rows (children of a deleted parent): a full pull catches them.
         reason = "reconciliation_due"
-    elif any(marks[c].updated_at < connection.state_changed_at for c in categories):
-        # The connection was (re-)authorised after these watermarks were written.
+    elif connection.authorised_at is not None and any(marks[c].updated_at < connection.authorised_at for c in categories):
+        # The connection was (re-)authorised after these watermarks were written (not: it recovered from failing).
         reason = "reauthorised"
     else:
         return "incremental", "asked" if requested == "incremental" else "auto", {

@@ -22,7 +22,7 @@ from portal.connectors import Connector
 from portal.errors import StartupError
 from portal.extensions import db
 from portal.jobs import JobSpec
-from portal.jobs.claims import finish, owner_id, take_over_lapsed
+from portal.jobs.claims import finish, owner_id, queued_extracts, start_queued, take_over_lapsed
 from portal.jobs.runner import JobFailed, call_body, execute
 from portal.jobs.scheduler import make_trigger, registry, sync_dynamic_jobs
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus
@@ -140,7 +140,10 @@ def refresh_extract_jobs() -> None:
 
 
 def recover_runs() -> None:
-    """Take over every run whose process died and run it to the end here (with Celery: queue it again)."""
+    """Take over every run whose process died, and start queued extracts, and run them to the end here.
+
+    With Celery: queue them again for the workers.
+    """
     from portal.jobs import executors
 
     if executors.uses_celery():
@@ -148,6 +151,8 @@ def recover_runs() -> None:
         return
     app = current_app._get_current_object()
     taken = take_over_lapsed(owner_id())
+    # Extracts queued to run in-process (R49 resync): started here, one process wins each.
+    taken += [run for run in (start_queued(run_id, owner_id()) for run_id in queued_extracts()) if run is not None]
     if not taken:
         return
     specs = {**{spec.id: spec for spec in extract_specs(app)}, **registry(app).specs()}

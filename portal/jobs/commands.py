@@ -1,7 +1,9 @@
 """Commands for jobs: run the scheduler in the foreground, list the jobs, run one job now."""
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from datetime import datetime, timezone
 
@@ -32,15 +34,24 @@ def scheduler_command() -> None:
         stopping.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    done = True
     try:
         scheduler = start_scheduler(app)
         click.echo(f"Scheduler running with {len(scheduler.get_jobs())} jobs; stop with Ctrl-C or SIGTERM.")
         stopping.wait()
-        click.echo("Stopping: waiting for running jobs to finish.")
+        grace = app.config["SCHEDULER_SHUTDOWN_GRACE_SECONDS"]
+        click.echo(f"Stopping: waiting up to {grace} seconds for running jobs to finish.")
     finally:
-        stop_scheduler(app, wait=True)
+        done = stop_scheduler(app, wait=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not done:
+        # Job threads would keep the interpreter alive at exit: end now. Their runs stop
+        # heartbeating and the next run (here or in another process) resumes them from their last page.
+        click.echo("Scheduler stopped; runs still going were left to resume in the next process.")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     click.echo("Scheduler stopped.")
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import false, or_, select, update
 
 from portal.extensions import db
 from portal.jobs import JobSpec
-from portal.jobs.claims import MAX_ATTEMPTS, claim_run
+from portal.jobs.claims import MAX_ATTEMPTS, REQUESTED, claim_run, dead_runs, request_extract, start_queued
 from portal.models import ErrorKind, JobRun, RunStatus
 from portal.models.base import utcnow
 
@@ -38,8 +38,6 @@ BROKER_MESSAGE = (
     "It is sent again automatically every minute; nothing is lost."
 )
 TASK_NAME = "portal.run_job"
-# Key in a queued extract run's params: the mode and categories asked for by whoever queued it.
-REQUESTED = "requested"
 
 _runs = JobRun.__table__
 
@@ -69,15 +67,10 @@ def queue_extract(connection_id: int, *, owner: str, mode: str = "incremental",
     The mode and categories travel in the row's params (the broker carries only the run id),
     and the worker's job body passes them to the engine.
     """
-    run = claim_run(
-        f"extract:{connection_id}", utcnow(), kind="extract", connection_id=connection_id, owner=owner,
-        params={REQUESTED: {"mode": mode, "categories": list(categories) if categories else None}}, queued=True,
-    )
-    if run is None:
-        return None
-    log.info("extract of connection %s queued as run %s (%s)", connection_id, run.id, mode)
-    enqueue(run.id)
-    return db.session.get(JobRun, run.id)
+    run = request_extract(connection_id, owner=owner, mode=mode, categories=categories)
+    if run is not None:
+        log.info("extract of connection %s queued as run %s (%s)", connection_id, run.id, mode)
+    return run
 
 
 def enqueue(run_id: int) -> bool:
@@ -106,27 +99,7 @@ def _mark_queued(run_id: int, *, error_code: str | None, error_message: str | No
 
 def start(run_id: int, owner: str) -> JobRun | None:
     """Move a queued run to running for this worker in one atomic statement; None when not queued any more."""
-    now = utcnow()
-    lease = now + timedelta(seconds=current_app.config["JOB_LEASE_SECONDS"])
-    started = db.session.execute(
-        update(_runs)
-        .where(_runs.c.id == run_id, _runs.c.status == RunStatus.queued)
-        .values(
-            status=RunStatus.running, claimed_by=owner, claimed_at=now, heartbeat_at=now,
-            lease_expires_at=lease, attempts=_runs.c.attempts + 1,
-            error_kind=None, error_code=None, error_message=None,
-        )
-    ).rowcount
-    db.session.commit()
-    if started != 1:
-        return None
-    run = db.session.get(JobRun, run_id)
-    db.session.refresh(run)
-    if run.started_at is None:
-        run.started_at = now
-        db.session.commit()
-    run.claimed_as = owner
-    return run
+    return start_queued(run_id, owner)
 
 
 def spec_for(run: JobRun) -> JobSpec | None:
@@ -143,7 +116,12 @@ def spec_for(run: JobRun) -> JobSpec | None:
 def recover() -> int:
     """Re-queue runs whose worker died and re-send queued runs the broker never delivered; return how many were sent."""
     now = utcnow()
-    lapsed = (_runs.c.status == RunStatus.running, _runs.c.lease_expires_at < now)
+    # Dead: lease lapsed, heartbeat too old, or the worker's process gone (portal.jobs.claims.is_dead);
+    # a dead extract a newer completed run superseded is closed there, not queued again.
+    dead = [(run.id, run.claimed_by) for run in dead_runs()]
+    ids = [run_id for run_id, _ in dead]
+    owners = [owner for _, owner in dead if owner]
+    lapsed = (_runs.c.status == RunStatus.running, _runs.c.id.in_(ids), _runs.c.claimed_by.in_(owners))
     db.session.execute(
         update(_runs)
         .where(*lapsed, _runs.c.attempts >= MAX_ATTEMPTS)

@@ -18,7 +18,7 @@ from portal.jobs import JobSpec
 from portal.jobs.claims import beat, claim_run, finish, owner_id
 from portal.models import ErrorKind, JobRun, RunStatus
 
-__all__ = ["JobFailed", "call_body", "execute", "fire"]
+__all__ = ["Heartbeat", "JobFailed", "call_body", "execute", "fire"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ class _Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join()
+
+
+Heartbeat = _Heartbeat
 
 
 def execute(spec: JobSpec, run: JobRun) -> JobRun:

@@ -21,8 +21,10 @@ Design:
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import logging
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -92,6 +94,9 @@ class JobRegistry:
             self.static[spec.id] = spec
         self.dynamic: dict[str, JobSpec] = {}
         self.scheduler: BackgroundScheduler | None = None
+        # Serialises refreshes (the start-up one and a timed or manual one may overlap). Our own lock,
+        # never APScheduler's: stopping the scheduler does not take it, so it cannot deadlock a stop.
+        self.sync_lock = threading.Lock()
 
     def _check(self, spec: JobSpec) -> None:
         try:
@@ -130,8 +135,22 @@ class _ClaimingExecutor(ThreadPoolExecutor):
     executor, so this executor puts it in a context variable around the standard run_job().
     """
 
+    def start(self, scheduler, alias):
+        super().start(scheduler, alias)
+        self.futures: set = set()
+
+    def wait_for_running(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the jobs running now; True when none is left.
+
+        Called with no scheduler lock held, so a running job that adds or removes jobs (jobs:refresh)
+        can finish (APScheduler's own shutdown(wait=True) waits while holding the job-store lock).
+        """
+        _, running = concurrent.futures.wait(set(getattr(self, "futures", ())), timeout=timeout)
+        return not running
+
     def _do_submit_job(self, job, run_times):
         def callback(future):
+            self.futures.discard(future)
             exc = future.exception()
             if exc:
                 self._run_job_error(job.id, exc, getattr(exc, "__traceback__", None))
@@ -139,6 +158,7 @@ class _ClaimingExecutor(ThreadPoolExecutor):
                 self._run_job_success(job.id, future.result())
 
         future = self._pool.submit(_run_with_times, job, job._jobstore_alias, run_times, self._logger.name)
+        self.futures.add(future)
         future.add_done_callback(callback)
 
 
@@ -221,13 +241,29 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
     return jobs.scheduler
 
 
-def stop_scheduler(app: Flask, *, wait: bool = True) -> None:
-    """Stop this process's scheduler; with ``wait``, let running jobs finish first."""
+def stop_scheduler(app: Flask, *, wait: bool = True, grace: float | None = None) -> bool:
+    """Stop this process's scheduler; with ``wait``, give running jobs up to ``grace`` seconds to finish.
+
+    Returns True when no job is still running. The scheduler is shut down without waiting (which
+    would hold its job-store lock while a running jobs:refresh needs it: a deadlock), then the
+    running jobs are waited for with no lock held. A run still going after the grace period is left
+    to the process's end; its heartbeat stops and the next run resumes it from its last page.
+    """
     jobs = registry(app)
-    if jobs.scheduler is not None and jobs.scheduler.running:
-        jobs.scheduler.shutdown(wait=wait)
-        log.info("scheduler stopped")
-    jobs.scheduler = None
+    scheduler, jobs.scheduler = jobs.scheduler, None
+    if scheduler is None or not scheduler.running:
+        return True
+    scheduler.shutdown(wait=False)
+    done = True
+    if wait:
+        grace = app.config.get("SCHEDULER_SHUTDOWN_GRACE_SECONDS", 30) if grace is None else grace
+        done = all(
+            executor.wait_for_running(grace)
+            for executor in scheduler._executors.values()
+            if isinstance(executor, _ClaimingExecutor)
+        )
+    log.info("scheduler stopped" if done else "scheduler stopped with jobs still running after the grace period")
+    return done
 
 
 def sync_dynamic_jobs(app: Flask, specs: Iterable[JobSpec]) -> tuple[set[str], set[str]]:
@@ -236,6 +272,11 @@ def sync_dynamic_jobs(app: Flask, specs: Iterable[JobSpec]) -> tuple[set[str], s
     Jobs whose schedule changed are rescheduled. Declared (static) ids cannot be replaced.
     """
     jobs = registry(app)
+    with jobs.sync_lock:
+        return _sync(app, jobs, specs)
+
+
+def _sync(app: Flask, jobs: JobRegistry, specs: Iterable[JobSpec]) -> tuple[set[str], set[str]]:
     wanted: dict[str, JobSpec] = {}
     for spec in specs:
         if spec.id in jobs.static:

@@ -45,6 +45,10 @@ class Connection(db.Model):
     )
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     state_changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # When the provider last approved access after it was not approved (requested, pending, revoked,
+    # declined): a real (re-)authorisation, which makes the next extract full. Recovering from
+    # failing moves state_changed_at, never this.
+    authorised_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The provider's own id for the school (e.g. Wonde's school id), once matched.
     provider_school_id: Mapped[str | None] = mapped_column(String(100))
     # JSON of per-connection settings; encrypted because it may hold credentials.

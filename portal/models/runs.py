@@ -20,9 +20,13 @@ class RunStatus(str, enum.Enum):
     failed = "failed"
     held = "held"  # held for review, e.g. a mass removal
     cancelled = "cancelled"
+    # The process running it died and a newer completed run did its work: closed, never resumed.
+    superseded = "superseded"
 
 
-FINISHED_STATUSES = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.held, RunStatus.cancelled})
+FINISHED_STATUSES = frozenset(
+    {RunStatus.succeeded, RunStatus.failed, RunStatus.held, RunStatus.cancelled, RunStatus.superseded}
+)
 
 
 class ErrorKind(str, enum.Enum):

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from portal import audit, deletions, mail, store
 from portal.extensions import db
 from portal.models import (
-    Connection, Feature, FlagKind, JobRun, LegalHold, MisPupil, MisStaff, ProductAuthorisation, RunStatus, SubjectFlag,
+    Connection, Feature, FlagKind, JobRun, LegalHold, MisPupil, MisStaff, ProductAuthorisation, SubjectFlag,
     SubjectFlagFeature, SubjectKind, User, product_features,
 )
 from portal.models.base import utcnow
@@ -198,14 +198,14 @@ def rectify(req: SubjectRequest, user: User, what_is_wrong: str | None) -> list[
     categories = sorted({r["category"] for t in rows.values() for r in t if r.get("category")})
     connection_ids = sorted({r["connection_id"] for t in rows.values() for r in t if r.get("connection_id")})
     queued = []
-    now = utcnow()
-    for connection in db.session.execute(select(Connection).where(Connection.id.in_(connection_ids))).scalars():
-        run = JobRun(job_id=f"extract:{connection.id}", kind="extract", scheduled_for=now, connection_id=connection.id,
-                     status=RunStatus.queued, params={"mode": "full", "categories": categories,
-                                                      "reason": "rectification", "request_id": req.id})
-        db.session.add(run)
-        queued.append(run)
-    db.session.flush()
+    from portal.jobs import claims
+
+    for connection in db.session.execute(select(Connection).where(Connection.id.in_(connection_ids))).scalars().all():
+        # Through the one claim path: a worker (Celery) or a scheduling process (jobs:recover) runs it.
+        run = claims.request_extract(connection.id, owner=claims.owner_id(), mode="full", categories=categories,
+                                     reason="rectification", request_id=req.id)
+        if run is not None:
+            queued.append(run)
     admins = controller_admins(req.school)
     if admins:
         mail.send([a.email for a in admins], f"Data-subject request no. {req.id}: data to correct in your MIS",

@@ -47,6 +47,7 @@ __all__ = [
     "test_cli_incremental_after_cli_full_in_separate_processes",
     "test_kill_and_resume",
     "test_lesson_occurrences_are_stored_one_each",
+    "test_kill_9_in_another_process_then_an_immediate_rerun_resumes",
     "test_revocation_mid_run_stops_the_run",
     "test_transient_faults_are_retried",
 ]
@@ -542,3 +543,57 @@ def test_kill_and_resume(kit: Kit):
     assert kit.run("full").status.value == "succeeded"
     full_requests = kit.served.request_count() - before
     assert resumed_requests < full_requests, "the resumed run carried on from its checkpoint instead of starting again"
+
+
+# The engine in a process of its own, killed with SIGKILL at the second page of attendance.
+_KILLED_RUN = """
+import json, os, signal, sys
+from portal import create_app
+from portal.testing.databases import base_config
+
+config = json.loads(sys.argv[1])
+app = create_app(base_config(config.pop("DATABASE_URL"), **config))
+pages = 0
+
+def die(event):
+    global pages
+    if event.get("event") == "page" and event.get("category") == "student_attendance_exclusions":
+        pages += 1
+        if pages == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+with app.app_context():
+    from portal.extract import run_extract
+    run_extract(int(sys.argv[2]), "full", progress=die)
+"""
+
+
+def test_kill_9_in_another_process_then_an_immediate_rerun_resumes(kit: Kit):
+    """kill -9 of a full extract, then at once a rerun: the dead run is found (its process is gone) and resumed."""
+    import subprocess
+    import sys
+
+    from portal.extensions import db
+    from portal.models import JobRun, RunStatus
+
+    try:
+        config = json.dumps(kit.app_config)
+    except TypeError:
+        pytest.skip("the sandbox's settings cannot be passed to another process")
+    before = kit.served.request_count()
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, config, str(kit.connection_id)],
+                          capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    db.session.expire_all()
+    runs = db.session.execute(db.select(JobRun).where(JobRun.connection_id == kit.connection_id)).scalars().all()
+    assert [r.status for r in runs] == [RunStatus.running]
+    dead = runs[0]
+    assert dead.lease_expires_at > datetime.now(timezone.utc), "found dead by its owner, not by a lapsed lease"
+    killed_requests = kit.served.request_count() - before
+    resumed = kit.run("full")
+    assert (resumed.id, resumed.attempts) == (dead.id, 2)
+    assert resumed.status.value == "succeeded", (resumed.error_code, resumed.error_message)
+    assert db.session.scalar(db.select(db.func.count()).select_from(JobRun)) == 1, "no second run from scratch"
+    assert resumed.error_code is None and not resumed.stats.get("hold")
+    kit.assert_store_matches()
+    assert killed_requests > 0
