@@ -82,6 +82,15 @@ def test_support_creates_and_edits_a_record_in_every_admin_view_through_the_real
     _submit(page)
     assert _count(app, User, User.name == "Renamed Teacher") == 1
 
+    # A list action through the "With selected" menu (static/admin.js), confirmed in the browser's dialog
+    page.goto(f"{base}/admin/users/")
+    page.locator(f"input.action-checkbox[value='{ids['teacher']}']").check()
+    page.get_by_role("button", name="With selected").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Send password reset link").click()
+    page.wait_for_load_state()
+    assert "Password reset link sent to 1 active user(s)." in page.locator("main").inner_text()
+
     # Memberships
     page.goto(f"{base}/admin/memberships/new/")
     with app.app_context():
