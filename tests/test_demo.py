@@ -163,3 +163,13 @@ def test_demo_uses_a_configured_provider_and_starts_no_sandbox(make_app):
     result = app.test_cli_runner().invoke(args=["portal", "demo", "--no-extract"])
     assert "Started the sandbox providers" not in result.output
     assert app.config["CONNECTORS"]["wonde"]["base_url"] == "http://127.0.0.1:9/v1.0"
+
+
+def test_demo_refuses_in_one_line_when_a_connector_has_neither_base_url_nor_sandbox(app, monkeypatch):
+    from tests.plugins.fake_connector import FakeConnector
+
+    monkeypatch.setattr(FakeConnector, "demo_connections", staticmethod(lambda schools: []), raising=False)
+    result = run(app, "demo")
+    assert result.exit_code != 0
+    message = result.output.strip().splitlines()[-1]
+    assert "the fake connector has no sandbox for the demo" in message and "PORTAL_CONNECTORS__fake__base_url" in message

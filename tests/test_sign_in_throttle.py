@@ -38,6 +38,16 @@ def limited(make_app):
         ctx.pop()
 
 
+def _school_user_on(limited, **config):
+    """An app with these limits, a school admin on it, and a test client."""
+    from tests import factories
+
+    app = limited(**config)
+    user = factories.user(Role.school_admin, factories.school())
+    db.session.commit()
+    return app, user, app.test_client()
+
+
 def _attempt(client, email: str, password: str = WRONG, address: str = "192.0.2.10", **headers):
     return client.post(
         "/login", data={"email": email, "password": password}, environ_base={"REMOTE_ADDR": address}, headers=headers
@@ -83,12 +93,7 @@ def test_wrong_password_for_unknown_and_real_accounts_takes_the_same_time(limite
 
 
 def test_failures_throttle_one_address_but_the_owner_signs_in_from_another(limited):
-    from tests import factories
-
-    app = limited(LOGIN_RATE_LIMIT_ACCOUNT="3 per minute; 6 per hour", LOGIN_RATE_LIMIT_ADDRESS="100 per hour")
-    user = factories.user(Role.school_admin, factories.school())
-    db.session.commit()
-    attacker = app.test_client()
+    app, user, attacker = _school_user_on(limited, LOGIN_RATE_LIMIT_ACCOUNT="3 per minute; 6 per hour", LOGIN_RATE_LIMIT_ADDRESS="100 per hour")
     for _ in range(3):
         assert _attempt(attacker, user.email).status_code == 401
     refused = _attempt(attacker, user.email.upper(), PASSWORD)
@@ -105,12 +110,7 @@ def test_failures_throttle_one_address_but_the_owner_signs_in_from_another(limit
 
 
 def test_the_wait_grows_with_more_failures(limited):
-    from tests import factories
-
-    app = limited(LOGIN_RATE_LIMIT_ACCOUNT="2 per minute; 3 per hour", LOGIN_RATE_LIMIT_ADDRESS="100 per hour")
-    user = factories.user(Role.school_admin, factories.school())
-    db.session.commit()
-    client = app.test_client()
+    app, user, client = _school_user_on(limited, LOGIN_RATE_LIMIT_ACCOUNT="2 per minute; 3 per hour", LOGIN_RATE_LIMIT_ADDRESS="100 per hour")
     for _ in range(2):
         _attempt(client, user.email)
     first = _attempt(client, user.email)
@@ -128,12 +128,7 @@ def test_the_wait_grows_with_more_failures(limited):
 
 
 def test_address_limit_counts_failures_for_every_account_but_not_successes(limited):
-    from tests import factories
-
-    app = limited(LOGIN_RATE_LIMIT_ACCOUNT="100 per hour", LOGIN_RATE_LIMIT_ADDRESS="3 per hour")
-    user = factories.user(Role.school_admin, factories.school())
-    db.session.commit()
-    client = app.test_client()
+    app, user, client = _school_user_on(limited, LOGIN_RATE_LIMIT_ACCOUNT="100 per hour", LOGIN_RATE_LIMIT_ADDRESS="3 per hour")
     auth = Auth(client)
     for _ in range(4):
         assert auth.login(user).status_code == 302
@@ -170,12 +165,7 @@ def limiter_reset() -> None:
 
 
 def test_behind_a_trusted_proxy_each_client_has_its_own_limit(limited):
-    from tests import factories
-
-    app = limited(TRUSTED_PROXIES=1, LOGIN_RATE_LIMIT_ACCOUNT="100 per hour", LOGIN_RATE_LIMIT_ADDRESS="3 per hour")
-    user = factories.user(Role.school_admin, factories.school())
-    db.session.commit()
-    client = app.test_client()
+    app, user, client = _school_user_on(limited, TRUSTED_PROXIES=1, LOGIN_RATE_LIMIT_ACCOUNT="100 per hour", LOGIN_RATE_LIMIT_ADDRESS="3 per hour")
     proxy = "10.0.0.2"  # every request reaches the portal from the proxy's address
     for n in range(3):
         _attempt(client, f"guess{n}@example.org", address=proxy, **{"X-Forwarded-For": "192.0.2.66"})
@@ -186,12 +176,7 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_limit(limited):
 
 
 def test_without_trusted_proxies_a_forged_forwarded_for_does_not_escape_the_limit(limited):
-    from tests import factories
-
-    app = limited(LOGIN_RATE_LIMIT_ACCOUNT="100 per hour", LOGIN_RATE_LIMIT_ADDRESS="3 per hour")
-    user = factories.user(Role.school_admin, factories.school())
-    db.session.commit()
-    client = app.test_client()
+    app, user, client = _school_user_on(limited, LOGIN_RATE_LIMIT_ACCOUNT="100 per hour", LOGIN_RATE_LIMIT_ADDRESS="3 per hour")
     for n in range(3):
         _attempt(client, f"guess{n}@example.org", **{"X-Forwarded-For": f"198.51.100.{n}"})
     resp = _attempt(client, user.email, PASSWORD, **{"X-Forwarded-For": "203.0.113.99"})

@@ -57,6 +57,21 @@ def test_history_speaks_plainly_and_the_provider_approves(app, client, make, aut
     assert "Connection approved by the provider" in row and "The provider" in row and admin.name not in row
 
 
+def test_connections_page_says_the_provider_approved(app, client, make, auth):
+    from portal.models import ConnectionState
+
+    school = make.school()
+    admin = make.user(Role.school_admin, school)
+    conn = helpers.connection(school, state=ConnectionState.approved)
+    db.session.flush()
+    conn.state_changed_by_id = admin.id  # the admin's poll brought the approval
+    db.session.commit()
+    auth.login(admin)
+    html = client.get(f"/schools/{school.id}/connections").get_data(as_text=True)
+    row = re.search(r'data-connector="fake">(.*?)</tr>', html, re.S).group(1)
+    assert "by the provider" in row and f"by {admin.name}" not in row
+
+
 @pytest.mark.parametrize("action", ["store.rows_deleted", "retention.deletion_scheduled", "dsr.received", "extract.held"])
 def test_every_audit_action_a_school_sees_has_words(action):
     label = action_label(action)
