@@ -34,6 +34,20 @@ def test_schools_add_creates_a_school_and_its_la(cli):
     assert school.local_authority.la_code == "208"
 
 
+def test_r30_schools_add_records_the_gias_statutory_high_age_as_a_suggestion_only(cli):
+    from portal.retention.last_year_group import confirmed_last_year_group, suggest_last_year_group
+
+    result = cli.invoke(args=["portal", "schools", "add", "--urn", "123457", "--dfe-number", "2084322",
+                              "--name", "Hill Academy", "--phase", "Secondary", "--statutory-high-age", "18"])
+    assert result.exit_code == 0, result.output
+    school = db.session.execute(select(Organisation).where(Organisation.urn == "123457")).scalar_one()
+    assert school.statutory_high_age == 18
+    assert suggest_last_year_group(school).value == 13 and confirmed_last_year_group(school) is None
+    bad = cli.invoke(args=["portal", "schools", "add", "--urn", "123458", "--dfe-number", "2084323",
+                           "--name", "X", "--statutory-high-age", "old"])
+    assert bad.exit_code != 0 and "statutory-high-age" in bad.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
