@@ -16,8 +16,10 @@ __all__ = [
     "AccessStatus",
     "AssessmentRecord",
     "AttendanceMarkRecord",
+    "AccessRefused",
     "AuthorisationLost",
     "BadResponse",
+    "CategoryOutcome",
     "Checkpoint",
     "Connector",
     "ConnectorError",
@@ -26,7 +28,9 @@ __all__ = [
     "GroupRecord",
     "LessonRecord",
     "MembershipRecord",
+    "NotFound",
     "ProviderUnavailable",
+    "PermissionMissing",
     "PupilRecord",
     "RateLimited",
     "Record",
@@ -67,6 +71,9 @@ class Record:
 
     external_id: str
     updated_at: datetime | None = None
+    # Fields the provider did not send (their permission or scope is not granted): "absent" is not
+    # "null", so the store leaves what it holds for them alone instead of writing NULL.
+    absent: frozenset[str] = frozenset()
 
     def values(self) -> dict[str, Any]:
         """Return the record's fields as a dict (without the class-level tags)."""
@@ -250,6 +257,34 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class CategoryOutcome:
+    """What the provider answered for one category, when it was not simply its data (yielded by extract).
+
+    ``code`` is one of OUTCOME_CODES. ``withheld``: the category's data was not (fully) read, so it
+    must not be reconciled (no row is removed because it was not seen). ``confirmed``: the provider
+    itself said the permission is not granted (not just one refused request), which makes it a
+    tracked withdrawal. ``fields``: for "fields_withheld", the store columns the provider left out.
+    Messages are plain English for the school and support staff, with no personal data.
+    """
+
+    category: str
+    code: str
+    message: str
+    withheld: bool = False
+    confirmed: bool = False
+    endpoint: str | None = None
+    fields: tuple[str, ...] = ()
+
+
+# permission_missing: the provider confirms the school has not granted the permission for this data.
+# access_refused: one read was refused but the provider still shows the school approved and the
+#   permission granted (or the check itself failed): nothing changes, the next run asks again.
+# fields_withheld: the provider left some fields out (a field permission or scope not granted).
+# optional_read_skipped: a secondary read (e.g. leavers) was missing or refused; the category went on.
+OUTCOME_CODES = ("permission_missing", "access_refused", "fields_withheld", "optional_read_skipped")
+
+
+@dataclass(frozen=True)
 class AccessStatus:
     """The provider's view of a school's authorisation."""
 
@@ -285,6 +320,25 @@ class AuthorisationLost(ConnectorError):
     kind = "school_action"
 
 
+class AccessRefused(ConnectorError):
+    """A provider refused one request (HTTP 401/403). Not a revocation by itself: the connector must
+    confirm with the provider (school status, permissions) before anything changes (R5)."""
+
+    code = "access_refused"
+    kind = "school_action"
+
+    def __init__(self, message: str, *, status: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+
+
+class PermissionMissing(ConnectorError):
+    """The provider confirms the school has not granted the permission one read needs (not a revocation)."""
+
+    code = "permission_missing"
+    kind = "school_action"
+
+
 class ProviderUnavailable(ConnectorError):
     """The provider did not answer or answered 5xx after retries."""
 
@@ -310,6 +364,15 @@ class BadResponse(ConnectorError):
 
     code = "bad_response"
     kind = "provider_problem"
+
+
+class NotFound(BadResponse):
+    """The provider answered 404: it has no such endpoint or object (for this school).
+
+    On a secondary read the category goes on without it; on a main read it fails the run as a bad response.
+    """
+
+    code = "bad_response"
 
 
 # ---------------------------------------------------------------- connector

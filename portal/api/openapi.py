@@ -16,7 +16,8 @@ ERROR_CODES = [
     "ledger_replay_required",
 ]
 # R42: why a notice was published.
-NOTICE_REASONS = ["retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed"]
+NOTICE_REASONS = ["retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed",
+                  "permission_withdrawn"]
 
 
 def _column_schema(column) -> dict[str, Any]:

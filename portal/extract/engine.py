@@ -14,8 +14,8 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from portal import audit, lifecycle, store
-from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError
+from portal import audit, lifecycle, permissions, store
+from portal.connectors import RECORD_TYPES, AuthorisationLost, CategoryOutcome, Checkpoint, ConnectorError
 from portal.extensions import db
 from portal.extract import plan
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
@@ -132,6 +132,8 @@ class _Run:
         self.window = stats.get("session_window") or [None, None]
         self.since: dict[str, str | None] = stats.get("since", {})
         self.high_water: dict[str, str] = stats.get("high_water", {})
+        # What the provider answered instead of data, per category (CategoryOutcome as dicts).
+        self.outcomes: list[dict[str, Any]] = list(stats.get("outcomes", []))
         self.started = time.monotonic()
         self.seconds_before = stats.get("seconds", 0.0)
         self.pending = 0
@@ -180,6 +182,7 @@ class _Run:
             "checkpoint": self.checkpoint,
             "session_window": window,
             "since": self.since,
+            "outcomes": list(self.outcomes),
             "seconds": round(self.seconds_before + time.monotonic() - self.started, 3),
         }
         stats.update(extra)
@@ -230,6 +233,20 @@ class _Run:
         self.run.lease_expires_at = now + _lease()
         db.session.commit()
         self.pending = 0
+
+    def add_outcome(self, outcome: CategoryOutcome) -> None:
+        """Keep one provider answer about a category (once: a resumed run may meet it again)."""
+        entry = {"category": outcome.category, "code": outcome.code, "message": outcome.message,
+                 "withheld": outcome.withheld, "confirmed": outcome.confirmed, "endpoint": outcome.endpoint,
+                 "fields": list(outcome.fields)}
+        if entry not in self.outcomes:
+            self.outcomes.append(entry)
+            log.info("extract run %s: %s for %s", self.run.id, outcome.code, outcome.category)
+        self.tell(event="outcome", category=outcome.category, code=outcome.code)
+
+    def withheld(self) -> set[str]:
+        """Categories not read in full: never reconciled, so nothing is removed for not being seen."""
+        return {o["category"] for o in self.outcomes if o.get("withheld")}
 
     def tell(self, **event: Any) -> None:
         if self.progress:
@@ -336,6 +353,9 @@ def _work(state: _Run) -> JobRun:
                     state.check_still_allowed(lock=False)
                 state.tell(event="page", category=category, pages=state.pages, records=state.writer.written)
                 continue
+            if isinstance(item, CategoryOutcome):
+                state.add_outcome(item)
+                continue
             kind = item.kind
             if kind in SUBJECT_KINDS and plan.is_suppressed(connection.school_id, kind, item.external_id):
                 continue
@@ -355,8 +375,12 @@ def _complete(state: _Run) -> JobRun:
     state.writer.finish()
     full = run.params["mode"] == "full"
     categories = run.params["categories"]
+    # A category the provider withheld (or partly withheld) is not reconciled: a permission it stopped
+    # granting becomes a tracked withdrawal with its own deletion order, never an overwrite.
+    permissions.apply_run_outcomes(connection, run.id, categories, state.outcomes)
     if full:
-        kinds = [k for k, c in KIND_CATEGORY.items() if c in categories]
+        withheld = state.withheld()
+        kinds = [k for k, c in KIND_CATEGORY.items() if c in categories and c not in withheld]
         window = state.stats()["session_window"]
         session_window = (date.fromisoformat(window[0]), date.fromisoformat(window[1])) if window[0] else None
         store.stage_reconciliation(connection, run.id, kinds, session_window=session_window)
@@ -379,7 +403,8 @@ def _complete(state: _Run) -> JobRun:
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
-    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
+    message = " ".join(dict.fromkeys(o["message"] for o in state.outcomes)) or None
+    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message)
     lifecycle.mark_healthy(connection)
     return finished
 
