@@ -99,10 +99,11 @@ FIELD_SCOPES: dict[str, dict[str, tuple[str, ...]]] = {
 FIELD_SCOPES["Leavers"] = FIELD_SCOPES["Students"]
 
 # http_403: the scope-refused envelope with HTTP 403 while the school's authorisation and scopes still
-# stand (one endpoint refused); http_404: the endpoint is missing for this school.
+# stand (one endpoint refused); http_404: the endpoint is missing for this school; scope_error_in_200: the
+# scope-refused envelope inside an HTTP 200 (spec §11: errors come back with 200 too).
 FAULT_KINDS = (
     "http_500", "http_502", "http_503", "http_429", "http_401", "http_403", "http_404", "slow", "drop",
-    "error_in_200", "malformed_json", "revoke",
+    "error_in_200", "scope_error_in_200", "malformed_json", "revoke",
 )
 
 
@@ -475,6 +476,8 @@ class GroupcallSandbox:
             return resp
         if fault.kind == "error_in_200":
             return _json(_envelope("Something went wrong"), 200)
+        if fault.kind == "scope_error_in_200":
+            return _json(_envelope(SCOPE_DENIED), 200)
         if fault.kind == "malformed_json":
             return Response('{"Students": [ {"Id": "1", ', status=200, mimetype="application/json")
         if fault.kind == "revoke":

@@ -1,0 +1,98 @@
+"""Provider answers over real HTTP (Wonde sandbox): region (R64), transport (R61), refusals, absent fields."""
+from __future__ import annotations
+
+import pytest
+
+from portal.connectors import ConnectorError
+from portal.extensions import db
+from portal.extract import run_extract
+from portal.models import ConnectionState, DeletionOrder, PermissionWithdrawal, RunStatus
+from tests.test_extract_wonde import wonde  # noqa: F401 (fixture)
+
+sandbox_module = pytest.importorskip("portal_wonde.sandbox")
+from portal_wonde.client import WondeClient  # noqa: E402
+from portal_wonde.connector import WondeConnector  # noqa: E402
+
+
+def _data_requests(sandbox) -> list:
+    return [r for r in sandbox.requests(f"/schools/{sandbox.school_id()}/") if r.method == "GET"]
+
+
+def _no_orders(kit) -> bool:
+    db.session.expire_all()
+    return (db.session.execute(db.select(DeletionOrder)).first() is None
+            and db.session.execute(db.select(PermissionWithdrawal)).first() is None)
+
+
+@pytest.mark.parametrize("region", [
+    {"code": "AUS", "domain": "api-ap-southeast-2.wonde.com"},
+    {"code": "ZAF", "domain": "api-af-south-1.wonde.com"},
+    {"code": "GBR", "domain": "api-ap-southeast-2.wonde.com"},  # a non-UK domain is refused whatever the code says
+])
+def test_r64_a_school_outside_the_uk_region_is_refused_before_any_data_request(wonde, region):
+    sandbox = wonde.served.sandbox
+    sandbox.regions[sandbox.school_id()] = region
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.failed and run.error_code == "region_not_uk"
+    assert region["domain"] in run.error_message
+    assert not _data_requests(sandbox), "no data was asked for"
+    assert wonde.connection().state == ConnectionState.approved and _no_orders(wonde)
+    # Refused at connect too, with the region named.
+    connector = WondeConnector(wonde.served.settings)
+    with pytest.raises(ConnectorError) as caught:
+        connector.request_access(wonde.connection().school)
+    assert caught.value.code == "region_not_uk" and region["domain"] in caught.value.message
+    assert not sandbox.requests("/request-access")
+
+
+def test_r61_the_token_never_goes_over_plain_http_to_a_public_region_domain(wonde):
+    sandbox = wonde.served.sandbox
+    # A UK school whose region points at the real UK domain while the portal talks plain HTTP to a sandbox.
+    sandbox.regions[sandbox.school_id()] = {"code": "GBR", "domain": "api.wonde.com"}
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.failed and "Plain HTTP" in run.error_message
+    assert not _data_requests(sandbox)
+    assert wonde.connection().state != ConnectionState.revoked
+
+
+@pytest.mark.parametrize("url", ["https://wonde.example.net/v1.0", "https://api.wonde.com.evil.example/v1.0"])
+def test_r61_only_allowed_hosts_receive_the_token(url):
+    with pytest.raises(ConnectorError, match="not an allowed Wonde host"):
+        WondeClient(url, "t" * 40)
+    host = url.split("/")[2]
+    assert WondeClient(url, "t" * 40, allowed_hosts=[host]).host == host
+
+
+def test_a_refusal_wonde_cannot_confirm_changes_nothing(wonde):
+    """The permissions endpoint is missing (it is [SPEC] only): a 403 stays a refusal, never a withdrawal."""
+    sandbox = wonde.served.sandbox
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    sandbox.permissions_endpoint = False
+    sandbox.withhold(sandbox.school_id(), "exclusions")
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.succeeded
+    assert [(o["category"], o["code"], o["confirmed"]) for o in run.stats["outcomes"]] == [
+        ("student_attendance_exclusions", "access_refused", False)]
+    assert wonde.connection().state == ConnectionState.approved and _no_orders(wonde)
+    wonde.assert_store_matches()
+
+
+def test_a_wrong_token_is_not_a_revocation(wonde):
+    sandbox = wonde.served.sandbox
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    sandbox.token = "a-different-token"  # every request now answers 401
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.failed and run.error_code != "authorisation_lost"
+    assert wonde.connection().state in (ConnectionState.approved, ConnectionState.failing) and _no_orders(wonde)
+    wonde.assert_store_matches()
+
+
+def test_fields_wonde_leaves_out_are_not_written_as_null(wonde):
+    sandbox = wonde.served.sandbox
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    sandbox.withhold_fields(sandbox.school_id(), "upn", "date_of_birth", "ethnicity", "free_school_meals", "sen_status")
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert run.stats["categories"]["student_basic"]["updated"] == 0
+    assert run.stats["categories"]["student_demographics"]["updated"] == 0
+    wonde.assert_store_matches()  # every UPN, date of birth and census value is still the school's
