@@ -40,7 +40,8 @@ def _holds_category(connection: Connection, category: str) -> bool:
     return False
 
 
-def withdraw(connection: Connection, category: str, *, run_id: int | None = None) -> PermissionWithdrawal | None:
+def withdraw(connection: Connection, category: str, *, run_id: int | None = None,
+             schedule: bool = True) -> PermissionWithdrawal | None:
     """Record that the provider confirmed it no longer grants a category; schedule the deletion of that data.
 
     Idempotent: an open withdrawal of the same category is left as it is (its clock does not restart).
@@ -56,7 +57,7 @@ def withdraw(connection: Connection, category: str, *, run_id: int | None = None
     if existing is not None:
         return None
     order = None
-    if _holds_category(connection, category):
+    if schedule and _holds_category(connection, category):
         today = london_date(utcnow())
         order = DeletionOrder(
             school_id=connection.school_id, connection_id=connection.id, categories=[category], reason=REASON,
@@ -116,11 +117,25 @@ def apply_run_outcomes(connection: Connection, run_id: int, categories: Iterable
     outcomes = list(outcomes)
     confirmed = {o["category"] for o in outcomes if o.get("confirmed") and o.get("code") == "permission_missing"}
     refused = {o["category"] for o in outcomes if o.get("withheld")}
+    # Field sets ("student_basic:upn"): tracked, their stored values kept as they are. Deleting just
+    # those columns under the rules is not built yet (no order is scheduled for them; see docs).
+    fields = {f"{o['category']}:{','.join(sorted(o['fields']))}" for o in outcomes
+              if o.get("confirmed") and o.get("code") == "fields_withheld" and o.get("fields")}
     done = {"withdrawn": [], "restored": []}
     for category in sorted(confirmed):
         if withdraw(connection, category, run_id=run_id) is not None:
             done["withdrawn"].append(category)
+    for field_set in sorted(fields):
+        if withdraw(connection, field_set, run_id=run_id, schedule=False) is not None:
+            done["withdrawn"].append(field_set)
     for category in sorted(set(categories) - refused):
         if restore(connection, category, run_id=run_id):
             done["restored"].append(category)
+    # A field set comes back when a run of its category no longer reports it withheld.
+    read = set(categories) - refused
+    for withdrawal in open_withdrawals(connection):
+        category, _, field_list = withdrawal.permission.partition(":")
+        if field_list and category in read and withdrawal.permission not in fields:
+            restore(connection, withdrawal.permission, run_id=run_id)
+            done["restored"].append(withdrawal.permission)
     return done

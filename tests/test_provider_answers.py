@@ -96,3 +96,33 @@ def test_fields_wonde_leaves_out_are_not_written_as_null(wonde):
     assert run.stats["categories"]["student_basic"]["updated"] == 0
     assert run.stats["categories"]["student_demographics"]["updated"] == 0
     wonde.assert_store_matches()  # every UPN, date of birth and census value is still the school's
+
+
+def test_a_withdrawn_permission_is_deleted_on_its_order_s_date_with_a_proof(wonde):
+    """The order for a withdrawn category goes through the normal sweep: exactly that data, a proof, the order done."""
+    from portal.models import MisAssessmentResult, MisPupil, RetentionProof
+    from portal.retention.sweep import run_sweep
+
+    sandbox = wonde.served.sandbox
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    sandbox.withhold(sandbox.school_id(), "assessment")
+    run = run_extract(wonde.connection_id, mode="full")
+    assert ("student_assessment", "permission_missing", True) in [
+        (o["category"], o["code"], o["confirmed"]) for o in run.stats["outcomes"]]
+    order = db.session.execute(db.select(DeletionOrder)).scalar_one()
+    assert (order.categories, order.reason, order.connection_id) == (["student_assessment"], "permission_withdrawn",
+                                                                     wonde.connection_id)
+    results = db.select(db.func.count()).select_from(MisAssessmentResult).where(
+        MisAssessmentResult.connection_id == wonde.connection_id)
+    pupils = db.select(db.func.count()).select_from(MisPupil).where(MisPupil.connection_id == wonde.connection_id)
+    assert db.session.scalar(results) > 0
+    live_pupils = db.session.scalar(pupils)
+    run_sweep(as_of=order.trigger_on)  # not due yet: nothing goes
+    assert db.session.scalar(results) > 0
+    run_sweep(as_of=order.due_on)
+    db.session.expire_all()
+    assert db.session.scalar(results) == 0
+    assert db.session.scalar(pupils) == live_pupils, "only the withdrawn category was deleted"
+    assert db.session.get(DeletionOrder, order.id).completed_at is not None
+    assert db.session.execute(db.select(RetentionProof).where(RetentionProof.order_id == order.id)).first()
+    assert wonde.connection().state == ConnectionState.approved

@@ -31,7 +31,16 @@ def test_withdrawn_field_scopes_leave_stored_values_alone(kit):
     for category in ("student_basic", "student_demographics", "staff_basic"):
         assert run.stats["categories"][category]["updated"] == 0, category
     kit.assert_store_matches()
-    assert kit.connection().state.value == "approved" and _orders(kit) == ([], [])
+    assert kit.connection().state.value == "approved"
+    orders, withdrawals = _orders(kit)
+    assert orders == []  # fields are tracked, never overwritten; no order deletes a whole category for them
+    tracked = {w.permission for w in withdrawals if w.restored_at is None}
+    assert {"student_basic:upn", "staff_basic:roles"} <= tracked
+    # The school grants the scopes again: the withdrawals close and the values are read as before.
+    served.sandbox.set_scopes(served.estab, DEFAULT_SCOPES)
+    assert kit.run("full").status.value == "succeeded"
+    assert all(w.restored_at is not None for w in _orders(kit)[1])
+    kit.assert_store_matches()
 
 
 def test_a_scope_error_text_never_revokes(kit):
