@@ -4,6 +4,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -30,6 +31,8 @@ __all__ = [
     "MembershipRecord",
     "NotFound",
     "ProviderUnavailable",
+    "hosts_setting",
+    "is_loopback_host",
     "PermissionMissing",
     "PupilRecord",
     "RateLimited",
@@ -373,6 +376,30 @@ class NotFound(BadResponse):
     """
 
     code = "bad_response"
+
+
+# ---------------------------------------------------------------- transport helpers (R61)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether a host is this machine (the only place plain HTTP may go: a local test sandbox)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hosts_setting(value: Any) -> list[str]:
+    """Read an ``allowed_hosts`` setting: a list, or comma-separated text from the environment."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [h.strip() for h in value.split(",") if h.strip()]
+    return [str(h) for h in value]
 
 
 # ---------------------------------------------------------------- connector

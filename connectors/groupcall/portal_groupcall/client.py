@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import random
 import threading
@@ -23,6 +22,7 @@ from portal.connectors import (
     NotFound,
     ProviderUnavailable,
     RateLimited,
+    is_loopback_host,
 )
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ NOT_AUTHORISED_MARKERS = ("relying party not found", "authorization has been den
 PAUSED_MARKER = "authorisation is currently paused"
 # Hosts the school secret and tokens may be sent to (R61); a deployment adds others with ``allowed_hosts``.
 ALLOWED_HOSTS = frozenset({"xporter.groupcall.com", "login.groupcall.com", "api.xporter.com"})
-LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class AuthorisationPaused(ConnectorError):
@@ -182,7 +181,7 @@ class GroupcallClient:
         allowed = ALLOWED_HOSTS | {h.strip().lower() for h in allowed_hosts if h and h.strip()}
         for url in (base, token_url or base):
             parts = urlsplit(url)
-            loopback = _is_loopback(parts.hostname)
+            loopback = is_loopback_host(parts.hostname)
             if parts.scheme != "https" and not (allow_insecure_http and parts.scheme == "http" and loopback):
                 # R61: school data and secrets travel only over TLS; plain http only to a local sandbox.
                 raise ConnectorError("The Groupcall address must start with https:// (plain http is allowed only "
@@ -408,14 +407,3 @@ def _retry_after(resp: requests.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

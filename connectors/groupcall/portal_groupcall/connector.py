@@ -21,6 +21,7 @@ from portal.connectors import (
     NotFound,
     Record,
     Tombstone,
+    hosts_setting,
 )
 from portal_groupcall import callback, mapping
 from portal_groupcall.client import TOKENS, AuthorisationPaused, GroupcallClient, Page
@@ -175,7 +176,7 @@ class GroupcallConnector(Connector):
             backoff=float(self.settings.get("retry_backoff", 0.5)),
             timeout=float(self.settings["timeout"]) if self.settings.get("timeout") else (10.0, 120.0),
             allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
-            allowed_hosts=_hosts(self.settings.get("allowed_hosts")),
+            allowed_hosts=hosts_setting(self.settings.get("allowed_hosts")),
             sleep=lambda seconds: type(self).sleep(seconds),
             tokens=TOKENS,
             counters=self.stats,
@@ -205,7 +206,7 @@ class GroupcallConnector(Connector):
             estab="",
             school_secret="",
             allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
-            allowed_hosts=_hosts(self.settings.get("allowed_hosts")),
+            allowed_hosts=hosts_setting(self.settings.get("allowed_hosts")),
         )
         if not self.settings.get("relying_party"):
             raise ConnectorError("The portal's Groupcall application id (relying_party) is not configured.")
@@ -527,12 +528,3 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
-
-
-def _hosts(value: Any) -> list[str]:
-    """Read the allowed_hosts setting: a list, or comma-separated text from the environment."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [h for h in value.split(",") if h.strip()]
-    return [str(h) for h in value]

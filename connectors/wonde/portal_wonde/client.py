@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import ipaddress
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,7 +16,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 import requests
 
-from portal.connectors import AccessRefused, BadResponse, ConnectorError, NotFound, ProviderUnavailable, RateLimited
+from portal.connectors import (
+    AccessRefused,
+    BadResponse,
+    ConnectorError,
+    NotFound,
+    ProviderUnavailable,
+    RateLimited,
+    is_loopback_host,
+)
 
 __all__ = ["NotFound", "Page", "RegionRefused", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
 
@@ -27,7 +34,6 @@ DEFAULT_BASE_URL = "https://api.wonde.com/v1.0"
 # hundreds of pupils): smaller pages there keep memory flat as schools grow.
 DEFAULT_PAGE_SIZES = {"attendance/session": 1000, "classes": 50, "groups": 10}
 USER_AGENT = "mis-portal-wonde/0.1"
-LOOPBACK_NAMES = {"localhost"}
 # R64: the UK region. Wonde's UK (and "rest of the world") domain; other regional domains hold
 # schools whose data lives outside the UK and are never called.
 UK_REGION_CODES = frozenset({"GBR", "GB", "UK"})
@@ -147,11 +153,11 @@ class WondeClient:
         if not base_url.endswith("/v1.0"):
             base_url += "/v1.0"
         parts = urlsplit(base_url)
-        if parts.scheme != "https" and not (allow_insecure_http and parts.scheme == "http" and _is_loopback(parts.hostname)):
+        if parts.scheme != "https" and not (allow_insecure_http and parts.scheme == "http" and is_loopback_host(parts.hostname)):
             # R61: credentials and pupil data travel over HTTPS only; plain HTTP only to a local sandbox in tests.
             raise ConnectorError("The Wonde base URL must use HTTPS (plain HTTP is allowed only to a local test sandbox).")
         self.allowed_hosts = frozenset(ALLOWED_HOSTS | {h.strip().lower() for h in allowed_hosts if h and h.strip()})
-        if not _is_loopback(parts.hostname) and (parts.hostname or "").lower() not in self.allowed_hosts:
+        if not is_loopback_host(parts.hostname) and (parts.hostname or "").lower() not in self.allowed_hosts:
             raise ConnectorError(f"The Wonde base URL's host {parts.hostname} is not an allowed Wonde host "
                                  "(add it to the connector's allowed_hosts setting if it really is Wonde's).")
         self.allow_insecure_http = allow_insecure_http
@@ -386,7 +392,7 @@ class WondeClient:
         if domain != self.host.lower() and host not in self.allowed_hosts:
             raise RegionRefused(f"Wonde gave this school the region domain {domain}, which is not the UK one "
                                 f"({UK_DOMAIN}): the portal only reads data held in the UK.", endpoint="school")
-        if self.scheme != "https" and not _is_loopback(host):
+        if self.scheme != "https" and not is_loopback_host(host):
             raise ConnectorError("Plain HTTP is allowed only to a local test sandbox; not sending the token "
                                  f"to {domain}.", endpoint="school")
         return domain
@@ -415,14 +421,3 @@ class WondeClient:
         """Withdraw this application's approved or pending access to the school."""
         answer = self.request("DELETE", self.url(f"schools/{school_id}/revoke-access"), endpoint="revoke-access")
         return answer if isinstance(answer, dict) else {}
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -20,6 +20,7 @@ from portal.connectors import (
     MembershipRecord,
     Record,
     Tombstone,
+    hosts_setting,
 )
 from portal_wonde import mapping
 from portal_wonde.client import DEFAULT_BASE_URL, NotFound, WondeClient, format_filter_datetime
@@ -111,7 +112,7 @@ class WondeConnector(Connector):
             backoff_cap=float(s.get("backoff_cap", 30)),
             retry_after_cap=float(s.get("retry_after_cap", 120)),
             allow_insecure_http=_truthy(s.get("allow_insecure_http", False)),
-            allowed_hosts=_hosts(s.get("allowed_hosts")),
+            allowed_hosts=hosts_setting(s.get("allowed_hosts")),
             stats=self.stats,
             before_request=self.before_request,
             page_sizes=_page_sizes(s.get("page_sizes")),
@@ -459,14 +460,6 @@ def _permission_key(permission: Mapping[str, Any]) -> str:
         return identity.split(".", 1)[0]
     return str(permission.get("name") or "").strip().lower()
 
-
-def _hosts(value: Any) -> list[str]:
-    """Read the allowed_hosts setting: a list, or comma-separated text from the environment."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [h for h in value.split(",") if h.strip()]
-    return [str(h) for h in value]
 
 
 def _truthy(value: Any) -> bool:
