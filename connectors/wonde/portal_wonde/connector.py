@@ -402,8 +402,12 @@ class WondeConnector(Connector):
         if step.endpoint == "attendance/session":
             try:
                 self._load_codes(base)
-            except (AccessRefused, NotFound):
+            except (AccessRefused, NotFound) as exc:
                 self._codes_loaded = True  # marks carry their code include; the id lookup is a fallback
+                status = getattr(exc, "status", None) or 404
+                yield CategoryOutcome(category, "optional_read_skipped",
+                                      f"Wonde did not answer the attendance codes list (HTTP {status}); marks were read "
+                                      "with the codes they carry.", endpoint="attendance-codes")
         if next_url:
             self.client._check_host(next_url, step.endpoint)
             pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
