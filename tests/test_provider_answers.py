@@ -1,6 +1,8 @@
 """Provider answers over real HTTP (Wonde sandbox): region (R64), transport (R61), refusals, absent fields."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
 from portal.connectors import ConnectorError
@@ -126,3 +128,24 @@ def test_a_withdrawn_permission_is_deleted_on_its_order_s_date_with_a_proof(wond
     assert db.session.get(DeletionOrder, order.id).completed_at is not None
     assert db.session.execute(db.select(RetentionProof).where(RetentionProof.order_id == order.id)).first()
     assert wonde.connection().state == ConnectionState.approved
+
+
+def test_a_refused_category_keeps_its_watermark_so_the_next_run_asks_again(wonde):
+    from portal.extract import plan
+
+    sandbox = wonde.served.sandbox
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    before = {c: m.watermark for c, m in plan.watermarks(wonde.connection()).items()}
+    wonde.mutate(datetime.now(timezone.utc).replace(microsecond=0), marks=3)
+    sandbox.add_fault(match=f"/schools/{sandbox.school_id()}/exclusions", status=403, times=None)
+    run = run_extract(wonde.connection_id, mode="incremental")
+    assert run.status == RunStatus.succeeded
+    after = {c: m.watermark for c, m in plan.watermarks(wonde.connection()).items()}
+    # The marks were read, but the exclusions were not: the category's watermark does not move.
+    assert after["student_attendance_exclusions"] == before["student_attendance_exclusions"]
+    sandbox.clear_faults()
+    again = run_extract(wonde.connection_id, mode="incremental")
+    assert again.status == RunStatus.succeeded and not again.stats["outcomes"]
+    assert plan.watermarks(wonde.connection())["student_attendance_exclusions"].watermark > before[
+        "student_attendance_exclusions"]
+    wonde.assert_store_matches()

@@ -413,10 +413,13 @@ def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime | None
     """Per category, the latest provider time the run saw (None where it saw nothing).
 
     Provider times, not our clock: the updated-after filter is compared with the provider's own
-    clock, so a skew between the two can neither skip nor repeat changes.
+    clock, so a skew between the two can neither skip nor repeat changes. A category the provider
+    withheld (in part) keeps its watermark: the next run asks again for what this one could not read.
     """
     high = stats.get("high_water", {})
-    return {c: datetime.fromisoformat(high[c]) if c in high else None for c in run.params["categories"]}
+    withheld = {o["category"] for o in stats.get("outcomes", ()) if o.get("withheld")}
+    return {c: datetime.fromisoformat(high[c]) if c in high else None
+            for c in run.params["categories"] if c not in withheld}
 
 
 def _stopped(state: _Run) -> JobRun:
