@@ -125,3 +125,13 @@ def test_a_callback_after_revocation_at_groupcall_does_not_revoke(gc_app, sandbo
 def test_the_route_is_mounted_only_with_the_connector(make_kit_app):
     app = make_kit_app(ENABLED_CONNECTORS=[])
     assert "groupcall_callback" not in app.blueprints
+
+
+def test_another_schools_genuine_secret_changes_nothing(gc_app, sandbox, school, org):
+    connection = make_connection(org, ConnectionState.approved)
+    other = sandbox.add_school("9999001", name="Another School")
+    form = {**sandbox.callback_form(school.dfe_number), "schoolSecret": other.secret}
+    resp = post(gc_app, form)
+    assert resp.status_code == 422 and resp.json["error"]["code"] == "secret_not_valid"
+    connection = reload(connection)
+    assert connection.state == ConnectionState.approved and connection.settings_encrypted is None
