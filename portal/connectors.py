@@ -4,6 +4,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -16,8 +17,10 @@ __all__ = [
     "AccessStatus",
     "AssessmentRecord",
     "AttendanceMarkRecord",
+    "AccessRefused",
     "AuthorisationLost",
     "BadResponse",
+    "CategoryOutcome",
     "Checkpoint",
     "Connector",
     "ConnectorError",
@@ -27,7 +30,11 @@ __all__ = [
     "InvalidJson",
     "LessonRecord",
     "MembershipRecord",
+    "NotFound",
     "ProviderUnavailable",
+    "hosts_setting",
+    "is_loopback_host",
+    "PermissionMissing",
     "PupilRecord",
     "RateLimited",
     "Record",
@@ -69,6 +76,9 @@ class Record:
 
     external_id: str
     updated_at: datetime | None = None
+    # Fields the provider did not send (their permission or scope is not granted): "absent" is not
+    # "null", so the store leaves what it holds for them alone instead of writing NULL.
+    absent: frozenset[str] = frozenset()
 
     def values(self) -> dict[str, Any]:
         """Return the record's fields as a dict (without the class-level tags)."""
@@ -265,6 +275,34 @@ class SyncState:
 
 
 @dataclass(frozen=True)
+class CategoryOutcome:
+    """What the provider answered for one category, when it was not simply its data (yielded by extract).
+
+    ``code`` is one of OUTCOME_CODES. ``withheld``: the category's data was not (fully) read, so it
+    must not be reconciled (no row is removed because it was not seen). ``confirmed``: the provider
+    itself said the permission is not granted (not just one refused request), which makes it a
+    tracked withdrawal. ``fields``: for "fields_withheld", the store columns the provider left out.
+    Messages are plain English for the school and support staff, with no personal data.
+    """
+
+    category: str
+    code: str
+    message: str
+    withheld: bool = False
+    confirmed: bool = False
+    endpoint: str | None = None
+    fields: tuple[str, ...] = ()
+
+
+# permission_missing: the provider confirms the school has not granted the permission for this data.
+# access_refused: one read was refused but the provider still shows the school approved and the
+#   permission granted (or the check itself failed): nothing changes, the next run asks again.
+# fields_withheld: the provider left some fields out (a field permission or scope not granted).
+# optional_read_skipped: a secondary read (e.g. leavers) was missing or refused; the category went on.
+OUTCOME_CODES = ("permission_missing", "access_refused", "fields_withheld", "optional_read_skipped")
+
+
+@dataclass(frozen=True)
 class AccessStatus:
     """The provider's view of a school's authorisation."""
 
@@ -300,6 +338,25 @@ class AuthorisationLost(ConnectorError):
     kind = "school_action"
 
 
+class AccessRefused(ConnectorError):
+    """A provider refused one request (HTTP 401/403). Not a revocation by itself: the connector must
+    confirm with the provider (school status, permissions) before anything changes (R5)."""
+
+    code = "access_refused"
+    kind = "school_action"
+
+    def __init__(self, message: str, *, status: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+
+
+class PermissionMissing(ConnectorError):
+    """The provider confirms the school has not granted the permission one read needs (not a revocation)."""
+
+    code = "permission_missing"
+    kind = "school_action"
+
+
 class ProviderUnavailable(ConnectorError):
     """The provider did not answer or answered 5xx after retries."""
 
@@ -331,6 +388,39 @@ class InvalidJson(BadResponse):
     """The provider's answer was not valid JSON, twice in a row (a hiccup is asked again once)."""
 
     code = "invalid_json"
+
+
+class NotFound(BadResponse):
+    """The provider answered 404: it has no such endpoint or object (for this school).
+
+    On a secondary read the category goes on without it; on a main read it fails the run as a bad response.
+    """
+
+    code = "bad_response"
+
+
+# ---------------------------------------------------------------- transport helpers (R61)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether a host is this machine (the only place plain HTTP may go: a local test sandbox)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hosts_setting(value: Any) -> list[str]:
+    """Read an ``allowed_hosts`` setting: a list, or comma-separated text from the environment."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [h.strip() for h in value.split(",") if h.strip()]
+    return [str(h) for h in value]
 
 
 # ---------------------------------------------------------------- connector

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # R42: a notice not acknowledged this long after it was published is overdue.
 ACK_DAYS = 7
 REASONS = ("retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed",
-           "provider_deleted")
+           "provider_deleted", "permission_withdrawn")
 # The retention rule whose sweep removes rows the provider deleted (their tombstones served their time).
 TOMBSTONE_RULE = "TOMB"
 _CHUNK = 1000
@@ -163,7 +163,7 @@ def _sweep_reasons(proof_ids: set[int]) -> dict[int, tuple[str, str, int | None]
     out = {}
     for p in proofs:
         if p.order_id in orders:
-            reason = "grant_removed" if orders[p.order_id] == "grant_removed" else "revocation"
+            reason = orders[p.order_id] if orders[p.order_id] in ("grant_removed", "permission_withdrawn") else "revocation"
         elif p.rule_id == TOMBSTONE_RULE:
             reason = "tombstone_removed"
         else:

@@ -253,6 +253,11 @@ class Writer:
             row["pupil_external_id"] = values.get("pupil_external_id") or (
                 record.external_id if kind == "demographics" else None
             )
+        if record.absent:
+            # Filled from the stored row at flush (absent is not null); hashed again there.
+            absent = tuple(c for c in _data_columns(kind) if c in record.absent)
+            if absent:
+                row["_absent"] = absent
         row["content_hash"] = content_hash(kind, row, self._key)
         row.update(
             school_id=self.school_id,
@@ -280,6 +285,7 @@ class Writer:
                 rows = self._resolve_pupils(kind, rows)
             if not rows:
                 continue
+            self._keep_absent(kind, rows)
             if special_columns(kind):
                 self._withhold_in_batch(kind, rows)
             if self.dialect == "postgresql":
@@ -301,6 +307,29 @@ class Writer:
             )
             self._removals.clear()
         self._buffered = 0
+
+    def _keep_absent(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+        """Give fields the provider left out the values already stored (a new row gets None): absent is not null."""
+        partial = {ext: row for ext, row in rows.items() if "_absent" in row}
+        if not partial:
+            return
+        table = _table(kind)
+        columns = sorted({c for row in partial.values() for c in row["_absent"]})
+        stored = {
+            r.external_id: r
+            for r in db.session.execute(
+                select(table.c.external_id, *(table.c[c] for c in columns)).where(
+                    table.c.connection_id == self.connection_id, table.c.external_id.in_(list(partial))
+                )
+            )
+        }
+        for ext, row in partial.items():
+            old = stored.get(ext)
+            for c in row.pop("_absent"):
+                row[c] = None if old is None else getattr(old, c)
+            if "roles" in row:
+                row["roles"] = _jsonable(row["roles"])
+            row["content_hash"] = content_hash(kind, row, self._key)
 
     def _withhold_in_batch(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
         """R74: store no special-category value for a pupil whose written objection is on file (one query a batch)."""

@@ -96,8 +96,10 @@ def test_a_school_revoked_mid_run_stops_at_once(wonde):
     run = run_extract(wonde.connection_id, mode="full")
     assert (run.status, run.error_kind, run.error_code) == (RunStatus.failed, ErrorKind.school_action, "authorisation_lost")
     assert wonde.connection().state == ConnectionState.revoked
-    # The request that met the revocation was the last one: no retries, nothing more.
-    assert sandbox.requests()[-1].path.startswith(f"/v1.0/schools/{sandbox.school_id()}/")
+    # The refused request was followed only by the check that confirmed the revocation: no retries, nothing more.
+    assert sandbox.requests()[-2].path.startswith(f"/v1.0/schools/{sandbox.school_id()}/")
+    assert sandbox.requests()[-2].status == 403
+    assert sandbox.requests()[-1].path == f"/v1.0/meta/schools/{sandbox.school_id()}"
     before = len(sandbox.requests())
     assert run_extract(wonde.connection_id, mode="full").status == RunStatus.cancelled
     assert len(sandbox.requests()) == before

@@ -17,7 +17,7 @@ ERROR_CODES = [
 ]
 # R42: why a notice was published.
 NOTICE_REASONS = ["retention_rule", "erasure", "revocation", "grant_removed", "authorisation_ended", "tombstone_removed",
-                  "provider_deleted"]
+                  "provider_deleted", "permission_withdrawn"]
 
 
 def _column_schema(column) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from portal import alerts, audit, lifecycle, staff_access, store
-from portal.connectors import RECORD_TYPES, AuthorisationLost, Checkpoint, ConnectorError, SyncState
+from portal import alerts, audit, lifecycle, permissions, staff_access, store
+from portal.connectors import RECORD_TYPES, AuthorisationLost, CategoryOutcome, Checkpoint, ConnectorError, SyncState
 from portal.extensions import db
 from portal.extract import plan
 from portal.jobs import claims
@@ -107,6 +107,8 @@ class _Run:
         self.high_water: dict[str, str] = stats.get("high_water", {})
         # Connector positions (SyncState) this run reached; stored for the connection when it succeeds.
         self.sync_state: dict[str, str | None] = dict(stats.get("sync_state") or {})
+        # What the provider answered instead of data, per category (CategoryOutcome as dicts).
+        self.outcomes: list[dict[str, Any]] = list(stats.get("outcomes", []))
         self.started = time.monotonic()
         self.seconds_before = stats.get("seconds", 0.0)
         self.pending = 0
@@ -157,6 +159,7 @@ class _Run:
             "session_window": window,
             "since": self.since,
             "sync_state": dict(self.sync_state),
+            "outcomes": list(self.outcomes),
             "seconds": round(self.seconds_before + time.monotonic() - self.started, 3),
         }
         stats.update(extra)
@@ -214,6 +217,20 @@ class _Run:
         self.run.lease_expires_at = now + _lease()
         db.session.commit()
         self.pending = 0
+
+    def add_outcome(self, outcome: CategoryOutcome) -> None:
+        """Keep one provider answer about a category (once: a resumed run may meet it again)."""
+        entry = {"category": outcome.category, "code": outcome.code, "message": outcome.message,
+                 "withheld": outcome.withheld, "confirmed": outcome.confirmed, "endpoint": outcome.endpoint,
+                 "fields": list(outcome.fields)}
+        if entry not in self.outcomes:
+            self.outcomes.append(entry)
+            log.info("extract run %s: %s for %s", self.run.id, outcome.code, outcome.category)
+        self.tell(event="outcome", category=outcome.category, code=outcome.code)
+
+    def withheld(self) -> set[str]:
+        """Categories not read in full: never reconciled, so nothing is removed for not being seen."""
+        return {o["category"] for o in self.outcomes if o.get("withheld")}
 
     def tell(self, **event: Any) -> None:
         if self.progress:
@@ -357,6 +374,9 @@ def _work(state: _Run) -> JobRun:
                 # Committed with the pages before it (in the run's stats), kept for the connection on success.
                 state.sync_state[item.key] = item.value
                 continue
+            if isinstance(item, CategoryOutcome):
+                state.add_outcome(item)
+                continue
             kind = item.kind
             if kind in SUBJECT_KINDS and plan.is_suppressed(connection.school_id, kind, item.external_id):
                 continue
@@ -376,11 +396,15 @@ def _complete(state: _Run) -> JobRun:
     state.writer.finish()
     full = run.params["mode"] == "full"
     categories = run.params["categories"]
+    # A category the provider withheld (or partly withheld) is not reconciled: a permission it stopped
+    # granting becomes a tracked withdrawal with its own deletion order, never an overwrite.
+    permissions.apply_run_outcomes(connection, run.id, categories, state.outcomes)
     hold = plan.pending_hold(connection)
     if hold is not None and hold.id != run.id:
         return _complete_under_hold(state, hold)
     if full:
-        kinds = [k for k, c in KIND_CATEGORY.items() if c in categories]
+        withheld = state.withheld()
+        kinds = [k for k, c in KIND_CATEGORY.items() if c in categories and c not in withheld]
         window = state.stats()["session_window"]
         session_window = (date.fromisoformat(window[0]), date.fromisoformat(window[1])) if window[0] else None
         # Rows any run wrote or saw since this one started (e.g. while it lay dead) are not proposed for removal.
@@ -409,7 +433,8 @@ def _complete(state: _Run) -> JobRun:
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
     plan.save_sync_state(connection, stats.get("sync_state") or {}, run.id)
-    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
+    message = " ".join(dict.fromkeys(o["message"] for o in state.outcomes)) or None
+    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message)
     lifecycle.mark_healthy(connection)
     if suspended:
         try:
@@ -452,10 +477,13 @@ def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime | None
     """Per category, the latest provider time the run saw (None where it saw nothing).
 
     Provider times, not our clock: the updated-after filter is compared with the provider's own
-    clock, so a skew between the two can neither skip nor repeat changes.
+    clock, so a skew between the two can neither skip nor repeat changes. A category the provider
+    withheld (in part) keeps its watermark: the next run asks again for what this one could not read.
     """
     high = stats.get("high_water", {})
-    return {c: datetime.fromisoformat(high[c]) if c in high else None for c in run.params["categories"]}
+    withheld = {o["category"] for o in stats.get("outcomes", ()) if o.get("withheld")}
+    return {c: datetime.fromisoformat(high[c]) if c in high else None
+            for c in run.params["categories"] if c not in withheld}
 
 
 def _stopped(state: _Run) -> JobRun:

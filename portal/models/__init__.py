@@ -1,7 +1,7 @@
 """All portal models, imported here so Alembic and the app see one metadata."""
 from portal.models.api import ApiCredential, FlagKind, ProductAuthorisation, SubjectFlag, SubjectFlagFeature, SubjectKind
 from portal.models.audit import AuditEntry, AuditUserKey
-from portal.models.connections import EXTRACTABLE_STATES, Connection, ConnectionState
+from portal.models.connections import EXTRACTABLE_STATES, Connection, ConnectionState, PermissionWithdrawal
 from portal.models.mis import (
     STORE_MODELS,
     ExtractRemoval,
@@ -113,6 +113,7 @@ __all__ = [
     "MisSubject",
     "OrgKind",
     "Organisation",
+    "PermissionWithdrawal",
     "PasswordResetToken",
     "RecoveryCode",
     "EmailChangeToken",

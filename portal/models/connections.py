@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
@@ -61,3 +61,24 @@ class Connection(db.Model):
     @property
     def can_extract(self) -> bool:
         return self.state in EXTRACTABLE_STATES and not self.paused
+
+
+class PermissionWithdrawal(db.Model):
+    """A permission the provider stopped granting for one connection (a category, or fields of one): a tracked decision.
+
+    Open while ``restored_at`` is empty. ``deletion_order_id`` is the order that deletes exactly that
+    data under the normal rules; it is cancelled when the permission comes back.
+    """
+
+    __tablename__ = "permission_withdrawals"
+    __table_args__ = (Index("ix_permission_withdrawals_open", "connection_id", "permission"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    school_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    # A category ("student_assessment") or a category's fields ("student_basic:date_of_birth,upn").
+    permission: Mapped[str] = mapped_column(String(200))
+    withdrawn_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    withdrawn_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
+    restored_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deletion_order_id: Mapped[int | None] = mapped_column(ForeignKey("deletion_orders.id", ondelete="SET NULL"))

@@ -55,6 +55,7 @@ class DeletionNotice(db.Model):
     # "subject": the pupil and every record about them (their pupil_id); "record": this record only.
     scope: Mapped[str] = mapped_column(String(20), default="record")
     # retention_rule | erasure | revocation | grant_removed | authorisation_ended | tombstone_removed | provider_deleted
+    # | permission_withdrawn
     reason: Mapped[str] = mapped_column(String(30))
     rule_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -118,7 +118,7 @@ class DeletionOrder(db.Model):
     connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="SET NULL"), index=True)
     # Empty: every category of the connection (or school).
     categories: Mapped[list[str]] = mapped_column(JSON, default=list)
-    reason: Mapped[str] = mapped_column(String(40))  # revocation | grant_removed
+    reason: Mapped[str] = mapped_column(String(40))  # revocation | grant_removed | permission_withdrawn
     rule_id: Mapped[str] = mapped_column(ForeignKey("retention_rules.id"))
     trigger_on: Mapped[date] = mapped_column(Date)
     due_on: Mapped[date] = mapped_column(Date)

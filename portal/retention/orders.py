@@ -93,6 +93,8 @@ def cancel_category_deletion(school: Organisation, *, user: User | None = None) 
         select(DeletionOrder).where(
             DeletionOrder.school_id == school.id, DeletionOrder.rule_id == GRANT_RULE,
             DeletionOrder.cancelled_at.is_(None), DeletionOrder.completed_at.is_(None),
+            # Data the provider stopped sharing is undone only by the provider sharing it again (portal.permissions).
+            DeletionOrder.reason != "permission_withdrawn",
         )
     ).scalars().all()
     actor = {"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}

@@ -49,6 +49,9 @@ __all__ = [
     "test_lesson_occurrences_are_stored_one_each",
     "test_kill_9_in_another_process_then_an_immediate_rerun_resumes",
     "test_revocation_mid_run_stops_the_run",
+    "test_a_refused_read_is_a_category_outcome_not_a_revocation",
+    "test_a_permission_withdrawn_mid_run_is_a_tracked_deletion_order",
+    "test_a_missing_secondary_read_is_a_warning",
     "test_transient_faults_are_retried",
 ]
 
@@ -94,6 +97,26 @@ class Served(abc.ABC):
 
     def changed(self) -> None:
         """Called after the kit mutates the synthetic school (sandboxes that cache renderings refresh here)."""
+
+    # -- provider answers (issue 15): what a provider may answer besides data. A connector package
+    #    implements each of these on its sandbox; the drills below then hold for it.
+
+    def refuse(self, category: str) -> None:
+        """Make every request of the category's main read answer 403 while the provider still shows the
+        school approved and the category's permission (scope) granted."""
+        raise NotImplementedError
+
+    def withdraw(self, category: str) -> None:
+        """The school stops granting the category's permission (scope) at the provider, which says so."""
+        raise NotImplementedError
+
+    def grant(self, category: str) -> None:
+        """The school grants the category's permission (scope) again."""
+        raise NotImplementedError
+
+    def drop_secondary(self) -> str | None:
+        """Make one secondary read answer 404; return its category (None: the connector has no secondary read)."""
+        raise NotImplementedError
 
 
 class ConformanceProvider(abc.ABC):
@@ -597,3 +620,81 @@ def test_kill_9_in_another_process_then_an_immediate_rerun_resumes(kit: Kit):
     assert resumed.error_code is None and not resumed.stats.get("hold")
     kit.assert_store_matches()
     assert killed_requests > 0
+
+
+# ---------------------------------------------------------------- provider answers (issue 15)
+
+
+def _orders_and_withdrawals(kit: Kit):
+    from portal.extensions import db
+    from portal.models import DeletionOrder, PermissionWithdrawal
+
+    db.session.expire_all()
+    orders = db.session.execute(db.select(DeletionOrder).where(DeletionOrder.connection_id == kit.connection_id)).scalars().all()
+    withdrawals = db.session.execute(
+        db.select(PermissionWithdrawal).where(PermissionWithdrawal.connection_id == kit.connection_id)).scalars().all()
+    return orders, withdrawals
+
+
+def test_a_refused_read_is_a_category_outcome_not_a_revocation(kit: Kit):
+    """R5: a 403 on one read while the provider shows the school approved revokes nothing and deletes nothing."""
+    assert kit.run("full").status.value == "succeeded"
+    category = "student_attendance_exclusions"
+    kit.served.refuse(category)
+    run = kit.run("full")
+    assert run.status.value == "succeeded", (run.error_code, run.error_message)
+    outcomes = [(o["category"], o["code"]) for o in run.stats["outcomes"]]
+    assert (category, "access_refused") in outcomes
+    assert kit.connection().state.value == "approved"
+    assert _orders_and_withdrawals(kit) == ([], [])
+    # Nothing was reconciled away: the store still equals what the provider serves.
+    kit.assert_store_matches()
+    assert run.stats["categories"][category]["tombstoned"] == 0
+
+
+def test_a_permission_withdrawn_mid_run_is_a_tracked_deletion_order(kit: Kit):
+    """A category the provider stops granting is not reconciled: a deletion order for exactly it, cancelled on return."""
+    assert kit.run("full").status.value == "succeeded"
+    category = "student_assessment"
+
+    def withdraw_when_reached(event: dict) -> None:
+        if event.get("event") == "category" and event.get("category") == category:
+            kit.served.withdraw(category)
+
+    run = kit.run("full", progress=withdraw_when_reached)
+    assert run.status.value == "succeeded", (run.error_code, run.error_message)
+    assert [o for o in run.stats["outcomes"] if o["category"] == category and o["code"] == "permission_missing"
+            and o["confirmed"]], run.stats["outcomes"]
+    assert kit.connection().state.value == "approved"
+    assert run.stats["categories"][category]["tombstoned"] == 0
+    kit.assert_store_matches()  # the held rows stay until the order's date: no silent tombstoning
+    orders, withdrawals = _orders_and_withdrawals(kit)
+    assert [(o.categories, o.reason, o.completed_at, o.cancelled_at) for o in orders] == [
+        ([category], "permission_withdrawn", None, None)]
+    assert orders[0].due_on > orders[0].trigger_on
+    assert [(w.permission, w.restored_at, w.deletion_order_id) for w in withdrawals] == [(category, None, orders[0].id)]
+    # The next run does not stack a second order.
+    assert kit.run("full").status.value == "succeeded"
+    assert len(_orders_and_withdrawals(kit)[0]) == 1
+    # The school grants it again: the order is cancelled and the category read as before.
+    kit.served.grant(category)
+    again = kit.run("full")
+    assert again.status.value == "succeeded" and not again.stats["outcomes"]
+    orders, withdrawals = _orders_and_withdrawals(kit)
+    assert orders[0].cancelled_at is not None and withdrawals[0].restored_at is not None
+    kit.assert_store_matches()
+
+
+def test_a_missing_secondary_read_is_a_warning(kit: Kit):
+    """A 404 on a secondary read records a warning; the category and the rest of the run go on."""
+    assert kit.run("full").status.value == "succeeded"
+    category = kit.served.drop_secondary()
+    if category is None:
+        pytest.skip("this connector has no secondary read")
+    run = kit.run("full")
+    assert run.status.value == "succeeded", (run.error_code, run.error_message)
+    assert (category, "optional_read_skipped") in [(o["category"], o["code"]) for o in run.stats["outcomes"]]
+    assert kit.connection().state.value == "approved"
+    assert _orders_and_withdrawals(kit) == ([], [])
+    kit.assert_store_matches()
+

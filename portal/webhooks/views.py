@@ -80,6 +80,17 @@ def _confirmed_approved(conn: Connection, school_id: str) -> bool:
     return ok
 
 
+def _confirmed_ended(conn: Connection, school_id: str) -> bool:
+    """Ask the provider whether access really ended (the payload is untrusted); a failed check is not a yes."""
+    if conn.provider_school_id and str(conn.provider_school_id) != school_id:
+        return False
+    try:
+        status = lifecycle.connector_instance(conn).access_status(conn)
+    except (ConnectorError, lifecycle.LifecycleError):
+        return False
+    return status.state in ("revoked", "declined", "not_connected")
+
+
 @bp.route("/wonde/<secret>", methods=["POST"])
 def wonde(secret: str):
     settings = current_app.config.get("CONNECTORS", {}).get(CONNECTOR, {}) or {}
@@ -136,7 +147,10 @@ def _apply(conn: Connection, kind: str, payload: dict[str, Any], event_id: str):
             db.session.rollback()
             return _done(event_id, kind, conn, exc.code)
     elif kind == "accessRevoked":
-        # Revocation is the safe direction: applied at once without waiting for confirmation (R5).
+        # Confirmed, never inferred (R5): a revocation schedules a deletion, so Wonde itself must say so.
+        if not _confirmed_ended(conn, school_id):
+            db.session.rollback()
+            return jsonify({"status": "unconfirmed", "state": conn.state.value}), 202
         lifecycle.mark_revoked_by_provider(conn, "revoked_at_provider")
     elif kind == "accessDeclined":
         lifecycle.mark_declined(conn, "provider")

@@ -50,6 +50,8 @@ def _encode(value: Any) -> Any:
         return {"__dt__" if isinstance(value, datetime) else "__d__": value.isoformat()}
     if isinstance(value, tuple):
         return list(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
     return value
 
 
@@ -121,7 +123,8 @@ class World:
         return json.loads(self.path.read_text())
 
     def records(self) -> list[Record]:
-        return [RECORD_TYPES[r["kind"]](**{k: _decode(v) for k, v in r["fields"].items()}) for r in self.load()["records"]]
+        return [RECORD_TYPES[r["kind"]](**{k: frozenset(v) if k == "absent" else _decode(v) for k, v in r["fields"].items()})
+                for r in self.load()["records"]]
 
     def update(self, kind: str, external_id: str, at: datetime, **changes: Any) -> None:
         data = self.load()

@@ -97,6 +97,7 @@ def test_same_event_twice_is_processed_once(wonde_app, make, sandbox):
     headers = {"X-Event-Id": "evt-1"}
     assert _post(client, _event(sandbox), headers=headers).json["status"] == "processed"
     # The school revokes and Wonde re-delivers the old approval: it must not re-approve.
+    sandbox.set_state(sandbox.school_id(), "revoked")
     _post(client, _event(sandbox, "accessRevoked", revoke_reason="x"), headers={"X-Event-Id": "evt-2"})
     again = _post(client, _event(sandbox), headers=headers)
     assert again.json["status"] == "duplicate"
@@ -123,6 +124,7 @@ def test_r5_revocation_event_revokes_and_tells_the_school_admins(wonde_app, make
     conn = _pending(school, sandbox)
     conn.state = ConnectionState.approved
     db.session.commit()
+    sandbox.set_state(sandbox.school_id(), "revoked")
     resp = _post(wonde_app.test_client(), _event(sandbox, "accessRevoked", revoke_reason="No longer needed"))
     assert resp.status_code == 200
     db.session.refresh(conn)
@@ -176,3 +178,19 @@ def test_signed_webhooks_need_a_fresh_matching_signature(make_app, make, sandbox
         assert resp.status_code == 200
         db.session.refresh(conn)
         assert conn.state == ConnectionState.approved
+
+
+def test_r5_a_revocation_event_wonde_does_not_confirm_changes_nothing(wonde_app, make, sandbox):
+    """Confirmed, never inferred: the school is still approved at Wonde, so nothing is revoked or scheduled."""
+    from portal.models import DeletionOrder
+
+    conn = _pending(_school(make), sandbox)
+    conn.state = ConnectionState.approved
+    db.session.commit()
+    sandbox.set_state(sandbox.school_id(), "approved")
+    resp = _post(wonde_app.test_client(), _event(sandbox, "accessRevoked", revoke_reason="forged"))
+    assert resp.status_code == 202 and resp.json["status"] == "unconfirmed"
+    db.session.refresh(conn)
+    assert conn.state == ConnectionState.approved
+    assert db.session.scalar(select(func.count()).select_from(DeletionOrder)) == 0
+

@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +15,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
+from portal.connectors import (
+    AccessRefused,
+    AuthorisationLost,
+    BadResponse,
+    ConnectorError,
+    InvalidJson,
+    NotFound,
+    ProviderUnavailable,
+    RateLimited,
+    is_loopback_host,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,8 @@ NOT_AUTHORISED_MARKERS = ("relying party not found", "authorization has been den
 PAUSED_MARKER = "authorisation is currently paused"
 # However short a token's life, it is replaced at least this long before it expires (clock skew, request time).
 TOKEN_MIN_MARGIN = timedelta(seconds=5)
+# Hosts the school secret and tokens may be sent to (R61); a deployment adds others with ``allowed_hosts``.
+ALLOWED_HOSTS = frozenset({"xporter.groupcall.com", "login.groupcall.com", "api.xporter.com"})
 
 
 class AuthorisationPaused(ConnectorError):
@@ -72,8 +84,13 @@ def error_message_of(body: Any) -> str | None:
     return None
 
 
-def classify_error(message: str, *, where: str, page: int | None = None) -> ConnectorError:
-    """Turn Groupcall's error text into one of the typed connector errors, in plain English without it."""
+def classify_error(message: str, *, where: str, page: int | None = None, status: int | None = None) -> ConnectorError:
+    """Turn Groupcall's error text into one of the typed connector errors, in plain English without it.
+
+    Only GetToken's own refusal ("Relying Party not found ...") says the authorisation has gone; a
+    refused data request (a 401/403, or any text about scopes) is AccessRefused, which the connector
+    confirms with GetToken and TokenDetails before anything changes.
+    """
     lowered = message.lower()
     if PAUSED_MARKER in lowered:
         return AuthorisationPaused(
@@ -82,13 +99,15 @@ def classify_error(message: str, *, where: str, page: int | None = None) -> Conn
             endpoint=where,
             page=page,
         )
-    if any(marker in lowered for marker in NOT_AUTHORISED_MARKERS) or "scope" in lowered:
+    if where == "GetToken" and any(marker in lowered for marker in NOT_AUTHORISED_MARKERS):
         return AuthorisationLost(
             "Groupcall says the school has not authorised the portal (or has revoked it). "
             "A school administrator must authorise the portal again in the Groupcall portal.",
             endpoint=where,
             page=page,
         )
+    if status in (401, 403) or "scope" in lowered or any(marker in lowered for marker in NOT_AUTHORISED_MARKERS):
+        return AccessRefused(f"Groupcall refused the request for {where}.", status=status or 403, endpoint=where, page=page)
     return ProviderReportedError(
         f"Groupcall reported an error while answering {where}; nothing from that answer was used. "
         "If it keeps happening, contact Groupcall support.",
@@ -165,6 +184,7 @@ class GroupcallClient:
         backoff: float = 0.5,
         page_size: int = 1000,
         allow_insecure_http: bool = False,
+        allowed_hosts: Iterable[str] = (),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         token_margin: timedelta = timedelta(hours=1),
@@ -174,10 +194,17 @@ class GroupcallClient:
         before_request: Callable[[], None] | None = None,
     ) -> None:
         base = base_url.rstrip("/")
+        allowed = ALLOWED_HOSTS | {h.strip().lower() for h in allowed_hosts if h and h.strip()}
         for url in (base, token_url or base):
-            if urlsplit(url).scheme != "https" and not allow_insecure_http:
-                # R61: school data travels only over TLS.
-                raise ConnectorError("The Groupcall address must start with https:// (plain http is refused).")
+            parts = urlsplit(url)
+            loopback = is_loopback_host(parts.hostname)
+            if parts.scheme != "https" and not (allow_insecure_http and parts.scheme == "http" and loopback):
+                # R61: school data and secrets travel only over TLS; plain http only to a local sandbox.
+                raise ConnectorError("The Groupcall address must start with https:// (plain http is allowed only "
+                                     "to a local test sandbox).")
+            if not loopback and (parts.hostname or "").lower() not in allowed:
+                raise ConnectorError(f"The Groupcall address's host {parts.hostname} is not an allowed Groupcall host "
+                                     "(add it to the connector's allowed_hosts setting if it really is Groupcall's).")
         self.api_base = f"{base}/api/v1"
         self.token_url = token_url or f"{base}/api/oauth/GetToken"
         self.relying_party = relying_party
@@ -226,13 +253,18 @@ class GroupcallClient:
             "password": self._secret,
             "thirdpartyid": THIRD_PARTY_ID,
         }
-        issued = self.clock()
-        resp, body = self._send_json("POST", self.token_url, where="GetToken", json=payload)
-        message = error_message_of(body)
-        token = body.get("token") if isinstance(body, Mapping) else None
-        if message or not token:
-            # Success is decided from the body; the HTTP status of a refusal is undocumented (spec §2.3).
-            raise classify_error(message or "relying party not found", where="GetToken")
+        for attempt in (1, 2):
+            issued = self.clock()
+            resp, body = self._send_json("POST", self.token_url, where="GetToken", json=payload)
+            message = error_message_of(body)
+            token = body.get("token") if isinstance(body, Mapping) else None
+            if message or not token:
+                # Success is decided from the body; the HTTP status of a refusal is undocumented (spec §2.3).
+                error = classify_error(message or "relying party not found", where="GetToken")
+                if isinstance(error, AuthorisationLost) and attempt == 1:
+                    continue  # a revocation is never read from one answer: ask once more
+                raise error
+            break
         expires = parse_groupcall_datetime(body.get("expires"))
         if expires is None:
             raise BadResponse("Groupcall issued a token without an expiry time.", endpoint="GetToken")
@@ -250,7 +282,10 @@ class GroupcallClient:
             # The cached token may have expired early or been invalidated: mint a new one, once.
             resp, body = self._send_json("GET", url, where=where, page=page, params=params, auth=True, refresh=True)
         if resp.status_code in (401, 403):
-            raise classify_error(error_message_of(body) or "authorization has been denied", where=where, page=page)
+            raise classify_error(error_message_of(body) or "authorization has been denied", where=where, page=page,
+                                 status=resp.status_code)
+        if resp.status_code == 404:
+            raise NotFound(f"Groupcall has no {where} for this school (HTTP 404).", endpoint=where, page=page)
         if resp.status_code >= 400:
             raise BadResponse(f"Groupcall answered {where} with HTTP {resp.status_code}.", endpoint=where, page=page)
         message = error_message_of(body)

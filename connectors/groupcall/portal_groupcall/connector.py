@@ -11,14 +11,18 @@ from typing import Any
 
 from portal.connectors import (
     CATEGORIES,
+    AccessRefused,
     AccessStatus,
     AuthorisationLost,
+    CategoryOutcome,
     Checkpoint,
     Connector,
     ConnectorError,
+    NotFound,
     Record,
     SyncState,
     Tombstone,
+    hosts_setting,
 )
 from portal_groupcall import callback, mapping
 from portal_groupcall.client import TOKENS, AuthorisationPaused, GroupcallClient, Page
@@ -46,6 +50,29 @@ CATEGORY_SCOPES = {
 }
 
 
+# XoD scopes that open each resource (any one is enough), as TokenDetails names them (spec §8).
+RESOURCE_SCOPES = {
+    "Students": ("Student", "StudentLite"), "Staff": ("Staff", "StaffLite"), "Groups": ("School", "SchoolLite"),
+    "TimetableStructure": ("School",), "Timetable": ("School",), "AttendanceForDateRange": ("Attendance",),
+    "StudentExclusions": ("StudentExclusions",), "assessmentstructure": ("School",),
+    "assessmentresults": ("AssessmentResults",), "SEN": ("SEN", "SENTypes"),
+}
+# Field scopes: without any of the scopes, XoD leaves these canonical fields out of the category's
+# records (spec §3.3); the store keeps what it holds for them (absent is not null).
+FIELD_SCOPES = (
+    (("StudentExtended",), "student_basic", ("legal_forename", "legal_surname", "date_of_birth", "admission_date",
+                                             "leaving_date")),
+    (("UPN",), "student_basic", ("upn",)),
+    (("StudentFunding",), "student_demographics", ("fsm", "fsm_ever6", "pupil_premium")),
+    (("StudentFamily",), "student_demographics", ("looked_after", "ever_in_care", "service_child")),
+    (("StudentDemographic",), "student_demographics", ("first_language",)),
+    (("StudentDemographic", "StudentEthnicity"), "student_demographics", ("ethnicity",)),
+    (("SEN", "SENTypes"), "student_demographics", ("sen_status",)),
+    (("SENTypes",), "student_demographics", ("sen_need",)),
+    (("StaffEmployment",), "staff_basic", ("roles",)),
+)
+
+
 def academic_year(today: date) -> tuple[date, date]:
     """1 September to 31 August around ``today``: a fixed window keeps changesets stable all year."""
     start_year = today.year if today.month >= 9 else today.year - 1
@@ -70,6 +97,8 @@ class GroupcallConnector(Connector):
             "date_from": {"type": "string", "format": "date"},
             "date_to": {"type": "string", "format": "date"},
             "allow_insecure_http": {"type": "boolean", "default": False},
+            "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": [],
+                              "description": "Hosts besides Groupcall's own the school secret may be sent to"},
         },
         "required": ["relying_party"],
         "secret": ["school_secret", "callback_secret"],
@@ -122,6 +151,7 @@ class GroupcallConnector(Connector):
             backoff=float(self.settings.get("retry_backoff", 0.5)),
             timeout=float(self.settings["timeout"]) if self.settings.get("timeout") else (10.0, 120.0),
             allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
+            allowed_hosts=hosts_setting(self.settings.get("allowed_hosts")),
             sleep=lambda seconds: type(self).sleep(seconds),
             tokens=TOKENS,
             counters=self.stats,
@@ -151,6 +181,7 @@ class GroupcallConnector(Connector):
             estab="",
             school_secret="",
             allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
+            allowed_hosts=hosts_setting(self.settings.get("allowed_hosts")),
         )
         if not self.settings.get("relying_party"):
             raise ConnectorError("The portal's Groupcall application id (relying_party) is not configured.")
@@ -203,10 +234,58 @@ class GroupcallConnector(Connector):
             if resume and CATEGORIES.index(category) < CATEGORIES.index(resume.category):
                 continue
             if not scopes.intersection(CATEGORY_SCOPES[category]):
+                # TokenDetails is Groupcall's own word: the school has not granted this category (confirmed).
+                yield CategoryOutcome(
+                    category, "permission_missing",
+                    f"Groupcall: your school has not granted the portal the {' or '.join(CATEGORY_SCOPES[category])} "
+                    "scope. Grant it in the Groupcall portal, or the data the portal holds for it will be deleted "
+                    "under the normal rules.", withheld=True, confirmed=True)
                 yield Checkpoint(category, None)
                 continue
+            for needed, owner, fields in FIELD_SCOPES:
+                if owner == category and not scopes.intersection(needed):
+                    yield CategoryOutcome(
+                        category, "fields_withheld",
+                        f"Groupcall: your school has not granted the {' or '.join(needed)} scope, so "
+                        f"{', '.join(fields)} were not read; the values the portal holds were left as they are.",
+                        confirmed=True, fields=fields)
             reader = _CategoryReader(self, client, connection, category, scopes, incremental=since is not None)
-            yield from reader.run(resume if resume and resume.category == category else None)
+            try:
+                yield from reader.run(resume if resume and resume.category == category else None)
+            except (AccessRefused, NotFound) as exc:
+                yield self.classify(client, category, exc)
+                # The category is incomplete: not reconciled; its change tokens are not advanced.
+                yield Checkpoint(category, None)
+
+    def classify(self, client: GroupcallClient, category: str, exc: AccessRefused | NotFound) -> CategoryOutcome:
+        """Say what a refused or missing read means, asking Groupcall first (GetToken, then TokenDetails).
+
+        GetToken refusing the stored secret raises AuthorisationLost (or AuthorisationPaused): that
+        is Groupcall's own answer. Otherwise TokenDetails says whether the read's scope is granted.
+        """
+        resource = exc.endpoint or "?"
+        if isinstance(exc, NotFound):
+            raise exc
+        try:
+            client.token(refresh=True)
+            scopes = client.granted_scopes()
+        except AuthorisationLost:
+            raise
+        except ConnectorError as check:
+            if check.code == "authorisation_paused":
+                raise
+            scopes = None  # the check failed: nothing is decided on it
+        needed = RESOURCE_SCOPES.get(resource, ())
+        if scopes is not None and needed and not scopes.intersection(needed):
+            return CategoryOutcome(
+                category, "permission_missing",
+                f"Groupcall: your school has not granted the portal the {' or '.join(needed)} scope. Grant it in the "
+                "Groupcall portal, or the data the portal holds for it will be deleted under the normal rules.",
+                withheld=True, confirmed=True, endpoint=resource)
+        return CategoryOutcome(
+            category, "access_refused",
+            f"Groupcall refused the portal's request for {resource} although the school's authorisation and scopes "
+            "still stand; nothing was changed and the next run will ask again.", withheld=True, endpoint=resource)
 
 
 @dataclass
@@ -278,20 +357,31 @@ class _CategoryReader:
             self.subject_rows = body.get("TTSubjects") or []
             self.subjects = {str(r.get("Code")): str(r["Id"]) for r in self.subject_rows if r.get("Code")}
         if self.category == "student_demographics" and "SENTypes" in self.scopes:
-            self.sen_needs = {}
-            for page in self.client.pages("SEN", {"Active": "1"}):
-                for row in page.rows("StudentSENTypeHistory"):
-                    pupil, rank = str(row.get("StudentMis_Id")), row.get("Rank") or 99
-                    code = mapping.text(row, "NeedTypeCode")
-                    if code and (pupil not in self.sen_needs or rank < self.sen_needs[pupil][0]):
-                        self.sen_needs[pupil] = (rank, code)
+            needs: dict[str, tuple[int, str]] = {}
+            try:
+                for page in self.client.pages("SEN", {"Active": "1"}):
+                    for row in page.rows("StudentSENTypeHistory"):
+                        pupil, rank = str(row.get("StudentMis_Id")), row.get("Rank") or 99
+                        code = mapping.text(row, "NeedTypeCode")
+                        if code and (pupil not in needs or rank < needs[pupil][0]):
+                            needs[pupil] = (rank, code)
+                self.sen_needs = needs
+            except (AccessRefused, NotFound) as exc:
+                # A secondary read: the category goes on; SEN needs stay as stored (absent, not null).
+                self.skipped.append(CategoryOutcome(
+                    self.category, "optional_read_skipped",
+                    "Groupcall did not answer the SEN needs read (HTTP "
+                    f"{getattr(exc, 'status', None) or 404}); the rest of the category was read and SEN needs were "
+                    "left as they are.", endpoint="SEN"))
         if self.category == "student_assessment":
             body = self.client.fetch("assessmentstructure")
             self.aspects = {str(r["Id"]): r for r in body.get("Aspects") or []}
             self.result_sets = {str(r["Id"]): r for r in body.get("ResultSets") or []}
 
-    def run(self, resume: _Cursor | None) -> Iterator[Record | Checkpoint]:
+    def run(self, resume: _Cursor | None) -> Iterator[Record | Checkpoint | CategoryOutcome]:
+        self.skipped: list[CategoryOutcome] = []
         self.prepare()
+        yield from self.skipped
         if self.category == "student_timetable" and (resume is None or resume.step == 0):
             # Subjects have no endpoint of their own: TimetableStructure's TTSubjects, read whole.
             for row in self.subject_rows:

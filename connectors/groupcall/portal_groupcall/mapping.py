@@ -1,4 +1,4 @@
-"""Map Xporter on Demand rows to the portal's canonical records; an absent field (scope not granted) maps to None."""
+"""Map Xporter on Demand rows to the portal's canonical records; a field left out (scope not granted) is marked absent, not null."""
 from __future__ import annotations
 
 import re
@@ -96,9 +96,36 @@ def year_group(label: str | None) -> str | None:
     return squashed
 
 
+# Canonical field -> the XoD keys that carry it. A field none of whose keys is in the row was left
+# out by Groupcall (its scope is not granted): the record marks it absent, so the store keeps what
+# it holds (spec §3.3: "left out of the record entirely. They are not sent as null").
+PUPIL_SOURCES = {
+    "legal_forename": ("LegalForename",), "legal_surname": ("LegalSurname",), "preferred_forename": ("Forename",),
+    "preferred_surname": ("Surname",), "date_of_birth": ("DateofBirth", "DateOfBirth"), "gender": ("Gender",),
+    "upn": ("UPN",), "year_group": ("YearGroup",), "registration_group": ("RegGroup",),
+    "admission_date": ("EntryDate",), "leaving_date": ("LeavingDate",),
+}
+DEMOGRAPHICS_SOURCES = {
+    "fsm": ("FSMEligible", "FsmEligible"), "fsm_ever6": ("FSMEver6",), "pupil_premium": ("PupilPremium",),
+    "sen_status": ("SENProvision",), "first_language": ("FirstLanguageCode",), "eal": ("EAL",),
+    "ethnicity": ("EthnicityCode",), "looked_after": ("InLeaCare",), "ever_in_care": ("EverInCare",),
+    "service_child": ("ServiceChild",),
+}
+STAFF_SOURCES = {
+    "title": ("Title",), "forename": ("Forename",), "surname": ("Surname",), "email": ("WorkEmail",),
+    "roles": ("Roles",),
+}
+
+
+def absent_fields(row: Mapping[str, Any], sources: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
+    """Return the canonical fields whose XoD keys are all missing from the row (not granted, not null)."""
+    return frozenset(name for name, keys in sources.items() if field(row, *keys) is MISSING)
+
+
 def pupil(row: Mapping[str, Any]) -> PupilRecord:
     return PupilRecord(
         external_id=str(row["Id"]),
+        absent=absent_fields(row, PUPIL_SOURCES),
         updated_at=stamp(row),
         legal_forename=text(row, "LegalForename"),
         legal_surname=text(row, "LegalSurname"),
@@ -117,8 +144,10 @@ def pupil(row: Mapping[str, Any]) -> PupilRecord:
 def demographics(row: Mapping[str, Any], sen_need: Any = MISSING) -> DemographicsRecord:
     """Census fields of a Students row; ``sen_need`` comes from the SEN endpoint when its scope is granted."""
     sen = field(row, "SENProvision")
+    absent = absent_fields(row, DEMOGRAPHICS_SOURCES) | ({"sen_need"} if sen_need is MISSING else set())
     return DemographicsRecord(
         external_id=str(row["Id"]),
+        absent=frozenset(absent),
         updated_at=stamp(row),
         fsm=flag(row, "FSMEligible", "FsmEligible"),
         fsm_ever6=flag(row, "FSMEver6"),
@@ -284,8 +313,12 @@ def staff(row: Mapping[str, Any]) -> StaffRecord:
         employed = ended is None or ended >= date.today()
     else:
         employed = None
+    absent = set(absent_fields(row, STAFF_SOURCES))
+    if field(row, "StaffStatus") is MISSING and field(row, "EmploymentEnd") is MISSING:
+        absent.add("currently_employed")
     return StaffRecord(
         external_id=str(row["Id"]),
+        absent=frozenset(absent),
         updated_at=stamp(row),
         title=text(row, "Title"),
         forename=text(row, "Forename"),

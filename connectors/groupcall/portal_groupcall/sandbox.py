@@ -98,9 +98,12 @@ FIELD_SCOPES: dict[str, dict[str, tuple[str, ...]]] = {
 
 FIELD_SCOPES["Leavers"] = FIELD_SCOPES["Students"]
 
+# http_403: the scope-refused envelope with HTTP 403 while the school's authorisation and scopes still
+# stand (one endpoint refused); http_404: the endpoint is missing for this school; scope_error_in_200: the
+# scope-refused envelope inside an HTTP 200 (spec §11: errors come back with 200 too).
 FAULT_KINDS = (
-    "http_500", "http_502", "http_503", "http_429", "http_401", "slow", "drop", "error_in_200", "malformed_json",
-    "revoke",
+    "http_500", "http_502", "http_503", "http_429", "http_401", "http_403", "http_404", "slow", "drop",
+    "error_in_200", "scope_error_in_200", "malformed_json", "revoke",
 )
 
 
@@ -316,6 +319,11 @@ class GroupcallSandbox:
             if not self.revoked_tokens_keep_working:
                 self._forget_tokens(estab)
 
+    def set_scopes(self, estab: str, scopes: Iterable[str]) -> None:
+        """The school changes the scopes it grants, keeping its secret (takes effect on the next request)."""
+        with self._lock:
+            self.schools[estab].scopes = set(scopes)
+
     def pause(self, estab: str, paused: bool = True) -> None:
         with self._lock:
             self.schools[estab].status = "Paused" if paused else "Authorised"
@@ -473,6 +481,10 @@ class GroupcallSandbox:
                 resp.headers["Retry-After"] = "0"
             if status == 401:
                 resp = _json({**_envelope(DENIED), "Message": DENIED}, 401)
+            if status == 403:
+                resp = _json(_envelope(SCOPE_DENIED), 403)
+            if status == 404:
+                resp = _json(_envelope("No HTTP resource was found that matches the request URI."), 404)
             return resp
         if fault.kind == "slow":
             time.sleep(fault.delay)
@@ -485,6 +497,8 @@ class GroupcallSandbox:
             return resp
         if fault.kind == "error_in_200":
             return _json(_envelope("Something went wrong"), 200)
+        if fault.kind == "scope_error_in_200":
+            return _json(_envelope(SCOPE_DENIED), 200)
         if fault.kind == "malformed_json":
             return Response('{"Students": [ {"Id": "1", ', status=200, mimetype="application/json")
         if fault.kind == "revoke":

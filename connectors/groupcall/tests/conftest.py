@@ -16,8 +16,8 @@ from portal.testing.conformance import (  # noqa: F401 (kit_* are fixtures)
 )
 from portal.testing.databases import base_config
 from portal_groupcall.client import TOKENS
-from portal_groupcall.connector import GroupcallConnector
-from portal_groupcall.sandbox import RELYING_PARTY, GroupcallSandbox
+from portal_groupcall.connector import CATEGORY_SCOPES, GroupcallConnector
+from portal_groupcall.sandbox import DEFAULT_SCOPES, RELYING_PARTY, GroupcallSandbox
 
 def pytest_addoption(parser):
     # The same --backend option as the portal's tests; whichever conftest loads first adds it.
@@ -56,6 +56,28 @@ class GroupcallServed(Served):
 
     def request_count(self) -> int:
         return len(self.sandbox.requests)
+
+    def refuse(self, category: str) -> None:
+        # The scope-refused envelope ("Scope not authorised") with HTTP 403, the scope still granted.
+        self.sandbox.inject("http_403", f"/{MAIN_READS[category]}", times=100_000)
+
+    def withdraw(self, category: str) -> None:
+        school = self.sandbox.schools[self.estab]
+        self.sandbox.set_scopes(self.estab, school.scopes - set(CATEGORY_SCOPES[category]))
+
+    def grant(self, category: str) -> None:
+        school = self.sandbox.schools[self.estab]
+        self.sandbox.set_scopes(self.estab, school.scopes | (set(CATEGORY_SCOPES[category]) & set(DEFAULT_SCOPES)))
+
+    def drop_secondary(self) -> str | None:
+        self.sandbox.inject("http_404", "/SEN", times=100_000)
+        return "student_demographics"
+
+
+# The first paged read of each category.
+MAIN_READS = {"student_basic": "Students", "student_demographics": "Students", "student_timetable": "Groups",
+              "student_assessment": "assessmentresults", "student_attendance_exclusions": "AttendanceForDateRange",
+              "staff_basic": "Staff"}
 
 
 class GroupcallProvider(ConformanceProvider):

@@ -7,7 +7,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
+from portal.connectors import (
+    AccessRefused,
+    AuthorisationLost,
+    BadResponse,
+    ConnectorError,
+    InvalidJson,
+    ProviderUnavailable,
+    RateLimited,
+)
 from portal_groupcall.client import (
     AuthorisationPaused,
     GroupcallClient,
@@ -93,12 +101,12 @@ def test_a_401_mints_a_new_token_once_and_carries_on(sandbox, school):
     assert sandbox.count("/api/oauth/GetToken") == 2
 
 
-def test_a_second_401_is_a_lost_authorisation(sandbox, school):
+def test_a_second_401_is_a_refusal_not_a_revocation(sandbox, school):
     client = make_client(sandbox, school)
     sandbox.inject("http_401", "/SchoolInfo", times=5)
-    with pytest.raises(AuthorisationLost) as caught:
+    with pytest.raises(AccessRefused) as caught:
         client.fetch("SchoolInfo")
-    assert caught.value.kind == "school_action"
+    assert caught.value.kind == "school_action" and caught.value.status == 401
     assert sandbox.count("/SchoolInfo") == 2 and sandbox.count("/api/oauth/GetToken") == 2
 
 

@@ -84,7 +84,7 @@ def test_absent_and_null_fields_differ_in_mapping():
 def test_a_category_whose_scopes_are_not_granted_yields_nothing_and_asks_nothing(sandbox, settings, school):
     sandbox.schools[school.dfe_number].scopes = set(DEFAULT_SCOPES) - {"Attendance", "StudentExclusions"}
     items = records(GroupcallConnector(settings), school, "student_attendance_exclusions")
-    assert items == []
+    assert [(i.code, i.confirmed, i.withheld) for i in items] == [("permission_missing", True, True)]
     assert sandbox.count("/AttendanceForDateRange") == 0 and sandbox.count("/StudentExclusions") == 0
 
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import ipaddress
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -17,9 +16,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 import requests
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
+from portal.connectors import (
+    AccessRefused,
+    BadResponse,
+    ConnectorError,
+    InvalidJson,
+    NotFound,
+    ProviderUnavailable,
+    RateLimited,
+    is_loopback_host,
+)
 
-__all__ = ["Page", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
+__all__ = ["NotFound", "Page", "RegionRefused", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
 
 DEFAULT_BASE_URL = "https://api.wonde.com/v1.0"
 # The attendance list is most of a school's rows: ask for bigger pages there. Classes and groups come
@@ -27,7 +35,19 @@ DEFAULT_BASE_URL = "https://api.wonde.com/v1.0"
 # hundreds of pupils): smaller pages there keep memory flat as schools grow.
 DEFAULT_PAGE_SIZES = {"attendance/session": 1000, "classes": 50, "groups": 10}
 USER_AGENT = "mis-portal-wonde/0.1"
-LOOPBACK_NAMES = {"localhost"}
+# R64: the UK region. Wonde's UK (and "rest of the world") domain; other regional domains hold
+# schools whose data lives outside the UK and are never called.
+UK_REGION_CODES = frozenset({"GBR", "GB", "UK"})
+UK_DOMAIN = "api.wonde.com"
+# Hosts the token may be sent to (R61); a deployment adds others with the ``allowed_hosts`` setting.
+ALLOWED_HOSTS = frozenset({UK_DOMAIN})
+
+
+class RegionRefused(ConnectorError):
+    """R64: the school's Wonde region is not the UK one, so the portal does not read its data."""
+
+    code = "region_not_uk"
+    kind = "school_action"
 
 
 # ---------------------------------------------------------------- dates
@@ -119,6 +139,7 @@ class WondeClient:
         backoff_cap: float = 30.0,
         retry_after_cap: float = 120.0,
         allow_insecure_http: bool = False,
+        allowed_hosts: Iterable[str] = (),
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[float, float], float] | None = None,
         session: requests.Session | None = None,
@@ -133,9 +154,14 @@ class WondeClient:
         if not base_url.endswith("/v1.0"):
             base_url += "/v1.0"
         parts = urlsplit(base_url)
-        if parts.scheme != "https" and not (allow_insecure_http and parts.scheme == "http" and _is_loopback(parts.hostname)):
+        if parts.scheme != "https" and not (allow_insecure_http and parts.scheme == "http" and is_loopback_host(parts.hostname)):
             # R61: credentials and pupil data travel over HTTPS only; plain HTTP only to a local sandbox in tests.
             raise ConnectorError("The Wonde base URL must use HTTPS (plain HTTP is allowed only to a local test sandbox).")
+        self.allowed_hosts = frozenset(ALLOWED_HOSTS | {h.strip().lower() for h in allowed_hosts if h and h.strip()})
+        if not is_loopback_host(parts.hostname) and (parts.hostname or "").lower() not in self.allowed_hosts:
+            raise ConnectorError(f"The Wonde base URL's host {parts.hostname} is not an allowed Wonde host "
+                                 "(add it to the connector's allowed_hosts setting if it really is Wonde's).")
+        self.allow_insecure_http = allow_insecure_http
         self.base_url = base_url
         self.scheme = parts.scheme
         self.host = parts.netloc
@@ -209,10 +235,12 @@ class WondeClient:
                 continue
             status = response.status_code
             if status in (401, 403):
-                # R5: the school revoked access or never granted it; retrying cannot help.
-                raise AuthorisationLost(
-                    f"Wonde refused access to {where} (HTTP {status}): the school has not approved, or has revoked, "
-                    "this application in the Wonde school portal.", endpoint=endpoint, page=page)
+                # Not a revocation by itself (one permission may be missing, spec §16): the connector
+                # confirms with Wonde before anything changes (R5).
+                raise AccessRefused(f"Wonde refused the request for {where} (HTTP {status}).",
+                                    status=status, endpoint=endpoint, page=page)
+            if status == 404:
+                raise NotFound(f"Wonde answered HTTP 404 for {where}.", endpoint=endpoint, page=page)
             if status == 429:
                 last_429 = self._retry_after(response, attempt)
                 if final:
@@ -324,7 +352,7 @@ class WondeClient:
 
     def _check_host(self, url: str, endpoint: str, page: int | None = None) -> None:
         parts = urlsplit(url)
-        if parts.netloc != self.host and not parts.netloc.endswith(".wonde.com"):
+        if parts.netloc != self.host and parts.netloc not in {b.split("/")[2] for b in self._school_bases.values()}:
             raise BadResponse(f"Wonde's answer for {endpoint} points to another host; not followed.",
                               endpoint=endpoint, page=page)
         if parts.scheme != self.scheme:
@@ -356,14 +384,43 @@ class WondeClient:
         """Return ``https://{region domain}/v1.0/schools/{id}`` for a school, from its region (cached)."""
         base = self._school_bases.get(school_id)
         if base is None:
-            school = self.school(school_id)
-            region = school.get("region") if isinstance(school.get("region"), dict) else {}
-            domain = region.get("domain") or self.host
-            # Only Wonde's own domains (or the configured host) receive the token.
-            if domain != self.host and not str(domain).endswith(".wonde.com"):
-                raise BadResponse("Wonde gave the school a region domain outside wonde.com; not used.", endpoint="school")
+            domain = self.check_region(self.school(school_id))
             base = self._school_bases[school_id] = f"{self.scheme}://{domain}/v1.0/schools/{school_id}"
         return base
+
+    def check_region(self, school: Mapping[str, Any]) -> str:
+        """Return the host to read a school's data from; refuse a school outside the UK region (R64).
+
+        The region code decides, and a non-UK regional domain is refused whatever the code says.
+        The domain must be the configured host or an allowed one, and keeps the configured scheme:
+        plain HTTP stays on a loopback sandbox, whatever the region says (R61).
+        """
+        region = school.get("region") if isinstance(school.get("region"), Mapping) else {}
+        code = str(region.get("code") or "").strip().upper()
+        domain = str(region.get("domain") or self.host).strip().lower()
+        host = urlsplit(f"//{domain}").hostname or ""
+        if code and code not in UK_REGION_CODES:
+            raise RegionRefused(f"Wonde holds this school's data in the region {code} ({domain}), not the UK: "
+                                "the portal only reads data held in the UK.", endpoint="school")
+        if domain != self.host.lower() and host not in self.allowed_hosts:
+            raise RegionRefused(f"Wonde gave this school the region domain {domain}, which is not the UK one "
+                                f"({UK_DOMAIN}): the portal only reads data held in the UK.", endpoint="school")
+        if self.scheme != "https" and not is_loopback_host(host):
+            raise ConnectorError("Plain HTTP is allowed only to a local test sandbox; not sending the token "
+                                 f"to {domain}.", endpoint="school")
+        return domain
+
+    def school_meta(self, school_id: str) -> dict[str, Any]:
+        """Return ``/meta/schools/{id}``: the application's status flags at the school (approved, online...)."""
+        return self.get_object(self.url(f"meta/schools/{school_id}"), endpoint="meta")
+
+    def school_permissions(self, school_id: str) -> list[dict[str, Any]]:
+        """Return ``/meta/schools/{id}/permissions``: each permission with its approval state."""
+        body = self.request("GET", self.url(f"meta/schools/{school_id}/permissions"), endpoint="permissions")
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise BadResponse("Wonde's answer for permissions has no 'data' list.", endpoint="permissions")
+        return [p for p in data if isinstance(p, Mapping)]
 
     def request_access(self, school_id: str, contacts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Ask the school to approve this application; return Wonde's {success, state, message}."""
@@ -377,14 +434,3 @@ class WondeClient:
         """Withdraw this application's approved or pending access to the school."""
         answer = self.request("DELETE", self.url(f"schools/{school_id}/revoke-access"), endpoint="revoke-access")
         return answer if isinstance(answer, dict) else {}
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

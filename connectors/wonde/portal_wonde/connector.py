@@ -9,18 +9,21 @@ from typing import Any
 
 from portal.connectors import (
     CATEGORIES,
+    AccessRefused,
     AccessStatus,
     AuthorisationLost,
     BadResponse,
+    CategoryOutcome,
     Checkpoint,
     Connector,
     ConnectorError,
     MembershipRecord,
     Record,
     Tombstone,
+    hosts_setting,
 )
 from portal_wonde import mapping
-from portal_wonde.client import DEFAULT_BASE_URL, WondeClient, format_filter_datetime
+from portal_wonde.client import DEFAULT_BASE_URL, NotFound, WondeClient, format_filter_datetime
 
 __all__ = ["SchoolNotFound", "WondeConnector"]
 
@@ -38,11 +41,29 @@ class SchoolNotFound(ConnectorError):
 
 @dataclass(frozen=True)
 class Step:
-    """One list endpoint read for a category, with the mapper that turns each row into records."""
+    """One list endpoint read for a category, with the mapper that turns each row into records.
+
+    ``optional``: a secondary read; if Wonde does not have it (404) or refuses it while the school
+    stays approved, the run records a warning and the category goes on without it.
+    """
 
     endpoint: str
     params: Mapping[str, Any]
     mapper: Callable[[Mapping[str, Any]], Iterable[Record]]
+    optional: bool = False
+
+
+# Secondary reads: a category is still worth having without them.
+OPTIONAL_ENDPOINTS = frozenset({"students-leaver", "attendance-codes"})
+# Endpoint -> the names a Wonde permission for it may carry (identity prefix or name), most specific
+# first; the spec's vocabulary is a placeholder ([INF] §5.3), so an unmatched one is "unknown".
+PERMISSION_NAMES = {
+    "students": ("students",), "students-leaver": ("students-leaver", "students_leaver", "leavers", "students"),
+    "subjects": ("subjects",), "classes": ("classes",), "groups": ("groups",), "lessons": ("lessons", "timetable"),
+    "assessment/results": ("assessment", "results"), "attendance/session": ("attendance",),
+    "attendance-codes": ("attendance",), "exclusions": ("exclusions",), "employees": ("employees", "staff"),
+    "deletions": ("deletions",),
+}
 
 
 class WondeConnector(Connector):
@@ -66,6 +87,8 @@ class WondeConnector(Connector):
             "backoff_cap": {"type": "number", "default": 30},
             "retry_after_cap": {"type": "number", "default": 120},
             "allow_insecure_http": {"type": "boolean", "default": False, "title": "Allow plain HTTP to a local sandbox (tests)"},
+            "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": [],
+                              "title": "Hosts besides api.wonde.com the token may be sent to"},
         },
         "required": ["token"],
         "secret": ["token"],
@@ -89,6 +112,7 @@ class WondeConnector(Connector):
             backoff_cap=float(s.get("backoff_cap", 30)),
             retry_after_cap=float(s.get("retry_after_cap", 120)),
             allow_insecure_http=_truthy(s.get("allow_insecure_http", False)),
+            allowed_hosts=hosts_setting(s.get("allowed_hosts")),
             stats=self.stats,
             before_request=self.before_request,
             page_sizes=_page_sizes(s.get("page_sizes")),
@@ -117,11 +141,13 @@ class WondeConnector(Connector):
         if urn:
             found = self.client.find_schools("all", urn=str(urn))
             if len(found) == 1:
+                self.client.check_region(found[0])  # R64: refused at connect, before any data request
                 return found[0]
         dfe = _attr(school, "dfe_number")
         if dfe and len(str(dfe)) == 7:
             found = self.client.find_schools("all", la_code=str(dfe)[:3], establishment_number=str(dfe)[3:])
             if len(found) == 1:
+                self.client.check_region(found[0])
                 return found[0]
         return None
 
@@ -156,7 +182,7 @@ class WondeConnector(Connector):
         school_id = self._school_id(school)
         try:
             self.client.revoke_access(school_id)
-        except AuthorisationLost:
+        except (AccessRefused, NotFound):
             return  # access is already gone at Wonde; nothing left to withdraw
 
     def access_status(self, school: Any) -> AccessStatus:
@@ -175,11 +201,11 @@ class WondeConnector(Connector):
         if category == "student_basic":
             params = {"include": "education_details,registration,year", **changed}
             steps = [Step("students", params, lambda row: [mapping.map_pupil(row)]),
-                     Step("students-leaver", params, lambda row: [mapping.map_pupil(row, leaving=True)])]
+                     Step("students-leaver", params, lambda row: [mapping.map_pupil(row, leaving=True)], True)]
         elif category == "student_demographics":
             params = {"include": "extended_details,sen_needs", **changed}
             steps = [Step("students", params, lambda row: [mapping.map_demographics(row)]),
-                     Step("students-leaver", params, lambda row: [mapping.map_demographics(row)])]
+                     Step("students-leaver", params, lambda row: [mapping.map_demographics(row)], True)]
         elif category == "student_timetable":
             steps = [Step("subjects", dict(changed), lambda row: [mapping.map_subject(row)]),
                      Step("classes", {"include": "subject,students", **changed}, self._with_departures(mapping.map_class)),
@@ -234,8 +260,12 @@ class WondeConnector(Connector):
         ids: set[str] = set()
         for endpoint, params in (("students", changed), ("students-leaver", changed),
                                  ("deletions", {"type": "student", **changed})):
-            for page in self.client.pages(f"{base}/{endpoint}", endpoint=endpoint, params=params):
-                ids.update(str(row["id"]) for row in page.items if isinstance(row, Mapping) and row.get("id"))
+            try:
+                for page in self.client.pages(f"{base}/{endpoint}", endpoint=endpoint, params=params):
+                    ids.update(str(row["id"]) for row in page.items if isinstance(row, Mapping) and row.get("id"))
+            except (AccessRefused, NotFound):
+                # Without them, memberships of pupils who moved on wait for the next full run.
+                continue
         self._departures = ids
 
     def extract(
@@ -252,7 +282,15 @@ class WondeConnector(Connector):
         """
         wanted = [c for c in CATEGORIES if c in set(categories)]
         school_id = self._school_id(connection)
-        base = self.client.school_base(school_id)
+        self._school = school_id
+        try:
+            base = self.client.school_base(school_id)
+        except AccessRefused as exc:
+            self.confirm_access(school_id, exc)  # raises AuthorisationLost when Wonde confirms it
+            raise AccessRefused(
+                "Wonde refused to show the school's record although it still lists the school as approved for "
+                "the portal; nothing was changed and the next run will ask again.", status=exc.status,
+                endpoint="school") from None
         self._codes: dict[str, str] = {}
         self._codes_loaded = False
         resume_at = wanted.index(checkpoint.category) if checkpoint and checkpoint.category in wanted else 0
@@ -277,27 +315,118 @@ class WondeConnector(Connector):
                 raise BadResponse(f"The saved checkpoint for {category} cannot be read; run a full extract.") from None
         for number in range(start_step, len(steps)):
             step = steps[number]
-            if step.endpoint == "attendance/session":
+            try:
+                yield from self._read_step(base, category, steps, number, next_url if number == start_step else None)
+            except (AccessRefused, NotFound) as exc:
+                outcome = self.classify(category, step, exc)
+                yield outcome
+                if not step.optional:
+                    # The category is incomplete: its other reads are skipped, and it is not reconciled.
+                    yield Checkpoint(category, json.dumps({"step": len(steps)}))
+                    return
+                yield Checkpoint(category, json.dumps({"step": number + 1}))
+
+    def classify(self, category: str, step: Step, exc: AccessRefused | NotFound) -> CategoryOutcome:
+        """Say what a refused or missing read means, asking Wonde first; raise AuthorisationLost only when confirmed."""
+        endpoint = step.endpoint
+        if isinstance(exc, NotFound):
+            if not step.optional:
+                raise exc
+            return CategoryOutcome(category, "optional_read_skipped",
+                                   f"Wonde: the school's data has no '{endpoint}' list; the rest of the category was read.",
+                                   withheld=True, endpoint=endpoint)
+        state = self.confirm_access(self._school, exc, endpoint)
+        if state == "permission_missing":
+            if step.optional:
+                return CategoryOutcome(category, "optional_read_skipped",
+                                       f"Wonde: your school has not approved '{endpoint}' for this portal; the rest "
+                                       "of the category was read.", withheld=True, endpoint=endpoint)
+            return CategoryOutcome(category, "permission_missing",
+                                   f"Wonde: your school has not approved '{endpoint}' for this portal. Approve it in "
+                                   "the Wonde school portal, or the data the portal holds for it will be deleted "
+                                   "under the normal rules.", withheld=True, confirmed=True, endpoint=endpoint)
+        return CategoryOutcome(category, "optional_read_skipped" if step.optional else "access_refused",
+                               f"Wonde refused the portal's request for '{endpoint}' although it shows the school "
+                               "approved; nothing was changed and the next run will ask again.",
+                               withheld=True, endpoint=endpoint)
+
+    def confirm_access(self, school_id: str, exc: AccessRefused, endpoint: str | None = None) -> str:
+        """Ask Wonde whether access really ended after a refused request (never inferred from one answer, R5).
+
+        Raises AuthorisationLost when Wonde's school status says the application is no longer approved.
+        Returns "permission_missing" when the school is approved but Wonde lists the endpoint's
+        permission as not approved, else "unconfirmed" (approved, permission granted or unknown, or
+        the check itself failed).
+        """
+        try:
+            meta = self.client.school_meta(school_id)
+        except AccessRefused as again:
+            if again.status == 401:
+                raise ConnectorError("Wonde refused the portal's access token (HTTP 401): check the connector's "
+                                     "token setting. No connection was changed.", endpoint=endpoint) from None
+            self._raise_if_listed_revoked(school_id, endpoint)
+            return "unconfirmed"
+        except ConnectorError:
+            return "unconfirmed"  # the check failed: nothing is decided on it
+        approved = mapping.normalise_bool(meta.get("approved"))
+        if approved is False:
+            raise AuthorisationLost(
+                "Wonde shows the school no longer approves this portal: the school revoked access in the Wonde "
+                "school portal.", endpoint=endpoint or exc.endpoint, page=exc.page) from None
+        if approved is not True or endpoint is None:
+            return "unconfirmed"
+        try:
+            permissions = self.client.school_permissions(school_id)
+        except ConnectorError:
+            return "unconfirmed"
+        for name in PERMISSION_NAMES.get(endpoint, (endpoint,)):
+            matching = [p for p in permissions if _permission_key(p) == name]
+            if matching:
+                denied = all(mapping.normalise_bool(p.get("approved")) is False for p in matching)
+                return "permission_missing" if denied else "unconfirmed"
+        return "unconfirmed"
+
+    def _raise_if_listed_revoked(self, school_id: str, endpoint: str | None) -> None:
+        """Raise AuthorisationLost if Wonde lists the school as revoked or declined for this portal."""
+        for listing in ("revoked", "declined"):
+            try:
+                listed = any(str(s.get("id")) == school_id for s in self.client.find_schools(listing))
+            except ConnectorError:
+                return
+            if listed:
+                raise AuthorisationLost(f"Wonde lists the school as {listing} for this portal.", endpoint=endpoint)
+
+    def _read_step(self, base: str, category: str, steps: list[Step], number: int,
+                   next_url: str | None) -> Iterator[Record | Checkpoint]:
+        step = steps[number]
+        if step.endpoint == "attendance/session":
+            try:
                 self._load_codes(base)
-            if number == start_step and next_url:
-                self.client._check_host(next_url, step.endpoint)
-                pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
-            else:
-                pages = self.client.pages(f"{base}/{step.endpoint}", endpoint=step.endpoint, params=step.params)
-            for page in pages:
-                self.pages_read += 1
-                for row in page.items:
-                    if not isinstance(row, Mapping):
-                        raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row that "
-                                          "is not an object.", endpoint=step.endpoint, page=page.number)
-                    try:
-                        yield from step.mapper(row)
-                    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                        raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row "
-                                          f"of an unexpected shape ({type(exc).__name__}).",
-                                          endpoint=step.endpoint, page=page.number) from None
-                position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
-                yield Checkpoint(category, json.dumps(position))
+            except (AccessRefused, NotFound) as exc:
+                self._codes_loaded = True  # marks carry their code include; the id lookup is a fallback
+                status = getattr(exc, "status", None) or 404
+                yield CategoryOutcome(category, "optional_read_skipped",
+                                      f"Wonde did not answer the attendance codes list (HTTP {status}); marks were read "
+                                      "with the codes they carry.", endpoint="attendance-codes")
+        if next_url:
+            self.client._check_host(next_url, step.endpoint)
+            pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
+        else:
+            pages = self.client.pages(f"{base}/{step.endpoint}", endpoint=step.endpoint, params=step.params)
+        for page in pages:
+            self.pages_read += 1
+            for row in page.items:
+                if not isinstance(row, Mapping):
+                    raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row that "
+                                      "is not an object.", endpoint=step.endpoint, page=page.number)
+                try:
+                    yield from step.mapper(row)
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row "
+                                      f"of an unexpected shape ({type(exc).__name__}).",
+                                      endpoint=step.endpoint, page=page.number) from None
+            position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
+            yield Checkpoint(category, json.dumps(position))
 
     def _load_codes(self, base: str) -> None:
         """Load the school's attendance codes once, for marks that carry a code id instead of the include."""
@@ -326,6 +455,15 @@ def _page_sizes(value: Any) -> dict[str, int] | None:
     if isinstance(value, str):
         value = json.loads(value)
     return {str(endpoint): int(size) for endpoint, size in dict(value).items()}
+
+
+def _permission_key(permission: Mapping[str, Any]) -> str:
+    """The resource a Wonde permission is about: its identity before the dot ("students.read"), else its name."""
+    identity = str(permission.get("identity") or "").strip().lower()
+    if identity:
+        return identity.split(".", 1)[0]
+    return str(permission.get("name") or "").strip().lower()
+
 
 
 def _truthy(value: Any) -> bool:

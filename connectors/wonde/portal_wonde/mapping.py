@@ -156,9 +156,14 @@ def map_pupil(student: Mapping[str, Any], leaving: bool = False) -> PupilRecord:
         groups = included(student, "groups") or []
         reg_name = next((_text(g.get("name")) for g in groups if isinstance(g, Mapping)
                          and str(g.get("type", "")).upper() == "REGISTRATION"), None)
+    absent = {f for f, key in (("date_of_birth", "date_of_birth"), ("gender", "gender")) if key not in student}
+    absent.update(f for f, key in (("upn", "upn"), ("admission_date", "admission_date"), ("leaving_date", "leaving_date"))
+                  if key not in education)
     return PupilRecord(
         external_id=_id(student),
         updated_at=_updated(student),
+        # A key Wonde left out (a field permission the school has not approved) is absent, not null.
+        absent=frozenset(absent),
         legal_forename=_text(student.get("legal_forename")) or _text(student.get("forename")),
         legal_surname=_text(student.get("legal_surname")) or _text(student.get("surname")),
         preferred_forename=_text(student.get("forename")),
@@ -181,6 +186,16 @@ def _gender(value: Any) -> str | None:
     return {"male": "M", "m": "M", "female": "F", "f": "F"}.get(text.lower(), text)
 
 
+# Canonical demographics field -> the extended_details keys that carry it (absent when none is sent).
+DEMOGRAPHICS_KEYS = {
+    "fsm": ("free_school_meals",), "fsm_ever6": ("free_school_meals_6",), "pupil_premium": ("premium_pupil_indicator",),
+    "sen_status": ("sen_status",), "first_language": ("first_language", "home_language"),
+    "eal": ("english_as_additional_language", "english_as_additional_language_status"), "ethnicity": ("ethnicity",),
+    "looked_after": ("in_lea_care",), "ever_in_care": ("ever_in_care",),
+    "service_child": ("service_children_indicator",),
+}
+
+
 def map_demographics(student: Mapping[str, Any]) -> DemographicsRecord:
     """Map a student's extended_details (and sen_needs) to a DemographicsRecord keyed by the student's id.
 
@@ -201,6 +216,8 @@ def map_demographics(student: Mapping[str, Any]) -> DemographicsRecord:
     return DemographicsRecord(
         external_id=_id(student),
         updated_at=_updated(student),
+        absent=frozenset(f for f, keys in DEMOGRAPHICS_KEYS.items() if not any(k in ext for k in keys))
+        | (frozenset() if "sen_needs" in student else frozenset({"sen_need"})),
         fsm=normalise_bool(ext.get("free_school_meals")),
         fsm_ever6=normalise_bool(ext.get("free_school_meals_6")),
         pupil_premium=normalise_bool(ext.get("premium_pupil_indicator")),

@@ -156,6 +156,18 @@ class WondeSandbox:
         self.webhook_url = webhook_url
         self.webhooks_sent: list[dict[str, Any]] = []
         self._outbox: list[dict[str, Any]] = []
+        # Per school: permissions (resource names, e.g. "exclusions") the school has not approved. Wonde
+        # answers 403 for them while the school stays approved, and lists them as not approved in
+        # /meta/schools/{id}/permissions (spec §5.3, §16).
+        self.withheld: dict[str, set[str]] = {sid: set() for sid in self.schools}
+        # Per school: extended_details keys (field permissions) the school has not approved: left out.
+        self.withheld_fields: dict[str, set[str]] = {sid: set() for sid in self.schools}
+        # Resources this server does not have at all (404), e.g. "students-leaver".
+        self.missing: set[str] = set()
+        # Per school: a region object replacing the UK one (e.g. {"code": "AUS", "domain": "api-ap-southeast-2.wonde.com"}).
+        self.regions: dict[str, dict[str, Any]] = {}
+        # Whether /meta/schools/{id}/permissions exists here (the spec marks it [SPEC] only).
+        self.permissions_endpoint = True
         self.faults: list[Fault] = []
         self.log: list[LoggedRequest] = []
         self._lock = threading.RLock()
@@ -286,6 +298,21 @@ class WondeSandbox:
                 status = type(exc).__name__
             self.webhooks_sent.append({"payload": payload, "status": status})
 
+    def withhold(self, school_id: str, *resources: str) -> None:
+        """The school stops approving these permissions (resources); it stays approved for the rest."""
+        with self._lock:
+            self.withheld[school_id].update(resources)
+
+    def grant(self, school_id: str, *resources: str) -> None:
+        """The school approves these permissions again."""
+        with self._lock:
+            self.withheld[school_id].difference_update(resources)
+
+    def withhold_fields(self, school_id: str, *keys: str) -> None:
+        """The school stops approving these student fields (extended_details or education_details keys)."""
+        with self._lock:
+            self.withheld_fields[school_id].update(keys)
+
     def mutate(self, school: SyntheticSchool | int = 0, **changes: Any) -> dict[str, list[str]]:
         """Change a school's data as an MIS would between runs (see SyntheticSchool.mutate), stamped now."""
         if isinstance(school, int):
@@ -335,6 +362,11 @@ class WondeSandbox:
             state = self.states[parts[2]]
             return _json({"data": {"online": True, "approved": state == "approved", "audited": state == "approved",
                                    "custom_attendance_codes": False}})
+        if parts[0] == "meta" and len(parts) == 4 and parts[1] == "schools" and parts[3] == "permissions":
+            self._school(parts[2])
+            if not self.permissions_endpoint:
+                raise _Answer(_error(404, "not_found", "No such endpoint."))
+            return _json({"data": self._permissions(parts[2])})
         if parts[0] != "schools":
             raise _Answer(_error(404, "not_found", "No such endpoint."))
         if len(parts) == 1 or parts[1] in ("pending", "audited", "declined", "revoked", "all", "offline"):
@@ -354,9 +386,26 @@ class WondeSandbox:
         if self.states[school_id] != "approved":
             raise _Answer(_error(403, "forbidden", "Your application does not have access to this school."))
         handler = RESOURCES.get(resource)
-        if handler is None or request.method != "GET":
+        if handler is None or request.method != "GET" or resource in self.missing:
             raise _Answer(_error(404, "not_found", "No such endpoint."))
-        return handler(self, request, school, resource)
+        if _permission_of(resource) in self.withheld.get(school_id, ()):
+            raise _Answer(_error(403, "forbidden", "Your application does not have permission to read this object."))
+        response = handler(self, request, school, resource)
+        hidden = self.withheld_fields.get(school_id)
+        if hidden and resource in ("students", "students-leaver"):
+            response = _without_fields(response, hidden)
+        return response
+
+    def _permissions(self, school_id: str) -> list[dict[str, Any]]:
+        """The permission list: one read permission per resource, approved unless the school withheld it."""
+        approved_state = self.states[school_id] == "approved"
+        out = []
+        for name in sorted({_permission_of(r) for r in RESOURCES}):
+            granted = approved_state and name not in self.withheld[school_id]
+            out.append({"identity": f"{name}.read", "name": name.replace("-", " ").capitalize(), "description": "",
+                        "parent": None, "group": name, "active_from": wonde_datetime(datetime(2024, 1, 1)),
+                        "optional": name not in ("students", "employees"), "approved": granted, "audited": granted})
+        return out
 
     def _fault(self, fault: Fault, parts: list[str]) -> Response | None:
         if fault.action == "revoke":
@@ -451,7 +500,7 @@ class WondeSandbox:
             "extended": {"allows_writeback": False, "has_timetables": True, "has_lesson_attendance": False},
             "region": {"code": "GBR", "domain": domain, "school_url": f"{request.host_url}v1.0/schools/{school_id}",
                        "identifiers": {"la_code": school.la_code, "establishment_number": school.establishment_number,
-                                       "urn": int(school.urn)}},
+                                       "urn": int(school.urn)}, **self.regions.get(school_id, {})},
         }
 
     def _school_list(self, request: Request, state: str) -> Response:
@@ -506,6 +555,25 @@ class WondeSandbox:
         if includes:
             meta["includes"] = list(includes)
         return _json({"data": data, "meta": meta} if meta else {"data": data})
+
+
+def _permission_of(resource: str) -> str:
+    """The permission a resource needs: its first path segment ("attendance/session" -> "attendance")."""
+    return resource.split("/", 1)[0]
+
+
+def _without_fields(response: Response, hidden: set[str]) -> Response:
+    """Leave withheld keys out of each student's includes (not null: left out, as Wonde does)."""
+    body = json.loads(response.get_data())
+    for row in body.get("data") or []:
+        for include in ("extended_details", "education_details"):
+            data = (row.get(include) or {}).get("data")
+            if isinstance(data, dict):
+                for key in hidden & set(data):
+                    del data[key]
+        for key in hidden & {"date_of_birth", "gender"}:
+            row.pop(key, None)
+    return _json(body, response.status_code)
 
 
 class _Answer(Exception):

@@ -91,6 +91,29 @@ class WondeServed(Served):
     def request_count(self) -> int:
         return len(self.sandbox.requests())
 
+    def refuse(self, category: str) -> None:
+        self.sandbox.add_fault(match=f"/schools/{self.sandbox.school_id()}/{MAIN_READS[category]}", status=403,
+                               times=None)
+
+    def withdraw(self, category: str) -> None:
+        self.sandbox.withhold(self.sandbox.school_id(), *PERMISSIONS[category])
+
+    def grant(self, category: str) -> None:
+        self.sandbox.grant(self.sandbox.school_id(), *PERMISSIONS[category])
+
+    def drop_secondary(self) -> str | None:
+        self.sandbox.missing.add("students-leaver")
+        return "student_basic"
+
+
+# The first read of each category, and the Wonde permissions (sandbox resources) it needs.
+MAIN_READS = {"student_basic": "students", "student_demographics": "students", "student_timetable": "subjects",
+              "student_assessment": "assessment/results", "student_attendance_exclusions": "attendance/session",
+              "staff_basic": "employees"}
+PERMISSIONS = {"student_basic": ("students",), "student_demographics": ("students",),
+               "student_timetable": ("subjects", "classes", "groups", "lessons"), "student_assessment": ("assessment",),
+               "student_attendance_exclusions": ("attendance", "exclusions"), "staff_basic": ("employees",)}
+
 
 class WondeProvider(ConformanceProvider):
     name = "wonde"

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from portal_wonde.client import WondeClient, parse_wonde_date, parse_wonde_datetime
 
-from portal.connectors import AuthorisationLost, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
+from portal.connectors import AccessRefused, BadResponse, ConnectorError, InvalidJson, ProviderUnavailable, RateLimited
 
 
 @pytest.fixture
@@ -140,20 +140,20 @@ def test_connection_refused_is_retried_then_provider_unavailable(sleeps):
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_401_and_403_lose_authorisation_at_once(sandbox, client, sleeps, status):
+def test_401_and_403_are_refusals_raised_at_once(sandbox, client, sleeps, status):
     sandbox.add_fault(match="/students", status=status, skip=1, times=None)
     pages = client.pages(students_url(sandbox), endpoint="students", params={})
     client.per_page = 30
     next(pages)
-    with pytest.raises(AuthorisationLost) as caught:
+    with pytest.raises(AccessRefused) as caught:
         next(pages)
     assert caught.value.kind == "school_action" and caught.value.page == 2
     assert sleeps == [] and len(sandbox.requests("/students")) == 2
 
 
-def test_wrong_token_loses_authorisation(sandbox, sleeps):
+def test_wrong_token_is_refused_not_a_revocation(sandbox, sleeps):
     made = WondeClient(sandbox.url, "not-the-token", allow_insecure_http=True, sleep=sleeps.append)
-    with pytest.raises(AuthorisationLost):
+    with pytest.raises(AccessRefused):
         made.ping()
     made.close()
     assert sandbox.requests()[0].status == 401
@@ -205,7 +205,7 @@ def test_unexpected_shape_names_endpoint_and_page(sandbox, client):
 
 def test_errors_never_carry_the_token(sandbox, client):
     sandbox.add_fault(match="/students", status=403)
-    with pytest.raises(AuthorisationLost) as caught:
+    with pytest.raises(AccessRefused) as caught:
         list(client.pages(students_url(sandbox), endpoint="students", params={}))
     assert sandbox.token not in str(caught.value)
 

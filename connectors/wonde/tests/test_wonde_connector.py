@@ -48,7 +48,7 @@ def test_full_extract_matches_the_school_field_by_field(sandbox, school, connect
     for pupil in school.pupils.values():
         got = census[wid(pupil.key)]
         assert dataclasses.asdict(got) | {"external_id": None, "updated_at": None} == {
-            "external_id": None, "updated_at": None, "fsm": pupil.fsm, "fsm_ever6": pupil.fsm_ever6,
+            "external_id": None, "updated_at": None, "absent": frozenset(), "fsm": pupil.fsm, "fsm_ever6": pupil.fsm_ever6,
             "pupil_premium": pupil.pupil_premium, "sen_status": pupil.sen_status, "sen_need": pupil.sen_need,
             "first_language": pupil.first_language, "eal": pupil.eal, "ethnicity": pupil.ethnicity,
             "looked_after": pupil.looked_after, "ever_in_care": pupil.ever_in_care,
