@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import date
 
 from alembic.script import ScriptDirectory
-from flask_migrate import upgrade
+from flask_migrate import downgrade, upgrade
 from sqlalchemy import func, select, text
 
 from portal.extensions import db
@@ -18,8 +18,9 @@ PREVIOUS_RELEASE = "0004"
 
 def test_upgrade_from_the_previous_release_keeps_the_data_and_ends_with_the_deploy_check(empty_app, make):
     app = empty_app
-    upgrade(revision=PREVIOUS_RELEASE)
-    # Data as the previous release left it (written with this release's models, restricted to tables it had).
+    # Data as the previous release left it: written with this release's models, then the schema taken back
+    # to the previous release (every migration since has a downgrade), which also proves the downgrades keep rows.
+    upgrade()
     world = World(make)
     conn = world.school()
     pupils = [world.pupil(conn, year="4", leaving=date(2025, 7, 23)) for _ in range(3)]
@@ -28,6 +29,9 @@ def test_upgrade_from_the_previous_release_keeps_the_data_and_ends_with_the_depl
     ids = {"pupils": sorted(p.id for p in pupils), "user": user.id, "connection": conn.id}
     marks = db.session.scalar(select(func.count()).select_from(MisAttendanceMark))
     upns = sorted(p.upn for p in pupils)
+    db.session.remove()
+    downgrade(revision=PREVIOUS_RELEASE)
+    assert db.session.execute(text("SELECT version_num FROM alembic_version")).scalar() == PREVIOUS_RELEASE
     db.session.remove()
 
     result = app.test_cli_runner().invoke(args=["portal", "upgrade"])

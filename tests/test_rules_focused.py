@@ -158,7 +158,9 @@ def test_r21_the_first_run_after_re_authorisation_is_full(xapp, make, tmp_path):
     school, fworld, conn = _fake_school(make, tmp_path, "pupil_tracking")
     run_extract(conn.id)
     assert run_extract(conn.id).params["mode"] == "incremental"
-    conn.state, conn.state_changed_at = ConnectionState.approved, utcnow() + timedelta(seconds=1)
+    # A real re-approval (after a revocation) stamps authorised_at; recovering from failing does not.
+    conn.state = ConnectionState.approved
+    conn.state_changed_at = conn.authorised_at = utcnow() + timedelta(seconds=1)
     db.session.commit()
     run = run_extract(conn.id)
     assert (run.params["mode"], run.params["mode_reason"]) == ("full", "reauthorised")

@@ -219,7 +219,7 @@ def check_providers() -> Iterator[Finding]:
 def _loopback_bind(bind: str) -> bool:
     if bind.startswith("unix:"):
         return True
-    host = bind.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
+    host = bind.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"  # nosec B104: only read, to warn about a public bind
     if host == "localhost":
         return True
     try:

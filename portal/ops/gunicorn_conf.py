@@ -26,7 +26,7 @@ errorlog = "-"
 forwarded_allow_ips = os.environ.get("PORTAL_SERVE_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 proc_name = "portal-web"
 # Leave the worker temporary files in memory (a read-only root filesystem in containers).
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # nosec B108: gunicorn heartbeat files, no data
 
 _json = os.environ.get("PORTAL_LOG_FORMAT", "text") == "json"
 _formatter = (
