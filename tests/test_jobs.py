@@ -374,7 +374,8 @@ def test_a_job_still_running_after_the_grace_period_does_not_hold_the_stop(app):
 
     scheduler = start_scheduler(app)
     try:
-        scheduler.add_job(long_job, "date", run_date=datetime.now(timezone.utc), id="test:long")
+        # An interval job (not a one-off date job, which APScheduler removes after it ran, racing the stop).
+        scheduler.add_job(long_job, "interval", hours=1, next_run_time=datetime.now(timezone.utc), id="test:long")
         assert started.wait(30)
         before = time.monotonic()
         assert stop_scheduler(app, grace=0.5) is False  # stopped, with the job left to the process's end
