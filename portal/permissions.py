@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from portal import audit
+from portal import audit, store
 from portal.extensions import db
 from portal.models import Connection, DeletionOrder, PermissionWithdrawal
 from portal.models.base import utcnow
@@ -44,7 +44,8 @@ def withdraw(connection: Connection, category: str, *, run_id: int | None = None
              schedule: bool = True) -> PermissionWithdrawal | None:
     """Record that the provider confirmed it no longer grants a category; schedule the deletion of that data.
 
-    Idempotent: an open withdrawal of the same category is left as it is (its clock does not restart).
+    ``category`` may be a field set ("student_basic:upn,date_of_birth"): the order then clears those
+    columns of the category's rows (names the store does not have are ignored and audited). Idempotent: an open withdrawal of the same category is left as it is (its clock does not restart).
     The order runs under the normal rule for data no grant covers (R31-grant) and is visible on the
     school's Deletion page. The caller commits.
     """
@@ -57,18 +58,23 @@ def withdraw(connection: Connection, category: str, *, run_id: int | None = None
     if existing is not None:
         return None
     order = None
-    if schedule and _holds_category(connection, category):
+    # A field set ("student_basic:upn,date_of_birth"): its order clears those columns; the rows stay.
+    owner, _, listed = category.partition(":")
+    fields, ignored = store.clearable_fields(owner, listed.split(",")) if listed else ({}, [])
+    columns = sorted({c for cols in fields.values() for c in cols}) if listed else None
+    if schedule and (columns is None or columns) and _holds_category(connection, owner):
         today = london_date(utcnow())
         order = DeletionOrder(
-            school_id=connection.school_id, connection_id=connection.id, categories=[category], reason=REASON,
-            rule_id=orders.GRANT_RULE, trigger_on=today, due_on=orders.category_deletion_date(today),
+            school_id=connection.school_id, connection_id=connection.id, categories=[owner], reason=REASON,
+            rule_id=orders.GRANT_RULE, trigger_on=today, due_on=orders.category_deletion_date(today), fields=columns,
         )
         db.session.add(order)
         db.session.flush()
         audit.record(
             "retention.deletion_scheduled", organisation_id=connection.school_id, target=order, actor="provider",
-            details={"connection_id": connection.id, "categories": [category], "rule": order.rule_id,
-                     "due_on": order.due_on.isoformat(), "reason": REASON},
+            details={"connection_id": connection.id, "categories": [owner], "rule": order.rule_id,
+                     "due_on": order.due_on.isoformat(), "reason": REASON,
+                     **({"fields": columns, "ignored_fields": ignored} if listed else {})},
         )
     withdrawal = PermissionWithdrawal(
         connection_id=connection.id, school_id=connection.school_id, permission=category, withdrawn_run_id=run_id,
@@ -117,8 +123,8 @@ def apply_run_outcomes(connection: Connection, run_id: int, categories: Iterable
     outcomes = list(outcomes)
     confirmed = {o["category"] for o in outcomes if o.get("confirmed") and o.get("code") == "permission_missing"}
     refused = {o["category"] for o in outcomes if o.get("withheld")}
-    # Field sets ("student_basic:upn"): tracked, their stored values kept as they are. Deleting just
-    # those columns under the rules is not built yet (no order is scheduled for them; see docs).
+    # Field sets ("student_basic:upn"): the stored values are kept as they are (absent is not NULL) and
+    # an order clears just those columns under the same rule and dates, cancelled if the fields return.
     fields = {f"{o['category']}:{','.join(sorted(o['fields']))}" for o in outcomes
               if o.get("confirmed") and o.get("code") == "fields_withheld" and o.get("fields")}
     done = {"withdrawn": [], "restored": []}
@@ -126,7 +132,7 @@ def apply_run_outcomes(connection: Connection, run_id: int, categories: Iterable
         if withdraw(connection, category, run_id=run_id) is not None:
             done["withdrawn"].append(category)
     for field_set in sorted(fields):
-        if withdraw(connection, field_set, run_id=run_id, schedule=False) is not None:
+        if withdraw(connection, field_set, run_id=run_id) is not None:
             done["withdrawn"].append(field_set)
     for category in sorted(set(categories) - refused):
         if restore(connection, category, run_id=run_id):
