@@ -40,12 +40,39 @@ def _holds_category(connection: Connection, category: str) -> bool:
     return False
 
 
+def _schedule(connection: Connection, permission: str, trigger) -> DeletionOrder | None:
+    """Schedule the order for a withdrawn category or field set under R31-grant; None when there is nothing to delete.
+
+    A field set ("student_basic:upn,date_of_birth") orders those columns cleared, the rows kept; names
+    no store table of the category has are ignored (and audited).
+    """
+    owner, _, listed = permission.partition(":")
+    fields, ignored = store.clearable_fields(owner, listed.split(",")) if listed else ({}, [])
+    columns = sorted({c for cols in fields.values() for c in cols}) if listed else None
+    if (listed and not columns) or not _holds_category(connection, owner):
+        return None
+    order = DeletionOrder(
+        school_id=connection.school_id, connection_id=connection.id, categories=[owner], reason=REASON,
+        rule_id=orders.GRANT_RULE, trigger_on=trigger, due_on=orders.category_deletion_date(trigger), fields=columns,
+    )
+    db.session.add(order)
+    db.session.flush()
+    audit.record(
+        "retention.deletion_scheduled", organisation_id=connection.school_id, target=order, actor="provider",
+        details={"connection_id": connection.id, "categories": [owner], "rule": order.rule_id,
+                 "due_on": order.due_on.isoformat(), "reason": REASON,
+                 **({"fields": columns, "ignored_fields": ignored} if listed else {})},
+    )
+    return order
+
+
 def withdraw(connection: Connection, category: str, *, run_id: int | None = None,
              schedule: bool = True) -> PermissionWithdrawal | None:
     """Record that the provider confirmed it no longer grants a category; schedule the deletion of that data.
 
     ``category`` may be a field set ("student_basic:upn,date_of_birth"): the order then clears those
-    columns of the category's rows (names the store does not have are ignored and audited). Idempotent: an open withdrawal of the same category is left as it is (its clock does not restart).
+    columns of the category's rows, which stay. Idempotent: an open withdrawal of the same category is
+    left as it is (its clock does not restart).
     The order runs under the normal rule for data no grant covers (R31-grant) and is visible on the
     school's Deletion page. The caller commits.
     """
@@ -56,26 +83,12 @@ def withdraw(connection: Connection, category: str, *, run_id: int | None = None
         )
     ).scalars().first()
     if existing is not None:
+        if schedule and existing.deletion_order_id is None and ":" in category:
+            # A field set withdrawn before field orders existed: its order starts from the withdrawal's day.
+            order = _schedule(connection, category, london_date(existing.withdrawn_at))
+            existing.deletion_order_id = order.id if order else None
         return None
-    order = None
-    # A field set ("student_basic:upn,date_of_birth"): its order clears those columns; the rows stay.
-    owner, _, listed = category.partition(":")
-    fields, ignored = store.clearable_fields(owner, listed.split(",")) if listed else ({}, [])
-    columns = sorted({c for cols in fields.values() for c in cols}) if listed else None
-    if schedule and (columns is None or columns) and _holds_category(connection, owner):
-        today = london_date(utcnow())
-        order = DeletionOrder(
-            school_id=connection.school_id, connection_id=connection.id, categories=[owner], reason=REASON,
-            rule_id=orders.GRANT_RULE, trigger_on=today, due_on=orders.category_deletion_date(today), fields=columns,
-        )
-        db.session.add(order)
-        db.session.flush()
-        audit.record(
-            "retention.deletion_scheduled", organisation_id=connection.school_id, target=order, actor="provider",
-            details={"connection_id": connection.id, "categories": [owner], "rule": order.rule_id,
-                     "due_on": order.due_on.isoformat(), "reason": REASON,
-                     **({"fields": columns, "ignored_fields": ignored} if listed else {})},
-        )
+    order = _schedule(connection, category, london_date(utcnow())) if schedule else None
     withdrawal = PermissionWithdrawal(
         connection_id=connection.id, school_id=connection.school_id, permission=category, withdrawn_run_id=run_id,
         deletion_order_id=order.id if order else None,

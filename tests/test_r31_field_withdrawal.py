@@ -12,6 +12,7 @@ from portal.models import AuditEntry, Connection, DeletionOrder, Organisation, R
 from portal.models.deletions import DeletionNotice
 from portal.models.mis import MisAttendanceMark, MisDemographics, MisPupil
 from portal.retention import orders
+from portal.retention.calendar import london_date
 from portal.retention.preview import preview
 from portal.retention.sweep import run_sweep
 from tests import api_support as s
@@ -119,3 +120,21 @@ def test_r31_the_sweep_clears_exactly_those_columns_on_the_due_date_and_tells_th
     entry = db.session.execute(select(AuditEntry).where(AuditEntry.action == "store.fields_cleared")
                                .order_by(AuditEntry.id)).scalars().first()
     assert entry.details["columns"] == ["upn"] and entry.details["rows"] == 2
+
+
+def test_r31_a_field_set_withdrawn_before_field_orders_existed_gets_its_order_from_its_own_day(zero_window_app, world):
+    conn, _ = _school(world)
+    connection = db.session.get(Connection, conn.id)
+    withdrawal = permissions.withdraw(connection, "student_basic:upn", schedule=False)
+    withdrawal.withdrawn_at = withdrawal.withdrawn_at - timedelta(days=40)
+    db.session.commit()
+    assert db.session.execute(select(DeletionOrder)).first() is None
+    assert permissions.withdraw(connection, "student_basic:upn") is None  # the next run's confirmed answer
+    db.session.commit()
+    order = db.session.execute(select(DeletionOrder)).scalar_one()
+    assert order.fields == ["upn"] and order.trigger_on == london_date(withdrawal.withdrawn_at) < date.today()
+    assert order.due_on == orders.category_deletion_date(order.trigger_on)
+    assert db.session.get(type(withdrawal), withdrawal.id).deletion_order_id == order.id
+    assert permissions.withdraw(connection, "student_basic:upn") is None
+    db.session.commit()
+    assert len(db.session.execute(select(DeletionOrder)).all()) == 1, "no second order"
