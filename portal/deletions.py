@@ -27,6 +27,7 @@ __all__ = [
     "overdue_summary",
     "publish_authorisation_ended",
     "publish_erasure",
+    "publish_fields_cleared",
     "publish_provider_deletion",
     "publish_sweep_batch",
     "record_received",
@@ -172,6 +173,37 @@ def _sweep_reasons(proof_ids: set[int]) -> dict[int, tuple[str, str, int | None]
     return out
 
 
+def _record_receivers(table: str, record_type: str, about_pupil: bool, ids: list[int]) -> list[tuple[int, int, int]]:
+    """Return (row, product, school) for each product that received these rows (a row about a pupil: by its pupil)."""
+    from portal import store
+
+    if about_pupil:
+        owner = store.deletion_notice_pupils(table, ids)
+        receipts = _receivers([record_type], {p for p in owner.values() if p is not None})
+        by_pupil: dict[int, list[tuple[int, int]]] = {}
+        for product, _, pupil, school in receipts:
+            by_pupil.setdefault(pupil, []).append((product, school))
+        return [(row_id, product, school) for row_id, pupil in owner.items() for product, school in by_pupil.get(pupil, ())]
+    return [(subject, product, school) for product, _, subject, school in _receivers([record_type], ids)]
+
+
+def publish_fields_cleared(table: str, ids: list[int], rule_id: str | None) -> int:
+    """Publish "record" notices for rows whose withdrawn fields the sweep clears (R42), before it clears them.
+
+    The notice model names records, not fields: each product that received a row is told to delete
+    that record and fetch it again (the row comes back in its feed without the cleared fields). The
+    receipts are kept, since the rows stay. Reason "permission_withdrawn"; returns notices published.
+    """
+    record_type = _type_of_table().get(table)
+    if record_type is None or not ids:
+        return 0
+    _, category, about_pupil = _types()[record_type]
+    return _publish([
+        {"product_id": product, "school_id": school, "record_type": record_type, "category": category,
+         "record_id": row_id, "scope": "record", "reason": "permission_withdrawn", "rule_id": rule_id}
+        for row_id, product, school in sorted(_record_receivers(table, record_type, about_pupil, ids))])
+
+
 def publish_sweep_batch(items: Iterable) -> int:
     """Publish notices for one batch of the retention sweep, before it deletes (R42); return notices published.
 
@@ -180,8 +212,6 @@ def publish_sweep_batch(items: Iterable) -> int:
     goes to the products that received it (for a record about a pupil: that type about that pupil).
     Deletion orders (revocation, removed grants) are executed by the sweep, so they publish here too.
     """
-    from portal import store
-
     items = [i for i in items if i.record_table in _type_of_table()]
     if not items:
         return 0
@@ -200,16 +230,8 @@ def publish_sweep_batch(items: Iterable) -> int:
                 notices += _subject_notices([r for r in receipts if reason_of[r[2]][:2] == (reason, rule_id)], reason, rule_id)
             _forget(_pupil_types(), reason_of)
             continue
-        if about_pupil:
-            owner = store.deletion_notice_pupils(table, list(reason_of))
-            receipts = _receivers([record_type], {p for p in owner.values() if p is not None})
-            by_pupil: dict[int, list[tuple[int, int]]] = {}
-            for product, _, pupil, school in receipts:
-                by_pupil.setdefault(pupil, []).append((product, school))
-            pairs = [(row_id, product, school) for row_id, pupil in owner.items() for product, school in by_pupil.get(pupil, ())]
-        else:
-            receipts = _receivers([record_type], reason_of)
-            pairs = [(subject, product, school) for product, _, subject, school in receipts]
+        pairs = _record_receivers(table, record_type, about_pupil, list(reason_of))
+        if not about_pupil:
             _forget([record_type], reason_of)
         for row_id, product, school in sorted(pairs):
             reason, rule_id, _ = reason_of[row_id]

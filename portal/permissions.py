@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from portal import audit
+from portal import audit, store
 from portal.extensions import db
 from portal.models import Connection, DeletionOrder, PermissionWithdrawal
 from portal.models.base import utcnow
@@ -40,11 +40,39 @@ def _holds_category(connection: Connection, category: str) -> bool:
     return False
 
 
+def _schedule(connection: Connection, permission: str, trigger) -> DeletionOrder | None:
+    """Schedule the order for a withdrawn category or field set under R31-grant; None when there is nothing to delete.
+
+    A field set ("student_basic:upn,date_of_birth") orders those columns cleared, the rows kept; names
+    no store table of the category has are ignored (and audited).
+    """
+    owner, _, listed = permission.partition(":")
+    fields, ignored = store.clearable_fields(owner, listed.split(",")) if listed else ({}, [])
+    columns = sorted({c for cols in fields.values() for c in cols}) if listed else None
+    if (listed and not columns) or not _holds_category(connection, owner):
+        return None
+    order = DeletionOrder(
+        school_id=connection.school_id, connection_id=connection.id, categories=[owner], reason=REASON,
+        rule_id=orders.GRANT_RULE, trigger_on=trigger, due_on=orders.category_deletion_date(trigger), fields=columns,
+    )
+    db.session.add(order)
+    db.session.flush()
+    audit.record(
+        "retention.deletion_scheduled", organisation_id=connection.school_id, target=order, actor="provider",
+        details={"connection_id": connection.id, "categories": [owner], "rule": order.rule_id,
+                 "due_on": order.due_on.isoformat(), "reason": REASON,
+                 **({"fields": columns, "ignored_fields": ignored} if listed else {})},
+    )
+    return order
+
+
 def withdraw(connection: Connection, category: str, *, run_id: int | None = None,
              schedule: bool = True) -> PermissionWithdrawal | None:
     """Record that the provider confirmed it no longer grants a category; schedule the deletion of that data.
 
-    Idempotent: an open withdrawal of the same category is left as it is (its clock does not restart).
+    ``category`` may be a field set ("student_basic:upn,date_of_birth"): the order then clears those
+    columns of the category's rows, which stay. Idempotent: an open withdrawal of the same category is
+    left as it is (its clock does not restart).
     The order runs under the normal rule for data no grant covers (R31-grant) and is visible on the
     school's Deletion page. The caller commits.
     """
@@ -55,21 +83,12 @@ def withdraw(connection: Connection, category: str, *, run_id: int | None = None
         )
     ).scalars().first()
     if existing is not None:
+        if schedule and existing.deletion_order_id is None and ":" in category:
+            # A field set withdrawn before field orders existed: its order starts from the withdrawal's day.
+            order = _schedule(connection, category, london_date(existing.withdrawn_at))
+            existing.deletion_order_id = order.id if order else None
         return None
-    order = None
-    if schedule and _holds_category(connection, category):
-        today = london_date(utcnow())
-        order = DeletionOrder(
-            school_id=connection.school_id, connection_id=connection.id, categories=[category], reason=REASON,
-            rule_id=orders.GRANT_RULE, trigger_on=today, due_on=orders.category_deletion_date(today),
-        )
-        db.session.add(order)
-        db.session.flush()
-        audit.record(
-            "retention.deletion_scheduled", organisation_id=connection.school_id, target=order, actor="provider",
-            details={"connection_id": connection.id, "categories": [category], "rule": order.rule_id,
-                     "due_on": order.due_on.isoformat(), "reason": REASON},
-        )
+    order = _schedule(connection, category, london_date(utcnow())) if schedule else None
     withdrawal = PermissionWithdrawal(
         connection_id=connection.id, school_id=connection.school_id, permission=category, withdrawn_run_id=run_id,
         deletion_order_id=order.id if order else None,
@@ -117,8 +136,8 @@ def apply_run_outcomes(connection: Connection, run_id: int, categories: Iterable
     outcomes = list(outcomes)
     confirmed = {o["category"] for o in outcomes if o.get("confirmed") and o.get("code") == "permission_missing"}
     refused = {o["category"] for o in outcomes if o.get("withheld")}
-    # Field sets ("student_basic:upn"): tracked, their stored values kept as they are. Deleting just
-    # those columns under the rules is not built yet (no order is scheduled for them; see docs).
+    # Field sets ("student_basic:upn"): the stored values are kept as they are (absent is not NULL) and
+    # an order clears just those columns under the same rule and dates, cancelled if the fields return.
     fields = {f"{o['category']}:{','.join(sorted(o['fields']))}" for o in outcomes
               if o.get("confirmed") and o.get("code") == "fields_withheld" and o.get("fields")}
     done = {"withdrawn": [], "restored": []}
@@ -126,7 +145,7 @@ def apply_run_outcomes(connection: Connection, run_id: int, categories: Iterable
         if withdraw(connection, category, run_id=run_id) is not None:
             done["withdrawn"].append(category)
     for field_set in sorted(fields):
-        if withdraw(connection, field_set, run_id=run_id, schedule=False) is not None:
+        if withdraw(connection, field_set, run_id=run_id) is not None:
             done["withdrawn"].append(field_set)
     for category in sorted(set(categories) - refused):
         if restore(connection, category, run_id=run_id):

@@ -39,6 +39,8 @@ __all__ = [
     "delete_pupils",
     "delete_rows",
     "carry_removals",
+    "clear_fields",
+    "clearable_fields",
     "discard_removals",
     "live_pupil_count",
     "pending_pupil_removals",
@@ -1002,6 +1004,52 @@ def delete_rows(table_name: str, ids: list[int], *, run_id: int | None = None) -
     db.session.execute(delete(table).where(table.c.id.in_(ids)))
     audit.record("store.rows_deleted", details={"run_id": run_id, "table": table_name, "deleted": dict(Counter(found.values()))})
     return found
+
+
+def clearable_fields(category: str, names: Iterable[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Split field names into {store table of the category: its columns of those names} and the names none has.
+
+    Only value columns can be cleared: never a key, link or provenance column, and a column that
+    cannot hold NULL only if it is a JSON list (cleared to an empty list).
+    """
+    names = sorted(set(names))
+    tables: dict[str, list[str]] = {}
+    for kind, model in STORE_MODELS.items():
+        if KIND_CATEGORY.get(kind) != category:
+            continue
+        table = model.__table__
+        cols = [n for n in names if n in table.c and n not in _META
+                and (table.c[n].nullable or isinstance(table.c[n].type, JSON))]
+        if cols:
+            tables[table.name] = cols
+    known = {c for cols in tables.values() for c in cols}
+    return tables, [n for n in names if n not in known]
+
+
+def clear_fields(table_name: str, ids: list[int], columns: list[str], *, run_id: int | None = None) -> int:
+    """Clear these columns (NULL; an empty list for a list column) of these store rows, which stay; return rows changed.
+
+    The rows' content hash is reset, so the next read of values the provider shares again writes them.
+    Special-category columns clear like any other (NULL is stored unencrypted). Audited with counts only.
+    """
+    if not table_name.startswith("mis_") or table_name not in db.metadata.tables:
+        raise ValueError(f"{table_name} is not a store table")
+    table = db.metadata.tables[table_name]
+    if not ids or not columns:
+        return 0
+    values: dict[str, Any] = {}
+    for name in columns:
+        column = table.c[name]
+        if name in _META:
+            raise ValueError(f"{table_name}.{name} is not a value column")
+        values[name] = None if column.nullable else []
+    # A new extract time puts the rows back in the product feeds (products delete and fetch them again, R42).
+    values["content_hash"] = ""
+    values["extracted_at"] = utcnow()
+    changed = db.session.execute(update(table).where(table.c.id.in_(ids)).values(**values)).rowcount
+    audit.record("store.fields_cleared", details={"run_id": run_id, "table": table_name, "columns": sorted(columns),
+                                                   "rows": changed})
+    return changed
 
 
 def attendance_cells(pupil_ids) -> list[tuple]:

@@ -119,6 +119,9 @@ class DeletionOrder(db.Model):
     # Empty: every category of the connection (or school).
     categories: Mapped[list[str]] = mapped_column(JSON, default=list)
     reason: Mapped[str] = mapped_column(String(40))  # revocation | grant_removed | permission_withdrawn
+    # Store columns to clear (set NULL) in the rows of ``categories``, the rows kept: a withdrawn field set.
+    # None: the rows themselves are deleted.
+    fields: Mapped[list[str] | None] = mapped_column(JSON)
     rule_id: Mapped[str] = mapped_column(ForeignKey("retention_rules.id"))
     trigger_on: Mapped[date] = mapped_column(Date)
     due_on: Mapped[date] = mapped_column(Date)

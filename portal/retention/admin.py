@@ -134,7 +134,7 @@ class ProofView(ReadOnlyModelView):
 
 
 class OrderView(ReadOnlyModelView):
-    column_list = ("id", "school_id", "connection_id", "reason", "rule_id", "categories", "trigger_on", "due_on",
+    column_list = ("id", "school_id", "connection_id", "reason", "rule_id", "categories", "fields", "trigger_on", "due_on",
                    "created_at", "cancelled_at", "completed_at")
     column_default_sort = ("id", True)
 

@@ -285,6 +285,8 @@ def _open_orders() -> dict[int, list[DeletionOrder]]:
         # Asking again (requested, pending) or being declined leaves it running.
         if order.rule_id == "R32" and state in REAUTHORISED:
             continue
+        if order.fields is not None:
+            continue  # clears columns, deletes no row: portal.retention.fields runs it
         out[order.school_id].append(order)
     return dict(out)
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from portal import store
+from portal.retention import fields
 from portal.retention.deadlines import RetentionContext
+from portal.retention.rules import deadline_for
 from portal.retention.plan import BATCH, Item, iter_due
 
 __all__ = ["PreviewLine", "preview"]
@@ -25,6 +27,8 @@ class PreviewLine:
     count: int
     records: int
     held: bool = False
+    # A withdrawn field set: the columns cleared (in plain words) on ``count`` rows that stay.
+    fields: str = ""
 
     @property
     def late_days(self) -> int:
@@ -35,7 +39,8 @@ def preview(as_of: date, days: int = 30, *, school_id: int | None = None) -> lis
     """Return what sweeps from as_of to as_of + days would delete if nothing changes; overdue records show on as_of.
 
     Counts are the rows the sweep deletes: a pupil counts once in student_basic and once for each
-    row about them in its category, exactly as the deletion proof will.
+    row about them in its category, exactly as the deletion proof will. A withdrawn field set's line
+    counts the rows whose columns it clears (they stay).
     """
     horizon = as_of + timedelta(days=days)
     ctx = RetentionContext.load(as_of)
@@ -71,4 +76,15 @@ def preview(as_of: date, days: int = 30, *, school_id: int | None = None) -> lis
         else:
             add(item, Counter({item.category: 1}))
     flush()
+    for order, table, _ in fields.each_target(fields.due_orders(horizon, school_id=school_id)):
+        key = ("fields", order.id)
+        line = lines.get(key)
+        if line is None:
+            rule = ctx.rules_by_id[order.rule_id]
+            line = lines[key] = PreviewLine(order.school_id, order.rule_id, order.categories[0], max(order.due_on, as_of),
+                                            order.trigger_on, deadline_for(rule, order.trigger_on, ctx.bank_holidays),
+                                            0, 0, fields=fields.label(order.fields))
+        n = fields.row_count(table, order)
+        line.count += n
+        line.records += n
     return sorted(lines.values(), key=lambda l: (l.held, l.due_on, l.school_id or 0, l.rule_id, l.category))

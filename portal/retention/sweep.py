@@ -19,7 +19,7 @@ from portal.models.base import utcnow
 from portal.models.retention import DeletionOrder, RetentionProof, RetentionWorkItem
 from portal.retention.calendar import london_date
 from portal.retention.deadlines import RetentionContext
-from portal.retention import anonymise, ledger, users
+from portal.retention import anonymise, fields, ledger, users
 from portal.retention.plan import iter_due
 
 __all__ = ["JOB_ID", "SweepStopped", "run_sweep"]
@@ -51,6 +51,7 @@ def run_sweep(as_of: date | None = None, run_id: int | None = None) -> JobRun | 
         if run.stats.get("phase") not in ("deleting", "proving"):
             _plan(run, as_of, batch)
         _delete(run, batch)
+        _clear_fields(run, as_of, batch)
         _prove(run, as_of)
         _erase_expired_exports(as_of)
     except SweepStopped:
@@ -255,6 +256,66 @@ def _delete(run: JobRun, batch: int) -> None:
     db.session.commit()
 
 
+def _clear_fields(run: JobRun, as_of: date, batch: int) -> None:
+    """Run the field-set orders due today: clear their columns on the connection's live rows, which stay (R42 notices first).
+
+    One bounded batch per transaction; the last row cleared per order and table is kept in the run's
+    stats, so a resumed run goes on from there. Rows under a legal hold keep their values, and their
+    order stays open until a sweep after the hold clears them (R40). Field clears are not listed in
+    the deletion ledger: a replay deletes rows, and these rows stay.
+    """
+    due = fields.due_orders(as_of)
+    if not due:
+        return
+    holds = RetentionContext.load(as_of).holds
+    progress = {k: dict(v) for k, v in (run.stats.get("fields_progress") or {}).items()}
+    held_orders: set[int] = set()
+    for order in due:
+        proof = db.session.execute(select(RetentionProof).where(
+            RetentionProof.run_id == run.id, RetentionProof.order_id == order.id)).scalar()
+        if proof is None:
+            proof = RetentionProof(
+                run_id=run.id, rule_id=order.rule_id, school_id=order.school_id, connection_id=order.connection_id,
+                order_id=order.id, trigger_on=order.trigger_on, deadline=order.due_on, as_of=as_of,
+                late_days=max(0, (as_of - order.due_on).days), records=0, counts={}, status="in_progress",
+            )
+            db.session.add(proof)
+            db.session.commit()
+        if proof.status != "in_progress":
+            continue
+        for _, table, columns in fields.each_target([order]):
+            done = progress.setdefault(str(order.id), {})
+            while True:
+                ids = fields.live_rows(table, order, after=int(done.get(table, 0)), batch=batch)
+                if not ids:
+                    break
+                free = [i for i in ids if holds.get((table, i)) is None or holds[(table, i)] < as_of]
+                if len(free) < len(ids):
+                    held_orders.add(order.id)
+                deletions.publish_fields_cleared(table, free, order.rule_id)
+                cleared = store.clear_fields(table, free, columns, run_id=run.id)
+                if free:
+                    category = order.categories[0] if order.categories else ""
+                    db.session.execute(RetentionWorkItem.__table__.insert(), [
+                        {"run_id": run.id, "proof_id": proof.id, "record_table": table, "record_id": i,
+                         "category": category, "done": True} for i in free])
+                    # Counted per field set ("student_basic:upn"), as the withdrawal names it.
+                    merged = Counter(proof.counts or {})
+                    merged[f"{category}:{','.join(columns)}"] += cleared
+                    proof.counts = dict(sorted(merged.items()))
+                    proof.records += cleared
+                done[table] = ids[-1]
+                run.stats = {**run.stats, "fields_progress": progress}
+                if not claims.heartbeat(run):
+                    raise SweepStopped
+                db.session.commit()
+        finished = [o for o in run.stats.get("fields_done", []) if o != order.id]
+        if order.id not in held_orders:
+            finished.append(order.id)
+        run.stats = {**run.stats, "fields_done": finished}
+        db.session.commit()
+
+
 def _to_ledger(rows, run: JobRun) -> None:
     """R35: list the batch in the deletion ledger (keyed hashes, per table and school) before it commits."""
     schools = dict(db.session.execute(
@@ -314,7 +375,9 @@ def _prove(run: JobRun, as_of: date, *, final: bool = True) -> None:
         db.session.execute(delete(items).where(items.c.proof_id == proof.id))
         if proof.order_id is not None:
             order = db.session.get(DeletionOrder, proof.order_id)
-            if order is not None and order.completed_at is None:
+            # A field-set order is done only once every row it clears was cleared (none held, the run not cut short).
+            if order is not None and order.completed_at is None and (
+                    order.fields is None or order.id in (run.stats or {}).get("fields_done", ())):
                 order.completed_at = proof.done_at
         audit.record(
             "retention.deleted",

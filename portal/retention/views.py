@@ -16,6 +16,7 @@ from portal.extensions import db
 from portal.models import Category
 from portal.models.base import utcnow
 from portal.models.retention import DeletionOrder, RetentionProof, RetentionRule
+from portal.retention import fields
 from portal.retention.calendar import london_date
 from portal.retention.last_year_group import (
     YEAR_GROUP_CHOICES,
@@ -72,7 +73,7 @@ def school_retention(school_id: int):
     lines = preview(today, PREVIEW_DAYS, school_id=school.id)
     next_by_category: dict[str, object] = {}
     for line in lines:
-        if not line.held and line.category not in next_by_category:
+        if not line.held and not line.fields and line.category not in next_by_category:
             next_by_category[line.category] = line.due_on
     proofs = db.session.execute(
         select(RetentionProof).where(RetentionProof.school_id == school.id, RetentionProof.status == "done")
@@ -84,7 +85,8 @@ def school_retention(school_id: int):
     return render_template(
         "retention/school.html", school=school, lines=lines, days=PREVIEW_DAYS, today=today, proofs=proofs,
         orders=orders, next_by_category=next_by_category, rules=_rules(), categories=_categories(),
-        overdue_categories={line.category for line in lines if not line.held and line.deadline < today},
+        overdue_categories={line.category for line in lines if not line.held and not line.fields and line.deadline < today},
+        field_words=lambda order: fields.describe(order, _categories()),
         form=form, setting=setting, suggestion=suggestion, year_names=dict(YEAR_GROUP_CHOICES),
     ), 400 if form is not None and form.errors else 200
 

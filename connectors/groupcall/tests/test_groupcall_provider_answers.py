@@ -33,14 +33,50 @@ def test_withdrawn_field_scopes_leave_stored_values_alone(kit):
     kit.assert_store_matches()
     assert kit.connection().state.value == "approved"
     orders, withdrawals = _orders(kit)
-    assert orders == []  # fields are tracked, never overwritten; no order deletes a whole category for them
     tracked = {w.permission for w in withdrawals if w.restored_at is None}
     assert {"student_basic:upn", "staff_basic:roles"} <= tracked
-    # The school grants the scopes again: the withdrawals close and the values are read as before.
+    # R31: each withdrawn field set has its order, for exactly its columns; no order deletes a whole category.
+    assert all(o.fields for o in orders) and all(o.reason == "permission_withdrawn" for o in orders)
+    scheduled = {(tuple(o.categories), tuple(o.fields)) for o in orders}
+    assert {(("student_basic",), ("upn",)), (("staff_basic",), ("roles",)),
+            (("student_demographics",), ("fsm", "fsm_ever6", "pupil_premium"))} <= scheduled
+    # The school grants the scopes again: the withdrawals close, their orders are cancelled, values read as before.
     served.sandbox.set_scopes(served.estab, DEFAULT_SCOPES)
     assert kit.run("full").status.value == "succeeded"
-    assert all(w.restored_at is not None for w in _orders(kit)[1])
+    orders, withdrawals = _orders(kit)
+    assert all(w.restored_at is not None for w in withdrawals)
+    assert all(o.cancelled_at is not None and o.completed_at is None for o in orders)
     kit.assert_store_matches()
+
+
+def test_r31_a_withdrawn_field_scope_is_cleared_on_its_order_s_date_rows_kept(kit):
+    """Over real HTTP: UPN scope withdrawn, the order clears every stored UPN on its date; pupils and their rest stay."""
+    from sqlalchemy import func, select
+
+    from portal.extensions import db
+    from portal.models import MisPupil, RetentionProof
+    from portal.retention.preview import preview
+    from portal.retention.sweep import run_sweep
+
+    assert kit.run("full").status.value == "succeeded"
+    served = kit.served
+    served.sandbox.set_scopes(served.estab, set(DEFAULT_SCOPES) - {"UPN"})
+    assert kit.run("full").status.value == "succeeded"
+    [order] = _orders(kit)[0]
+    assert (order.categories, order.fields) == (["student_basic"], ["upn"])
+    pupils = select(func.count()).select_from(MisPupil).where(MisPupil.deleted_at.is_(None))
+    live = db.session.scalar(pupils)
+    with_upn = db.session.scalar(pupils.where(MisPupil.upn.is_not(None)))
+    assert with_upn > 0
+    [line] = [l for l in preview(order.trigger_on, (order.due_on - order.trigger_on).days) if l.fields]
+    assert (line.category, line.fields, line.count, line.due_on) == ("student_basic", "UPN", live, order.due_on)
+    run_sweep(as_of=order.due_on)
+    db.session.expire_all()
+    assert db.session.scalar(pupils) == live, "the pupils stay"
+    assert db.session.scalar(pupils.where(MisPupil.upn.is_not(None))) == 0
+    assert db.session.scalar(pupils.where(MisPupil.date_of_birth.is_not(None))) > 0
+    proof = db.session.execute(select(RetentionProof).where(RetentionProof.order_id == order.id)).scalar_one()
+    assert proof.counts == {"student_basic:upn": live}
 
 
 def test_a_scope_error_text_never_revokes(kit):
