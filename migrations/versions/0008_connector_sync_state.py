@@ -1,14 +1,14 @@
 """Connector sync state: a connector's position at the provider per connection and read (Groupcall's NextChangedRows).
 
-Revision ID: 0005_connector_sync_state
-Revises: 0004
+Revision ID: 0008_connector_sync_state
+Revises: 0007_oversight
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_connector_sync_state"
-down_revision = "0005_oversight"
+revision = "0008_connector_sync_state"
+down_revision = "0007_oversight"
 branch_labels = None
 depends_on = None
 

@@ -3,15 +3,15 @@
 Existing pupils get their first fact from the next extract that returns them; until then, and until a
 school admin confirms the school's last year group, R30 starts no clock for them.
 
-Revision ID: 0005_16a_retention_facts
-Revises: 0004
+Revision ID: 0009_retention_facts
+Revises: 0008_connector_sync_state
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_16a_retention_facts"
-down_revision = "0005_connector_sync_state"
+revision = "0009_retention_facts"
+down_revision = "0008_connector_sync_state"
 branch_labels = None
 depends_on = None
 

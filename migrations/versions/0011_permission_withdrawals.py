@@ -1,14 +1,14 @@
 """Permissions a provider stopped granting per connection: tracked withdrawals and their deletion orders.
 
-Revision ID: 0005_permission_withdrawals
-Revises: 0004
+Revision ID: 0011_permission_withdrawals
+Revises: 0010_connection_authorised_at
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_permission_withdrawals"
-down_revision = "0005_connection_authorised_at"
+revision = "0011_permission_withdrawals"
+down_revision = "0010_connection_authorised_at"
 branch_labels = None
 depends_on = None
 

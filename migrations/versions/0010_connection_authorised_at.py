@@ -3,15 +3,15 @@
 Existing approved connections take their last state change as the time they were authorised;
 failing ones none (their last change was the failure, not an approval).
 
-Revision ID: 0005_connection_authorised_at
-Revises: 0004
+Revision ID: 0010_connection_authorised_at
+Revises: 0009_retention_facts
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_connection_authorised_at"
-down_revision = "0005_16a_retention_facts"
+revision = "0010_connection_authorised_at"
+down_revision = "0009_retention_facts"
 branch_labels = None
 depends_on = None
 

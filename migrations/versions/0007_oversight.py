@@ -1,8 +1,8 @@
 """Oversight records: support access grants (R58), school-approved links (R57), the sub-processor register (R66),
 breach records and notices (R69), freshness alerts (R22), and the support confidentiality date.
 
-Revision ID: 0005_oversight
-Revises: 0004
+Revision ID: 0007_oversight
+Revises: 0006_recovery_codes
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
@@ -10,8 +10,8 @@ from alembic import op
 
 import portal.models.base
 
-revision = "0005_oversight"
-down_revision = "0005_recovery_codes"
+revision = "0007_oversight"
+down_revision = "0006_recovery_codes"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,13 @@
 """One-time recovery codes for two-factor sign-in (argon2 hashes only).
 
-Revision ID: 0005_recovery_codes
-Revises: 0004
+Revision ID: 0006_recovery_codes
+Revises: 0005_scheduler_heartbeats
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_recovery_codes"
+revision = "0006_recovery_codes"
 down_revision = "0005_scheduler_heartbeats"
 branch_labels = None
 depends_on = None
