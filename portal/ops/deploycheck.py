@@ -5,7 +5,6 @@ exit non-zero, a warning does not. Messages name settings, hosts and ids only, n
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import smtplib
 import socket
@@ -19,6 +18,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from portal.connectors import is_loopback_host
 from portal.extensions import db
 
 # Key values published in this repository (tests, examples): never a deployment's.
@@ -220,12 +220,7 @@ def _loopback_bind(bind: str) -> bool:
     if bind.startswith("unix:"):
         return True
     host = bind.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"  # nosec B104: only read, to warn about a public bind
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host)
 
 
 def check_proxies() -> Iterator[Finding]:
