@@ -37,9 +37,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     init_admin(app)
     register_commands(app)
-    from portal.jobs import scheduler
+    from portal.jobs import executors, scheduler
 
     scheduler.init_app(app)
+    executors.init_app(app)
     plugins.startup(app)
     check_database(app)
     return app
@@ -156,7 +157,7 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """Add the ``flask portal ...`` commands."""
-    from portal.cli import portal_cli, register_area_commands
+    from portal.commands import portal_cli, register_area_commands
 
     register_area_commands(portal_cli)
     if "portal" not in app.cli.commands:

@@ -1,121 +1,24 @@
-"""The `flask portal ...` commands (also installed as the `portal` console script)."""
+"""The `portal` console script: like `flask` with the portal's app, but start-up errors are one line.
+
+The command group itself is portal.commands (also reachable as `flask portal ...`). Nothing in the
+portal imports this module: it is the console script's entry point only, and builds the app.
+"""
 from __future__ import annotations
 
 import sys
 
 import click
-from flask.cli import AppGroup, FlaskGroup, with_appcontext
-from sqlalchemy import func, select
+from flask.cli import FlaskGroup
 
+from portal import create_app
 from portal.errors import StartupError
+from portal.ops.commands import add_service_commands
 
-class PortalGroup(AppGroup):
-    """The `portal` group: every error a command meets is one line on stderr, never a usage block or a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            # Raised by a command's own checks (unknown URN...) or by parsing: the message says it all.
-            one_line = click.ClickException(exc.format_message())
-            one_line.exit_code = exc.exit_code
-            raise one_line from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except Exception as exc:  # noqa: BLE001 - an operator gets one line; the type only (no values, R65)
-            import logging
-
-            logging.getLogger(__name__).debug("command failed", exc_info=True)
-            raise click.ClickException(
-                f"the command stopped on an unexpected {type(exc).__name__}; "
-                "please report it to the portal's maintainers with the command you ran."
-            ) from None
-
-
-portal_cli = PortalGroup("portal", help="Run the MIS connection portal's tasks.")
-
-# Each area keeps its commands in its own module with a register(group) function.
-COMMAND_MODULES = (
-    "portal.jobs.commands",
-    "portal.plugins.commands",
-    "portal.extract.commands",
-    "portal.school.commands",
-    "portal.retention.commands",
-    "portal.demo",
-    "portal.sandbox_commands",
-    "portal.api.commands",
-    "portal.account.commands",
-    "portal.ops.commands",
-    "portal.oversight.commands",
-)
-
-
-def register_area_commands(group: click.Group = portal_cli) -> None:
-    """Add every area's commands to the group (once)."""
-    import importlib
-
-    if getattr(group, "_areas_registered", False):
-        return
-    for path in COMMAND_MODULES:
-        importlib.import_module(path).register(group)
-    group._areas_registered = True
-
-
-@portal_cli.command("create-user")
-@click.option("--email", required=True)
-@click.option("--name", required=True)
-@click.option("--support/--no-support", default=False, help="Operator support staff (needs TOTP).")
-@click.password_option()
-@with_appcontext
-def create_user(email: str, name: str, support: bool, password: str) -> None:
-    """Create a user, e.g. the first support user."""
-    from portal import audit
-    from portal.auth.passwords import hash_password, policy_problem
-    from portal.extensions import db
-    from portal.models import User
-
-    from email_validator import EmailNotValidError, validate_email
-
-    try:
-        email = validate_email(email.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise click.BadParameter(f"enter a valid email address ({exc})", param_hint="--email") from None
-    if not name.strip():
-        raise click.BadParameter("enter the user's name", param_hint="--name")
-    if problem := policy_problem(password):
-        raise click.BadParameter(problem, param_hint="--password")
-    if db.session.execute(select(User).where(func.lower(User.email) == email.lower())).first():
-        raise click.ClickException(f"a user with email {email} already exists")
-    user = User(email=email, name=name.strip(), password_hash=hash_password(password), is_support=support)
-    db.session.add(user)
-    db.session.flush()
-    audit.record("user.created", target=user, actor="cli", details={"support": support})
-    db.session.commit()
-    click.echo(f"Created user {user.id}{' (support staff: TOTP is set up at first sign-in)' if support else ''}.")
-
-
-@portal_cli.group("audit")
-def audit_group() -> None:
-    """The audit trail."""
-
-
-@audit_group.command("verify")
-@with_appcontext
-def audit_verify() -> None:
-    """Check the audit trail's hash chain and report the first broken link."""
-    from portal import audit
-
-    result = audit.verify()
-    if result.ok:
-        click.echo(f"Audit trail intact: {result.checked} entries checked.")
-        return
-    click.echo(f"Audit trail broken at entry {result.broken_id}: {result.reason}.", err=True)
-    sys.exit(1)
+__all__ = ["main"]
 
 
 def main() -> None:
     """Entry point of the `portal` console script: like `flask`, but start-up errors are one line."""
-    from portal import create_app
 
     def factory():
         try:
@@ -125,10 +28,5 @@ def main() -> None:
             sys.exit(2)
 
     cli = FlaskGroup(create_app=factory)
-    from portal.ops.commands import add_service_commands
-
     add_service_commands(cli)  # `portal serve`, `portal scheduler`
     cli(prog_name="portal")
-
-
-__all__ = ["main", "portal_cli"]

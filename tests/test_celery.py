@@ -2,7 +2,7 @@
 
 PostgreSQL only: several worker processes sharing one database is the PostgreSQL deployment.
 The test process plays the scheduler: it fires runs through portal.jobs.runner.fire (which, with
-EXECUTOR "celery", only claims and enqueues) and calls the housekeeping tick executors.recover().
+EXECUTOR "celery", only claims and enqueues) and calls the housekeeping tick get_executor().recover().
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.jobs import executors
+from portal.jobs import get_executor
+from portal.jobs.claims import BROKER_UNAVAILABLE
 from portal.jobs.builtin import extract_spec
 from portal.jobs.runner import fire
 from portal.models import JobRun, RunStatus
@@ -139,7 +140,7 @@ def test_scheduled_runs_on_two_workers_run_exactly_once_and_fill_the_store(world
             queued.append(first.id)
             if connection_id % 2:
                 # The same message delivered twice must still run once.
-                assert executors.enqueue(first.id)
+                assert get_executor().enqueue(first.id)
         assert len(queued) == RUNS
         cs.wait_for(_all_finished(RUNS), f"{RUNS} runs to finish")
         runs = _runs()
@@ -174,7 +175,7 @@ def test_a_worker_killed_mid_extract_is_resumed_by_the_other_from_its_checkpoint
         assert victim.owns(owner_pid)
         victim.kill()
         sandbox.clear_faults()
-        cs.wait_for(_all_finished(1), "the run to finish on the other worker", tick=executors.recover)
+        cs.wait_for(_all_finished(1), "the run to finish on the other worker", tick=lambda: get_executor().recover())
         [done] = _runs()
         assert done.status == RunStatus.succeeded, done.error_message
         assert done.attempts == 2
@@ -195,12 +196,12 @@ def test_runs_wait_queued_while_the_broker_is_down_then_complete_once(world):
         during = [fire(_spec(cid), at) for cid in ids[3:]]
         for run in during:
             assert run.status == RunStatus.queued
-            assert run.error_code == executors.BROKER_UNAVAILABLE
+            assert run.error_code == BROKER_UNAVAILABLE
             assert "could not be reached" in run.error_message
-        assert executors.recover() == 0  # still down: nothing sent, nothing lost
+        assert get_executor().recover() == 0  # still down: nothing sent, nothing lost
         assert {r.status for r in _runs() if r.id in {x.id for x in during}} == {RunStatus.queued}
         world.redis.start()
-        cs.wait_for(_all_finished(6), "the queued runs to complete", every=0.5, tick=executors.recover)
+        cs.wait_for(_all_finished(6), "the queued runs to complete", every=0.5, tick=lambda: get_executor().recover())
         runs = _runs()
         assert {r.id for r in runs} == {r.id for r in before + during}
         assert Counter(r.status for r in runs) == {RunStatus.succeeded: 6}

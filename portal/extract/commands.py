@@ -8,8 +8,14 @@ from typing import Any
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy import func, or_, select
 
+from portal import audit, lifecycle
 from portal.connectors import CATEGORIES
+from portal.extensions import db
+from portal.extract import ExtractRefused, approve_held_run, held_runs, reject_held_run, run_extract
+from portal.models import Connection, Organisation, OrgKind, RunStatus, User
+from portal.plugins.manager import get_plugins
 
 URN = re.compile(r"\d{6}")
 DFE_NUMBER = re.compile(r"\d{7}")
@@ -18,11 +24,6 @@ EXIT_OK, EXIT_FAILED, EXIT_HELD = 0, 1, 2
 
 
 def _school_by_urn(urn: str):
-    from sqlalchemy import select
-
-    from portal.extensions import db
-    from portal.models import Organisation, OrgKind
-
     school = db.session.execute(
         select(Organisation).where(Organisation.kind == OrgKind.school, Organisation.urn == urn.strip())
     ).scalar()
@@ -32,8 +33,6 @@ def _school_by_urn(urn: str):
 
 
 def _connector_name(name: str) -> str:
-    from portal.plugins.manager import get_plugins
-
     enabled = get_plugins().connectors()
     if name not in enabled:
         choices = ", ".join(sorted(enabled)) or "none"
@@ -61,12 +60,6 @@ def schools() -> None:
 def schools_add(urn: str, dfe_number: str, name: str, phase: str | None, la_code: str | None,
                 statutory_high_age: int | None) -> None:
     """Add a school; nothing is created when any value is wrong."""
-    from sqlalchemy import or_, select
-
-    from portal import audit
-    from portal.extensions import db
-    from portal.models import Organisation, OrgKind
-
     urn, dfe_number, name = urn.strip(), dfe_number.strip().replace("/", ""), name.strip()
     if not URN.fullmatch(urn):
         raise click.BadParameter("a URN is 6 digits, e.g. 100001", param_hint="--urn")
@@ -115,12 +108,6 @@ def schools_add(urn: str, dfe_number: str, name: str, phase: str | None, la_code
 @with_appcontext
 def connect(connector_name: str, urn: str, email: str, accept_terms: bool) -> None:
     """Create the school's connection and ask the provider for access; approved schools can be extracted."""
-    from sqlalchemy import func, select
-
-    from portal import lifecycle
-    from portal.extensions import db
-    from portal.models import User
-
     name = _connector_name(connector_name)
     school = _school_by_urn(urn)
     user = db.session.execute(select(User).where(func.lower(User.email) == email.strip().lower())).scalar()
@@ -204,12 +191,6 @@ class _Bar:
 @with_appcontext
 def extract(connector_name: str, urn: str, mode: str | None, categories: tuple[str, ...], as_json: bool) -> None:
     """Run an extract for one school now (the same run the scheduler starts)."""
-    from sqlalchemy import select
-
-    from portal.extensions import db
-    from portal.extract import ExtractRefused, run_extract
-    from portal.models import Connection, RunStatus
-
     name = _connector_name(connector_name)
     school = _school_by_urn(urn)
     connection = db.session.execute(
@@ -252,10 +233,6 @@ def holds() -> None:
 @with_appcontext
 def holds_list() -> None:
     """List the held runs: run id, school URN, connector, pupils it would remove of those live, when."""
-    from portal.extensions import db
-    from portal.extract import held_runs
-    from portal.models import Connection
-
     runs = held_runs()
     if not runs:
         click.echo("No extract run is held.")
@@ -272,8 +249,6 @@ def holds_list() -> None:
 
 
 def _decide(run_id: int, approve: bool) -> None:
-    from portal.extract import ExtractRefused, approve_held_run, reject_held_run
-
     try:
         run = (approve_held_run if approve else reject_held_run)(run_id, None)
     except ExtractRefused as exc:

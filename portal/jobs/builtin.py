@@ -3,16 +3,12 @@
 Declared jobs: ``retention:sweep`` daily at 02:00 Europe/London, and two housekeeping jobs
 that run in every scheduling process (``claim=False``): ``jobs:refresh`` re-syncs the dynamic
 ``extract:<connection_id>`` jobs with the connections in the database, and ``jobs:recover``
-takes over runs whose process died (lease lapsed) and runs them to the end.
-
-Job bodies import their engines lazily, so the portal starts (and shows a clear failed run)
-even before the extract engine or the retention sweep is installed.
+takes over runs whose process died (lease lapsed) and runs them to the end, through the
+executor chosen at start-up (portal.jobs.executors).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app
@@ -21,13 +17,15 @@ from sqlalchemy import select
 from portal.connectors import Connector
 from portal.errors import StartupError
 from portal.extensions import db
-from portal.jobs import JobSpec
-from portal.jobs.claims import finish, owner_id, queued_extracts, start_queued, take_over_lapsed
-from portal.jobs.runner import JobFailed, call_body, execute
+from portal.extract import run_extract
+from portal.jobs import JobSpec, get_executor
+from portal.jobs.claims import REQUESTED
+from portal.jobs.runner import call_body
 from portal.jobs.scheduler import make_trigger, registry, sync_dynamic_jobs
-from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus
+from portal.models import EXTRACTABLE_STATES, Connection, JobRun
 from portal.plugins import hookimpl
 from portal.plugins.manager import get_plugins
+from portal.retention.sweep import run_sweep
 
 RETENTION_SWEEP = "retention:sweep"
 REFRESH = "jobs:refresh"
@@ -56,14 +54,7 @@ def portal_register_jobs(app: Flask, connectors: Mapping[str, Any]) -> list[JobS
 
 @hookimpl
 def portal_startup(app: Flask) -> None:
-    """Refuse to start when a connector's schedule is invalid, or the Celery executor lacks Celery or its broker."""
-    if app.config["EXECUTOR"] == "celery" and not (app.config.get("CELERY") or {}).get("broker_url"):
-        raise StartupError(
-            "setting PORTAL_CELERY__broker_url is missing: with PORTAL_EXECUTOR=celery it must name the broker, "
-            "e.g. redis://127.0.0.1:6379/0"
-        )
-    if app.config["EXECUTOR"] == "celery" and importlib.util.find_spec("celery") is None:
-        raise StartupError("PORTAL_EXECUTOR=celery needs Celery: pip install 'mis-portal[celery]'")
+    """Refuse to start when a connector's schedule is invalid."""
     jobs = registry(app)
     for name, connector in get_plugins(app).connectors().items():
         try:
@@ -72,27 +63,13 @@ def portal_startup(app: Flask) -> None:
             raise StartupError(f"connector {name!r} has an invalid schedule: {exc}") from None
 
 
-def _engine(module: str, name: str, what: str) -> Callable[..., Any]:
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        # Only "the engine is not there"; a broken import inside the engine is a real error.
-        if getattr(exc, "name", module) not in (module, name):
-            raise
-        raise JobFailed(f"The {what} is not available in this version of the portal.", code="not_available") from None
-
-
 def retention_sweep(run_id: int) -> Any:
     """Run the daily retention sweep in the claimed run ``run_id``."""
-    run_sweep = _engine("portal.retention.sweep", "run_sweep", "retention sweep")
     return call_body(run_sweep, {}, run_id)
 
 
 def extract(connection_id: int, run_id: int) -> Any:
     """Run one connection's extract in the claimed run ``run_id``: scheduled ("auto"), or as queued by support."""
-    from portal.jobs.executors import REQUESTED
-
-    run_extract = _engine("portal.extract", "run_extract", "extract engine")
     requested = (db.session.scalar(select(JobRun.params).where(JobRun.id == run_id)) or {}).get(REQUESTED) or {}
     return run_extract(connection_id, mode=requested.get("mode") or "auto", categories=requested.get("categories"), run_id=run_id)
 
@@ -139,32 +116,14 @@ def refresh_extract_jobs() -> None:
     sync_dynamic_jobs(app, extract_specs(app))
 
 
+def spec_for(run: JobRun) -> JobSpec | None:
+    """Return the job a run belongs to: an extract of its connection, or a declared job (a Celery worker asks)."""
+    if run.kind == "extract" and run.connection_id is not None:
+        return JobSpec(run.job_id, extract, kwargs={"connection_id": run.connection_id},
+                       kind="extract", connection_id=run.connection_id)
+    return registry().spec(run.job_id)
+
+
 def recover_runs() -> None:
-    """Take over every run whose process died, and start queued extracts, and run them to the end here.
-
-    With Celery: queue them again for the workers.
-    """
-    from portal.jobs import executors
-
-    if executors.uses_celery():
-        executors.recover()
-        return
-    app = current_app._get_current_object()
-    taken = take_over_lapsed(owner_id())
-    # Extracts queued to run in-process (R49 resync): started here, one process wins each.
-    taken += [run for run in (start_queued(run_id, owner_id()) for run_id in queued_extracts()) if run is not None]
-    if not taken:
-        return
-    specs = {**{spec.id: spec for spec in extract_specs(app)}, **registry(app).specs()}
-    for run in taken:
-        spec = specs.get(run.job_id)
-        if spec is None:
-            finish(
-                run,
-                RunStatus.failed,
-                error_kind=ErrorKind.internal,
-                error_code="not_declared",
-                error_message="The run was interrupted and its job is no longer scheduled, so it was not resumed.",
-            )
-            continue
-        execute(spec, run)
+    """Take over every run whose process died, and start queued extracts: run them here, or send them to the workers."""
+    get_executor().recover()

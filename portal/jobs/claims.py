@@ -32,12 +32,14 @@ from portal.models import FINISHED_STATUSES, ErrorKind, ExtractRemoval, JobRun, 
 from portal.models.base import utcnow
 
 __all__ = [
-    "MAX_ATTEMPTS", "REQUESTED", "RunBusy", "beat", "claim_extract", "claim_run", "finish", "heartbeat", "is_dead",
+    "BROKER_UNAVAILABLE", "MAX_ATTEMPTS", "REQUESTED", "RunBusy", "beat", "claim_extract", "claim_run", "finish", "heartbeat", "is_dead",
     "owner_gone", "owner_id", "request_extract", "start_queued", "take_over", "take_over_lapsed",
 ]
 
 # Key in a queued extract run's params: the mode and categories asked for by whoever queued it.
 REQUESTED = "requested"
+# error_code of a run still queued because the task queue could not be reached (the Celery executor sends it again).
+BROKER_UNAVAILABLE = "broker_unavailable"
 # Statuses of a run that did its work: a dead run older than one of these need not be resumed.
 _COMPLETED = (RunStatus.succeeded, RunStatus.held)
 
@@ -133,7 +135,7 @@ def claim_run(
 
     The row is inserted already ``running`` with a lease of JOB_LEASE_SECONDS; keep it alive
     with heartbeat() and end it with finish(). With ``queued`` it is inserted ``queued`` instead,
-    unowned, for a Celery worker to start (portal.jobs.executors). Commits the session.
+    unowned, for the executor to start (portal.jobs.celery, portal.jobs.inprocess). Commits the session.
     """
     if scheduled_for.tzinfo is None:
         raise ValueError("scheduled_for must be timezone-aware")
@@ -429,27 +431,18 @@ def claim_extract(connection_id: int, *, owner: str, run_id: int | None = None) 
 
 def request_extract(connection_id: int, *, owner: str, mode: str, categories: list[str] | None = None,
                     **params: Any) -> JobRun | None:
-    """Queue an extract of one connection for now (admin "run now" with Celery, R49 resync); None if claimed already.
+    """Claim an extract of one connection for now as queued (admin "run now", R49 resync); None if claimed already.
 
-    The mode and categories travel in the row's params. With the Celery executor it is sent to
-    the workers; in-process, the housekeeping job (jobs:recover) starts it in a scheduling process.
+    The mode and categories travel in the row's params. The caller is the executor
+    (``get_executor().queue_extract``), which hands the run over: a Celery worker starts it, or
+    in-process the housekeeping job (jobs:recover) starts it in a scheduling process. ``claimed_at``
+    is set, which marks the row as handed over.
     """
-    run = claim_run(
+    return claim_run(
         f"extract:{connection_id}", utcnow(), kind="extract", connection_id=connection_id, owner=owner,
         params={REQUESTED: {"mode": mode, "categories": list(categories) if categories else None}, **params},
         queued=True,
     )
-    if run is None:
-        return None
-    from portal.jobs import executors
-
-    if executors.uses_celery():
-        executors.enqueue(run.id)
-    else:
-        # Marks it as handed over (claimed_at), like the Celery path, so recover() starts it.
-        db.session.execute(update(_runs).where(_runs.c.id == run.id).values(claimed_at=utcnow()))
-        db.session.commit()
-    return db.session.get(JobRun, run.id)
 
 
 def start_queued(run_id: int, owner: str) -> JobRun | None:

@@ -11,6 +11,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from portal.jobs.builtin import extract_specs
+from portal.jobs.runner import fire
+from portal.jobs.scheduler import registry, start_scheduler, stop_scheduler
+
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
@@ -25,8 +29,6 @@ def scheduler_command() -> None:
 
     Safe to run in several processes or machines on one database: each firing runs once.
     """
-    from portal.jobs.scheduler import start_scheduler, stop_scheduler
-
     app = current_app._get_current_object()
     stopping = threading.Event()
 
@@ -64,9 +66,6 @@ def jobs_group() -> None:
 @with_appcontext
 def jobs_list() -> None:
     """List the declared jobs and the extract jobs the database implies."""
-    from portal.jobs.builtin import extract_specs
-    from portal.jobs.scheduler import registry
-
     specs = {**{s.id: s for s in extract_specs(current_app)}, **registry().specs()}
     for job_id in sorted(specs):
         spec = specs[job_id]
@@ -79,10 +78,6 @@ def jobs_list() -> None:
 @with_appcontext
 def jobs_run(job_id: str) -> None:
     """Run one job now, in this process, recorded like a scheduled run."""
-    from portal.jobs.builtin import extract_specs
-    from portal.jobs.runner import fire
-    from portal.jobs.scheduler import registry
-
     specs = {**{s.id: s for s in extract_specs(current_app)}, **registry().specs()}
     spec = specs.get(job_id)
     if spec is None:

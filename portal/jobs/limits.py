@@ -7,10 +7,12 @@ whose run is no longer running (its worker died, or it finished without releasin
 against the job_runs table, so a dead worker cannot hold a slot for ever.
 
 Requests per second (PROVIDER_REQUESTS_PER_SECOND) are a token bucket per connector: in Redis
-(one Lua script, Redis's own clock) when runs go to Celery workers, so every process on every
+(one Lua script, Redis's own clock) when the executor runs them in several processes (Celery workers), so every process on every
 machine draws from the same bucket; in process memory otherwise (one process runs everything).
 The engine hands the bucket's ``wait`` to the connector (``Connector.request_gate``), and the
 connector's HTTP client calls it before every request, retries included.
+
+``redis`` is imported where it is used: it comes with the optional ``celery`` extra.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from sqlalchemy import select
 
 from portal.connectors import ConnectorError
 from portal.extensions import db
+from portal.jobs import get_executor
 from portal.models import JobRun, RunStatus
 from portal.models.base import utcnow
 
@@ -179,14 +182,12 @@ _buckets_lock = threading.Lock()
 
 def request_gate(connector: str, app: Any = None) -> Callable[[], None] | None:
     """Return the wait of the connector's requests-per-second bucket, or None when it has no limit."""
-    from portal.jobs.executors import uses_celery
-
     app = app or current_app
     rate = (app.config.get("PROVIDER_REQUESTS_PER_SECOND") or {}).get(connector)
     if not rate:
         return None
     url = (app.config.get("CELERY") or {}).get("broker_url", "")
-    shared = uses_celery(app) and url.startswith(("redis://", "rediss://"))
+    shared = get_executor(app).shared and url.startswith(("redis://", "rediss://"))
     key = (connector, float(rate), url if shared else None)
     with _buckets_lock:
         bucket = _buckets.get(key)

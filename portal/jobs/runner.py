@@ -1,4 +1,4 @@
-"""Run one firing of a job: claim it, keep its lease alive while the body runs, record how it ended."""
+"""Run a claimed run's body: keep its lease alive while the body runs, record how it ended; fire() hands a firing to the executor."""
 from __future__ import annotations
 
 import inspect
@@ -14,8 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from portal.connectors import ConnectorError
 from portal.errors import code_location
 from portal.extensions import db
-from portal.jobs import JobSpec
-from portal.jobs.claims import beat, claim_run, finish, owner_id
+from portal.jobs import JobSpec, get_executor
+from portal.jobs.claims import beat, finish, owner_id
 from portal.models import ErrorKind, JobRun, RunStatus
 
 __all__ = ["Heartbeat", "JobFailed", "call_body", "execute", "fire"]
@@ -109,24 +109,12 @@ def _finish_failed(run_id: int, owner: str, kind: ErrorKind, code: str, message:
 
 
 def fire(spec: JobSpec, scheduled_for: datetime, *, owner: str | None = None) -> JobRun | None:
-    """Claim and run one firing of a job in the current app context; None when another process has it.
+    """Claim and run one firing of a job through the app's executor; None when another process has it.
 
-    With EXECUTOR "celery" the run is only claimed (queued) and sent to the workers.
-    Jobs declared with ``claim=False`` just run (in every process) and return None.
+    The in-process executor runs it here; the Celery executor only claims it (queued) and sends it
+    to the workers. Jobs declared with ``claim=False`` just run (in every process) and return None.
     """
     if not spec.claim:
         call_body(spec.func, spec.kwargs, None)
         return None
-    from portal.jobs import executors
-
-    if executors.uses_celery():
-        # Claimed as queued here and executed by a Celery worker (portal.tasks).
-        return executors.submit(spec, scheduled_for, owner=owner or owner_id())
-    run = claim_run(
-        spec.id, scheduled_for, kind=spec.kind, connection_id=spec.connection_id, owner=owner or owner_id()
-    )
-    if run is None:
-        log.info("job %s at %s already claimed by another process; skipped", spec.id, scheduled_for.isoformat())
-        return None
-    log.info("job %s at %s claimed as run %s", spec.id, scheduled_for.isoformat(), run.id)
-    return execute(spec, run)
+    return get_executor().submit(spec, scheduled_for, owner=owner or owner_id())

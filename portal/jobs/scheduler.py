@@ -40,6 +40,7 @@ from flask import Flask, current_app
 
 from portal.errors import StartupError
 from portal.jobs import JobSpec
+from portal.jobs.runner import fire
 from portal.models import JobRun
 from portal.plugins.manager import get_plugins
 
@@ -184,8 +185,6 @@ def fire_job(job_id: str, scheduled_for: datetime) -> JobRun | None:
 
     The scheduler, `flask portal jobs run` and tests all come through here.
     """
-    from portal.jobs.runner import fire
-
     spec = registry().spec(job_id)
     if spec is None:
         # A dynamic job removed between its firing and now (e.g. its connection was revoked).

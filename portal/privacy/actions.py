@@ -8,6 +8,8 @@ from sqlalchemy import select
 
 from portal import audit, deletions, mail, store
 from portal.extensions import db
+from portal.jobs import get_executor
+from portal.jobs.claims import owner_id
 from portal.models import (
     Connection, Feature, FlagKind, JobRun, LegalHold, MisPupil, MisStaff, ProductAuthorisation, SubjectFlag,
     SubjectFlagFeature, SubjectKind, User, product_features,
@@ -198,12 +200,10 @@ def rectify(req: SubjectRequest, user: User, what_is_wrong: str | None) -> list[
     categories = sorted({r["category"] for t in rows.values() for r in t if r.get("category")})
     connection_ids = sorted({r["connection_id"] for t in rows.values() for r in t if r.get("connection_id")})
     queued = []
-    from portal.jobs import claims
-
     for connection in db.session.execute(select(Connection).where(Connection.id.in_(connection_ids))).scalars().all():
-        # Through the one claim path: a worker (Celery) or a scheduling process (jobs:recover) runs it.
-        run = claims.request_extract(connection.id, owner=claims.owner_id(), mode="full", categories=categories,
-                                     reason="rectification", request_id=req.id)
+        # Through the executor: a worker (Celery) or a scheduling process (jobs:recover) runs it.
+        run = get_executor().queue_extract(connection.id, owner=owner_id(), mode="full", categories=categories,
+                                           reason="rectification", request_id=req.id)
         if run is not None:
             queued.append(run)
     admins = controller_admins(req.school)

@@ -7,11 +7,14 @@ from flask_login import current_user
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from portal import lifecycle
+from portal import deletions, lifecycle
 from portal.admin.views import SecureBaseView
 from portal.connectors import CATEGORIES
 from portal.converters import parse_id
 from portal.extensions import db
+from portal.extract import ExtractRefused, approve_held_run, reject_held_run
+from portal.jobs import get_executor
+from portal.jobs.claims import BROKER_UNAVAILABLE
 from portal.models import Connection, ConnectionState, JobRun, Organisation, OrgKind, RunStatus
 from portal.school import queries
 
@@ -73,8 +76,6 @@ class OperationsView(SecureBaseView):
                     .limit(PER_PAGE)
                 ).scalars()
             )
-        from portal import deletions
-
         return self.render(
             "admin/operations.html", q=q, page=page, runs=runs, held=held, categories=CATEGORIES,
             schools_without=schools_without, overdue_deletions=deletions.overdue_summary(),
@@ -101,29 +102,22 @@ class OperationsView(SecureBaseView):
         if not conn.can_extract:
             flash(f"Connection {conn.id} is {conn.state.label.lower()}{' and paused' if conn.paused else ''}: no extract can run.", "error")
             return self._back()
-        from portal.extract import ExtractRefused, run_extract
-        from portal.jobs import executors
-
         mode, categories = ("full", [category]) if category else ("incremental", None)
         what = f"Resync of {category}" if category else "Extract"
-        if executors.uses_celery():
-            # Like the scheduler: claim the run as queued and hand it to the workers, never run it in the web process.
-            from portal.jobs.claims import owner_id
-
-            run = executors.queue_extract(conn.id, owner=owner_id(), mode=mode, categories=categories)
-            if run is None:
-                flash(f"An extract of connection {conn.id} was queued at this same moment; see the run history.", "error")
-            elif run.error_code == executors.BROKER_UNAVAILABLE:
-                flash(f"{what} for connection {conn.id} is queued as run {run.id}. {run.error_message}", "error")
-            else:
-                flash(f"{what} for connection {conn.id} queued as run {run.id}: a worker will run it; see the run history.")
-            return self._back()
         try:
-            run = run_extract(conn.id, mode=mode, categories=categories)
+            # In-process: runs here and comes back finished. Celery: claimed as queued for the workers, never run here.
+            run = get_executor().extract_now(conn.id, mode=mode, categories=categories)
         except ExtractRefused as exc:
             flash(exc.message, "error")
             return self._back()
-        flash(f"{what} for connection {conn.id} finished as run {run.id}: {run.status.value}.")
+        if run is None:
+            flash(f"An extract of connection {conn.id} was queued at this same moment; see the run history.", "error")
+        elif run.status == RunStatus.queued and run.error_code == BROKER_UNAVAILABLE:
+            flash(f"{what} for connection {conn.id} is queued as run {run.id}. {run.error_message}", "error")
+        elif run.status == RunStatus.queued:
+            flash(f"{what} for connection {conn.id} queued as run {run.id}: a worker will run it; see the run history.")
+        else:
+            flash(f"{what} for connection {conn.id} finished as run {run.id}: {run.status.value}.")
         return self._back()
 
     @expose("/pause", methods=["POST"])
@@ -137,8 +131,6 @@ class OperationsView(SecureBaseView):
 
     @expose("/hold", methods=["POST"])
     def hold(self):
-        from portal.extract import ExtractRefused, approve_held_run, reject_held_run
-
         run_id = _int(request.form.get("run_id"))
         decision = request.form.get("decision")
         if run_id is None or decision not in ("approve", "reject"):
