@@ -46,7 +46,7 @@ def main() -> None:
 
     from portal import create_app
     from portal.extract import run_extract
-    from portal.testing import synthetic
+    from portal.sandbox import synthetic
     from portal.testing.conformance import _school_with_connection, school_window
     from portal.testing.databases import base_config
     from portal_groupcall.sandbox import RELYING_PARTY, GroupcallSandbox

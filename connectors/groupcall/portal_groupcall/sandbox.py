@@ -1,6 +1,6 @@
 """A Groupcall Xporter on Demand sandbox: a real HTTP server with XoD's quirks, fault injection and request counting.
 
-It serves schools rendered from portal.testing.synthetic (see render.py) in XoD's wire format and
+It serves schools rendered from portal.sandbox.synthetic (see render.py) in XoD's wire format and
 reproduces what the spec (../shared/specs/groupcall.md §15) says the real service does: tokens from
 GetToken, `Authorization: Idaas`, fields left out when their scope is not granted, paging whose
 NextPage points past the end, changedRows changesets with `{Set}_deleted`, and errors inside HTTP 200.
@@ -154,7 +154,7 @@ class SandboxSchool:
     status: str = "Authorised"  # Authorised | Paused | Revoked
     sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     email: str = "office@school.example"
-    # A portal.testing.synthetic school rendered live, so its mutations show up like MIS edits.
+    # A portal.sandbox.synthetic school rendered live, so its mutations show up like MIS edits.
     source: Any = None
     rendered: dict[str, Any] = field(default_factory=dict)
 
@@ -265,7 +265,7 @@ class GroupcallSandbox:
             return school
 
     def load_synthetic(self, estab: str, synthetic_school: Any, **kwargs: Any) -> SandboxSchool:
-        """Register a school rendered from a portal.testing.synthetic school."""
+        """Register a school rendered from a portal.sandbox.synthetic school."""
         school = self.add_school(estab, None, name=synthetic_school.name, **kwargs)
         school.source = synthetic_school
         with self._lock:
@@ -771,7 +771,7 @@ def demo_secret(estab: str) -> str:
 def load_demo_schools(sandbox: GroupcallSandbox, schools: int = 1, pupils: int = 250, days: int = 190,
                       seed: int = 3) -> GroupcallSandbox:
     """Load the schools a standalone sandbox serves: first the portal demo's, then synthetic ones."""
-    from portal.testing import synthetic
+    from portal.sandbox import synthetic
 
     for n in range(schools):
         number = DEMO_ESTABLISHMENTS[n] if n < len(DEMO_ESTABLISHMENTS) else f"{3000 + n:04d}"

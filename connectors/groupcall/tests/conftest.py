@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import (  # noqa: F401 (kit_* are fixtures)
     ConformanceProvider,
     Served,

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from portal.testing.synthetic import Group, Mark, Pupil, Staff, SyntheticSchool, generate_school, generate_schools
+from portal.sandbox.synthetic import Group, Mark, Pupil, Staff, SyntheticSchool, generate_school, generate_schools
 
 __all__ = ["Fault", "WondeSandbox", "main", "serve"]
 
