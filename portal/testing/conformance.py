@@ -43,6 +43,8 @@ __all__ = [
     "ConformanceProvider",
     "Served",
     "ServedSchool",
+    "connect_synthetic_school",
+    "serve_school",
     "school_window",
     "test_deletions_reach_the_store",
     "test_each_fault_type",
@@ -362,7 +364,7 @@ def kit(provider: ConformanceProvider, database_url: str) -> Iterator[Kit]:
                   "MASS_REMOVAL_THRESHOLD": 0.5}
         app = create_app(base_config(database_url, **config))
         with app.app_context():
-            connection_id = _school_with_connection(school, provider.name, served.connection_settings)
+            connection_id = connect_synthetic_school(school, provider.name, served.connection_settings)
             yield Kit(provider, school, served, app, connection_id, app_config={"DATABASE_URL": database_url, **config})
             db.session.remove()
             db.engine.dispose()
@@ -405,7 +407,7 @@ def approved_connection(org, connector: str, settings: Mapping[str, Any] | None 
     return connection
 
 
-def _school_with_connection(school: synthetic.SyntheticSchool, connector: str, settings: Mapping[str, Any]) -> int:
+def connect_synthetic_school(school: synthetic.SyntheticSchool, connector: str, settings: Mapping[str, Any]) -> int:
     """Create the school, a product that needs all six categories, and an approved connection."""
     from sqlalchemy import select
 
@@ -449,7 +451,7 @@ def serve_school(provider: ConformanceProvider, school: synthetic.SyntheticSchoo
         app = make_app(**{"PLUGINS": [provider.plugin], "ENABLED_CONNECTORS": [provider.name],
                           "CONNECTORS": {provider.name: dict(served.settings)}, **config})
         with app.app_context():
-            connection_id = _school_with_connection(school, provider.name, served.connection_settings)
+            connection_id = connect_synthetic_school(school, provider.name, served.connection_settings)
             from portal.extensions import db
             from portal.models import Connection
 

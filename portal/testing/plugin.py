@@ -4,7 +4,8 @@ Installed with the portal (``pip install mis-portal[testing]`` brings pytest and
 driver), it gives the portal's own tests and every connector package's tests the same fixtures:
 
 - ``backend``: each database test runs on SQLite and on PostgreSQL (``PORTAL_TEST_POSTGRES_URL``);
-  ``--backend sqlite`` / ``--backend postgresql`` picks one.
+  ``--backend sqlite`` / ``--backend postgresql`` picks one; ``@pytest.mark.one_backend("postgresql")``
+  runs a test that is not about the database on one only.
 - ``database_url``: a database migrated once per session, reset to its reference rows per test.
 - ``make_app`` / ``app`` / ``client``: portal apps on it; a package sets its plugin and connector by
   overriding ``app_config`` (a dict of configuration every app of the test starts from).
@@ -39,9 +40,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the installed connector whose sandbox core tests use (mis_provider); default: the first by name")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "one_backend(preferred): a test of pages or input handling, not of databases: it runs on one "
+        "backend only, the preferred one if chosen, else the first chosen")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--backend") or list(BACKENDS)
+        one = metafunc.definition.get_closest_marker("one_backend")
+        if one is not None:
+            preferred = [b for b in one.args if b in chosen]
+            chosen = preferred[:1] or chosen[:1]
         metafunc.parametrize("backend", chosen, scope="session")
 
 

@@ -9,9 +9,11 @@ from types import SimpleNamespace
 import pytest
 from portal_wonde.connector import WondeConnector
 from portal_wonde.sandbox import WondeSandbox
-from portal_wonde.testing import WondeProvider
+from portal_wonde.testing import WondeProvider, WondeServed
 
+from portal.sandbox import synthetic
 from portal.sandbox.synthetic import generate_school
+from portal.testing.conformance import Kit, connect_synthetic_school
 
 
 @pytest.fixture
@@ -65,3 +67,26 @@ def connection(school):
 def provider():
     """The Wonde side of the conformance kit (portal_wonde.testing)."""
     return WondeProvider()
+
+# Quick retries and short waits: the tests assert what the client did, not how long it waited.
+FAST = {"backoff_base": 0.01, "backoff_cap": 0.02, "retry_after_cap": 0.02, "max_retries": 3}
+
+
+class _Served(WondeServed):
+    """The conformance kit's Wonde school with the default read timeout (FAST retries only)."""
+
+    def __init__(self, sandbox: WondeSandbox) -> None:
+        super().__init__(sandbox)
+        self.settings = {**sandbox.settings, **FAST}
+
+
+@pytest.fixture
+def wonde(make_app):
+    """A 36-pupil synthetic school served by a running Wonde sandbox, an app, and an approved connection (a Kit)."""
+    school = synthetic.generate_school(11, pupils=36, days=12, phase="secondary", sixth_form=False)
+    with WondeSandbox([school]) as sandbox:
+        served = _Served(sandbox)
+        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
+                       CONNECTORS={"wonde": served.settings}, EXTRACT_BATCH_SIZE=200)
+        with app.app_context():
+            yield Kit(None, school, served, app, connect_synthetic_school(school, "wonde", {}))
