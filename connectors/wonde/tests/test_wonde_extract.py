@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
-
 from portal.extensions import db
 from portal.extract import approve_held_run, run_extract
 from portal.models import ConnectionState, ErrorKind, RunStatus
-from portal.sandbox import synthetic
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
