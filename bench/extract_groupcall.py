@@ -46,8 +46,8 @@ def main() -> None:
 
     from portal import create_app
     from portal.extract import run_extract
-    from portal.testing import synthetic
-    from portal.testing.conformance import _school_with_connection, school_window
+    from portal.sandbox import synthetic
+    from portal.testing.conformance import connect_synthetic_school, school_window
     from portal.testing.databases import base_config
     from portal_groupcall.sandbox import RELYING_PARTY, GroupcallSandbox
 
@@ -60,14 +60,14 @@ def main() -> None:
         app = create_app(base_config(url, PLUGINS=["portal_groupcall.plugin"], ENABLED_CONNECTORS=["groupcall"],
                                      CONNECTORS={"groupcall": settings}))
         with app.app_context():
-            connection_id = _school_with_connection(school, "groupcall", {"school_secret": served.secret})
+            connection_id = connect_synthetic_school(school, "groupcall", {"school_secret": served.secret})
             rows = []
             for label, mode in (("full", "full"), ("incremental (5 % changed)", "incremental")):
                 if mode == "incremental":
                     n = max(1, args.pupils // 20)
                     school.mutate(datetime(2026, 1, 5, 9, tzinfo=timezone.utc), updated=n, leavers=2, added=2,
                                   marks=n, staff_updated=2, deleted=1)
-                before = len(sandbox.requests)
+                before = sandbox.count()
                 t0 = time.perf_counter()
                 run = run_extract(connection_id, mode)
                 seconds = time.perf_counter() - t0
@@ -76,7 +76,7 @@ def main() -> None:
                 seen = written + sum(v.get("unchanged", 0) for v in run.stats["categories"].values())
                 rows.append(
                     f"| Groupcall sandbox | {args.backend} | {label} | {args.pupils} pupils, {args.days} days | "
-                    f"{seen:,} | {written:,} | {len(sandbox.requests) - before} | {seconds:.1f} s | "
+                    f"{seen:,} | {written:,} | {sandbox.count() - before} | {seconds:.1f} s | "
                     f"{seen / seconds:,.0f} |"
                 )
     print("| provider | database | run | school | records received | records written | HTTP requests | time | records/s |")

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from portal.plugins import api
-from portal.testing.synthetic import ACADEMIC_YEAR_START
+from portal.sandbox.synthetic import ACADEMIC_YEAR_START
 from portal_groupcall.sandbox import (
     DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, GroupcallSandbox, demo_secret, load_demo_schools,
 )
