@@ -51,19 +51,13 @@ def _schedule(connection: Connection, permission: str, trigger) -> DeletionOrder
     columns = sorted({c for cols in fields.values() for c in cols}) if listed else None
     if (listed and not columns) or not _holds_category(connection, owner):
         return None
-    order = DeletionOrder(
+    return orders.schedule(
         school_id=connection.school_id, connection_id=connection.id, categories=[owner], reason=REASON,
         rule_id=orders.GRANT_RULE, trigger_on=trigger, due_on=orders.category_deletion_date(trigger), fields=columns,
-    )
-    db.session.add(order)
-    db.session.flush()
-    audit.record(
-        "retention.deletion_scheduled", organisation_id=connection.school_id, target=order, actor="provider",
-        details={"connection_id": connection.id, "categories": [owner], "rule": order.rule_id,
-                 "due_on": order.due_on.isoformat(), "reason": REASON,
+        details={"connection_id": connection.id, "categories": [owner], "reason": REASON,
                  **({"fields": columns, "ignored_fields": ignored} if listed else {})},
+        actor={"actor": "provider"},
     )
-    return order
 
 
 def withdraw(connection: Connection, category: str, *, run_id: int | None = None,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from portal import audit, deletions, store
 from portal.api import credentials, errors, pagination, purpose
 from portal.api.authorisations import authorised_schools
+from portal.api.openapi import document
 from portal.api.errors import ApiError
 from portal.api.inventory import returns_pupil_data
 from portal.extensions import csrf, db, limiter
@@ -103,8 +104,6 @@ def _page_size() -> int:
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI 3.1 document of this API."""
-    from portal.api.openapi import document
-
     return jsonify(document())
 
 

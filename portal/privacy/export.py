@@ -24,6 +24,7 @@ from portal.models import Category, Connection, Feature, FeatureGrant, Product, 
 from portal.models.base import utcnow
 from portal.models.dsr import SubjectExport, SubjectRequest
 from portal.models.retention import RetentionRule
+from portal.privacy import users
 from portal.privacy.register import RequestError, require_verified
 
 SCHEMA_ID = "https://mis-portal.example/schemas/subject-access-export-1.json"
@@ -168,8 +169,6 @@ def build(req: SubjectRequest) -> tuple[dict[str, Any], bytes]:
 
 def build_user(req: SubjectRequest) -> bytes:
     """Return the zip of a portal user's own data (the operator is controller): same layout as a pupil's export."""
-    from portal.privacy import users
-
     document, tables = users.build(req)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
