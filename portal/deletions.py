@@ -183,6 +183,26 @@ def _record_receivers(table: str, record_type: str, about_pupil: bool, ids: list
     return [(subject, product, school) for product, _, subject, school in _receivers([record_type], ids)]
 
 
+def _notices_about(subject_kind: str, ids: list[int], reason: str) -> list[dict]:
+    """Return the notices for these pupils or staff (row ids) to the products that received them, and forget the receipts.
+
+    A pupil goes as one "subject" notice to every product that received anything about them; a staff
+    member as a "record" notice to the products that received them.
+    """
+    if not ids:
+        return []
+    if subject_kind == "pupil":
+        notices = _subject_notices(_receivers(_pupil_types(), ids), reason, None)
+        _forget(_pupil_types(), ids)
+        return notices
+    category = _types()["staff"][1]
+    notices = [{"product_id": product, "school_id": school, "record_type": "staff", "category": category,
+                "record_id": subject, "scope": "record", "reason": reason}
+               for product, _, subject, school in _receivers(["staff"], ids)]
+    _forget(["staff"], ids)
+    return notices
+
+
 def publish_fields_cleared(table: str, ids: list[int], rule_id: str | None) -> int:
     """Publish "record" notices for rows whose withdrawn fields the sweep clears (R42), before it clears them.
 
@@ -238,17 +258,7 @@ def publish_sweep_batch(items: Iterable) -> int:
 
 def publish_erasure(school_id: int, subject_kind: str, external_id: str) -> int:
     """Publish notices for an erased pupil or staff member to the products that received them (R42, R50); before the erasure."""
-    ids = store.subject_ids(school_id, subject_kind, external_id)
-    if subject_kind == "pupil":
-        notices = _subject_notices(_receivers(_pupil_types(), ids), "erasure", None)
-        _forget(_pupil_types(), ids)
-    else:
-        category = _types()["staff"][1]
-        notices = [{"product_id": product, "school_id": school, "record_type": "staff", "category": category,
-                    "record_id": subject, "scope": "record", "reason": "erasure"}
-                   for product, _, subject, school in _receivers(["staff"], ids)]
-        _forget(["staff"], ids)
-    return _publish(notices)
+    return _publish(_notices_about(subject_kind, store.subject_ids(school_id, subject_kind, external_id), "erasure"))
 
 
 def publish_provider_deletion(school_id: int, pupil_ids: list[int], staff_ids: list[int]) -> int:
@@ -258,16 +268,7 @@ def publish_provider_deletion(school_id: int, pupil_ids: list[int], staff_ids: l
     staff member to the products that received them. Their receipts are forgotten, so the sweep that
     later removes the tombstones does not tell the same products twice.
     """
-    notices = _subject_notices(_receivers(_pupil_types(), pupil_ids), "provider_deleted", None) if pupil_ids else []
-    if pupil_ids:
-        _forget(_pupil_types(), pupil_ids)
-    if staff_ids:
-        category = _types()["staff"][1]
-        notices += [{"product_id": product, "school_id": school, "record_type": "staff", "category": category,
-                     "record_id": subject, "scope": "record", "reason": "provider_deleted"}
-                    for product, _, subject, school in _receivers(["staff"], staff_ids)]
-        _forget(["staff"], staff_ids)
-    return _publish(notices)
+    return _publish(_notices_about("pupil", pupil_ids, "provider_deleted") + _notices_about("staff", staff_ids, "provider_deleted"))
 
 
 def publish_authorisation_ended(school_id: int, product_id: int) -> int:

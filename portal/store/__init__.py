@@ -7,7 +7,7 @@ One module per job: ``write`` (extract batches), ``removals`` (staged, then appl
 Every public function that reads or changes records writes one audit entry with ids and counts only.
 """
 from portal.store.counts import category_counts
-from portal.store.feed import API_ENVELOPE_COLUMNS, FeedPage, api_field_columns, api_record_types, read_feed
+from portal.store.feed import API_ENVELOPE_COLUMNS, FeedPage, api_field_columns, api_record_types, json_value, read_feed
 from portal.store.notices import deletion_notice_pupils
 from portal.store.people import roll_for_viewer, staff_matching_emails, staff_no_longer_current
 from portal.store.removals import (
@@ -53,6 +53,7 @@ __all__ = [
     "dsr_subject_rows",
     "erase_subject_exports",
     "hash_key",
+    "json_value",
     "linked_tables",
     "live_pupil_count",
     "pending_pupil_removals",

@@ -72,7 +72,8 @@ def _is_dated(column) -> bool:
         return False
 
 
-def _api_json(value):
+def json_value(value):
+    """Return a stored value as JSON carries it: dates and times in ISO 8601, enums by their value."""
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
@@ -180,10 +181,10 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
             "external_id": row["external_id"],
             "category": category,
             "data_type": row["data_type"],
-            "provider_updated_at": _api_json(row["provider_updated_at"]),
+            "provider_updated_at": json_value(row["provider_updated_at"]),
             "changed_at": row["extracted_at"].isoformat(),
             "deleted": row["deleted_at"] is not None,
-            "deleted_at": _api_json(row["deleted_at"]),
+            "deleted_at": json_value(row["deleted_at"]),
         }
         if row["deleted_at"] is not None:
             tombstones += 1
