@@ -268,7 +268,8 @@ def publish_provider_deletion(school_id: int, pupil_ids: list[int], staff_ids: l
     staff member to the products that received them. Their receipts are forgotten, so the sweep that
     later removes the tombstones does not tell the same products twice.
     """
-    return _publish(_notices_about("pupil", pupil_ids, "provider_deleted") + _notices_about("staff", staff_ids, "provider_deleted"))
+    reason = "provider_deleted"
+    return _publish(_notices_about("pupil", pupil_ids, reason) + _notices_about("staff", staff_ids, reason))
 
 
 def publish_authorisation_ended(school_id: int, product_id: int) -> int:

@@ -8,17 +8,16 @@ from sqlalchemy import and_, func, or_, select
 
 from portal import audit
 from portal.extensions import db
-from portal.models import EXTRACTABLE_STATES, Connection, FlagKind, JobRun, RunStatus, SubjectFlag, SubjectFlagFeature, SubjectKind, mis
+from portal.models import (
+    EXTRACTABLE_STATES, Connection, FlagKind, JobRun, RunStatus, SubjectFlag, SubjectFlagFeature, SubjectKind, mis,
+)
 from portal.models.base import utcnow
 from portal.models.mis import MisPupil
 
 
-# ---------------------------------------------------------------------------
-# Product API reads (owner: product API). Every product read of pupil or staff data comes
-# through read_feed(), after portal.api.purpose.check_read() has allowed it (R11); each call
-# writes one audit entry with feature, category, school and count, never field values (R68).
-# ---------------------------------------------------------------------------
-
+# Every product read of pupil or staff data comes through read_feed(), after portal.api.purpose.check_read()
+# has allowed it (R11); each call writes one audit entry with feature, category, school and count, never
+# field values (R68). The caller records which subjects the product received (portal.deletions).
 
 
 # The feed's record types: name in the URL -> (store model, the category it belongs to).

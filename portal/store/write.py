@@ -19,7 +19,9 @@ from portal.models.base import utcnow
 from portal.models.mis import STORE_MODELS, PupilYearGroupFact
 from portal.retention.calendar import london_date
 from portal.retention.deadlines import parse_year_group
-from portal.store.tables import KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns
+from portal.store.tables import (
+    KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns,
+)
 
 
 COUNT_KEYS = ("inserted", "updated", "unchanged", "tombstoned")
