@@ -77,8 +77,9 @@ def _insert(table):
 def record_received(grant, record_type: str, rows: Iterable) -> int:
     """Record, with one bulk insert, which subjects a page served to the grant's product; return how many ids it named.
 
-    Called by the product API (portal.api.views) for each page portal.store.read_feed returns. Records about a pupil are recorded by their pupil,
-    other records by their own id, so a page of 10,000 attendance marks writes a few dozen rows.
+    Called by the product API (portal.api.views) with the rows of each page portal.store.read_feed returns.
+    Records about a pupil are recorded by their pupil, other records by their own id, so a page of
+    10,000 attendance marks writes a few dozen rows.
     Tombstones are not recorded: they hand the product nothing to keep.
     """
     about_pupil = _types()[record_type][2]
