@@ -29,6 +29,14 @@ def open_withdrawals(connection: Connection) -> list[PermissionWithdrawal]:
     ).scalars())
 
 
+def _open_withdrawals_of(connection: Connection, permission: str):
+    """Return the query for the connection's withdrawals of this category or field set still in force."""
+    return select(PermissionWithdrawal).where(
+        PermissionWithdrawal.connection_id == connection.id, PermissionWithdrawal.permission == permission,
+        PermissionWithdrawal.restored_at.is_(None),
+    )
+
+
 def _holds_category(connection: Connection, category: str) -> bool:
     for model in STORE_MODELS.values():
         table = model.__table__
@@ -51,19 +59,13 @@ def _schedule(connection: Connection, permission: str, trigger) -> DeletionOrder
     columns = sorted({c for cols in fields.values() for c in cols}) if listed else None
     if (listed and not columns) or not _holds_category(connection, owner):
         return None
-    order = DeletionOrder(
+    return orders.schedule(
         school_id=connection.school_id, connection_id=connection.id, categories=[owner], reason=REASON,
         rule_id=orders.GRANT_RULE, trigger_on=trigger, due_on=orders.category_deletion_date(trigger), fields=columns,
-    )
-    db.session.add(order)
-    db.session.flush()
-    audit.record(
-        "retention.deletion_scheduled", organisation_id=connection.school_id, target=order, actor="provider",
-        details={"connection_id": connection.id, "categories": [owner], "rule": order.rule_id,
-                 "due_on": order.due_on.isoformat(), "reason": REASON,
+        details={"connection_id": connection.id, "categories": [owner], "reason": REASON,
                  **({"fields": columns, "ignored_fields": ignored} if listed else {})},
+        actor={"actor": "provider"},
     )
-    return order
 
 
 def withdraw(connection: Connection, category: str, *, run_id: int | None = None,
@@ -76,12 +78,7 @@ def withdraw(connection: Connection, category: str, *, run_id: int | None = None
     The order runs under the normal rule for data no grant covers (R31-grant) and is visible on the
     school's Deletion page. The caller commits.
     """
-    existing = db.session.execute(
-        select(PermissionWithdrawal).where(
-            PermissionWithdrawal.connection_id == connection.id, PermissionWithdrawal.permission == category,
-            PermissionWithdrawal.restored_at.is_(None),
-        )
-    ).scalars().first()
+    existing = db.session.execute(_open_withdrawals_of(connection, category)).scalars().first()
     if existing is not None:
         if schedule and existing.deletion_order_id is None and ":" in category:
             # A field set withdrawn before field orders existed: its order starts from the withdrawal's day.
@@ -105,12 +102,7 @@ def withdraw(connection: Connection, category: str, *, run_id: int | None = None
 
 def restore(connection: Connection, category: str, *, run_id: int | None = None) -> int:
     """The provider grants a withdrawn category again: close the withdrawal and cancel its pending order. The caller commits."""
-    found = db.session.execute(
-        select(PermissionWithdrawal).where(
-            PermissionWithdrawal.connection_id == connection.id, PermissionWithdrawal.permission == category,
-            PermissionWithdrawal.restored_at.is_(None),
-        )
-    ).scalars().all()
+    found = db.session.execute(_open_withdrawals_of(connection, category)).scalars().all()
     now = utcnow()
     for withdrawal in found:
         withdrawal.restored_at = now

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from portal import audit, deletions, store
 from portal.api import credentials, errors, pagination, purpose
 from portal.api.authorisations import authorised_schools
+from portal.api.openapi import document
 from portal.api.errors import ApiError
 from portal.api.inventory import returns_pupil_data
 from portal.extensions import csrf, db, limiter
@@ -103,8 +104,6 @@ def _page_size() -> int:
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI 3.1 document of this API."""
-    from portal.api.openapi import document
-
     return jsonify(document())
 
 
@@ -165,6 +164,8 @@ def records(feature_id: str, school_id: int, category_id: str, record_type: str)
         position = pagination.decode(cursor, feed)
         after = (position.changed_at, position.id)
     page = store.read_feed(grant, record_type, after=after, updated_since=updated_since, limit=limit)
+    # R42: which ids this product now holds, so a later deletion reaches it (and only it); same transaction as the read.
+    deletions.record_received(grant, record_type, page.rows)
     db.session.commit()
     if page.last_id is not None:
         next_cursor = pagination.encode(pagination.Position(page.last_changed_at, page.last_id, feed))

@@ -12,7 +12,7 @@ import io
 import json
 import secrets
 import zipfile
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -24,6 +24,7 @@ from portal.models import Category, Connection, Feature, FeatureGrant, Product, 
 from portal.models.base import utcnow
 from portal.models.dsr import SubjectExport, SubjectRequest
 from portal.models.retention import RetentionRule
+from portal.privacy import users
 from portal.privacy.register import RequestError, require_verified
 
 SCHEMA_ID = "https://mis-portal.example/schemas/subject-access-export-1.json"
@@ -79,14 +80,6 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
-        return value.value
-    return value
-
-
 def _recipients(school_id: int, subject_kind: str, external_id: str) -> list[dict[str, Any]]:
     """The products that received this subject's data (product receipts, per subject), with the features that use it."""
     received = store.dsr_recipients(school_id, subject_kind, external_id)
@@ -127,7 +120,7 @@ def _cover(school_id: int, subject_kind: str, tables: dict[str, list[dict]], ext
         covered = sorted(set(rule.categories or (held if applies else [])) & set(held))
         if covered:
             retention.append({"rule": rule.id, "title": rule.title, "categories": covered,
-                              "period": f"{rule.period} {_plain(rule.period_unit)}"})
+                              "period": f"{rule.period} {store.json_value(rule.period_unit)}"})
     return {
         "categories": [{"id": c, "name": names.get(c, c), "rows": counts[c]} for c in held],
         "sources": sources,
@@ -142,7 +135,7 @@ def build(req: SubjectRequest) -> tuple[dict[str, Any], bytes]:
     tables = store.dsr_subject_rows(req.school_id, req.subject_type.value, req.subject_external_id, request_id=req.id)
     # The portal's own records about the subject: flags, the requests themselves, holds, receipts (R48).
     portal_rows = store.dsr_portal_rows(req.school_id, req.subject_type.value, req.subject_external_id)
-    plain_tables = {name: [{k: _plain(v) for k, v in row.items()} for row in rows]
+    plain_tables = {name: [{k: store.json_value(v) for k, v in row.items()} for row in rows]
                     for name, rows in {**tables, **portal_rows}.items() if rows}
     document = {
         "schema": SCHEMA_ID,
@@ -168,8 +161,6 @@ def build(req: SubjectRequest) -> tuple[dict[str, Any], bytes]:
 
 def build_user(req: SubjectRequest) -> bytes:
     """Return the zip of a portal user's own data (the operator is controller): same layout as a pupil's export."""
-    from portal.privacy import users
-
     document, tables = users.build(req)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

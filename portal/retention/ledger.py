@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,9 +23,11 @@ from sqlalchemy import select
 
 from portal import audit
 from portal.extensions import db
-from portal.models import JobRun, Membership
+from portal.models import Membership
 from portal.models.base import utcnow
 from portal.models.retention import LedgerState
+from portal.retention.delete import delete_records
+from portal.retention.plan import BATCH
 
 __all__ = ["LedgerError", "append", "check_before_request", "ledger_path", "record_key", "replay", "status"]
 
@@ -36,8 +39,6 @@ class LedgerError(RuntimeError):
 def _state() -> LedgerState:
     state = db.session.get(LedgerState, 1)
     if state is None:  # a database migrated before 0004 seeded it
-        import uuid
-
         state = LedgerState(id=1, database_id=str(uuid.uuid4()), seq=0)
         db.session.add(state)
         db.session.flush()
@@ -125,8 +126,6 @@ def status() -> tuple[str, int, int]:
 
 def _candidates(table: str, school_id: int | None) -> Iterable[int]:
     """Yield the ids of the rows a ledger line may name, in id order, one bounded page at a time."""
-    from portal.retention.plan import BATCH
-
     t = db.metadata.tables[table]
     query = select(t.c.id)
     if school_id is not None and "school_id" in t.c:
@@ -140,22 +139,6 @@ def _candidates(table: str, school_id: int | None) -> Iterable[int]:
             return
         yield from ids
         last = ids[-1]
-
-
-def _delete(table: str, ids: list[int]) -> None:
-    from sqlalchemy import delete
-
-    from portal import store
-    from portal.retention import users
-
-    if table == "mis_pupils":
-        store.delete_pupils(ids)
-    elif table == Membership.__tablename__:
-        users.delete_memberships(ids)
-    elif table == JobRun.__tablename__:
-        db.session.execute(delete(JobRun.__table__).where(JobRun.__table__.c.id.in_(ids)))
-    else:
-        store.delete_rows(table, ids)
 
 
 def replay() -> dict[str, int]:
@@ -183,7 +166,7 @@ def replay() -> dict[str, int]:
             continue
         found = [i for i in _candidates(table, school_id) if record_key(table, i, secret) in keys]
         for start in range(0, len(found), 500):
-            _delete(table, found[start:start + 500])
+            delete_records(table, found[start:start + 500])
         deleted[table] += len(found)
     previous = state.seq
     state.seq = file_seq

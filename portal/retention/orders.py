@@ -1,8 +1,9 @@
 """Tracked deletions a school sets off: revoking a connection (at once or under the rules) and categories no grant needs."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
+from typing import Any
 
 from sqlalchemy import select
 
@@ -23,6 +24,7 @@ __all__ = [
     "cancel_connection_deletion",
     "categories_still_needed",
     "category_deletion_date",
+    "schedule",
     "schedule_category_deletion",
     "schedule_connection_deletion",
 ]
@@ -39,6 +41,29 @@ def _due_on(rule_id: str, trigger: date) -> date:
     return RetentionContext.load(trigger).due(rule, trigger).due_on
 
 
+def _actor(user: User | None) -> dict[str, Any]:
+    return {"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}
+
+
+def schedule(*, school_id: int, connection_id: int | None, categories: list[str], reason: str, rule_id: str,
+             trigger_on: date, due_on: date, details: Mapping[str, Any], fields: list[str] | None = None,
+             requested_by_id: int | None = None, actor: Mapping[str, Any] | None = None) -> DeletionOrder:
+    """Add a deletion order and its "retention.deletion_scheduled" audit entry (``details`` plus rule and due date).
+
+    Every tracked deletion starts here: revocations, categories no grant needs, withdrawn permissions
+    (portal.permissions). ``actor`` is audit.record's actor arguments; the caller commits.
+    """
+    order = DeletionOrder(
+        school_id=school_id, connection_id=connection_id, categories=categories, reason=reason, rule_id=rule_id,
+        trigger_on=trigger_on, due_on=due_on, fields=fields, requested_by_id=requested_by_id,
+    )
+    db.session.add(order)
+    db.session.flush()
+    audit.record("retention.deletion_scheduled", organisation_id=school_id, target=order,
+                 details={**details, "rule": rule_id, "due_on": due_on.isoformat()}, **(actor or {}))
+    return order
+
+
 def schedule_connection_deletion(connection: Connection, *, immediate: bool, user: User | None) -> DeletionOrder:
     """Schedule the deletion of the connection's data: at the next sweep, or 6 months on unless re-authorised (R32).
 
@@ -46,19 +71,11 @@ def schedule_connection_deletion(connection: Connection, *, immediate: bool, use
     """
     today = london_date(utcnow())
     rule_id = REVOKE_NOW_RULE if immediate else REVOKE_RULE
-    order = DeletionOrder(
+    return schedule(
         school_id=connection.school_id, connection_id=connection.id, categories=[], reason="revocation",
         rule_id=rule_id, trigger_on=today, due_on=today if immediate else _due_on(rule_id, today),
-        requested_by_id=user.id if user else None,
+        requested_by_id=user.id if user else None, details={"connection_id": connection.id}, actor=_actor(user),
     )
-    db.session.add(order)
-    db.session.flush()
-    audit.record(
-        "retention.deletion_scheduled", organisation_id=connection.school_id, target=order,
-        details={"connection_id": connection.id, "rule": rule_id, "due_on": order.due_on.isoformat()},
-        **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}),
-    )
-    return order
 
 
 def cancel_connection_deletion(connection: Connection, *, user: User | None = None) -> int:
@@ -76,8 +93,7 @@ def cancel_connection_deletion(connection: Connection, *, user: User | None = No
     for order in orders:
         order.cancelled_at = utcnow()
         audit.record("retention.deletion_cancelled", organisation_id=order.school_id, target=order,
-                     details={"connection_id": connection.id},
-                     **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}))
+                     details={"connection_id": connection.id}, **_actor(user))
     return len(orders)
 
 
@@ -97,7 +113,7 @@ def cancel_category_deletion(school: Organisation, *, user: User | None = None) 
             DeletionOrder.reason != "permission_withdrawn",
         )
     ).scalars().all()
-    actor = {"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}
+    actor = _actor(user)
     changed = 0
     for order in pending:
         back = sorted(set(order.categories or ()) & needed)
@@ -108,15 +124,9 @@ def cancel_category_deletion(school: Organisation, *, user: User | None = None) 
                      details={"categories": back}, **actor)
         rest = [c for c in order.categories if c not in needed]
         if rest:
-            kept = DeletionOrder(
-                school_id=order.school_id, connection_id=order.connection_id, categories=rest, reason=order.reason,
-                rule_id=order.rule_id, trigger_on=order.trigger_on, due_on=order.due_on,
-                requested_by_id=order.requested_by_id,
-            )
-            db.session.add(kept)
-            db.session.flush()
-            audit.record("retention.deletion_scheduled", organisation_id=school.id, target=kept,
-                         details={"categories": rest, "rule": kept.rule_id, "due_on": kept.due_on.isoformat()}, **actor)
+            schedule(school_id=order.school_id, connection_id=order.connection_id, categories=rest, reason=order.reason,
+                     rule_id=order.rule_id, trigger_on=order.trigger_on, due_on=order.due_on,
+                     requested_by_id=order.requested_by_id, details={"categories": rest}, actor=actor)
         changed += 1
     return changed
 
@@ -155,13 +165,8 @@ def schedule_category_deletion(school: Organisation, *, user: User | None = None
         return None
     today = london_date(utcnow())
     rule_id = REVOKE_NOW_RULE if immediate else GRANT_RULE
-    order = DeletionOrder(
+    return schedule(
         school_id=school.id, connection_id=None, categories=unneeded, reason="grant_removed", rule_id=rule_id,
         trigger_on=today, due_on=today if immediate else _due_on(rule_id, today), requested_by_id=user.id if user else None,
+        details={"categories": unneeded}, actor=_actor(user),
     )
-    db.session.add(order)
-    db.session.flush()
-    audit.record("retention.deletion_scheduled", organisation_id=school.id, target=order,
-                 details={"categories": unneeded, "rule": rule_id, "due_on": order.due_on.isoformat()},
-                 **({"actor": f"user:{user.id}", "actor_user_id": user.id} if user else {}))
-    return order

@@ -14,9 +14,11 @@ from portal.retention.calendar import LONDON
 from portal.retention.deadlines import Due, RetentionContext, earliest
 from portal.retention.users import user_items
 
-__all__ = ["Item", "iter_due", "pupil_child_tables", "row_tables"]
+__all__ = ["BATCH", "RUN_LOGS", "Item", "iter_due", "row_tables"]
 
 BATCH = 1000
+# The category of finished run logs (the portal's own operational data).
+RUN_LOGS = "run_logs"
 PUPILS = MisPupil.__table__
 STAFF = MisStaff.__table__
 RUNS = JobRun.__table__
@@ -34,14 +36,6 @@ class Item:
     due: Due
     order_id: int | None = None
     held: bool = False
-
-
-def pupil_child_tables() -> list[Table]:
-    """Return every table with rows about a pupil (a foreign key to mis_pupils): they go with the pupil (R34)."""
-    return [
-        t for t in db.metadata.sorted_tables
-        if t is not PUPILS and any(fk.column.table is PUPILS for fk in t.foreign_keys)
-    ]
 
 
 def row_tables() -> list[Table]:
@@ -156,4 +150,4 @@ def _operational_items(ctx: RetentionContext, horizon: date) -> Iterator[Item]:
     for run in _keyset(query, RUNS):
         due, _ = earliest(ctx.run_dues(run.finished_at))
         if due is not None and due.due_on <= horizon:
-            yield Item("job_runs", run.id, None, None, "run_logs", due)
+            yield Item("job_runs", run.id, None, None, RUN_LOGS, due)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import date, datetime, time
 
 from flask import current_app
 from sqlalchemy import delete, func, select, update
@@ -17,9 +17,11 @@ from portal.models import ErrorKind, JobRun, RunStatus
 from portal.models.mis import MisPupil
 from portal.models.base import utcnow
 from portal.models.retention import DeletionOrder, RetentionProof, RetentionWorkItem
-from portal.retention.calendar import london_date
+from portal.privacy.export import erase_expired
+from portal.retention.calendar import LONDON, london_date
 from portal.retention.deadlines import RetentionContext
-from portal.retention import anonymise, fields, ledger, users
+from portal.retention import anonymise, fields, ledger
+from portal.retention.delete import delete_records
 from portal.retention.plan import iter_due
 
 __all__ = ["JOB_ID", "SweepStopped", "run_sweep"]
@@ -109,11 +111,6 @@ def _run_for(as_of: date | None, run_id: int | None) -> JobRun | None:
 
 def _erase_expired_exports(as_of: date) -> None:
     """R34: access exports whose link has expired go, content and row (by the start of the as-of day for a later date)."""
-    from datetime import datetime, time
-
-    from portal.privacy.export import erase_expired
-    from portal.retention.calendar import LONDON
-
     erase_expired(max(utcnow(), datetime.combine(as_of, time(0), tzinfo=LONDON)))
     db.session.commit()
 
@@ -214,31 +211,11 @@ def _delete(run: JobRun, batch: int) -> None:
         counts: dict[int, Counter] = defaultdict(Counter)
         records: Counter = Counter()
         for table, group in by_table.items():
-            ids = [r.record_id for r in group]
-            if table == "mis_pupils":
-                deleted = store.delete_pupils(ids, run_id=run.id)
-                for r in group:
-                    if r.record_id in deleted:
-                        counts[r.proof_id].update(deleted[r.record_id])
-                        records[r.proof_id] += 1
-            elif table == "memberships":
-                found = users.delete_memberships(ids, run_id=run.id)
-                for r in group:
-                    if r.record_id in found:
-                        counts[r.proof_id][found[r.record_id]] += 1
-                        records[r.proof_id] += 1
-            elif table == "job_runs":
-                found = _delete_run_logs(ids, run)
-                for r in group:
-                    if r.record_id in found:
-                        counts[r.proof_id][r.category] += 1
-                        records[r.proof_id] += 1
-            else:
-                found = store.delete_rows(table, ids, run_id=run.id)
-                for r in group:
-                    if r.record_id in found:
-                        counts[r.proof_id][found[r.record_id]] += 1
-                        records[r.proof_id] += 1
+            deleted = delete_records(table, [r.record_id for r in group], run_id=run.id)
+            for r in group:
+                if r.record_id in deleted:
+                    counts[r.proof_id].update(deleted[r.record_id])
+                    records[r.proof_id] += 1
         db.session.execute(update(items).where(items.c.id.in_([r.id for r in rows])).values(done=True))
         _to_ledger(rows, run)
         for proof_id, per_category in counts.items():
@@ -325,15 +302,6 @@ def _to_ledger(rows, run: JobRun) -> None:
     for r in rows:
         groups[(r.record_table, schools.get(r.proof_id))].append(r.record_id)
     ledger.append(groups, run_id=run.id)
-
-
-def _delete_run_logs(ids: list[int], run: JobRun) -> set[int]:
-    """Delete finished run logs (operational data); the running sweep's own row is never among them."""
-    ids = [i for i in ids if i != run.id]
-    found = set(db.session.execute(select(JobRun.id).where(JobRun.id.in_(ids))).scalars())
-    if found:
-        db.session.execute(delete(JobRun.__table__).where(JobRun.id.in_(found)))
-    return found
 
 
 # ---------------------------------------------------------------- 3. prove

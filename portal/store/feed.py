@@ -1,29 +1,28 @@
 """Product feed reads: one page of a school's records of one record type for an allowed read (R11, R13, R51, R68, R73, R74)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from sqlalchemy import and_, func, or_, select
 
 from portal import audit
 from portal.extensions import db
+from portal.models import (
+    EXTRACTABLE_STATES, Connection, FlagKind, JobRun, RunStatus, SubjectFlag, SubjectFlagFeature, SubjectKind, mis,
+)
 from portal.models.base import utcnow
+from portal.models.mis import MisPupil
 
 
-# ---------------------------------------------------------------------------
-# Product API reads (owner: product API). Every product read of pupil or staff data comes
-# through read_feed(), after portal.api.purpose.check_read() has allowed it (R11); each call
-# writes one audit entry with feature, category, school and count, never field values (R68).
-# ---------------------------------------------------------------------------
-
+# Every product read of pupil or staff data comes through read_feed(), after portal.api.purpose.check_read()
+# has allowed it (R11); each call writes one audit entry with feature, category, school and count, never
+# field values (R68). The caller records which subjects the product received (portal.deletions).
 
 
 # The feed's record types: name in the URL -> (store model, the category it belongs to).
 def api_record_types() -> dict[str, tuple[type, str]]:
     """Return each record type the product API serves, with its store model and category."""
-    from portal.models import mis
-
     return {
         "pupils": (mis.MisPupil, "student_basic"),
         "demographics": (mis.MisDemographics, "student_demographics"),
@@ -52,12 +51,17 @@ def api_field_columns(model: type) -> list:
 
 @dataclass
 class FeedPage:
-    """One page of a product feed: the records and the position of the last one (None when empty)."""
+    """One page of a product feed: the records, the position of the last one (None when empty) and the stored rows.
+
+    ``rows`` are the page's rows as stored (ids, pupil ids, tombstones), for the caller to record which
+    subjects the product received (R42, ``portal.deletions.record_received``); they never leave the portal.
+    """
 
     records: list[dict]
     last_changed_at: datetime | None
     last_id: int | None
     has_more: bool
+    rows: list = field(default_factory=list)
 
 
 def _is_dated(column) -> bool:
@@ -67,7 +71,8 @@ def _is_dated(column) -> bool:
         return False
 
 
-def _api_json(value):
+def json_value(value):
+    """Return a stored value as JSON carries it: dates and times in ISO 8601, enums by their value."""
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
@@ -82,8 +87,6 @@ def _feed_horizon(school_id: int, now: datetime):
     a consumer has already paged past; serving only rows stamped before the earliest running extract
     started keeps the keyset (extracted_at, id) gap-free while extracts write.
     """
-    from portal.models import Connection, JobRun, RunStatus
-
     started = db.session.execute(
         select(func.min(func.coalesce(JobRun.started_at, JobRun.claimed_at)))
         .join(Connection, Connection.id == JobRun.connection_id)
@@ -106,9 +109,6 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
     features, pupils not on roll (R13) are left out; special-category fields are withheld without a
     policy document (R73) or after the pupil's written objection (R74). Writes one audit entry.
     """
-    from portal.models import EXTRACTABLE_STATES, Connection, FlagKind, SubjectFlag, SubjectFlagFeature, SubjectKind
-    from portal.models.mis import MisPupil
-
     model, category = api_record_types()[record_type]
     if category != grant.category_id:
         raise ValueError(f"{record_type} records are not in the category {grant.category_id}")
@@ -180,10 +180,10 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
             "external_id": row["external_id"],
             "category": category,
             "data_type": row["data_type"],
-            "provider_updated_at": _api_json(row["provider_updated_at"]),
+            "provider_updated_at": json_value(row["provider_updated_at"]),
             "changed_at": row["extracted_at"].isoformat(),
             "deleted": row["deleted_at"] is not None,
-            "deleted_at": _api_json(row["deleted_at"]),
+            "deleted_at": json_value(row["deleted_at"]),
         }
         if row["deleted_at"] is not None:
             tombstones += 1
@@ -202,10 +202,6 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
                 record["withheld"] = reason
             record["fields"] = fields
         records.append(record)
-    # R42: which ids this product now holds, so a later deletion reaches it (and only it).
-    from portal import deletions as _deletions
-
-    _deletions.record_received(grant, record_type, rows)
     audit.record(
         "api.read",
         organisation_id=grant.school_id,
@@ -216,4 +212,4 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
                  "count": len(records), "tombstones": tombstones},
     )
     last = rows[-1] if rows else None
-    return FeedPage(records, last["extracted_at"] if last else None, last["id"] if last else None, has_more)
+    return FeedPage(records, last["extracted_at"] if last else None, last["id"] if last else None, has_more, rows)

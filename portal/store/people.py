@@ -10,7 +10,8 @@ from sqlalchemy import func, or_, select
 
 from portal import audit
 from portal.extensions import db
-from portal.models import MisPupil
+from portal.models import FlagKind, MisPupil, SubjectFlag, SubjectKind
+from portal.models.mis import MisStaff
 
 
 def roll_for_viewer(school_id: int, on: date, *, viewer: str, feature: str | None = None) -> list[dict[str, Any]]:
@@ -19,8 +20,6 @@ def roll_for_viewer(school_id: int, on: date, *, viewer: str, feature: str | Non
     ``viewer`` says why the user may see it ("school", "link" (R57) or "support_grant" (R58)); links and support
     grants never see restricted pupils (R51). Special-category fields are never returned here (R72).
     """
-    from portal.models import FlagKind, SubjectFlag, SubjectKind
-
     query = select(MisPupil.id, MisPupil.external_id, MisPupil.preferred_forename, MisPupil.legal_forename,
                    MisPupil.preferred_surname, MisPupil.legal_surname, MisPupil.year_group,
                    MisPupil.registration_group).where(
@@ -53,8 +52,6 @@ def staff_matching_emails(school_id: int, emails: Iterable[str]) -> dict[str, li
     wanted = sorted({e.strip().lower() for e in emails if e})
     if not wanted:
         return {}
-    from portal.models.mis import MisStaff
-
     out: dict[str, list[tuple[str, str]]] = defaultdict(list)
     rows = db.session.execute(
         select(MisStaff.email, MisStaff.external_id, MisStaff.forename, MisStaff.surname).where(
@@ -74,8 +71,6 @@ def staff_no_longer_current(school_id: int, external_ids: Iterable[str]) -> set[
 
     Evidence only: an id with no row at all is not returned (nothing shows they left).
     """
-    from portal.models.mis import MisStaff
-
     ids = sorted(set(external_ids))
     if not ids:
         return set()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 
 from sqlalchemy import and_, delete, func, literal, or_, select, update
@@ -12,8 +12,8 @@ from portal.extensions import db
 from portal.models import Connection, ExtractRemoval, MisPupil
 from portal.models.base import UTCDateTime, utcnow
 from portal.models.mis import STORE_MODELS
-from portal.store.subjects import DSR_SUBJECT_TABLES, dsr_linked_tables
 from portal.store.tables import KIND_CATEGORY, _insert_for, _table
+from portal.store.walk import DSR_SUBJECT_TABLES, linked_rows
 
 
 def stage_reconciliation(
@@ -82,8 +82,13 @@ def live_pupil_count(connection: Connection) -> int:
     ).scalar_one()
 
 
-def apply_removals(connection: Connection, run_id: int, *, actor: str = "system", actor_user_id: int | None = None) -> dict[str, int]:
-    """Tombstone every row the run staged for removal; return tombstoned counts per category."""
+def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[int, list[int], list[int]], int],
+                   actor: str = "system", actor_user_id: int | None = None) -> dict[str, int]:
+    """Tombstone every row the run staged for removal; return tombstoned counts per category.
+
+    ``publish(school id, pupil ids, staff ids)`` tells the products that received the removed pupils and
+    staff (R42, ``portal.deletions.publish_provider_deletion``) in the same transaction; returns notices.
+    """
     counts: Counter = Counter()
     kinds = db.session.execute(
         select(ExtractRemoval.kind).where(ExtractRemoval.run_id == run_id).distinct()
@@ -120,9 +125,7 @@ def apply_removals(connection: Connection, run_id: int, *, actor: str = "system"
         counts.update(_tombstone_about(kind, ids, now))
     db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))
     # R42: products that received a removed pupil or staff member are told now, in the same transaction.
-    from portal import deletions as _deletions
-
-    notices = _deletions.publish_provider_deletion(connection.school_id, subjects.get("pupil", []), subjects.get("staff", []))
+    notices = publish(connection.school_id, subjects.get("pupil", []), subjects.get("staff", []))
     audit.record(
         "store.records_tombstoned",
         organisation_id=connection.school_id,
@@ -143,12 +146,9 @@ def _tombstone_about(subject_kind: str, subject_ids: list[int], now: datetime) -
     counts: Counter = Counter()
     if not subject_ids:
         return counts
-    ids_by_table = {DSR_SUBJECT_TABLES[subject_kind]: subject_ids}
-    for table, parent, fk in dsr_linked_tables(subject_kind):
-        parent_ids = ids_by_table.get(parent.name, [])
+    for table, fk, parent_ids, _ids in linked_rows(subject_kind, subject_ids):
         if not parent_ids or "deleted_at" not in table.c or not table.name.startswith("mis_"):
             continue
-        ids_by_table[table.name] = list(db.session.execute(select(table.c.id).where(fk.parent.in_(parent_ids))).scalars())
         rows = db.session.execute(
             select(table.c.category, func.count()).where(fk.parent.in_(parent_ids), table.c.deleted_at.is_(None))
             .group_by(table.c.category)
@@ -161,6 +161,8 @@ def _tombstone_about(subject_kind: str, subject_ids: list[int], now: datetime) -
         for category, n in rows:
             counts[category] += n
     return counts
+
+
 def carry_removals(connection: Connection, from_run_id: int, to_run_id: int) -> int:
     """Move a run's staged removals to another (held) run, to be decided with it; return how many moved."""
     dialect = db.session.get_bind().dialect.name

@@ -5,14 +5,16 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, Table, delete, func, select, update
+from sqlalchemy import JSON, Integer, case, cast, delete, func, select, update
 
 from portal import audit
 from portal.extensions import db
 from portal.models import MisPupil
 from portal.models.base import utcnow
-from portal.models.mis import STORE_MODELS
+from portal.models.dsr import SubjectExport, SubjectRequest
+from portal.models.mis import STORE_MODELS, MisAttendanceMark
 from portal.store.tables import KIND_CATEGORY, _META
+from portal.store.walk import child_tables
 
 
 def erase_subject_exports(subject_kind: str, subjects: Iterable[tuple[int, str]]) -> int:
@@ -20,8 +22,6 @@ def erase_subject_exports(subject_kind: str, subjects: Iterable[tuple[int, str]]
 
     An export is a copy of the subject's data: it goes with them, downloaded or not. The request stays in the register.
     """
-    from portal.models.dsr import SubjectExport, SubjectRequest
-
     by_school: dict[int, set[str]] = defaultdict(set)
     for school_id, external_id in subjects:
         by_school[school_id].add(external_id)
@@ -36,25 +36,19 @@ def erase_subject_exports(subject_kind: str, subjects: Iterable[tuple[int, str]]
     return erased
 
 
-
-def _about_pupil_tables() -> list[Table]:
-    pupils = MisPupil.__table__
-    return [t for t in db.metadata.sorted_tables if t is not pupils and any(fk.column.table is pupils for fk in t.foreign_keys)]
-
-
 def pupil_row_counts(pupil_ids: list[int]) -> dict[int, Counter]:
     """Return, per pupil, how many rows (the pupil's own included) each category holds about them."""
     pupils = MisPupil.__table__
     counts: dict[int, Counter] = defaultdict(Counter)
     for pupil_id, category in db.session.execute(select(pupils.c.id, pupils.c.category).where(pupils.c.id.in_(pupil_ids))):
         counts[pupil_id][category] += 1
-    for table in _about_pupil_tables():
+    for table, fk in child_tables("pupil"):
         if "category" not in table.c:
             continue  # bookkeeping about the pupil (R30 year-group facts): deleted with them, not a category's rows
         rows = db.session.execute(
-            select(table.c.pupil_id, table.c.category, func.count())
-            .where(table.c.pupil_id.in_(pupil_ids))
-            .group_by(table.c.pupil_id, table.c.category)
+            select(fk.parent, table.c.category, func.count())
+            .where(fk.parent.in_(pupil_ids))
+            .group_by(fk.parent, table.c.category)
         )
         for pupil_id, category, n in rows:
             counts[pupil_id][category] += n
@@ -73,8 +67,8 @@ def delete_pupils(pupil_ids: list[int], *, run_id: int | None = None) -> dict[in
     counts = pupil_row_counts(pupil_ids)
     erase_subject_exports("pupil", db.session.execute(
         select(pupils.c.school_id, pupils.c.external_id).where(pupils.c.id.in_(pupil_ids))).all())
-    for table in _about_pupil_tables():
-        db.session.execute(delete(table).where(table.c.pupil_id.in_(pupil_ids)))
+    for table, fk in child_tables("pupil"):
+        db.session.execute(delete(table).where(fk.parent.in_(pupil_ids)))
     db.session.execute(delete(pupils).where(pupils.c.id.in_(pupil_ids)))
     total: Counter = Counter()
     for per_pupil in counts.values():
@@ -152,10 +146,6 @@ def attendance_cells(pupil_ids) -> list[tuple]:
 
     ``pupil_ids`` is a SELECT of pupil ids. Only counts leave: no pupil id, UPN or other key.
     """
-    from sqlalchemy import Integer, case, cast
-
-    from portal.models.mis import MisAttendanceMark
-
     marks, pupils = MisAttendanceMark.__table__, MisPupil.__table__
     year = cast(func.extract("year", marks.c.session_date), Integer)
     month = cast(func.extract("month", marks.c.session_date), Integer)

@@ -3,63 +3,34 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
-from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, select
+from sqlalchemy import and_, delete, func, select
 
 from portal import audit
 from portal.extensions import db
 from portal.models import MisPupil
+from portal.models.deletions import ProductReceipt
 from portal.models.mis import STORE_MODELS
 from portal.store.feed import api_record_types
 from portal.store.retention import erase_subject_exports
+from portal.store.walk import linked_rows, subject_ids, subject_table
 
 
-# Reads for subject search and access exports, and erasure. Every table holding a subject's rows is found by
-# walking foreign keys from the subject's table (mis_pupils or mis_staff), so a new linked table is never missed.
-
-DSR_SUBJECT_TABLES = {"pupil": "mis_pupils", "staff": "mis_staff"}
 # Bookkeeping that says nothing about the subject (a keyed hash of the row); left out of exports.
 _DSR_INTERNAL = frozenset({"content_hash", "seen_run_id"})
 
 
-def dsr_linked_tables(subject_kind: str) -> list[tuple[Table, Table, Any]]:
-    """Return (table, parent table, foreign key) for every table linked, directly or through others, to the subject's table."""
-    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
-    found: list[tuple[Table, Table, Any]] = []
-    seen, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop(0)
-        for table in db.metadata.sorted_tables:
-            for fk in table.foreign_keys:
-                if fk.column.table is parent and table not in seen:
-                    seen.add(table)
-                    found.append((table, parent, fk))
-                    frontier.append(table)
-    return found
-
-
-def _dsr_roots(school_id: int, subject_kind: str, external_id: str) -> list[int]:
-    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
-    return list(db.session.execute(
-        select(root.c.id).where(root.c.school_id == school_id, root.c.external_id == external_id)
-    ).scalars())
-
-
 def dsr_subject_rows(school_id: int, subject_kind: str, external_id: str, *, request_id: int | None = None) -> dict[str, list[dict]]:
     """Return every stored row about one subject of a school, table by table (R48); writes one audit entry (counts only)."""
-    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
-    ids_by_table: dict[str, list[int]] = {root.name: _dsr_roots(school_id, subject_kind, external_id)}
+    root = subject_table(subject_kind)
+    root_ids = subject_ids(school_id, subject_kind, external_id)
     out: dict[str, list[dict]] = {
-        root.name: [dict(r) for r in db.session.execute(select(root).where(root.c.id.in_(ids_by_table[root.name]))).mappings()]
+        root.name: [dict(r) for r in db.session.execute(select(root).where(root.c.id.in_(root_ids))).mappings()]
     }
-    for table, parent, fk in dsr_linked_tables(subject_kind):
-        parent_ids = ids_by_table.get(parent.name, [])
-        rows = [dict(r) for r in db.session.execute(
+    for table, fk, parent_ids, _ids in linked_rows(subject_kind, root_ids):
+        out[table.name] = [dict(r) for r in db.session.execute(
             select(table).where(fk.parent.in_(parent_ids)).order_by(*table.primary_key.columns)
         ).mappings()] if parent_ids else []
-        ids_by_table[table.name] = [r["id"] for r in rows if "id" in r]
-        out[table.name] = rows
     for rows in out.values():
         for row in rows:
             for name in _DSR_INTERNAL:
@@ -87,8 +58,8 @@ def dsr_portal_rows(school_id: int, subject_kind: str, external_id: str) -> dict
     Found by walking the schema for the shapes that name a subject: (school_id, subject_kind, external_id),
     (school_id, subject_type, subject_external_id), (record_table, record_id) and the product receipts.
     """
-    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
-    root_ids = _dsr_roots(school_id, subject_kind, external_id)
+    root = subject_table(subject_kind)
+    root_ids = subject_ids(school_id, subject_kind, external_id)
     out: dict[str, list[dict]] = {}
     for table in db.metadata.sorted_tables:
         if table.name.startswith("mis_") or table.name in _DSR_PORTAL_SKIP:
@@ -114,9 +85,7 @@ def dsr_portal_rows(school_id: int, subject_kind: str, external_id: str) -> dict
 
 def dsr_recipients(school_id: int, subject_kind: str, external_id: str) -> dict[int, set[str]]:
     """Return {product id: record types} of the products that received this subject's data (R48, from receipts)."""
-    from portal.models.deletions import ProductReceipt
-
-    root_ids = _dsr_roots(school_id, subject_kind, external_id)
+    root_ids = subject_ids(school_id, subject_kind, external_id)
     if not root_ids:
         return {}
     types = _pupil_record_types() if subject_kind == "pupil" else ["staff"]
@@ -132,15 +101,8 @@ def dsr_recipients(school_id: int, subject_kind: str, external_id: str) -> dict[
 
 def dsr_count_rows(school_id: int, subject_kind: str, external_id: str) -> int:
     """Return how many rows the store still holds about the subject (the proof re-query after erasure)."""
-    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
-    total = 0
-    ids_by_table = {root.name: _dsr_roots(school_id, subject_kind, external_id)}
-    total += len(ids_by_table[root.name])
-    for table, parent, fk in dsr_linked_tables(subject_kind):
-        parent_ids = ids_by_table.get(parent.name, [])
-        ids = list(db.session.execute(select(*table.primary_key.columns).where(fk.parent.in_(parent_ids))).scalars()) if parent_ids else []
-        ids_by_table[table.name] = ids
-        total += len(ids)
+    root_ids = subject_ids(school_id, subject_kind, external_id)
+    total = len(root_ids) + sum(len(ids) for _table, _fk, _parents, ids in linked_rows(subject_kind, root_ids))
     # Rows that name the pupil by provider id only (a row whose pupil link was never resolved) count too.
     if subject_kind == "pupil":
         for model in STORE_MODELS.values():
@@ -177,16 +139,11 @@ def dsr_erase(school_id: int, subject_kind: str, external_id: str, *, request_id
 
     Deepest tables first, so nothing is left behind where the database does not enforce foreign keys.
     """
-    root = db.metadata.tables[DSR_SUBJECT_TABLES[subject_kind]]
-    ids_by_table = {root.name: _dsr_roots(school_id, subject_kind, external_id)}
-    plan = []
-    for table, parent, fk in dsr_linked_tables(subject_kind):
-        parent_ids = ids_by_table.get(parent.name, [])
-        ids = list(db.session.execute(select(*table.primary_key.columns).where(fk.parent.in_(parent_ids))).scalars()) if parent_ids else []
-        ids_by_table[table.name] = ids
-        plan.append((table, fk, parent_ids))
+    root = subject_table(subject_kind)
+    root_ids = subject_ids(school_id, subject_kind, external_id)
+    plan = list(linked_rows(subject_kind, root_ids))
     counts: dict[str, int] = {}
-    for table, fk, parent_ids in reversed(plan):
+    for table, fk, parent_ids, _ids in reversed(plan):
         if parent_ids:
             counts[table.name] = db.session.execute(delete(table).where(fk.parent.in_(parent_ids))).rowcount
     if subject_kind == "pupil":
@@ -196,7 +153,7 @@ def dsr_erase(school_id: int, subject_kind: str, external_id: str, *, request_id
                 n = db.session.execute(delete(table).where(
                     table.c.school_id == school_id, table.c.pupil_external_id == external_id)).rowcount
                 counts[table.name] = counts.get(table.name, 0) + n
-    counts[root.name] = db.session.execute(delete(root).where(root.c.id.in_(ids_by_table[root.name]))).rowcount
+    counts[root.name] = db.session.execute(delete(root).where(root.c.id.in_(root_ids))).rowcount
     counts["subject_exports"] = erase_subject_exports(subject_kind, [(school_id, external_id)])
     counts = {t: n for t, n in counts.items() if n}
     audit.record("store.dsr_erased", organisation_id=school_id, target_type="subject_requests", target_id=request_id,

@@ -14,10 +14,14 @@ from portal import audit
 from portal.connectors import Record, Tombstone
 from portal.crypto import EncryptedText
 from portal.extensions import db
-from portal.models import Connection, ExtractRemoval, MisPupil
+from portal.models import Connection, ExtractRemoval, FlagKind, MisPupil, SubjectFlag, SubjectKind
 from portal.models.base import utcnow
 from portal.models.mis import STORE_MODELS, PupilYearGroupFact
-from portal.store.tables import KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns
+from portal.retention.calendar import london_date
+from portal.retention.deadlines import parse_year_group
+from portal.store.tables import (
+    KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns,
+)
 
 
 COUNT_KEYS = ("inserted", "updated", "unchanged", "tombstoned")
@@ -35,8 +39,6 @@ def _upsert(dialect: str, kind: str, cols: tuple[str, ...]):
 
 def _objecting(school_id: int, pupil_external_ids: Iterable[str]) -> set[str]:
     """Return which of these pupils have a written objection to special-category processing on file (R74)."""
-    from portal.models import FlagKind, SubjectFlag, SubjectKind
-
     wanted = list({p for p in pupil_external_ids if p})
     if not wanted:
         return set()
@@ -356,8 +358,6 @@ def withhold_objections(school_id: int, *, connection_id: int | None = None, pup
     notice may call it at once for that pupil. Returns rows changed per category. Flagged pupils
     are few: their rows are read (decrypted) to recompute the keyed hash without the values.
     """
-    from portal.models import FlagKind, SubjectFlag, SubjectKind
-
     flagged = select(SubjectFlag.external_id).where(
         SubjectFlag.school_id == school_id, SubjectFlag.subject_kind == SubjectKind.pupil,
         SubjectFlag.kind == FlagKind.special_category_objection, SubjectFlag.lifted_at.is_(None),
@@ -402,9 +402,6 @@ def record_year_groups(connection_id: int, year_groups: Mapping[str, tuple[str |
     fact R30's clock starts from, never the time a row was last written. A pupil whose leaving date has
     passed is no longer in any year group: the MIS only repeats the last one they had.
     """
-    from portal.retention.calendar import london_date
-    from portal.retention.deadlines import parse_year_group
-
     day = london_date(seen_at)
     years = {ext: parse_year_group(value) for ext, (value, left) in year_groups.items() if left is None or left >= day}
     years = {ext: year for ext, year in years.items() if year is not None}
