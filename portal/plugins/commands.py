@@ -4,6 +4,8 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
+from portal.plugins.manager import get_plugins
+
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
@@ -14,8 +16,6 @@ def register(group: click.Group) -> None:
 @with_appcontext
 def plugins_command() -> None:
     """List registered plugins with their versions and hooks, then the connectors and whether each is enabled."""
-    from portal.plugins.manager import get_plugins
-
     plugins = get_plugins()
     for plugin in plugins.describe():
         version = f" {plugin['version']}" if plugin["version"] else ""
