@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 from portal import mail
 from portal.extensions import db
 from portal.models import Connection, JobRun, Membership, Organisation, Role, User
+from portal.plugins.manager import get_plugins
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ def _link(path: str) -> str:
 
 
 def _title(connection: Connection) -> str:
-    from portal.plugins.manager import get_plugins
-
     cls = get_plugins().installed_connectors().get(connection.connector)
     return getattr(cls, "title", connection.connector)
 

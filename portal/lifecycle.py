@@ -6,7 +6,6 @@ commit and never carry pupil data (R65).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from portal.models import (
 )
 from portal.models.base import utcnow
 from portal.plugins.manager import get_plugins
+from portal.retention.orders import cancel_connection_deletion, schedule_connection_deletion
 
 log = logging.getLogger(__name__)
 
@@ -177,26 +177,9 @@ def deletion_date(revoked_at: datetime | date) -> date:
     return day + RETENTION_AFTER_REVOKE
 
 
-def _schedule_deletion(connection: Connection, *, immediate: bool, user: Actor) -> bool:
-    """Hand the deletion to the retention engine if it is installed; return whether it was scheduled."""
-    # Call site for R7/R32: the retention engineer provides schedule_connection_deletion.
-    func = _retention("schedule_connection_deletion")
-    if func is None:
-        log.warning("retention engine not installed: deletion of connection %s not scheduled", connection.id)
-        return False
-    func(connection, immediate=immediate, user=user if isinstance(user, User) else None)
-    return True
-
-
-def _retention(name: str):
-    """Return a function of the retention engine's orders module, or None when it is not installed."""
-    try:
-        module = importlib.import_module("portal.retention.orders")
-    except ImportError as exc:
-        if exc.name not in ("portal.retention", "portal.retention.orders"):
-            raise
-        return None
-    return getattr(module, name, None)
+def _schedule_deletion(connection: Connection, *, immediate: bool, user: Actor) -> None:
+    """Hand the connection's deletion to retention (R7, R32): now, or after the revocation grace period."""
+    schedule_connection_deletion(connection, immediate=immediate, user=user if isinstance(user, User) else None)
 
 
 def _after_commit_alert(func, *args: Any) -> None:
@@ -284,10 +267,8 @@ def mark_approved(connection: Connection, actor: Actor = "provider", *, settings
         # A real approval; failing -> approved is a recovery and must not force a full extract.
         connection.authorised_at = utcnow()
     _set_state(connection, ConnectionState.approved, actor, "connection.approved")
-    cancel = _retention("cancel_connection_deletion")
-    if cancel is not None:
-        # R32: re-authorising before the deadline cancels the 6-month deletion clock.
-        cancel(connection, user=actor if isinstance(actor, User) else None)
+    # R32: re-authorising before the deadline cancels the 6-month deletion clock.
+    cancel_connection_deletion(connection, user=actor if isinstance(actor, User) else None)
     db.session.commit()
     _after_commit_alert(alerts.connection_approved, connection)
     return connection

@@ -6,6 +6,8 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 
+from portal.extensions import db
+
 
 def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -18,8 +20,6 @@ def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
 
 def init_app(app: Flask) -> None:
     """Apply the settings to every new SQLite connection of this app's engine."""
-    from portal.extensions import db
-
     with app.app_context():
         engine = db.engine
     if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _on_connect):

@@ -4,6 +4,9 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
+from portal.account import marketing
+from portal.extensions import db
+
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
@@ -21,9 +24,6 @@ def marketing_group() -> None:
 @with_appcontext
 def send_command(subject: str, body_file) -> None:
     """Send the email to each opted-in user, with their own one-click opt-out link; everyone else is left out."""
-    from portal.account import marketing
-    from portal.extensions import db
-
     body = body_file.read()
     if not subject.strip() or not body.strip():
         raise click.UsageError("the subject and the body must not be empty")

@@ -5,12 +5,11 @@ from typing import Any
 
 from flask import Flask
 
+from portal.admin.views import core_views
 from portal.plugins import hookimpl
 
 
 @hookimpl
 def portal_admin_views(app: Flask) -> list[Any]:
     """Return the core admin views for support staff."""
-    from portal.admin.views import core_views
-
     return core_views()

@@ -11,19 +11,23 @@ from flask_admin import AdminIndexView, BaseView, expose
 from flask_admin.actions import action
 from flask_admin.babel import gettext
 from flask_admin.contrib.sqla import ModelView
-from flask_admin.model import typefmt
 from flask_admin.form import BaseForm
+from flask_admin.model import typefmt
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf, validate_csrf
-from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from wtforms.csrf.core import CSRF
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
 from portal import audit
+from portal.auth.views import MFA_KEY, safe_next, send_reset_link
 from portal.converters import MAX_ID, parse_id
-from portal.auth.views import MFA_KEY, safe_next
+from portal.extensions import db
+from portal.members import remove_membership
+from portal.models import AuditEntry, Connection, JobRun, Membership, Organisation, OrgKind, Role, User
+from portal.school.queries import LONDON
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,6 @@ class SecureBaseView(BaseView):
 
 def organisation_of(model: Any) -> int | None:
     """Return the organisation an admin change concerns, for the audit trail."""
-    from portal.models import Organisation
-
     if isinstance(model, Organisation):
         return model.id
     for attr in ("organisation_id", "school_id"):
@@ -109,8 +111,6 @@ class AdminForm(BaseForm):
 
 def london_time(view, moment: datetime, name: str = "") -> str:
     """A stored UTC time as staff read it: London local time, to the minute."""
-    from portal.school.queries import LONDON
-
     if moment.tzinfo is None:  # SQLite hands back naive values; the portal stores UTC
         from datetime import timezone
 
@@ -129,9 +129,6 @@ TYPE_FORMATTERS_DETAIL = {**typefmt.DETAIL_FORMATTERS, datetime: london_time, da
 
 def user_names(ids: set[int]) -> dict[int, str]:
     """Names of the given users, read once per request (list pages show many rows by few actors)."""
-    from portal.extensions import db
-    from portal.models import User
-
     cache = g.setdefault("admin_user_names", {})
     missing = {i for i in ids if i not in cache}
     if missing:
@@ -195,8 +192,6 @@ class SecureModelView(ModelView):
 
     def on_model_change(self, form, model, is_created: bool) -> None:
         self.validate_model(model, is_created)
-        from portal.extensions import db
-
         db.session.flush()  # so a new row has its id for the audit entry
         # Field names only: the values may be personal data and the trail keeps none (R65).
         changed = sorted(f.name for f in form if f.name != "csrf_token" and (is_created or f.data != f.object_data))
@@ -243,16 +238,12 @@ def _masked_settings(view, context, model, name) -> str:
 
 
 def _ids_of(model_cls, ids: list[str]) -> list:
-    from portal.extensions import db
-
     return list(db.session.execute(select(model_cls).where(model_cls.id.in_([int(i) for i in ids]))).scalars())
 
 
 def _clashes(model_cls, model, *conditions) -> bool:
     """Return whether another row (not this one) meets the conditions; the pending row is not flushed first."""
     from sqlalchemy import true
-
-    from portal.extensions import db
 
     not_this = model_cls.id != model.id if model.id is not None else true()
     with db.session.no_autoflush:
@@ -261,9 +252,6 @@ def _clashes(model_cls, model, *conditions) -> bool:
 
 def core_views() -> list[BaseView]:
     """Return the core admin views."""
-    from portal.extensions import db
-    from portal.models import AuditEntry, Connection, JobRun, Membership, Organisation, OrgKind, Role, User
-
     class OrganisationView(SecureModelView):
         column_list = ("name", "kind", "urn", "dfe_number", "la_code", "phase", "local_authority.name", "trust.name")
         column_labels = {"urn": "URN", "dfe_number": "DfE number", "la_code": "LA code",
@@ -334,8 +322,6 @@ def core_views() -> list[BaseView]:
 
         @action("send_reset", "Send password reset link", "Email a password reset link to the selected users?")
         def action_send_reset(self, ids: list[str]) -> None:
-            from portal.auth.views import send_reset_link
-
             users = [u for u in _ids_of(User, ids) if u.active]
             for user in users:
                 send_reset_link(user)
@@ -379,8 +365,6 @@ def core_views() -> list[BaseView]:
         def delete_model(self, model) -> bool:
             # R38: deleting a user from an organisation ends their access now and starts the 7-year clock;
             # the row stays, marked removed, until the retention sweep deletes it with the user's data.
-            from portal.members import remove_membership
-
             self.on_model_delete(model)
             remove_membership(model, current_user)
             db.session.commit()

@@ -7,6 +7,7 @@ from portal import audit, deletions
 from portal.extensions import db
 from portal.models import Organisation, OrgKind, Product, ProductAuthorisation, User
 from portal.models.base import utcnow
+from portal.retention.orders import cancel_category_deletion
 
 
 def live_authorisation(school_id: int, product_id: int) -> ProductAuthorisation | None:
@@ -49,8 +50,6 @@ def authorise_product(school: Organisation, product: Product, user: User | None)
     db.session.flush()
     audit.record("product.authorised", organisation_id=school.id, target=auth, details={"product_id": product.id})
     # Whoever authorises (page, CLI, demo), the categories this product needs are no longer due for deletion (R31).
-    from portal.retention.orders import cancel_category_deletion
-
     cancel_category_deletion(school, user=user)
     return auth
 

@@ -5,6 +5,10 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
+from portal.api import credentials
+from portal.extensions import db
+from portal.models import ApiCredential, Product
+
 
 def register(group: click.Group) -> None:
     """Add the `api` command group."""
@@ -17,9 +21,6 @@ def api() -> None:
 
 
 def _product(name: str):
-    from portal.extensions import db
-    from portal.models import Product
-
     product = db.session.execute(select(Product).where(func.lower(Product.name) == name.strip().lower())).scalar()
     if product is None:
         raise click.ClickException(f"no product is registered with the name {name!r}")
@@ -33,9 +34,6 @@ def _product(name: str):
 @with_appcontext
 def issue(product_name: str, label: str, days: int | None) -> None:
     """Issue a credential and print its token once."""
-    from portal.api import credentials
-    from portal.extensions import db
-
     credential, token = credentials.issue(_product(product_name), label=label, valid_days=days)
     db.session.commit()
     click.echo(f"Credential {credential.id} expires {credential.expires_at:%Y-%m-%d}. Token (shown once):")
@@ -47,10 +45,6 @@ def issue(product_name: str, label: str, days: int | None) -> None:
 @with_appcontext
 def revoke(credential_id: int) -> None:
     """Revoke a credential from its next request on."""
-    from portal.api import credentials
-    from portal.extensions import db
-    from portal.models import ApiCredential
-
     credential = db.session.get(ApiCredential, credential_id)
     if credential is None:
         raise click.ClickException(f"there is no credential {credential_id}")

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
 from portal.models.base import UTCDateTime, utcnow
+from portal.models.mis import STORE_MODELS
 from portal.models.products import Product
 from portal.models.tenancy import Organisation
 
@@ -114,8 +115,6 @@ def _feed_indexes() -> None:
 
     Declared here because the product API owns that access pattern; the tables stay the store's.
     """
-    from portal.models.mis import STORE_MODELS
-
     for model in STORE_MODELS.values():
         table = model.__table__
         name = f"ix_{table.name}_feed"

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from flask import Flask
 
+from portal.errors import StartupError
+from portal.ops import health, metrics, requestlog
+
 __all__ = ["init_app"]
 
 
 def init_app(app: Flask) -> None:
     """Add request ids, JSON logs when LOG_FORMAT=json, and the /healthz, /readyz and /metrics endpoints."""
-    from portal.errors import StartupError
-    from portal.ops import health, metrics, requestlog
-
     for key in ("SERVE_WORKERS", "SERVE_THREADS"):
         value = app.config.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

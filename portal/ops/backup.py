@@ -28,6 +28,8 @@ from sqlalchemy.engine import URL, make_url
 
 from portal.extensions import db
 from portal.models.base import utcnow
+from portal.retention import ledger
+from portal.retention.ledger import _last_seq as last, _state, ledger_path
 
 MAGIC = b"PORTAL-BACKUP-1\n"
 CHUNK = 4 * 1024 * 1024
@@ -134,8 +136,6 @@ def _database_url() -> URL:
 
 
 def _ledger() -> tuple[str, int, Path]:
-    from portal.retention.ledger import _state, ledger_path
-
     state = _state()
     db.session.commit()
     return state.database_id, state.seq, ledger_path(state.database_id)
@@ -221,8 +221,6 @@ def _write_keys_file(keys: dict[str, str]) -> Path:
 
 
 def _last_seq(path: Path) -> int:
-    from portal.retention.ledger import _last_seq as last
-
     return last(path)
 
 
@@ -233,8 +231,6 @@ def restore(source: Path, fernet: Fernet, *, ledger_copy: Path | None = None) ->
     secrets could not be read and the ledger could not be matched). Returns what was done.
     """
     from flask_migrate import upgrade
-
-    from portal.retention import ledger
 
     with opened(source, fernet) as content:
         manifest = json.loads((content / "manifest.json").read_text())

@@ -7,6 +7,10 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
+from portal.models.base import utcnow
+from portal.ops.backup import BackupError, backup, load_key, restore
+from portal.ops.deploycheck import run_checks
+from portal.ops.probes import migration_heads
 from portal.ops.serve import scheduler_command, serve_command
 
 
@@ -24,8 +28,6 @@ def add_service_commands(group: click.Group) -> None:
 
 def _report_checks() -> int:
     """Print one line per problem and return how many errors there were."""
-    from portal.ops.deploycheck import run_checks
-
     findings = run_checks()
     for finding in findings:
         click.echo(finding.line(), err=finding.level == "error")
@@ -60,9 +62,6 @@ def backup_key_command() -> None:
 @with_appcontext
 def backup_command(output: Path | None, key_file: str | None) -> None:
     """Back up the database, the instance keys and the deletion ledger into one encrypted file."""
-    from portal.models.base import utcnow
-    from portal.ops.backup import BackupError, backup, load_key
-
     output = output or Path(f"portal-{utcnow().strftime('%Y%m%dT%H%M%SZ')}.backup")
     try:
         manifest = backup(output, load_key(key_file))
@@ -80,8 +79,6 @@ def backup_command(output: Path | None, key_file: str | None) -> None:
 @with_appcontext
 def restore_command(backup_file: Path, key_file: str | None, ledger_copy: Path | None, yes: bool) -> None:
     """Replace the database with a backup, upgrade it, then replay the deletion ledger (R35). Stop the services first."""
-    from portal.ops.backup import BackupError, load_key, restore
-
     if not yes:
         click.confirm("This replaces everything in the database with the backup. Are the web and scheduler services stopped?", abort=True)
     try:
@@ -99,8 +96,6 @@ def restore_command(backup_file: Path, key_file: str | None, ledger_copy: Path |
 def upgrade_command() -> None:
     """Upgrade the database to this version's schema, then run `check --deploy` (exits 1 on an error)."""
     from flask_migrate import upgrade
-
-    from portal.ops.probes import migration_heads
 
     before, _ = migration_heads()
     upgrade()

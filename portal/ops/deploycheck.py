@@ -18,9 +18,15 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from portal.auth.passwords import verify_password
 from portal.connectors import is_loopback_host
+from portal.demo import DEMO_PASSWORD
 from portal.extensions import db
 from portal.plugins.manager import get_plugins
+from portal.models import User
+from portal.ops import probes
+from portal.ops.heartbeat import current_ledger_path, fresh_heartbeats
+from portal.ops.serve import default_workers
 
 # Key values published in this repository (tests, examples): never a deployment's.
 KNOWN_KEYS = {
@@ -58,8 +64,6 @@ GEN_FERNET = 'python3 -c "from cryptography.fernet import Fernet; print(Fernet.g
 
 def web_processes() -> int:
     """How many processes `portal serve` starts with these settings."""
-    from portal.ops.serve import default_workers
-
     return current_app.config.get("SERVE_WORKERS") or default_workers()
 
 
@@ -117,8 +121,6 @@ def check_data_location() -> Iterator[Finding]:
 
 
 def check_database() -> Iterator[Finding]:
-    from portal.ops import probes
-
     url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() == "sqlite" and _several_processes():
         yield _error("DATABASE_URL", f"SQLite cannot serve {web_processes()} web processes and a scheduler at once",
@@ -150,8 +152,6 @@ def check_rate_limit_storage() -> Iterator[Finding]:
 
 
 def check_ledger_path() -> Iterator[Finding]:
-    from portal.ops.heartbeat import current_ledger_path, fresh_heartbeats
-
     cfg = current_app.config
     try:
         path = Path(current_ledger_path())
@@ -239,10 +239,6 @@ def check_proxies() -> Iterator[Finding]:
 
 
 def check_users() -> Iterator[Finding]:
-    from portal.auth.passwords import verify_password
-    from portal.demo import DEMO_PASSWORD
-    from portal.models import User
-
     try:
         demo = db.session.scalars(select(User.id).where(func.lower(User.email).like(f"%{DEMO_EMAIL_DOMAIN}"))).all()
     except Exception:
@@ -262,8 +258,6 @@ def check_users() -> Iterator[Finding]:
 
 
 def check_scheduler() -> Iterator[Finding]:
-    from portal.ops.heartbeat import fresh_heartbeats
-
     cfg = current_app.config
     if cfg.get("SCHEDULER_ENABLED") and web_processes() > 1:
         yield _warning("SCHEDULER_ENABLED", f"on for `portal serve`, so each of its {web_processes()} workers schedules",
@@ -282,8 +276,6 @@ def check_scheduler() -> Iterator[Finding]:
 
 
 def check_broker() -> Iterator[Finding]:
-    from portal.ops import probes
-
     probe = probes.broker()
     if probe is not None and not probe.ok:
         yield _error("CELERY.broker_url", f"the Celery broker is {probe.detail}", "start Redis or correct PORTAL_CELERY__broker_url")

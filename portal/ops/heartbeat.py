@@ -13,9 +13,10 @@ from sqlalchemy import delete, select
 from portal.errors import StartupError
 from portal.extensions import db
 from portal.jobs import JobSpec
-from portal.models import SchedulerHeartbeat
+from portal.models import LedgerState, SchedulerHeartbeat
 from portal.models.base import utcnow
 from portal.plugins import hookimpl
+from portal.retention.ledger import ledger_path
 
 HEARTBEAT = "scheduler:heartbeat"
 # Rows of processes silent for longer than this are removed (a restarted service gets a new pid).
@@ -38,9 +39,6 @@ def process_owner() -> str:
 
 def current_ledger_path() -> str:
     """Return the deletion-ledger file this process uses (R35)."""
-    from portal.models import LedgerState
-    from portal.retention.ledger import ledger_path
-
     state = db.session.get(LedgerState, 1)
     return str(ledger_path(state.database_id if state else "unknown").resolve())
 

@@ -15,6 +15,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from portal.extensions import db
+from portal.models import Connection, DeletionNotice, ExtractRemoval, JobRun, RunStatus, SubjectRequest
+from portal.models.base import utcnow
+from portal.models.connections import EXTRACTABLE_STATES
+from portal.models.dsr import OPEN_STATUSES
+from portal.ops.heartbeat import last_heartbeat_age
 
 bp = Blueprint("ops_metrics", __name__)
 
@@ -29,12 +34,6 @@ class PortalCollector:
     """Collects the portal's figures from the database when Prometheus scrapes."""
 
     def collect(self):
-        from portal.models import Connection, DeletionNotice, ExtractRemoval, JobRun, RunStatus, SubjectRequest
-        from portal.models.base import utcnow
-        from portal.models.connections import EXTRACTABLE_STATES
-        from portal.models.dsr import OPEN_STATUSES
-        from portal.ops.heartbeat import last_heartbeat_age
-
         now = utcnow()
         provider = func.coalesce(Connection.connector, "none")
 

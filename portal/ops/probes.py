@@ -7,6 +7,8 @@ from flask import current_app
 from sqlalchemy import text
 
 from portal.extensions import db
+from portal.ops.heartbeat import last_heartbeat_age
+from portal.retention.ledger import status
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,6 @@ def broker() -> Probe | None:
 
 def scheduler() -> Probe:
     """A scheduler beat within three heartbeat intervals. Not blocking: web pages work without it."""
-    from portal.ops.heartbeat import last_heartbeat_age
-
     try:
         age = last_heartbeat_age()
     except Exception as exc:
@@ -93,8 +93,6 @@ def scheduler() -> Probe:
 
 def ledger() -> Probe:
     """The database is not behind the deletion ledger (R35: a restored backup not yet replayed)."""
-    from portal.retention.ledger import status
-
     try:
         state, db_seq, file_seq = status()
     except Exception as exc:

@@ -9,6 +9,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from portal.jobs.commands import scheduler_command as run_scheduler
+from portal.ops.requestlog import configure_logging
+
 CONFIG = Path(__file__).with_name("gunicorn_conf.py")
 
 
@@ -56,8 +59,5 @@ def serve_command(bind: str | None, workers: int | None, threads: int | None) ->
 @with_appcontext
 def scheduler_command(ctx: click.Context) -> None:
     """Run the scheduler service in the foreground (one per deployment; logs to stderr in LOG_FORMAT)."""
-    from portal.jobs.commands import scheduler_command as run_scheduler
-    from portal.ops.requestlog import configure_logging
-
     configure_logging(current_app.config["LOG_FORMAT"], current_app.config["LOG_LEVEL"])
     ctx.invoke(run_scheduler)

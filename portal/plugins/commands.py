@@ -5,6 +5,8 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from portal.plugins.manager import get_plugins
+
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
@@ -15,8 +17,6 @@ def register(group: click.Group) -> None:
 @with_appcontext
 def plugins_command() -> None:
     """List registered plugins with their versions and hooks, then the connectors, whether each is enabled and its settings (secrets masked)."""
-    from portal.plugins.manager import get_plugins
-
     plugins = get_plugins()
     for plugin in plugins.describe():
         version = f" {plugin['version']}" if plugin["version"] else ""

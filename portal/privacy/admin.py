@@ -9,8 +9,8 @@ from flask_admin import expose
 from portal.admin.views import ReadOnlyModelView, SecureBaseView
 from portal.extensions import db
 from portal.models import Organisation, OrgKind, User
-from portal.models.dsr import RequestType, SubjectRequest, Suppression
-from portal.privacy import register
+from portal.models.dsr import OPEN_STATUSES, Controller, RequestType, SubjectExport, SubjectRequest, Suppression
+from portal.privacy import export, register, users
 from portal.privacy.register import RequestError
 
 
@@ -76,8 +76,6 @@ class UserRequestsView(SecureBaseView):
     def index(self):
         from sqlalchemy import select
 
-        from portal.models.dsr import OPEN_STATUSES, Controller
-
         show_closed = request.args.get("show") == "all"
         query = select(SubjectRequest).where(SubjectRequest.controller == Controller.operator)
         if not show_closed:
@@ -89,8 +87,6 @@ class UserRequestsView(SecureBaseView):
     def _request(self, request_id: int) -> SubjectRequest:
         from flask import abort
 
-        from portal.models.dsr import Controller
-
         req = db.session.get(SubjectRequest, request_id)
         if req is None or req.controller is not Controller.operator:
             abort(404)
@@ -98,8 +94,6 @@ class UserRequestsView(SecureBaseView):
 
     def _detail(self, req: SubjectRequest, *, error: str | None = None, token: str | None = None, status: int = 200):
         from sqlalchemy import select
-
-        from portal.models.dsr import OPEN_STATUSES, SubjectExport
 
         exports = db.session.execute(select(SubjectExport).where(SubjectExport.request_id == req.id)
                                      .order_by(SubjectExport.id.desc())).scalars().all()
@@ -116,8 +110,6 @@ class UserRequestsView(SecureBaseView):
     def act(self, request_id: int, step: str):
         from flask import abort, flash, redirect, url_for
         from flask_login import current_user
-
-        from portal.privacy import export, users
 
         req = self._request(request_id)
         form = request.form
@@ -155,8 +147,6 @@ class UserRequestsView(SecureBaseView):
     def download(self, request_id: int, token: str):
         from flask import Response
         from flask_login import current_user
-
-        from portal.privacy import export
 
         req = self._request(request_id)
         try:

@@ -6,17 +6,17 @@ from typing import Any
 
 from flask import Flask
 
+from portal.extensions import db
 from portal.jobs import JobSpec
 from portal.plugins import hookimpl
+from portal.privacy.admin import privacy_views
+from portal.privacy.register import send_reminders as send
 
 REMINDERS = "dsr:reminders"
 
 
 def send_reminders() -> dict[str, int]:
     """Email each open request's controller once when its deadline is 7 days away or less (R44)."""
-    from portal.extensions import db
-    from portal.privacy.register import send_reminders as send
-
     sent = send()
     db.session.commit()
     return {"sent": sent}
@@ -31,6 +31,4 @@ def portal_register_jobs(app: Flask, connectors: Mapping[str, Any]) -> list[JobS
 @hookimpl
 def portal_admin_views(app: Flask) -> list[Any]:
     """Return the data-subject request admin views."""
-    from portal.privacy.admin import privacy_views
-
     return privacy_views()

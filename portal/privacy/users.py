@@ -17,6 +17,7 @@ from portal.extensions import db
 from portal.models import AuditEntry, User
 from portal.models.base import utcnow
 from portal.models.dsr import Controller, RequestType, SubjectRequest, SubjectType
+from portal.privacy.export import _plain as plain
 from portal.privacy.register import RequestError, require_verified
 
 SCHEMA_ID = "https://mis-portal.example/schemas/user-access-export-1.json"
@@ -70,8 +71,6 @@ def _owned(fk) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    from portal.privacy.export import _plain as plain
-
     return plain(value)
 
 

@@ -19,6 +19,7 @@ from portal.models.base import utcnow
 from portal.models.mis import MisPupil, MisStaff
 from portal.models.retention import DeletionOrder, DfeAgreement, LegalHold, RetentionProof, RetentionRule
 from portal.retention.calendar import london_date
+from portal.retention.preview import preview
 from portal.retention.rules import CLOCKS, COVERS, TIMINGS, rule_problem
 
 HOLD_TABLES = {"mis_pupils": MisPupil, "mis_staff": MisStaff}
@@ -144,8 +145,6 @@ class PreviewView(SecureBaseView):
 
     @expose("/")
     def index(self):
-        from portal.retention.preview import preview
-
         as_of = london_date(utcnow())
         error = None
         if request.args.get("as_of"):

@@ -6,6 +6,14 @@ from datetime import date
 import click
 from flask.cli import with_appcontext
 
+from portal.extensions import db
+from portal.models import Organisation
+from portal.models.base import utcnow
+from portal.retention.calendar import london_date
+from portal.retention.ledger import LedgerError, replay, status
+from portal.retention.preview import preview
+from portal.retention.sweep import run_sweep
+
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
@@ -32,14 +40,11 @@ def retention_command(ctx: click.Context, dry_run: bool, as_of: date | None, day
     """Run the retention sweep now, or list with --dry-run what it will delete in the coming days."""
     if ctx.invoked_subcommand is not None:
         return
-    from portal.models.base import utcnow
-    from portal.retention.calendar import london_date
 
     as_of = as_of or london_date(utcnow())
     if dry_run:
         _print_preview(as_of, days, school_id)
         return
-    from portal.retention.sweep import run_sweep
 
     run = run_sweep(as_of=as_of)
     if run is None:
@@ -53,10 +58,6 @@ def retention_command(ctx: click.Context, dry_run: bool, as_of: date | None, day
 
 
 def _print_preview(as_of: date, days: int, school_id: int | None) -> None:
-    from portal.extensions import db
-    from portal.models import Organisation
-    from portal.retention.preview import preview
-
     lines = preview(as_of, days, school_id=school_id)
     names = {o.id: o.name for o in db.session.query(Organisation).filter(Organisation.id.in_({l.school_id for l in lines if l.school_id}))}
     click.echo(f"Dry run from {as_of} for {days} days: nothing is deleted.")
@@ -76,8 +77,6 @@ def _print_preview(as_of: date, days: int, school_id: int | None) -> None:
 @with_appcontext
 def replay_ledger_command() -> None:
     """After restoring a backup: delete again everything the deletion ledger lists (R35); the portal then serves data."""
-    from portal.retention.ledger import LedgerError, replay, status
-
     before, db_seq, file_seq = status()
     try:
         deleted = replay()

@@ -6,11 +6,10 @@ from typing import Any
 from flask import Flask
 
 from portal.plugins import hookimpl
+from portal.retention.admin import retention_views
 
 
 @hookimpl
 def portal_admin_views(app: Flask) -> list[Any]:
     """Return the retention admin views for support staff."""
-    from portal.retention.admin import retention_views
-
     return retention_views()

@@ -4,6 +4,12 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
+from portal.api.authorisations import authorise_product, live_authorisation, revoke_product
+from portal.extensions import db
+from portal.extract.commands import _school_by_urn
+from portal.models import Product
+from portal.retention import orders
+
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
@@ -13,9 +19,6 @@ def register(group: click.Group) -> None:
 
 def _product_by_name(name: str):
     from sqlalchemy import func, select
-
-    from portal.extensions import db
-    from portal.models import Product
 
     product = db.session.execute(select(Product).where(func.lower(Product.name) == name.strip().lower())).scalar()
     if product is None:
@@ -36,11 +39,6 @@ def products_list(urn: str) -> None:
     """List every product with whether the school authorises it and the categories it reads."""
     from sqlalchemy import select
 
-    from portal.api.authorisations import live_authorisation
-    from portal.extensions import db
-    from portal.extract.commands import _school_by_urn
-    from portal.models import Product
-
     school = _school_by_urn(urn)
     for product in db.session.execute(select(Product).order_by(Product.name)).scalars():
         live = live_authorisation(school.id, product.id)
@@ -54,10 +52,6 @@ def products_list(urn: str) -> None:
 @with_appcontext
 def products_authorise(urn: str, name: str) -> None:
     """Authorise a product to read the school's data it needs (as a school admin would on the Products tab)."""
-    from portal.api.authorisations import authorise_product, live_authorisation
-    from portal.extensions import db
-    from portal.extract.commands import _school_by_urn
-
     school, product = _school_by_urn(urn), _product_by_name(name)
     if live_authorisation(school.id, product.id) is not None:
         click.echo(f"{product.name} is already authorised for URN {school.urn}.")
@@ -74,11 +68,6 @@ def products_authorise(urn: str, name: str) -> None:
 @with_appcontext
 def products_end(urn: str, name: str, delete_now: bool) -> None:
     """End a product's authorisation at once (R4); the product is told to delete its copies (R42)."""
-    from portal.api.authorisations import revoke_product
-    from portal.extensions import db
-    from portal.extract.commands import _school_by_urn
-    from portal.retention import orders
-
     school, product = _school_by_urn(urn), _product_by_name(name)
     if revoke_product(school, product, None) is None:
         raise click.ClickException(f"{product.name} is not authorised for URN {school.urn}, so there is nothing to end.")
