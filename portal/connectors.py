@@ -55,7 +55,6 @@ __all__ = [
     "MembershipRecord",
     "NotFound",
     "ProviderUnavailable",
-    "hosts_setting",
     "is_loopback_host",
     "PermissionMissing",
     "PupilRecord",
@@ -435,15 +434,6 @@ def is_loopback_host(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def hosts_setting(value: Any) -> list[str]:
-    """Read an ``allowed_hosts`` setting: a list, or comma-separated text from the environment."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [h.strip() for h in value.split(",") if h.strip()]
-    return [str(h) for h in value]
 
 
 # ---------------------------------------------------------------- settings
