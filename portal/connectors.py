@@ -7,7 +7,7 @@ import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 from portal.errors import StartupError
@@ -446,6 +446,10 @@ class Connector(abc.ABC):
     # Set by the engine before extract(): the SyncState values this connection stored, by key
     # (empty on a full run, so a full run starts every changeset again). Connectors that keep none ignore it.
     sync_state: Mapping[str, str] = {}
+    # The provider's clock minus ours, as a lower bound measured from the Date header of its answers
+    # (None: not known). The engine moves a category's watermark to when the run started asking for it
+    # by the provider's clock (portal.extract.plan.read_to); without it, ours less a skew margin.
+    clock_offset: timedelta | None = None
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)

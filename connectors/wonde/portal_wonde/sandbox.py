@@ -13,6 +13,7 @@ from time import sleep
 from typing import Any
 from urllib.parse import urlencode
 
+from werkzeug.http import http_date
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -110,6 +111,11 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, *args: Any, **kwargs: Any) -> None:  # tests read the request log instead
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header: the sandbox's clock when it is asked to (a provider whose clock is not ours).
+        own = getattr(self.server, "sandbox_date", None)
+        return (own and own()) or super().date_time_string(timestamp)
+
 
 class WondeSandbox:
     """Serve synthetic schools over HTTP in Wonde's wire format, with fault injection and a request log.
@@ -169,6 +175,8 @@ class WondeSandbox:
         # Whether /meta/schools/{id}/permissions exists here (the spec marks it [SPEC] only).
         self.permissions_endpoint = True
         self.faults: list[Fault] = []
+        # When True, answers' Date header is the sandbox's clock (a provider whose clock differs from ours).
+        self.date_from_clock = False
         self.log: list[LoggedRequest] = []
         self._lock = threading.RLock()
         self._server = None
@@ -180,10 +188,15 @@ class WondeSandbox:
         """Bind the port and serve in a background thread."""
         self._server = make_server(self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
+        self._server.sandbox_date = self._date_header
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="wonde-sandbox", daemon=True)
         self._thread.start()
         return self
+
+    def _date_header(self) -> str | None:
+        """The answers' Date header when ``date_from_clock`` is set (None: the real time)."""
+        return http_date(self.clock()) if self.date_from_clock else None
 
     def stop(self) -> None:
         """Stop serving and release the port."""
@@ -312,6 +325,20 @@ class WondeSandbox:
         """The school stops approving these student fields (extended_details or education_details keys)."""
         with self._lock:
             self.withheld_fields[school_id].update(keys)
+
+    def stamp_drop(self, school: SyntheticSchool | int = 0, at: datetime | None = None) -> int:
+        """Stamp every assessment result of a school with one ``updated_at`` (default: the clock's now).
+
+        As a provider does that imports an assessment data drop in one go (issue 19): the newest stamp
+        of the category is then shared by the whole drop. Returns how many results were stamped.
+        """
+        if isinstance(school, int):
+            school = self.school_list[school]
+        with self._lock:
+            at = at or self.clock()
+            for result in school.results.values():
+                result.updated_at = at
+            return len(school.results)
 
     def mutate(self, school: SyntheticSchool | int = 0, **changes: Any) -> dict[str, list[str]]:
         """Change a school's data as an MIS would between runs (see SyntheticSchool.mutate), stamped now."""
