@@ -402,9 +402,9 @@ def _work(state: _Run) -> JobRun:
             state.writer.add(item)
             state.pending += 1
         state.completed.append(category)
-        if state.pending:
+        if state.pending or full:
             state.commit_page(None)
-        # A category that brought nothing to write (most of a quiet day's incremental) is not committed on
+        # An incremental category that brought nothing to write (most of a quiet day) is not committed on
         # its own: its pages were checked as they came, and a resume would only ask for it again.
     return _complete(state)
 
