@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from portal.dfe import (
@@ -619,6 +619,10 @@ class Connector(abc.ABC):
     sync_state: Mapping[str, str] = {}
     # HTTP requests made and retried by this instance; the engine copies them into the run's stats.
     stats: dict[str, int]
+    # The provider's clock minus ours, as a lower bound measured from the Date header of its answers
+    # (None: not known). The engine moves a category's watermark to when the run started asking for it
+    # by the provider's clock (portal.extract.plan.read_to); without it, ours less a skew margin.
+    clock_offset: timedelta | None = None
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         try:

@@ -7,7 +7,7 @@ from sqlalchemy import select, text
 
 from portal.connectors import CATEGORIES
 from portal.extensions import db
-from portal.extract import run_extract
+from portal.extract import plan, run_extract
 from portal.models import AuditEntry, JobRun, RunStatus
 from portal.models.base import utcnow
 from tests.extract_helpers import (
@@ -83,32 +83,37 @@ def test_incremental_run_sends_the_watermark_and_applies_updates_and_deletions(x
     run = run_extract(conn.id)
     assert run.status == RunStatus.succeeded, run.error_message
     assert run.params["mode"] == "incremental"
-    # The updated-after filter is the latest provider time the last run saw (less a small overlap).
+    # The updated-after filter is when the last run started asking (the provider's clock; this one sends no
+    # Date, so ours less a skew margin), less a small overlap: not the newest stamp seen, T0 (issue 19).
     sent = {cat: since for cat, since, _ in fake_mis.CALLS}
     assert set(sent) == set(CATEGORIES)
-    assert set(sent.values()) == {fake_mis.T0 - timedelta(minutes=5)}
+    asked = {datetime.fromisoformat(at) for at in first.stats["asked_at"].values()}
+    assert len(asked) == 1
+    assert set(sent.values()) == {asked.pop() - plan.CLOCK_SKEW_MARGIN - plan.WATERMARK_OVERLAP}
+    assert min(sent.values()) > fake_mis.T0
     snap = snapshot(conn.id)
     assert snap["pupil"]["P2"]["legal_surname"] == "Changed"
     assert snap["attendance_mark"]["P3:2026-09-07:AM"]["code"] == "I"
     assert snap["pupil"]["P4"]["deleted_at"] == LATER
     assert snap["staff"]["ST2"]["deleted_at"] is not None
     counts = run.stats["categories"]
-    # The overlap re-fetches records stamped at the old watermark: they count as unchanged, nothing else.
-    assert counts["student_basic"] == {"inserted": 0, "updated": 1, "unchanged": 18, "tombstoned": 1}
+    # Records stamped T0, before the first run asked, are not sent again.
+    assert counts["student_basic"] == {"inserted": 0, "updated": 1, "unchanged": 0, "tombstoned": 1}
     assert counts["student_attendance_exclusions"]["updated"] == 1
     assert counts["staff_basic"]["tombstoned"] == 1
     # The deleted pupil's other rows go with them (the feed names the pupil only).
-    assert counts["student_demographics"] == {"inserted": 0, "updated": 0, "unchanged": 20, "tombstoned": 1}
+    assert counts["student_demographics"] == {"inserted": 0, "updated": 0, "unchanged": 0, "tombstoned": 1}
     assert snap["demographics"]["P4"]["deleted_at"] is not None
     about_p4 = [r for kind in ("attendance_mark", "membership", "assessment_result") for r in snap[kind].values()
                 if r.get("pupil_external_id") == "P4"]
     assert about_p4 and all(r["deleted_at"] is not None for r in about_p4)
-    # A third run asks from the newest provider time seen, so it fetches only what changed at LATER.
+    # A third run asks from when the second started asking: only the change made just before it comes
+    # again (inside the margin and overlap), unchanged, so nothing is written.
     fake_mis.CALLS.clear()
     third = run_extract(conn.id)
     sent = {cat: since for cat, since, _ in fake_mis.CALLS}
-    assert sent["student_basic"] == sent["staff_basic"] == LATER - timedelta(minutes=5)
-    assert sent["student_demographics"] == fake_mis.T0 - timedelta(minutes=5)  # nothing newer seen there
+    second_asked = datetime.fromisoformat(run.stats["asked_at"]["student_basic"])
+    assert set(sent.values()) == {second_asked - plan.CLOCK_SKEW_MARGIN - plan.WATERMARK_OVERLAP}
     assert third.stats["categories"]["student_basic"] == {"inserted": 0, "updated": 0, "unchanged": 1, "tombstoned": 0}
 
 

@@ -105,6 +105,10 @@ class _Run:
         self.window = stats.get("session_window") or [None, None]
         self.since: dict[str, str | None] = stats.get("since", {})
         self.high_water: dict[str, str] = stats.get("high_water", {})
+        # Per category: our clock when the run first asked for it, and the watermark it earned once read
+        # to the end (plan.read_to); a resumed run keeps the first attempt's, which are earlier.
+        self.asked_at: dict[str, str] = dict(stats.get("asked_at") or {})
+        self.read_to: dict[str, str] = dict(stats.get("read_to") or {})
         # Connector positions (SyncState) this run reached; stored for the connection when it succeeds.
         self.sync_state: dict[str, str | None] = dict(stats.get("sync_state") or {})
         # What the provider answered instead of data, per category (CategoryOutcome as dicts).
@@ -150,6 +154,8 @@ class _Run:
         stats = {
             "categories": self.counts(),
             "high_water": high_water,
+            "asked_at": dict(self.asked_at),
+            "read_to": dict(self.read_to),
             "skipped": dict(skipped),
             "pages": self.pages,
             "requests": self.base_requests + connector_stats.get("requests", 0),
@@ -164,6 +170,13 @@ class _Run:
         }
         stats.update(extra)
         return stats
+
+    def settle_read_to(self) -> None:
+        """Turn each category's asked time into the provider time it was read to, with the best clock offset measured."""
+        offset = self.connector.clock_offset
+        for category, asked in self.asked_at.items():
+            if category in self.completed and category not in self.read_to:
+                self.read_to[category] = plan.read_to(datetime.fromisoformat(asked), offset).isoformat()
 
     def stats_committed(self) -> dict[str, Any]:
         """Return the stats as last committed (after a rollback, the run row holds them)."""
@@ -351,6 +364,7 @@ def _work(state: _Run) -> JobRun:
     # R23: the first import of a school brings no leaver whose deletion deadline has already passed.
     first_import = full and plan.last_success(connection) is None
     today = london_date(utcnow())
+    started_asking = utcnow().isoformat()
     for category in run.params["categories"]:
         if category in state.completed:
             continue
@@ -360,6 +374,8 @@ def _work(state: _Run) -> JobRun:
         if state.checkpoint and state.checkpoint.get("category") == category:
             resume = Checkpoint(category, state.checkpoint.get("cursor"))
         state.tell(event="category", category=category)
+        # One time for every category this attempt reads (earlier is safe), so they share one watermark.
+        state.asked_at.setdefault(category, started_asking)
         for item in state.connector.extract(connection, [category], since, resume):
             if isinstance(item, Checkpoint):
                 state.pages += 1
@@ -386,7 +402,10 @@ def _work(state: _Run) -> JobRun:
             state.writer.add(item)
             state.pending += 1
         state.completed.append(category)
-        state.commit_page(None)
+        if state.pending or full:
+            state.commit_page(None)
+        # An incremental category that brought nothing to write (most of a quiet day) is not committed on
+        # its own: its pages were checked as they came, and a resume would only ask for it again.
     return _complete(state)
 
 
@@ -394,6 +413,7 @@ def _complete(state: _Run) -> JobRun:
     """Reconcile (complete full pulls only), apply the hold rule, apply removals and finish."""
     run, connection = state.run, state.connection
     state.writer.finish()
+    state.settle_read_to()
     full = run.params["mode"] == "full"
     categories = run.params["categories"]
     # A category the provider withheld (or partly withheld) is not reconciled: a permission it stopped
@@ -474,16 +494,23 @@ def held_runs(connection_id: int | None = None) -> list[JobRun]:
 
 
 def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime | None]:
-    """Per category, the latest provider time the run saw (None where it saw nothing).
+    """Per category, the provider time the run read it to (plan.read_to); None where unknown.
 
-    Provider times, not our clock: the updated-after filter is compared with the provider's own
-    clock, so a skew between the two can neither skip nor repeat changes. A category the provider
-    withheld (in part) keeps its watermark: the next run asks again for what this one could not read.
+    By the provider's clock, not ours: the updated-after filter is compared with its clock. Not the
+    newest ``updated_at`` seen, which a drop stamped with one time would pin (issue 19); stats of a
+    run from before ``read_to`` existed fall back to it. A category the provider withheld (in part)
+    keeps its watermark: the next run asks again for what this one could not read.
     """
     high = stats.get("high_water", {})
+    read = stats.get("read_to") or {}
     withheld = {o["category"] for o in stats.get("outcomes", ()) if o.get("withheld")}
-    return {c: datetime.fromisoformat(high[c]) if c in high else None
-            for c in run.params["categories"] if c not in withheld}
+    marks = {}
+    for c in run.params["categories"]:
+        if c in withheld:
+            continue
+        at = read.get(c) or high.get(c)
+        marks[c] = datetime.fromisoformat(at) if at else None
+    return marks
 
 
 def _stopped(state: _Run) -> JobRun:

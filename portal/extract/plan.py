@@ -23,8 +23,12 @@ from portal.models.base import utcnow
 
 # R21: more than this long without a successful run means the next run is a full one.
 FULL_AFTER = timedelta(days=7)
-# Incremental runs ask for changes from a little before the watermark: clocks at the provider drift.
+# Incremental runs ask for changes from a little before the watermark: a change stamped just before
+# a run asked may commit at the provider just after (the overlap is re-read, and the content hash
+# makes the re-read rows write nothing).
 WATERMARK_OVERLAP = timedelta(minutes=5)
+# When the provider's answers carry no clock (no Date header), our clock less this stands for theirs.
+CLOCK_SKEW_MARGIN = timedelta(minutes=10)
 
 
 class ExtractRefused(ValueError):
@@ -196,6 +200,19 @@ def reconciliation_due(connection: Connection, categories: list[str], now: datet
         if (params or {}).get("mode") == "full":
             reconciled.update((params or {}).get("categories") or ())
     return not set(categories) <= reconciled
+
+
+def read_to(asked: datetime, clock_offset: timedelta | None) -> datetime:
+    """Return the watermark a category read to the end earns: when the run started asking for it, by the provider's clock.
+
+    ``asked`` is our clock just before the category's first request; ``clock_offset`` the provider's
+    clock minus ours (a lower bound, from its answers' Date headers) or None, when our clock less
+    CLOCK_SKEW_MARGIN stands in. Not the newest ``updated_at`` the run saw: a provider that stamps a
+    whole data drop with one time (or a future one) would pin the watermark there, and every run
+    would read the drop again (issue 19). Everything the provider changed before this time was
+    there to read; anything later is stamped later and comes back through the overlap.
+    """
+    return asked + clock_offset if clock_offset is not None else asked - CLOCK_SKEW_MARGIN
 
 
 def save_watermarks(connection: Connection, at: dict[str, datetime | None], run_id: int, *, fallback: datetime) -> None:

@@ -66,6 +66,11 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, *args: Any, **kwargs: Any) -> None:  # the sandbox keeps its own request log
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header: the sandbox's own clock when it has one (a provider whose clock is not ours).
+        own = getattr(self.server, "sandbox_date", None)
+        return (own and own()) or super().date_time_string(timestamp)
+
 
 class SandboxServer:
     """A provider sandbox on 127.0.0.1: ``start()`` serves it on a thread (port 0: a free one), ``stop()`` ends it."""
@@ -98,10 +103,15 @@ class SandboxServer:
         self.port = self.port if port is None else port
         self._server = make_server(self.host, self.port, self.wsgi_app(), threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
+        self._server.sandbox_date = self.date_header  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=self.thread_name, daemon=True)
         self._thread.start()
         return self
+
+    def date_header(self) -> str | None:
+        """The answers' Date header, or None for the real time (a sandbox with its own clock overrides this)."""
+        return None
 
     def stop(self) -> None:
         """Stop serving and release the port."""

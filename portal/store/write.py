@@ -76,8 +76,11 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
     changed = f"{name}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR {name}.deleted_at IS NOT NULL"
     data = [c for c in cols if c not in ("connection_id", "external_id", "seen_run_id", "extracted_at")]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
-    # Every run marks the rows it saw (a full pull's reconciliation spares rows any later run saw).
+    # A full run marks every row it saw (its reconciliation removes the rest, and spares rows any later
+    # full run saw); an incremental run writes only rows whose content changed: marking an unchanged
+    # row seen would cost a write per row re-sent in the overlap and protect nothing (issue 19).
     seen = "EXCLUDED.seen_run_id"
+    touch = f" OR {name}.seen_run_id IS DISTINCT FROM {seen}" if full else ""
     # One statement writes and counts: a row comes back when it was inserted (xmax = 0) or written;
     # extracted_at moves only when its content changed (the product feed pages by it), so
     # "extracted_at = this flush's time" tells updated rows from rows only marked as seen.
@@ -85,7 +88,7 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
         f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {stage} "  # nosec B608: names come from the table's own metadata, values are bound
         f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}, deleted_at = NULL, seen_run_id = {seen}, "
         f"extracted_at = CASE WHEN {changed} THEN EXCLUDED.extracted_at ELSE {name}.extracted_at END "
-        f"WHERE {changed} OR {name}.seen_run_id IS DISTINCT FROM {seen} "
+        f"WHERE {changed}{touch} "
         f"RETURNING (xmax = 0), (extracted_at = %s)"
     )
     return cols, convert, ddl, upsert
@@ -303,7 +306,7 @@ class Writer:
                 unchanged.append(ext)
         if changed:
             db.session.execute(_upsert(self.dialect, kind, tuple(changed[0])), changed)
-        if unchanged:
+        if unchanged and self.full:
             db.session.execute(
                 update(table)
                 .where(table.c.connection_id == self.connection_id, table.c.external_id.in_(unchanged))

@@ -111,6 +111,11 @@ class GroupcallConnector(Connector):
     # `flask portal demo` connects the demo schools the sandbox serves.
     demo_connections = staticmethod(demo.demo_connections)
 
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        # The client and its granted scopes per connection: TokenDetails once per run, not per category.
+        self._opened: dict[Any, tuple[GroupcallClient, frozenset[str]]] = {}
+
     # ------------------------------------------------------------ plumbing
 
     def _estab(self, school: Any = None, connection: Any = None) -> str:
@@ -215,9 +220,14 @@ class GroupcallConnector(Connector):
         since: datetime | None,
         checkpoint: Checkpoint | None,
     ) -> Iterator[Record | Checkpoint]:
-        client = self.client(connection=connection)
-        # TokenDetails first: it proves the authorisation still stands and says which scopes it has.
-        scopes = client.granted_scopes()
+        # TokenDetails first: it proves the authorisation still stands and says which scopes it has. Once
+        # per run, not per category (the engine asks one category at a time): a scope withdrawn mid-run
+        # shows as a refused read, which classify() checks with Groupcall again.
+        key = getattr(connection, "id", None) or id(connection)
+        if key not in self._opened:
+            client = self.client(connection=connection)
+            self._opened[key] = (client, client.granted_scopes())
+        client, scopes = self._opened[key]
         wanted = [c for c in CATEGORIES if c in set(categories)]
         resume = _Cursor.parse(checkpoint)
         for category in wanted:

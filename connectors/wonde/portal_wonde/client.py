@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -185,6 +185,8 @@ class WondeClient:
         self.stats.setdefault("requests", 0)
         self.stats.setdefault("retries", 0)
         self._school_bases: dict[str, str] = {}
+        # Wonde's clock minus ours, a lower bound from the answers' Date headers (see note_clock).
+        self.clock_offset: timedelta | None = None
         # Blocks until the portal's shared per-provider rate limit lets one request go (retries too).
         self.before_request = before_request
 
@@ -258,6 +260,7 @@ class WondeClient:
                 continue
             if status >= 400:
                 raise BadResponse(f"Wonde answered HTTP {status} for {where}.", endpoint=endpoint, page=page)
+            self.note_clock(response.headers.get("Date"))
             try:
                 # orjson: a page of a thousand marks decodes several times faster than with the json module.
                 return orjson.loads(response.content)
@@ -272,6 +275,24 @@ class WondeClient:
                 attempt -= 1
                 self._wait(self._backoff(0))
                 continue
+
+    def note_clock(self, header: str | None, received: datetime | None = None) -> None:
+        """Keep the largest lower bound of Wonde's clock minus ours seen in a Date header.
+
+        The header (whole seconds, rounded down) was written before the answer reached us, so
+        Date minus our time at receipt never exceeds the true offset: an estimate that errs early.
+        """
+        if not header:
+            return
+        try:
+            theirs = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return
+        if theirs.tzinfo is None:
+            theirs = theirs.replace(tzinfo=timezone.utc)
+        offset = theirs - (received or datetime.now(timezone.utc))
+        if self.clock_offset is None or offset > self.clock_offset:
+            self.clock_offset = offset
 
     def _wait(self, seconds: float) -> None:
         self.stats["retries"] += 1

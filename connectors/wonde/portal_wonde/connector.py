@@ -54,6 +54,11 @@ class Step:
     optional: bool = False
 
 
+# Incremental reads that later categories of the same run repeat: the changed pupils (the timetable's
+# departures) and the deletions feed (student_basic and student_demographics ask for the same entries).
+KEPT_ENDPOINTS = frozenset({"students", "students-leaver", "deletions"})
+# A read is kept only while it is small (a day's changes); a big one is simply asked for again.
+KEEP_AT_MOST = 10_000
 # Secondary reads: a category is still worth having without them.
 OPTIONAL_ENDPOINTS = frozenset({"students-leaver", "attendance-codes"})
 # Endpoint -> the names a Wonde permission for it may carry (identity prefix or name), most specific
@@ -122,6 +127,15 @@ class WondeConnector(Connector):
         )
         # Stats the engine may copy into the run row.
         self.pages_read = 0
+        self._school_ids: dict[Any, str] = {}
+        # Reads of this run kept for later categories (incremental runs only, ids and deletion entries):
+        # (endpoint, params) -> rows, filled only when a read went from its first page to its last.
+        self._kept: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+
+    @property
+    def clock_offset(self):  # noqa: D401 - the contract's attribute, measured by the client
+        """Wonde's clock minus ours (a lower bound from the Date headers), or None before any answer."""
+        return self.client.clock_offset
 
     @property
     def requests_made(self) -> int:
@@ -254,6 +268,11 @@ class WondeConnector(Connector):
         ids: set[str] = set()
         for endpoint, params in (("students", changed), ("students-leaver", changed),
                                  ("deletions", {"type": "student", **changed})):
+            kept = self._kept.get(_kept_key(endpoint, params))
+            if kept is not None:
+                # The same rows (whatever their includes) were read in full for student_basic in this run.
+                ids.update(str(row["id"]) for row in kept if row.get("id"))
+                continue
             try:
                 for page in self.client.pages(f"{base}/{endpoint}", endpoint=endpoint, params=params):
                     ids.update(str(row["id"]) for row in page.items if isinstance(row, Mapping) and row.get("id"))
@@ -275,7 +294,11 @@ class WondeConnector(Connector):
         (start step i). A checkpoint for a later category means earlier ones are done.
         """
         wanted = [c for c in CATEGORIES if c in set(categories)]
-        school_id = self._school_id(connection)
+        # The engine asks one category at a time: the school is matched once per run (not once per category).
+        key = getattr(connection, "id", None) or id(connection)
+        school_id = self._school_ids.get(key)
+        if school_id is None:
+            school_id = self._school_ids[key] = self._school_id(connection)
         self._school = school_id
         try:
             base = self.client.school_base(school_id)
@@ -402,6 +425,17 @@ class WondeConnector(Connector):
                 yield CategoryOutcome(category, "optional_read_skipped",
                                       f"Wonde did not answer the attendance codes list (HTTP {status}); marks were read "
                                       "with the codes they carry.", endpoint="attendance-codes")
+        key = _kept_key(step.endpoint, step.params)
+        kept = self._kept.get(key) if step.endpoint == "deletions" else None
+        if kept is not None:
+            # The same deletions read (same types, same window) was read in full earlier in this run.
+            for row in kept:
+                yield from step.mapper(row)
+            yield Checkpoint(category, json.dumps({"step": number + 1}))
+            return
+        # Incremental reads later categories repeat (changed pupils, deletions) are kept, ids and entries only.
+        keep: list[Mapping[str, Any]] | None = (
+            [] if not next_url and "updated_after" in step.params and step.endpoint in KEPT_ENDPOINTS else None)
         if next_url:
             self.client._check_host(next_url, step.endpoint)
             pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
@@ -409,6 +443,11 @@ class WondeConnector(Connector):
             pages = self.client.pages(f"{base}/{step.endpoint}", endpoint=step.endpoint, params=step.params)
         for page in pages:
             self.pages_read += 1
+            if keep is not None:
+                keep.extend({"id": row.get("id")} if step.endpoint != "deletions" else row
+                            for row in page.items if isinstance(row, Mapping))
+                if len(keep) > KEEP_AT_MOST:
+                    keep = None
             for row in page.items:
                 if not isinstance(row, Mapping):
                     raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row that "
@@ -419,6 +458,8 @@ class WondeConnector(Connector):
                     raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row "
                                       f"of an unexpected shape ({type(exc).__name__}).",
                                       endpoint=step.endpoint, page=page.number) from None
+            if keep is not None and not page.next_url:
+                self._kept[key] = keep
             position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
             yield Checkpoint(category, json.dumps(position))
 
@@ -431,6 +472,11 @@ class WondeConnector(Connector):
                 if isinstance(row, Mapping) and row.get("id") is not None and row.get("code"):
                     self._codes[str(row["id"])] = str(row["code"])
         self._codes_loaded = True
+
+
+def _kept_key(endpoint: str, params: Mapping[str, Any]) -> tuple[str, str]:
+    """A kept read's key: its endpoint, filter window and deletion types (includes do not change which rows come)."""
+    return endpoint, json.dumps({k: v for k, v in params.items() if k in ("updated_after", "type")}, sort_keys=True)
 
 
 def _wonde_contact(contact: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from time import sleep
 from typing import Any
 from urllib.parse import urlencode
 
+from werkzeug.http import http_date
 from werkzeug.wrappers import Request, Response
 
 from portal.sandbox.server import Fault as BaseFault
@@ -135,9 +136,15 @@ class WondeSandbox(SandboxServer):
         self.regions: dict[str, dict[str, Any]] = {}
         # Whether /meta/schools/{id}/permissions exists here (the spec marks it [SPEC] only).
         self.permissions_endpoint = True
+        # When True, answers' Date header is the sandbox's clock (a provider whose clock differs from ours).
+        self.date_from_clock = False
 
     def wsgi_app(self) -> Callable:
         return self.wsgi
+
+    def date_header(self) -> str | None:
+        """The answers' Date header when ``date_from_clock`` is set (None: the real time)."""
+        return http_date(self.clock()) if self.date_from_clock else None
 
     @property
     def url(self) -> str:
@@ -233,6 +240,20 @@ class WondeSandbox(SandboxServer):
         """The school stops approving these student fields (extended_details or education_details keys)."""
         with self._lock:
             self.withheld_fields[school_id].update(keys)
+
+    def stamp_drop(self, school: SyntheticSchool | int = 0, at: datetime | None = None) -> int:
+        """Stamp every assessment result of a school with one ``updated_at`` (default: the clock's now).
+
+        As a provider does that imports an assessment data drop in one go (issue 19): the newest stamp
+        of the category is then shared by the whole drop. Returns how many results were stamped.
+        """
+        if isinstance(school, int):
+            school = self.school_list[school]
+        with self._lock:
+            at = at or self.clock()
+            for result in school.results.values():
+                result.updated_at = at
+            return len(school.results)
 
     def mutate(self, school: SyntheticSchool | int = 0, **changes: Any) -> dict[str, list[str]]:
         """Change a school's data as an MIS would between runs (see SyntheticSchool.mutate), stamped now."""
