@@ -1,6 +1,7 @@
 """Benchmark: a day's incremental extracts for a sample of England's schools on 1 and then 2 Celery workers.
 
 Run: .venv/bin/python bench/national.py [--schools 1000] [--latency 0.08] [--threads 8] [--workers 1,2]
+     [--baseline-ref 8aa62df] [--baseline-workers 2] [--profile docs/perf/national-worker.svg]
 
 What it does, in one run of the script (same sample, same machine):
 
@@ -22,6 +23,15 @@ Why threads: an incremental run spends most of its time waiting for the provider
 requests × latency), so each worker process runs ``--threads`` runs at once in one process; a
 second process adds the second core. Prints schools/hour, records/s, requests/s, peak RSS per
 worker process, the speed-up from the second worker and the extrapolated time for 24,453 schools.
+
+CPU: the workers' CPU-seconds (user + system, every thread, from /proc/<pid>/stat) per school
+run, and in the same window the CPU of the sandbox process, of the PostgreSQL backends serving
+the bench's database and of redis, so a second worker's shortfall can be put down to what shared
+the cores. The baseline is the same sample run by the workers of an earlier commit
+(``--baseline-ref``, exported with ``git archive``, put first on PYTHONPATH): today's engine path
+measured in the same run, before this tree's. ``--profile x.svg`` records a py-spy flame graph
+(GIL-holding threads only, so CPU, not waits) of one worker of the last configuration
+(``x.txt``: collapsed stacks). Each target is printed with met / missed.
 Worker logs go to a folder under $TMPDIR (printed); BENCH_WORKER_LOG_LEVEL=DEBUG puts tracebacks there.
 """
 from __future__ import annotations
@@ -43,6 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ENGLAND_SCHOOLS = 24_453
+# The code before issue 19's work on the national run: its workers are the baseline ("today's engine path").
+BASELINE_REF = "8aa62df"
+DEFAULT_THREADS = 8
 LAS = ("201", "202", "203", "204", "205", "206", "207", "208", "209", "210", "211", "212", "213", "330", "371", "856", "926")
 
 
@@ -139,7 +152,9 @@ def seed_database(url: str, specs: list[dict], wonde_ids: list[str], settings: d
             db.session.flush()
             run = JobRun(job_id=f"extract:{conn.id}", kind="extract", scheduled_for=now - timedelta(days=1),
                          connection_id=conn.id, status=RunStatus.succeeded, started_at=now - timedelta(days=1),
-                         finished_at=now - timedelta(hours=23), attempts=1, params={"mode": "full"}, stats={})
+                         finished_at=now - timedelta(hours=23), attempts=1, stats={},
+                         # A full run of every category yesterday: no reconciliation is due, so tonight's is incremental.
+                         params={"mode": "full", "categories": list(CATEGORIES)})
             db.session.add(run)
             db.session.flush()
             writer = store.Writer(conn, run.id, full=True)
@@ -198,9 +213,60 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_config(workers: int, threads: int, url: str, settings: dict, count: int, logdir: Path) -> dict:
-    """Start redis and the workers, fire one run per school, wait for all; return the figures."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU (user + system) a live process has used so far, all its threads, from /proc/<pid>/stat; None once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class CpuMeter:
+    """CPU used during one window by named groups of processes (workers, sandbox, redis, PostgreSQL backends).
+
+    Each process is read when the window opens (or when first seen, counting from 0 for a
+    PostgreSQL backend opened during the window) and again at every sample; a process that ends
+    keeps its last sample, so at most one sampling interval of a closed backend is lost.
+    """
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, int], float] = {}
+        self.last: dict[tuple[str, int], float] = {}
+
+    def sample(self, group: str, pids, new_from_zero: bool = False) -> None:
+        for pid in pids:
+            value = cpu_seconds(pid)
+            if value is None:
+                continue
+            key = (group, pid)
+            if key not in self.first:
+                self.first[key] = 0.0 if new_from_zero else value
+            self.last[key] = value
+
+    def used(self, group: str) -> float:
+        return sum(self.last[k] - self.first[k] for k in self.last if k[0] == group)
+
+
+def backend_pids(session, database: str) -> list[int]:
+    """PostgreSQL backends serving the bench's database (not the bench's own monitoring connection)."""
+    from sqlalchemy import text
+
+    pids = list(session.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
+                                {"d": database}))
+    session.rollback()
+    return pids
+
+
+def run_config(workers: int, threads: int, url: str, settings: dict, count: int, logdir: Path, *,
+               label: str = "this tree", tree: Path = ROOT, sandbox_pid: int | None = None,
+               profile: Path | None = None) -> dict:
+    """Start redis and the workers (code from ``tree``), fire one run per school, wait for all; return the figures."""
     from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
 
     from portal import create_app
     from portal.extensions import db
@@ -215,6 +281,10 @@ def run_config(workers: int, threads: int, url: str, settings: dict, count: int,
     redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    if tree != ROOT:
+        # Another checkout (the baseline): its portal and connectors come first on the path.
+        paths = [str(tree)] + [str(d) for d in sorted((tree / "connectors").iterdir()) if d.is_dir()]
+        env["PYTHONPATH"] = os.pathsep.join(paths + [env["PYTHONPATH"]] if env.get("PYTHONPATH") else paths)
     worker_settings = {
         "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET_KEY, "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
         "INSTANCE_PATH": str(logdir / "instance"), "PLUGINS_LOAD_ENTRYPOINTS": False, "PLUGINS": ["portal_wonde.plugin"],
@@ -228,11 +298,11 @@ def run_config(workers: int, threads: int, url: str, settings: dict, count: int,
     procs = []
     try:
         for n in range(workers):
-            log = (logdir / f"worker{workers}-{n}.log").open("w")
+            log = (logdir / f"worker-{label.replace(' ', '_')}-{workers}-{n}.log").open("w")
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "portal.tasks", "worker", "-n", f"bench{n}@%h", "--pool", "threads",
                  "-c", str(threads), "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         app = create_app(base_config(url, PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
                                      CONNECTORS={"wonde": settings}, EXECUTOR="celery", CELERY={"broker_url": broker},
                                      LOG_LEVEL="WARNING"))
@@ -240,11 +310,31 @@ def run_config(workers: int, threads: int, url: str, settings: dict, count: int,
             ids = list(db.session.scalars(select(Connection.id).order_by(Connection.id)))
             assert len(ids) == count
             time.sleep(3)  # let the workers connect (they would take the queued runs anyway)
+            database = make_url(url).database
+            meter = CpuMeter()
+
+            def sample() -> None:
+                meter.sample("workers", [p.pid for p in procs])
+                meter.sample("redis", [redis.pid])
+                if sandbox_pid:
+                    meter.sample("sandbox", [sandbox_pid])
+                meter.sample("postgresql", backend_pids(db.session, database), new_from_zero=True)
+
+            sample()
+            load_before = os.getloadavg()
             at = datetime.now(timezone.utc).replace(microsecond=0)
             started = time.monotonic()
+            spy = None
+            if profile is not None:
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(procs[0].pid),
+                                        "--output", str(profile), "--rate", "100", "--nonblocking",
+                                        # Only threads holding the GIL: where the worker's CPU goes, not its waits.
+                                        "--gil", "--format", "raw" if profile.suffix == ".txt" else "flamegraph"],
+                                       stdout=subprocess.DEVNULL, stderr=(logdir / "py-spy.log").open("w"))
             for cid in ids:
                 fire(extract_spec(cid, WondeConnector), at)
             while True:
+                sample()
                 open_runs = db.session.scalar(select(func.count()).select_from(JobRun).where(
                     JobRun.scheduled_for == at, JobRun.status.in_([RunStatus.queued, RunStatus.running])))
                 db.session.rollback()
@@ -254,6 +344,14 @@ def run_config(workers: int, threads: int, url: str, settings: dict, count: int,
                     raise SystemExit(f"a worker exited; see {logdir}")
                 time.sleep(1)
             elapsed = time.monotonic() - started
+            sample()
+            load_after = os.getloadavg()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                try:
+                    spy.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
             rss = [peak_rss_mb(p.pid) for p in procs]
             runs = list(db.session.scalars(select(JobRun).where(JobRun.scheduled_for == at)))
             statuses = {}
@@ -283,9 +381,69 @@ def run_config(workers: int, threads: int, url: str, settings: dict, count: int,
                 p.wait()
         redis.kill()
         redis.wait()
-    return {"workers": workers, "elapsed": elapsed, "statuses": statuses, "modes": modes, "failed": failed,
+    cpu = {g: meter.used(g) for g in ("workers", "sandbox", "postgresql", "redis")}
+    return {"label": label, "cpu": cpu, "load": (load_before, load_after), "threads": threads,
+            "workers": workers, "elapsed": elapsed, "statuses": statuses, "modes": modes, "failed": failed,
             "records": records, "requests": requests, "rss": rss, "count": count,
             "per_category": {c: round(n / count) for c, n in sorted(per_category.items())}}
+
+
+def baseline_tree(ref: str, logdir: Path) -> Path:
+    """Export the baseline commit's files (git archive) so its workers run today's engine path unchanged."""
+    tree = logdir / f"baseline-{ref}"
+    if not tree.exists():
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def report(results: list[dict]) -> None:
+    """Print the table, the CPU per school run and each target with met / missed."""
+    load = os.getloadavg()
+    print(f"\nmachine: {os.cpu_count()} CPUs (nproc), load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end "
+          f"(8 helpers may share it: compare ratios)\n")
+    print("| code | worker processes × threads | schools | time | schools/hour | records/s | requests/s | "
+          "worker CPU-s per school | sandbox / PostgreSQL / redis CPU-s | load 1-min before → after | peak RSS per worker | 24,453 schools |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        per_hour = r["count"] / r["elapsed"] * 3600
+        cpu = r["cpu"]
+        print(f"| {r['label']} | {r['workers']} × {r['threads']} | {r['count']} | {r['elapsed']:.0f} s | {per_hour:,.0f} | "
+              f"{r['records'] / r['elapsed']:,.0f} | {r['requests'] / r['elapsed']:,.1f} | "
+              f"{cpu['workers'] / r['count']:.3f} | {cpu['sandbox']:.0f} / {cpu['postgresql']:.0f} / {cpu['redis']:.0f} | "
+              f"{r['load'][0][0]:.1f} → {r['load'][1][0]:.1f} | "
+              f"{', '.join(f'{m:.0f} MB' for m in r['rss'])} | {ENGLAND_SCHOOLS / per_hour:.2f} h |")
+    first = results[-1]
+    print(f"\nper school (mean, {first['label']}): {first['records'] / first['count']:.0f} records received in "
+          f"{first['requests'] / first['count']:.1f} requests; by category {first['per_category']}")
+    ours = [r for r in results if r["label"] == "this tree"]
+    base = [r for r in results if r["label"] != "this tree"]
+    print("\ntargets:")
+    if len(ours) >= 2:
+        one, two = ours[0], ours[1]
+        speedup = one["elapsed"] / two["elapsed"] * two["count"] / one["count"]
+        print(f"- second worker: {speedup:.2f}× ({one['workers']} → {two['workers']} processes); in the same windows the "
+              f"sandbox used {one['cpu']['sandbox']:.0f} → {two['cpu']['sandbox']:.0f} CPU-s, PostgreSQL backends "
+              f"{one['cpu']['postgresql']:.0f} → {two['cpu']['postgresql']:.0f}, redis {one['cpu']['redis']:.0f} → "
+              f"{two['cpu']['redis']:.0f}, the workers {one['cpu']['workers']:.0f} → {two['cpu']['workers']:.0f} "
+              f"(of {os.cpu_count()} cores × {one['elapsed']:.0f} s → {two['elapsed']:.0f} s)")
+    two_workers = [r for r in ours if r["workers"] == 2]
+    if two_workers:
+        r = two_workers[-1]
+        seconds = r["elapsed"] / r["count"] * 1000
+        print(f"- ≤ 147 s for 1,000 schools with 2 workers (24,453 in < 1 h): {seconds:.0f} s per 1,000 schools at load "
+              f"{r['load'][0][0]:.1f} → {r['load'][1][0]:.1f}: {'met' if seconds <= 147 else 'missed'}")
+    if base and ours:
+        b, o = base[-1], ours[-1]
+        before, after = b["cpu"]["workers"] / b["count"], o["cpu"]["workers"] / o["count"]
+        ratio = before / after if after else float("inf")
+        print(f"- worker CPU-s per school run down ≥ 3×: {before:.3f} ({b['label']}) → {after:.3f} (this tree) = "
+              f"{ratio:.2f}×: {'met' if ratio >= 3 else 'missed'}")
 
 
 def main() -> None:
@@ -293,8 +451,15 @@ def main() -> None:
     parser.add_argument("--schools", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.08, help="seconds each sandbox answer is held back")
     parser.add_argument("--changed", type=int, default=300, help="changed records per school besides the day's registers")
-    parser.add_argument("--threads", type=int, default=8, help="runs at once per worker process (celery --pool threads -c)")
-    parser.add_argument("--workers", default="1,2", help="worker process counts to run, in order")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="runs at once per worker process (celery --pool threads -c)")
+    parser.add_argument("--workers", default="1,2", help="worker process counts to run with this tree's code, in order")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF,
+                        help="git commit whose code is the baseline (today's engine path); '' to skip the baseline")
+    parser.add_argument("--baseline-workers", type=int, default=2)
+    parser.add_argument("--baseline-threads", type=int, default=8)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy flame graph (SVG) of the first worker of this tree's last configuration")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
@@ -311,9 +476,16 @@ def main() -> None:
     primaries = sum(1 for s in specs if s["phase"] == "primary")
     logdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-national-{os.getpid()}"
     logdir.mkdir(parents=True, exist_ok=True)
+    configs = []
+    if args.baseline_ref:
+        configs.append((f"baseline {args.baseline_ref}", baseline_tree(args.baseline_ref, logdir), args.baseline_workers,
+                        args.baseline_threads))
+    worker_counts = [int(w) for w in args.workers.split(",") if w]
+    configs += [("this tree", ROOT, w, args.threads) for w in worker_counts]
     print(f"sample: {args.schools} schools ({primaries} primary, {args.schools - primaries} secondary), "
-          f"latency {args.latency * 1000:.0f} ms, ~{args.changed} changed records per school, "
-          f"{args.threads} threads per worker; logs in {logdir}", flush=True)
+          f"latency {args.latency * 1000:.0f} ms, ~{args.changed} changed records per school; "
+          f"configurations {[(c[0], c[2], c[3]) for c in configs]}; logs in {logdir}", flush=True)
+    print(f"start: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {uptime()}", flush=True)
     here, there = multiprocessing.get_context("fork").Pipe()
     sandbox = multiprocessing.get_context("fork").Process(target=serve, args=(specs, args.latency, args.changed, there), daemon=True)
     t0 = time.monotonic()
@@ -329,41 +501,27 @@ def main() -> None:
             seed_database(url, specs, served["ids"], served["settings"])
             print(f"seeded the previous full run in {time.monotonic() - t1:.0f} s", flush=True)
             source = make_url(url).database
-            for workers in [int(w) for w in args.workers.split(",")]:
-                target = f"{source}_w{workers}"
+            for n, (label, tree, workers, threads) in enumerate(configs):
+                target = f"{source}_c{n}"
                 copy_database(admin_url, source, target)
+                last = n == len(configs) - 1
                 try:
-                    result = run_config(workers, args.threads, make_url(url).set(database=target).render_as_string(hide_password=False),
-                                        served["settings"], args.schools, logdir)
+                    result = run_config(workers, threads, make_url(url).set(database=target).render_as_string(hide_password=False),
+                                        served["settings"], args.schools, logdir, label=label, tree=tree,
+                                        sandbox_pid=sandbox.pid, profile=args.profile if last and tree == ROOT else None)
                 finally:
                     drop_database(admin_url, target)
                 results.append(result)
-                print(f"  {workers} worker(s): {result['elapsed']:.0f} s, runs {result['statuses']}, modes {result['modes']}"
-                      + (f", failures {result['failed']}" if result["failed"] else ""), flush=True)
+                print(f"  {label}, {workers} × {threads}: {result['elapsed']:.0f} s, worker CPU "
+                      f"{result['cpu']['workers'] / args.schools:.3f} s per school, runs {result['statuses']}, "
+                      f"modes {result['modes']}" + (f", failures {result['failed']}" if result["failed"] else "")
+                      + f"; {uptime()}", flush=True)
     finally:
         here.send("stop")
         sandbox.join(timeout=30)
         if sandbox.is_alive():
             sandbox.kill()
-    load = os.getloadavg()
-    print(f"\nmachine: {os.cpu_count()} CPUs (nproc), load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end\n")
-    print("| worker processes × threads | schools | time | schools/hour | records/s | requests/s | peak RSS per worker | 24,453 schools |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        per_hour = r["count"] / r["elapsed"] * 3600
-        print(f"| {r['workers']} × {args.threads} | {r['count']} | {r['elapsed']:.0f} s | {per_hour:,.0f} | "
-              f"{r['records'] / r['elapsed']:,.0f} | {r['requests'] / r['elapsed']:,.1f} | "
-              f"{', '.join(f'{m:.0f} MB' for m in r['rss'])} | {ENGLAND_SCHOOLS / per_hour:.2f} h |")
-    first = results[0]
-    print(f"\nper school (mean): {first['records'] / first['count']:.0f} records received in "
-          f"{first['requests'] / first['count']:.1f} requests; by category {first['per_category']}")
-    if len(results) >= 2:
-        speedup = results[0]["elapsed"] / results[1]["elapsed"] * results[1]["count"] / results[0]["count"]
-        print(f"\nspeed-up from {results[0]['workers']} to {results[1]['workers']} worker processes: {speedup:.2f}× (target ≥ 1.8×)")
-    best = min(results, key=lambda r: r["elapsed"])
-    hours = ENGLAND_SCHOOLS / (best["count"] / best["elapsed"] * 3600)
-    print(f"extrapolated: {ENGLAND_SCHOOLS:,} schools in {hours:.2f} h with {best['workers']} worker process(es) "
-          f"on this machine (target < 1 h): {'met' if hours < 1 else 'missed'}")
+    report(results)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ import enum
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from flask import abort
-from sqlalchemy import Select, exists, false, or_, select
+from flask import abort, g, has_request_context
+from sqlalchemy import Select, event, exists, false, or_, select
 
 from portal.extensions import db
 from portal.models import Organisation, OrgKind, Role, SchoolLink, Subscription, SubscriptionRoute, SupportGrant, User
@@ -106,9 +106,38 @@ def _today() -> date:
     return datetime.now(LONDON).date()
 
 
+# Per-request memo (in flask.g) of answers that every page asks several times: the user's school
+# subscription ends and can() per (user, action, school). Only while serving a request; dropped at
+# its start and end and whenever the session commits or rolls back, so a change made during the
+# request is seen by the checks after it.
+_MEMO = "_scope_memo"
+
+
+def _memo() -> dict | None:
+    if not has_request_context():
+        return None
+    memo = g.get(_MEMO)
+    if memo is None:
+        memo = {}
+        setattr(g, _MEMO, memo)
+    return memo
+
+
+def _forget(*_: object) -> None:
+    if has_request_context():
+        g.pop(_MEMO, None)
+
+
 def _school_ends(user: User) -> dict[int, date]:
     schools = {m.organisation_id for m in user.memberships if m.organisation.kind == OrgKind.school}
-    return {org: end for org, end in subscription_ends(schools).items() if org in schools}
+    memo = _memo()
+    key = ("ends", user.id, frozenset(schools))
+    if memo is not None and key in memo:
+        return memo[key]
+    ends = {org: end for org, end in subscription_ends(schools).items() if org in schools}
+    if memo is not None:
+        memo[key] = ends
+    return ends
 
 
 def _active_memberships(user: User, today: date | None = None):
@@ -202,10 +231,39 @@ def school_ids(user: User, action: Action = Action.view) -> list[int]:
     return list(db.session.execute(schools_query(user, action).with_only_columns(Organisation.id)).scalars())
 
 
+def _direct_grant(user: User, action: Action, school: Organisation) -> bool:
+    """Whether a clause of schools_query that needs no query admits this school: the user's own live school
+    role on it, a trust admin role on its trust, or support staff's standing actions (the R55/R58 tables)."""
+    if school.kind != OrgKind.school or not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_support:
+        return action in _SUPPORT_ACTIONS
+    for m in _active_memberships(user):
+        if m.role in _SCHOOL_ROLES and m.organisation_id == school.id and action in _SCHOOL_ROLES[m.role]:
+            return True
+        if m.role == Role.trust_admin and school.trust_id is not None and school.trust_id == m.organisation_id \
+                and action in _TRUST_ACTIONS:
+            return True
+    return False
+
+
 def can(user: User, action: Action, school: Organisation) -> bool:
-    """Return whether the user may perform the action on this school."""
-    query = schools_query(user, action).where(Organisation.id == school.id)
-    return db.session.execute(query.with_only_columns(Organisation.id)).first() is not None
+    """Return whether the user may perform the action on this school.
+
+    The same answer as asking schools_query; a direct role on the school (or its trust) answers from the
+    user's memberships, and every answer is kept for the rest of the request.
+    """
+    memo = _memo()
+    key = ("can", getattr(user, "id", None), Action(action), school.id)
+    if memo is not None and key in memo:
+        return memo[key]
+    allowed = _direct_grant(user, Action(action), school)
+    if not allowed:
+        query = schools_query(user, action).where(Organisation.id == school.id)
+        allowed = db.session.execute(query.with_only_columns(Organisation.id)).first() is not None
+    if memo is not None:
+        memo[key] = allowed
+    return allowed
 
 
 def school_or_404(user: User, school_id: int, action: Action = Action.view) -> Organisation:
@@ -253,3 +311,9 @@ def user_may(action: str, school: Organisation) -> bool:
 def init_app(app) -> None:
     """Offer ``user_may`` to templates, so pages show only the links a user may follow."""
     app.add_template_global(user_may, "user_may")
+    app.before_request(_forget)
+    app.teardown_request(_forget)
+    if not event.contains(db.session, "after_commit", _forget):
+        # A commit or rollback may change memberships, subscriptions or grants: the memo starts again.
+        event.listen(db.session, "after_commit", _forget)
+        event.listen(db.session, "after_rollback", _forget)
