@@ -38,7 +38,7 @@ BENCH_KEY = "cNhVdIuD3mmvnJbRnSmMT2Dsw8kI3Tn8c1mz4O3mzaQ="
 def _sandbox_process(pupils: int, days: int, attendance_cap: int, pipe) -> None:
     from portal_wonde.sandbox import DEFAULT_MAX_PER_PAGE, WondeSandbox
 
-    from portal.testing.synthetic import generate_school
+    from portal.sandbox.synthetic import generate_school
 
     school = generate_school(4242, pupils=pupils, days=days, phase="secondary")
     # The spec infers a cap of 200 rows a page on every endpoint; Wonde's real caps are unknown.

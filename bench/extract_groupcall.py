@@ -46,7 +46,7 @@ def main() -> None:
 
     from portal import create_app
     from portal.extract import run_extract
-    from portal.testing import synthetic
+    from portal.sandbox import synthetic
     from portal.testing.conformance import _school_with_connection, school_window
     from portal.testing.databases import base_config
     from portal_groupcall.sandbox import RELYING_PARTY, GroupcallSandbox
@@ -67,7 +67,7 @@ def main() -> None:
                     n = max(1, args.pupils // 20)
                     school.mutate(datetime(2026, 1, 5, 9, tzinfo=timezone.utc), updated=n, leavers=2, added=2,
                                   marks=n, staff_updated=2, deleted=1)
-                before = len(sandbox.requests)
+                before = sandbox.count()
                 t0 = time.perf_counter()
                 run = run_extract(connection_id, mode)
                 seconds = time.perf_counter() - t0
@@ -76,7 +76,7 @@ def main() -> None:
                 seen = written + sum(v.get("unchanged", 0) for v in run.stats["categories"].values())
                 rows.append(
                     f"| Groupcall sandbox | {args.backend} | {label} | {args.pupils} pupils, {args.days} days | "
-                    f"{seen:,} | {written:,} | {len(sandbox.requests) - before} | {seconds:.1f} s | "
+                    f"{seen:,} | {written:,} | {sandbox.count() - before} | {seconds:.1f} s | "
                     f"{seen / seconds:,.0f} |"
                 )
     print("| provider | database | run | school | records received | records written | HTTP requests | time | records/s |")

@@ -62,7 +62,7 @@ def sample(count: int, seed: int) -> list[dict]:
 
 
 def build(spec: dict):
-    from portal.testing import synthetic
+    from portal.sandbox import synthetic
 
     return synthetic.generate_school(**spec)
 

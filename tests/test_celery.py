@@ -19,7 +19,7 @@ from portal.jobs.runner import fire
 from portal.models import JobRun, RunStatus
 from portal.models.base import utcnow
 from portal.retention.calendar import london_date
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import Kit, Served
 from tests import celery_support as cs
 

@@ -12,7 +12,7 @@ from portal.extract import run_extract
 from portal.models import RunStatus
 from portal.models.base import utcnow
 from portal.retention.calendar import london_date
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.databases import base_config
 from portal.testing.conformance import add_synthetic_school, approved_connection
 from tests.extract_helpers import authorise_all_features

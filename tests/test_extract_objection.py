@@ -9,7 +9,7 @@ from portal.extensions import db
 from portal.extract import run_extract
 from portal.models import FlagKind, RunStatus, SubjectFlag, SubjectKind
 from portal.models.mis import MisDemographics
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from tests import api_support as s
 from portal.testing.conformance import add_synthetic_school, approved_connection
 

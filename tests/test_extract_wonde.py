@@ -8,7 +8,7 @@ import pytest
 from portal.extensions import db
 from portal.extract import approve_held_run, run_extract
 from portal.models import ConnectionState, ErrorKind, RunStatus
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import Kit, Served
 from portal.testing.conformance import add_synthetic_school, approved_connection
 from tests.extract_helpers import authorise_all_features

@@ -15,7 +15,7 @@ from portal.models import MisPupil, RunStatus
 from portal.models.mis import STORE_MODELS
 from portal.ops.backup import BackupError, decrypt_stream, encrypt_stream
 from portal.retention.sweep import run_sweep
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import add_synthetic_school, approved_connection
 from tests.extract_helpers import authorise_all_features
 

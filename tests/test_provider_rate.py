@@ -11,7 +11,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.extract import run_extract
 from portal.models import Connection, ConnectionState, Feature, Product, ProductAuthorisation, RunStatus
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import add_synthetic_school
 from tests import celery_support as cs
 

@@ -10,7 +10,7 @@ from portal.extensions import db
 from portal.extract import run_extract
 from portal.mail import outbox_dir
 from portal.models import AuditEntry, Membership, Role, RunStatus
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import add_synthetic_school, approved_connection
 from tests.conftest import Auth
 from tests.extract_helpers import authorise_all_features

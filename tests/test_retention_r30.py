@@ -105,7 +105,7 @@ def test_r30_the_demo_swept_at_2028_01_30_deletes_only_pupils_due_as_the_rules_a
     sandbox_module = pytest.importorskip("portal_wonde.sandbox")
     from portal import demo
     from portal.retention.calendar import add_months
-    from portal.testing.synthetic import generate_school
+    from portal.sandbox.synthetic import generate_school
 
     schools = [generate_school(1000 + i, pupils=250, days=10, phase=phase, name=name, urn=urn, la_code=la,
                                establishment_number=estab)

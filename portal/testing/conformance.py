@@ -12,7 +12,7 @@ A connector package opts in with two small files in its tests folder:
     # test_conformance.py
     from portal.testing.conformance import *  # noqa: F401,F403 (the kit's tests)
 
-Every test serves the same synthetic school (portal.testing.synthetic) through the provider's
+Every test serves the same synthetic school (portal.sandbox.synthetic) through the provider's
 sandbox, runs the real extract engine into a real database (SQLite and PostgreSQL), and compares
 the store with the school itself, ids aside: a connector that passes stores what any other
 connector that passes stores. See docs/plugin_authors.md.
@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.databases import base_config, fresh_database_url, migrated_database
 
 __all__ = [

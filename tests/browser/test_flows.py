@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Connection, ConnectionState, Feature, JobRun, Product, Role, RunStatus, SubscriptionRoute
-from portal.testing.synthetic import generate_school
+from portal.sandbox.synthetic import generate_school
 from portal_wonde.sandbox import WondeSandbox
 from tests import factories as make
 from tests.browser.conftest import check_accessibility, plain, screenshot, sign_in

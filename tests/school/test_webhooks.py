@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEntry, Connection, ConnectionState, Role, WebhookEvent
-from portal.testing.synthetic import generate_school
+from portal.sandbox.synthetic import generate_school
 from portal.webhooks.verify import sign
 from portal_wonde.sandbox import WondeSandbox
 

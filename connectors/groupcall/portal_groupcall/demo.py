@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from portal.testing.synthetic import ACADEMIC_YEAR_START
+from portal.sandbox.synthetic import ACADEMIC_YEAR_START
 from portal_groupcall.sandbox import (
     DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, GroupcallSandbox, demo_secret, load_demo_schools,
 )

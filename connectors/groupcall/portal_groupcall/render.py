@@ -1,4 +1,4 @@
-"""Render a portal.testing.synthetic school in Xporter on Demand's wire format (ids, names and quirks as XoD sends them)."""
+"""Render a portal.sandbox.synthetic school in Xporter on Demand's wire format (ids, names and quirks as XoD sends them)."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from portal.testing.synthetic import ACADEMIC_YEAR_START, SyntheticSchool
+from portal.sandbox.synthetic import ACADEMIC_YEAR_START, SyntheticSchool
 from portal_groupcall.mapping import lesson_occurrence_id
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -1,6 +1,6 @@
 """A Groupcall Xporter on Demand sandbox: a real HTTP server with XoD's quirks, fault injection and request counting.
 
-It serves schools rendered from portal.testing.synthetic (see render.py) in XoD's wire format and
+It serves schools rendered from portal.sandbox.synthetic (see render.py) in XoD's wire format and
 reproduces what the spec (../shared/specs/groupcall.md §15) says the real service does: tokens from
 GetToken, `Authorization: Idaas`, fields left out when their scope is not granted, paging whose
 NextPage points past the end, changedRows changesets with `{Set}_deleted`, and errors inside HTTP 200.
@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -21,8 +20,10 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Response, request
-from werkzeug.serving import WSGIRequestHandler, make_server
+from flask import Flask, Response, g, request
+
+from portal.sandbox.server import Fault as BaseFault
+from portal.sandbox.server import SandboxServer
 
 RELYING_PARTY = "portal.sandbox"
 UK = ZoneInfo("Europe/London")
@@ -127,20 +128,14 @@ def row_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest().upper()
 
 
-@dataclass
-class Fault:
-    """One injected misbehaviour: answers ``times`` matching requests after letting ``skip`` through."""
+@dataclass(kw_only=True)
+class Fault(BaseFault):
+    """One injected misbehaviour of a FAULT_KINDS kind (see portal.sandbox.server.Fault for ``match``, ``skip``, ``times``)."""
 
     kind: str
-    path: str = ""
-    times: int = 1
-    skip: int = 0
     delay: float = 1.0
     # For http_* faults: the Retry-After header to send (429 sends "0" unless told otherwise).
     retry_after: str | None = None
-
-    def matches(self, path: str) -> bool:
-        return self.path.lower() in path.lower()
 
 
 @dataclass
@@ -154,7 +149,7 @@ class SandboxSchool:
     status: str = "Authorised"  # Authorised | Paused | Revoked
     sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     email: str = "office@school.example"
-    # A portal.testing.synthetic school rendered live, so its mutations show up like MIS edits.
+    # A portal.sandbox.synthetic school rendered live, so its mutations show up like MIS edits.
     source: Any = None
     rendered: dict[str, Any] = field(default_factory=dict)
 
@@ -167,13 +162,11 @@ class _Issued:
     expires: datetime
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:  # the request log lives in .requests
-        pass
-
-
-class GroupcallSandbox:
+class GroupcallSandbox(SandboxServer):
     """A Groupcall XoD server for tests and the demo: start(), use .url, stop() (or use it as a context manager)."""
+
+    fault_type = Fault
+    thread_name = "groupcall-sandbox"
 
     def __init__(
         self,
@@ -187,6 +180,7 @@ class GroupcallSandbox:
         past_end: str = "empty",
         max_page_size: int = 1000,
     ) -> None:
+        super().__init__()
         self.relying_party = relying_party
         self.token_lifetime = token_lifetime
         self.authorisation_url = authorisation_url
@@ -197,44 +191,20 @@ class GroupcallSandbox:
         self.max_page_size = max_page_size
         self.schools: dict[str, SandboxSchool] = {}
         self.id_maps: dict[str, dict[str, str]] = {}
-        self.faults: list[Fault] = []
-        self.requests: list[dict[str, Any]] = []
         self.on_request: Callable[[str], None] | None = None
         self._now: datetime | None = None
         self._tokens: dict[str, _Issued] = {}
         self._snapshots: dict[tuple, dict[str, dict[str, str]]] = {}
         self._changesets: dict[tuple, dict[str, Any]] = {}
-        self._lock = threading.RLock()
-        self._server = None
-        self._thread: threading.Thread | None = None
         self.app = self._build_app()
 
-    # ------------------------------------------------------------ lifecycle
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> GroupcallSandbox:
-        """Serve on a thread (port 0 picks a free one); .url is the base URL."""
-        self._server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="groupcall-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> GroupcallSandbox:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    def wsgi_app(self) -> Flask:
+        return self.app
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        """The base URL to configure the connector with."""
+        return self.origin
 
     # ------------------------------------------------------------ control (Python API)
 
@@ -265,7 +235,7 @@ class GroupcallSandbox:
             return school
 
     def load_synthetic(self, estab: str, synthetic_school: Any, **kwargs: Any) -> SandboxSchool:
-        """Register a school rendered from a portal.testing.synthetic school."""
+        """Register a school rendered from a portal.sandbox.synthetic school."""
         school = self.add_school(estab, None, name=synthetic_school.name, **kwargs)
         school.source = synthetic_school
         with self._lock:
@@ -328,26 +298,11 @@ class GroupcallSandbox:
         with self._lock:
             self.schools[estab].status = "Paused" if paused else "Authorised"
 
-    def inject(self, kind: str, path: str = "", *, times: int = 1, skip: int = 0, delay: float = 1.0,
-               retry_after: str | None = None) -> Fault:
+    def add_fault(self, kind: str, match: str = "", **fields: Any) -> Fault:
         """Make the next matching requests misbehave (see FAULT_KINDS); ``retry_after`` adds that header to an http_* answer."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; choose one of {', '.join(FAULT_KINDS)}")
-        fault = Fault(kind, path, times, skip, delay, retry_after)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def count(self, path_contains: str = "", method: str | None = None) -> int:
-        """How many requests reached the sandbox whose path contains the text (case-insensitive)."""
-        return len([
-            r for r in self.requests
-            if path_contains.lower() in r["path"].lower() and (method is None or r["method"] == method)
-        ])
-
-    def reset_counts(self) -> None:
-        with self._lock:
-            self.requests.clear()
+        return super().add_fault(kind=kind, match=match, **fields)
 
     # ------------------------------------------------------------ internals
 
@@ -368,39 +323,26 @@ class GroupcallSandbox:
         stored["LastUpdated"] = xod_timestamp(self.now())
         school.sets[set_name][stored["Id"]] = stored
 
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.times > 0 and fault.matches(path):
-                    if fault.skip > 0:
-                        fault.skip -= 1
-                        continue
-                    fault.times -= 1
-                    return fault
-        return None
-
     def _build_app(self) -> Flask:
         app = Flask("portal_groupcall.sandbox")
         sandbox = self
 
         @app.before_request
         def log_and_misbehave():
-            params = {k.lower(): v for k, v in request.args.items()}
-            with sandbox._lock:
-                sandbox.requests.append({
-                    "method": request.method,
-                    "path": request.path,
-                    "params": params,
-                    "authorization": request.headers.get("Authorization", ""),
-                })
+            g.logged = sandbox.log_request(request)
             if sandbox.on_request:
                 sandbox.on_request(request.path)
             if request.path.startswith("/__fake/"):
                 return None
-            fault = sandbox._take_fault(request.path)
+            fault = sandbox.take_fault(request.method, request.path)
             if fault is None:
                 return None
             return sandbox._fault_response(fault)
+
+        @app.after_request
+        def note_status(response: Response) -> Response:
+            g.logged.status = response.status_code
+            return response
 
         @app.post("/api/oauth/GetToken")
         @app.post("/idaas/sts/STS/GetToken")
@@ -451,8 +393,8 @@ class GroupcallSandbox:
         def fake_fault():
             body = request.get_json(silent=True) or {}
             try:
-                fault = sandbox.inject(str(body.get("kind")), str(body.get("path") or ""), times=int(body.get("times", 1)),
-                                       skip=int(body.get("skip", 0)), retry_after=body.get("retry_after"))
+                fault = sandbox.add_fault(str(body.get("kind")), str(body.get("path") or ""), times=int(body.get("times", 1)),
+                                          skip=int(body.get("skip", 0)), retry_after=body.get("retry_after"))
             except ValueError as exc:
                 return _json({"error": str(exc)}, 400)
             return _json({"kind": fault.kind, "times": fault.times})
@@ -771,7 +713,7 @@ def demo_secret(estab: str) -> str:
 def load_demo_schools(sandbox: GroupcallSandbox, schools: int = 1, pupils: int = 250, days: int = 190,
                       seed: int = 3) -> GroupcallSandbox:
     """Load the schools a standalone sandbox serves: first the portal demo's, then synthetic ones."""
-    from portal.testing import synthetic
+    from portal.sandbox import synthetic
 
     for n in range(schools):
         number = DEMO_ESTABLISHMENTS[n] if n < len(DEMO_ESTABLISHMENTS) else f"{3000 + n:04d}"
@@ -786,16 +728,10 @@ def serve(*, port: int = 8762, schools: int = 1, pupils: int = 250, days: int = 
           authorisation_url: str | None = None, echo: Callable[[str], Any] = print) -> None:
     """Serve synthetic schools in the foreground until interrupted (`flask portal sandbox groupcall`)."""
     sandbox = load_demo_schools(GroupcallSandbox(authorisation_url=authorisation_url), schools, pupils, days, seed)
-    server = make_server("127.0.0.1", port, sandbox.app, threaded=True, request_handler=_QuietHandler)
-    echo(f"Groupcall sandbox at http://127.0.0.1:{port} (relying party {sandbox.relying_party})")
-    for estab, school in sandbox.schools.items():
-        echo(f"  estab {estab}  secret {school.secret}  {school.name}")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    sandbox.start(port=port)
+    banner = [f"Groupcall sandbox at {sandbox.url} (relying party {sandbox.relying_party})"]
+    banner += [f"  estab {estab}  secret {school.secret}  {school.name}" for estab, school in sandbox.schools.items()]
+    sandbox.serve_until_interrupted(banner, echo)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import (  # noqa: F401 (kit_* are fixtures)
     ConformanceProvider,
     Served,
@@ -52,14 +52,14 @@ class GroupcallServed(Served):
         return self.sandbox.id_maps[self.estab].get(provider_id)
 
     def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:
-        self.sandbox.inject(FAULTS[fault], "/api/v1/School/", times=times, skip=skip)
+        self.sandbox.add_fault(FAULTS[fault], "/api/v1/School/", times=times, skip=skip)
 
     def request_count(self) -> int:
-        return len(self.sandbox.requests)
+        return self.sandbox.count()
 
     def refuse(self, category: str) -> None:
         # The scope-refused envelope ("Scope not authorised") with HTTP 403, the scope still granted.
-        self.sandbox.inject("http_403", f"/{MAIN_READS[category]}", times=100_000)
+        self.sandbox.add_fault("http_403", f"/{MAIN_READS[category]}", times=100_000)
 
     def withdraw(self, category: str) -> None:
         school = self.sandbox.schools[self.estab]
@@ -70,7 +70,7 @@ class GroupcallServed(Served):
         self.sandbox.set_scopes(self.estab, school.scopes | (set(CATEGORY_SCOPES[category]) & set(DEFAULT_SCOPES)))
 
     def drop_secondary(self) -> str | None:
-        self.sandbox.inject("http_404", "/SEN", times=100_000)
+        self.sandbox.add_fault("http_404", "/SEN", times=100_000)
         return "student_demographics"
 
 

@@ -45,9 +45,9 @@ def test_token_comes_from_gettoken_and_is_sent_as_idaas(sandbox, school):
     client = make_client(sandbox, school)
     client.fetch("SchoolInfo")
     assert sandbox.count("/api/oauth/GetToken", "POST") == 1
-    data = [r for r in sandbox.requests if r["path"].startswith("/api/v1/")]
+    data = [r for r in sandbox.requests() if r.path.startswith("/api/v1/")]
     token = client.token()
-    assert data and all(r["authorization"] == f"Idaas {token}" for r in data)
+    assert data and all(r.authorization == f"Idaas {token}" for r in data)
 
 
 def test_token_is_cached_per_school_across_clients(sandbox, school):
@@ -95,7 +95,7 @@ def test_short_lived_tokens_set_over_the_sandbox_control_route(sandbox, school):
 def test_a_401_mints_a_new_token_once_and_carries_on(sandbox, school):
     client = make_client(sandbox, school)
     client.fetch("SchoolInfo")
-    sandbox.inject("http_401", "/SchoolInfo")
+    sandbox.add_fault("http_401", "/SchoolInfo")
     body = client.fetch("SchoolInfo")
     assert body["SchoolInfo"][0]["Name"] == school.name
     assert sandbox.count("/api/oauth/GetToken") == 2
@@ -103,7 +103,7 @@ def test_a_401_mints_a_new_token_once_and_carries_on(sandbox, school):
 
 def test_a_second_401_is_a_refusal_not_a_revocation(sandbox, school):
     client = make_client(sandbox, school)
-    sandbox.inject("http_401", "/SchoolInfo", times=5)
+    sandbox.add_fault("http_401", "/SchoolInfo", times=5)
     with pytest.raises(AccessRefused) as caught:
         client.fetch("SchoolInfo")
     assert caught.value.kind == "school_action" and caught.value.status == 401
@@ -124,7 +124,7 @@ def test_paging_stops_at_the_page_count_although_nextpage_points_past_the_end(sa
 
 def test_an_error_inside_http_200_is_an_error_not_data(sandbox, school):
     client = make_client(sandbox, school)
-    sandbox.inject("error_in_200", "/Students")
+    sandbox.add_fault("error_in_200", "/Students")
     with pytest.raises(ProviderReportedError) as caught:
         list(client.pages("Students"))
     assert caught.value.kind == "provider_problem"
@@ -148,14 +148,14 @@ def test_a_paused_authorisation_is_not_a_revocation(sandbox, school):
 def test_server_errors_are_retried_with_growing_waits(sandbox, school):
     waits = []
     client = make_client(sandbox, school, sleep=waits.append, backoff=0.5)
-    sandbox.inject("http_503", "/SchoolInfo", times=2)
+    sandbox.add_fault("http_503", "/SchoolInfo", times=2)
     assert client.fetch("SchoolInfo")["SchoolInfo"]
     assert len(waits) == 2 and waits[1] > waits[0] >= 0.5
 
 
 def test_server_errors_that_persist_end_as_provider_unavailable(sandbox, school):
     client = make_client(sandbox, school, retries=2)
-    sandbox.inject("http_502", "/SchoolInfo", times=10)
+    sandbox.add_fault("http_502", "/SchoolInfo", times=10)
     with pytest.raises(ProviderUnavailable) as caught:
         client.fetch("SchoolInfo")
     assert sandbox.count("/SchoolInfo") == 3
@@ -165,7 +165,7 @@ def test_server_errors_that_persist_end_as_provider_unavailable(sandbox, school)
 def test_rate_limits_honour_retry_after_then_give_up(sandbox, school):
     waits = []
     client = make_client(sandbox, school, sleep=waits.append, retries=1)
-    sandbox.inject("http_429", "/SchoolInfo", times=10)
+    sandbox.add_fault("http_429", "/SchoolInfo", times=10)
     with pytest.raises(RateLimited):
         client.fetch("SchoolInfo")
     assert waits == [0.0]  # the sandbox's Retry-After: 0
@@ -173,14 +173,14 @@ def test_rate_limits_honour_retry_after_then_give_up(sandbox, school):
 
 def test_a_broken_connection_is_retried(sandbox, school):
     client = make_client(sandbox, school)
-    sandbox.inject("drop", "/SchoolInfo")
+    sandbox.add_fault("drop", "/SchoolInfo")
     assert client.fetch("SchoolInfo")["SchoolInfo"]
     assert sandbox.count("/SchoolInfo") == 2
 
 
 def test_malformed_json_once_is_asked_again(sandbox, school):
     client = make_client(sandbox, school)
-    sandbox.inject("malformed_json", "/Students", times=1)
+    sandbox.add_fault("malformed_json", "/Students", times=1)
     pages = list(client.pages("Students"))
     assert sandbox.count("/Students") == len(pages) + 1
     clean = list(client.pages("Students"))
@@ -189,7 +189,7 @@ def test_malformed_json_once_is_asked_again(sandbox, school):
 
 def test_malformed_json_always_is_a_typed_error(sandbox, school):
     client = make_client(sandbox, school)
-    sandbox.inject("malformed_json", "/Students", times=1000)
+    sandbox.add_fault("malformed_json", "/Students", times=1000)
     with pytest.raises(InvalidJson) as caught:
         list(client.pages("Students"))
     assert isinstance(caught.value, BadResponse) and caught.value.code == "invalid_json"
@@ -202,7 +202,7 @@ def test_malformed_json_always_is_a_typed_error(sandbox, school):
 def test_retry_after_is_honoured_on_429_and_503(sandbox, school, status):
     waits = []
     client = make_client(sandbox, school, sleep=waits.append, backoff=0.5)
-    sandbox.inject(status, "/SchoolInfo", times=2, retry_after="7")
+    sandbox.add_fault(status, "/SchoolInfo", times=2, retry_after="7")
     assert client.fetch("SchoolInfo")["SchoolInfo"]
     assert waits == [7.0, 7.0]
 
@@ -227,7 +227,7 @@ def test_r61_plain_http_is_refused_outside_tests(sandbox, school):
 def test_credentials_never_reach_the_logs(sandbox, school, caplog):
     caplog.set_level(logging.DEBUG)
     client = make_client(sandbox, school)
-    sandbox.inject("http_503", "/SchoolInfo")
+    sandbox.add_fault("http_503", "/SchoolInfo")
     client.fetch("SchoolInfo")
     secret, token = sandbox.schools[school.dfe_number].secret, client.token()
     text = caplog.text + repr(client)

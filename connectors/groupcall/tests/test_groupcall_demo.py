@@ -6,7 +6,7 @@ from sqlalchemy import select
 from portal import lifecycle
 from portal.extensions import db
 from portal.models import Connection, ConnectionState, Organisation
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal_groupcall.sandbox import DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, GroupcallSandbox, demo_secret
 
 

@@ -8,8 +8,8 @@ from portal.testing.conformance import EPOCH, Kit, kit  # noqa: F401 - fixture
 
 def _changeset_requests(sandbox, since: int = 0) -> list[str]:
     """The changedRows value of every data request after the first ``since`` requests."""
-    return [r["params"]["changedrows"] for r in sandbox.requests[since:]
-            if r["path"].startswith("/api/v1/School/") and "changedrows" in r["params"]]
+    return [r.param("changedrows") for r in sandbox.requests()[since:]
+            if r.path.startswith("/api/v1/School/") and r.param("changedrows") is not None]
 
 
 def test_a_cli_incremental_after_a_cli_full_sends_no_full_changeset_and_applies_deletions(kit: Kit):
@@ -26,7 +26,7 @@ def test_a_cli_incremental_after_a_cli_full_sends_no_full_changeset_and_applies_
     stored = dict(db.session.execute(select(ConnectorSyncState.key, ConnectorSyncState.value).where(
         ConnectorSyncState.connection_id == kit.connection_id)).all())
     assert stored and all(len(v) == 32 for v in stored.values())
-    full_requests = len(sandbox.requests)
+    full_requests = sandbox.count()
 
     done = kit.mutate(EPOCH, updated=2, deleted=2, marks=2, staff_deleted=1)
     incremental = kit.cli()
@@ -34,14 +34,14 @@ def test_a_cli_incremental_after_a_cli_full_sends_no_full_changeset_and_applies_
     second = _changeset_requests(sandbox, full_requests)
     assert second and "*" not in second, "the second process started every changeset again"
     assert set(second) <= set(stored.values())
-    assert len(sandbox.requests) - full_requests < full_requests
+    assert sandbox.count() - full_requests < full_requests
     # Deletions in the changesets were applied: the deleted pupils and every row about them are tombstoned.
     assert done["deleted"]
     kit.assert_store_matches()
     assert incremental["categories"]["student_basic"]["tombstoned"] == len(done["deleted"])
 
     # A full run starts every changeset again.
-    before = len(sandbox.requests)
+    before = sandbox.count()
     again = kit.cli("--full")
     assert again["status"] == "succeeded" and set(_changeset_requests(sandbox, before)) == {"*"}
 
@@ -55,7 +55,7 @@ def test_a_failed_run_keeps_the_old_positions_so_nothing_is_lost(kit: Kit):
     db.session.expire_all()
     before = dict(db.session.execute(select(ConnectorSyncState.key, ConnectorSyncState.value)).all())
     done = kit.mutate(EPOCH, deleted=1)
-    sandbox.inject("http_503", "/StudentExclusions", times=1000)  # late in the run, after pupils were read
+    sandbox.add_fault("http_503", "/StudentExclusions", times=1000)  # late in the run, after pupils were read
     failed = kit.cli()
     assert failed["status"] == "failed", failed
     db.session.expire_all()

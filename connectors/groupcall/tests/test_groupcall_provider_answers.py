@@ -82,7 +82,7 @@ def test_r31_a_withdrawn_field_scope_is_cleared_on_its_order_s_date_rows_kept(ki
 def test_a_scope_error_text_never_revokes(kit):
     """A 200 answer carrying "Scope not authorised" on one read, scopes still granted: a refusal, not a revocation."""
     assert kit.run("full").status.value == "succeeded"
-    kit.served.sandbox.inject("scope_error_in_200", "/StudentExclusions", times=100_000)
+    kit.served.sandbox.add_fault("scope_error_in_200", "/StudentExclusions", times=100_000)
     run = kit.run("full")
     assert run.status.value == "succeeded", (run.error_code, run.error_message)
     assert ("student_attendance_exclusions", "access_refused") in [(o["category"], o["code"]) for o in run.stats["outcomes"]]

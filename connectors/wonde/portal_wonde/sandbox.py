@@ -5,20 +5,20 @@ import argparse
 import functools
 import hashlib
 import json
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from time import sleep
 from typing import Any
 from urllib.parse import urlencode
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from portal.testing.synthetic import Group, Mark, Pupil, Staff, SyntheticSchool, generate_school, generate_schools
+from portal.sandbox.server import Fault as BaseFault
+from portal.sandbox.server import LoggedRequest, SandboxServer
+from portal.sandbox.synthetic import Group, Mark, Pupil, Staff, SyntheticSchool, generate_school, generate_schools
 
-__all__ = ["Fault", "WondeSandbox", "main", "serve"]
+__all__ = ["Fault", "LoggedRequest", "WondeSandbox", "main", "serve"]
 
 DEFAULT_TOKEN = "sandbox-token-0123456789abcdef0123456789ab"
 DEFAULT_PAGE_SIZE = 50
@@ -60,62 +60,30 @@ def _parse_filter_datetime(text: str) -> datetime:
     raise ValueError(text)
 
 
-@dataclass
-class Fault:
-    """A fault to inject into matching requests.
+@dataclass(kw_only=True)
+class Fault(BaseFault):
+    """A fault on matching requests (see portal.sandbox.server.Fault for ``match``, ``skip``, ``times``).
 
-    ``match`` is a substring of the request path; the first ``skip`` matching requests pass,
-    then the fault fires ``times`` times (None: for ever). ``status`` answers with that HTTP
-    status (``retry_after`` adds the header); ``body`` "invalid_json" or "bad_shape" answers 200
-    with a broken body; ``action`` "revoke" revokes the school's access before the request is served;
-    ``delay`` holds the answer back that many seconds (to trip the client's read timeout).
+    ``status`` answers with that HTTP status (``retry_after`` adds the header); ``body`` "invalid_json"
+    or "bad_shape" answers 200 with a broken body; ``action`` "revoke" revokes the school's access before
+    the request is served; ``delay`` holds the answer back that many seconds (to trip the client's read timeout).
     """
 
-    match: str = ""
     status: int | None = None
     retry_after: str | None = None
     body: str | None = None
     action: str | None = None
     delay: float | None = None
-    skip: int = 0
-    times: int | None = 1
-    method: str | None = None
-    fired: int = 0
-    seen: int = 0
-
-    def applies(self, method: str, path: str) -> bool:
-        if self.match not in path or (self.method and self.method != method):
-            return False
-        self.seen += 1
-        if self.seen <= self.skip or (self.times is not None and self.fired >= self.times):
-            return False
-        self.fired += 1
-        return True
 
 
-@dataclass
-class LoggedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    status: int = 0
-    authorization: str = field(default="", repr=False)
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[-1] if values else None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:  # tests read the request log instead
-        pass
-
-
-class WondeSandbox:
+class WondeSandbox(SandboxServer):
     """Serve synthetic schools over HTTP in Wonde's wire format, with fault injection and a request log.
 
     Nothing starts until ``start()`` (or ``with WondeSandbox(...) as sandbox``).
     """
+
+    fault_type = Fault
+    thread_name = "wonde-sandbox"
 
     def __init__(
         self,
@@ -135,10 +103,9 @@ class WondeSandbox:
         clock: Callable[[], datetime] | None = None,
         webhook_url: str | None = None,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.school_list = list(schools) if schools is not None else generate_schools(school_count, seed, pupils=pupils, days=days)
         self.token = token
-        self.host = host
-        self.port = port
         self.max_per_page = max_per_page
         self.dob_as_string = dob_as_string
         self.pagination_always = pagination_always
@@ -168,40 +135,14 @@ class WondeSandbox:
         self.regions: dict[str, dict[str, Any]] = {}
         # Whether /meta/schools/{id}/permissions exists here (the spec marks it [SPEC] only).
         self.permissions_endpoint = True
-        self.faults: list[Fault] = []
-        self.log: list[LoggedRequest] = []
-        self._lock = threading.RLock()
-        self._server = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
-
-    def start(self) -> WondeSandbox:
-        """Bind the port and serve in a background thread."""
-        self._server = make_server(self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="wonde-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> WondeSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    def wsgi_app(self) -> Callable:
+        return self.wsgi
 
     @property
     def url(self) -> str:
         """The base URL to configure the connector with (``.../v1.0``)."""
-        return f"http://{self.host}:{self.port}/v1.0"
+        return f"{self.origin}/v1.0"
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -238,27 +179,7 @@ class WondeSandbox:
             school = self.school_list[school]
         return self._id(school.seed, "school")
 
-    # -- control from tests
-
-    def add_fault(self, **kwargs: Any) -> Fault:
-        """Inject a fault (see Fault); returns it so a test can read ``fired``."""
-        fault = Fault(**kwargs)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self.faults.clear()
-
-    def requests(self, path_contains: str = "") -> list[LoggedRequest]:
-        """Return the logged requests whose path contains the text, oldest first."""
-        with self._lock:
-            return [r for r in self.log if path_contains in r.path]
-
-    def clear_log(self) -> None:
-        with self._lock:
-            self.log.clear()
+    # -- control from tests (faults and the request log: SandboxServer's add_fault, requests, count, clear_*)
 
     def set_state(self, school_id: str, state: str) -> None:
         """Move a school to approved, pending, declined, revoked or none (sending the matching webhook)."""
@@ -324,13 +245,8 @@ class WondeSandbox:
 
     def wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        entry = LoggedRequest(request.method, request.path, {k: request.args.getlist(k) for k in request.args},
-                              authorization=request.headers.get("Authorization", ""))
-        with self._lock:
-            self.log.append(entry)
-            fired = None
-            if request.path.startswith("/v1.0"):
-                fired = next((f for f in self.faults if f.applies(request.method, request.path)), None)
+        entry = self.log_request(request)
+        fired = self.take_fault(request.method, request.path) if request.path.startswith("/v1.0") else None
         if fired is not None and fired.delay:
             sleep(fired.delay)  # outside the lock: other requests carry on
         with self._lock:
@@ -458,11 +374,10 @@ class WondeSandbox:
         """Control endpoints for people driving the sandbox over HTTP (no auth: it binds to loopback)."""
         body = request.get_json(silent=True) or {}
         if parts == ["faults"] and request.method == "POST":
-            fault = Fault(**{k: v for k, v in body.items() if k in Fault.__dataclass_fields__})
-            self.faults.append(fault)
+            self.add_fault(**{k: v for k, v in body.items() if k in Fault.__dataclass_fields__})
             return _json({"ok": True})
         if parts == ["faults"] and request.method == "DELETE":
-            self.faults.clear()
+            self.clear_faults()
             return _json({"ok": True})
         if parts == ["requests"]:
             return _json({"data": [{"method": r.method, "path": r.path, "query": r.query, "status": r.status}
@@ -1002,17 +917,10 @@ def serve(*, port: int = 8765, schools: int = 2, pupils: int = 250, days: int = 
     """Run the sandbox in the foreground until interrupted."""
     sandbox = WondeSandbox(demo_schools(schools, pupils, days, seed), token=token, port=port, webhook_url=webhook_url)
     sandbox.start()
-    echo(f"Wonde sandbox at {sandbox.url} (token {token})")
-    for sid, school in sandbox.schools.items():
-        echo(f"  {sid}  URN {school.urn}  DfE {school.dfe_number}  {school.name}: {len(school.on_roll())} pupils")
-    try:
-        assert sandbox._thread is not None
-        while sandbox._thread.is_alive():
-            sandbox._thread.join(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.stop()
+    banner = [f"Wonde sandbox at {sandbox.url} (token {token})"]
+    banner += [f"  {sid}  URN {school.urn}  DfE {school.dfe_number}  {school.name}: {len(school.on_roll())} pupils"
+               for sid, school in sandbox.schools.items()]
+    sandbox.serve_until_interrupted(banner, echo)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

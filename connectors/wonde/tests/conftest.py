@@ -7,7 +7,7 @@ import pytest
 from portal_wonde.connector import WondeConnector
 from portal_wonde.sandbox import WondeSandbox
 
-from portal.testing.synthetic import generate_school
+from portal.sandbox.synthetic import generate_school
 
 
 @pytest.fixture

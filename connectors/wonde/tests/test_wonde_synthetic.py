@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from portal.testing.synthetic import (
+from portal.sandbox.synthetic import (
     ATTENDANCE_CODE_MEANINGS,
     ETHNICITIES,
     generate_school,

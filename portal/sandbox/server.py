@@ -1,0 +1,180 @@
+"""The base of every provider sandbox: a WSGI app served on a thread, a request log and fault injection.
+
+A connector package's sandbox subclasses ``SandboxServer``, returns its WSGI app from ``wsgi_app()``,
+calls ``log_request()`` and ``take_fault()`` as a request comes in, and names its own kinds of fault
+(a subclass of ``Fault``). Tests, the conformance kit, the demo and ``make run`` then drive every
+sandbox the same way: ``start()``/``stop()`` (or ``with``), ``add_fault()``, ``requests()``, ``count()``.
+Nothing starts at import.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request
+
+__all__ = ["Fault", "LoggedRequest", "SandboxServer"]
+
+
+@dataclass(kw_only=True)
+class Fault:
+    """A misbehaviour injected into the requests whose path contains ``match`` (case-insensitive).
+
+    The first ``skip`` matching requests (of ``method``, if given) pass; the fault then fires ``times``
+    times (None: for ever). ``fired`` counts how often it did. A sandbox's subclass says what it does.
+    """
+
+    match: str = ""
+    method: str | None = None
+    skip: int = 0
+    times: int | None = 1
+    fired: int = 0
+    seen: int = 0
+
+    def applies(self, method: str, path: str) -> bool:
+        """Whether this request meets the fault (counting it as seen, and as fired if it does)."""
+        if self.match.lower() not in path.lower() or (self.method and self.method != method):
+            return False
+        self.seen += 1
+        if self.seen <= self.skip or (self.times is not None and self.fired >= self.times):
+            return False
+        self.fired += 1
+        return True
+
+
+@dataclass
+class LoggedRequest:
+    """One request the sandbox answered: what a test asserts about what the connector asked."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    status: int = 0
+    authorization: str = field(default="", repr=False)
+
+    def param(self, name: str) -> str | None:
+        """The last value of a query parameter, its name matched case-insensitively (XoD's are)."""
+        wanted = name.lower()
+        values = [v for key, vs in self.query.items() if key.lower() == wanted for v in vs]
+        return values[-1] if values else None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:  # the sandbox keeps its own request log
+        pass
+
+
+class SandboxServer:
+    """A provider sandbox on 127.0.0.1: ``start()`` serves it on a thread (port 0: a free one), ``stop()`` ends it."""
+
+    #: The kind of fault ``add_fault`` builds; subclasses name theirs.
+    fault_type: ClassVar[type[Fault]] = Fault
+    #: The serving thread's name (shows in stack dumps).
+    thread_name: ClassVar[str] = "sandbox"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.faults: list[Fault] = []
+        self.log: list[LoggedRequest] = []
+        self._lock = threading.RLock()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def wsgi_app(self) -> Callable[[dict[str, Any], Callable], Iterable[bytes]]:
+        """The WSGI application this sandbox serves."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, host: str | None = None, port: int | None = None):
+        """Bind the port and serve on a background thread; returns the sandbox (already running: unchanged)."""
+        if self._server is not None:
+            return self
+        self.host = host or self.host
+        self.port = self.port if port is None else port
+        self._server = make_server(self.host, self.port, self.wsgi_app(), threaded=True, request_handler=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def origin(self) -> str:
+        """``http://host:port`` of the running server."""
+        return f"http://{self.host}:{self.port}"
+
+    def serve_until_interrupted(self, banner: Iterable[str] = (), echo: Callable[[str], Any] = print) -> None:
+        """Serve in the foreground (``flask portal sandbox``, ``make run``) until Ctrl-C or SIGTERM's KeyboardInterrupt."""
+        self.start()
+        for line in banner:
+            echo(line)
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(1.0)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    # ------------------------------------------------------------ request log
+
+    def log_request(self, request: Request) -> LoggedRequest:
+        """Record an incoming request (the subclass sets ``status`` once it has answered)."""
+        entry = LoggedRequest(request.method, request.path, {k: request.args.getlist(k) for k in request.args},
+                              authorization=request.headers.get("Authorization", ""))
+        with self._lock:
+            self.log.append(entry)
+        return entry
+
+    def requests(self, path_contains: str = "", method: str | None = None) -> list[LoggedRequest]:
+        """The logged requests whose path contains the text (case-insensitive), oldest first."""
+        wanted = path_contains.lower()
+        with self._lock:
+            return [r for r in self.log if wanted in r.path.lower() and (method is None or r.method == method)]
+
+    def count(self, path_contains: str = "", method: str | None = None) -> int:
+        """How many requests reached the sandbox whose path contains the text (case-insensitive)."""
+        return len(self.requests(path_contains, method))
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+    # ------------------------------------------------------------ faults
+
+    def add_fault(self, **fields: Any) -> Fault:
+        """Inject a fault (a ``fault_type``); returns it so a test can read ``fired``."""
+        fault = self.fault_type(**fields)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        """The first injected fault this request meets, if any."""
+        with self._lock:
+            return next((f for f in self.faults if f.applies(method, path)), None)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
