@@ -11,27 +11,28 @@ The API (all JSON, ``Authorization: Token <token>``):
   memberships, lessons, results, attendance, exclusions, staff, deletions. A list whose scope the
   school has not granted answers 403 ``scope_not_granted``; a school without approved access, 403 ``no_access``.
 
-Test control (no HTTP needed): ``inject(fault, ...)`` with the conformance kit's fault names,
-``withhold(scope)`` / ``grant(scope)``, ``missing`` lists, and the request log ``requests``.
+Test control (no HTTP needed), on portal.sandbox.server.SandboxServer: ``add_fault(kind=...)`` with the
+conformance kit's fault names, ``requests()`` / ``count()``; and here ``withhold(scope)`` / ``grant(scope)``
+and ``missing`` lists.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import threading
 import time as clock
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from portal.testing.synthetic import SyntheticSchool, generate_school
+from portal.sandbox.server import Fault, SandboxServer
+from portal.sandbox.synthetic import SyntheticSchool, generate_school
 
-__all__ = ["DEFAULT_TOKEN", "DEMO_SCHOOLS", "ExampleSandbox", "LIST_SCOPES", "demo_schools", "main", "serve"]
+__all__ = ["DEFAULT_TOKEN", "DEMO_SCHOOLS", "ExampleFault", "ExampleSandbox", "LIST_SCOPES", "demo_schools", "main",
+           "serve"]
 
 DEFAULT_TOKEN = "example-sandbox-token-0123456789"
 MAX_LIMIT = 200
@@ -56,30 +57,11 @@ def iso(value: datetime | date | None) -> str | None:
     return value.isoformat()
 
 
-@dataclass
-class Fault:
-    """A fault on requests whose path contains ``match``: after ``skip`` good ones, ``times`` times (None: always)."""
+@dataclass(kw_only=True)
+class ExampleFault(Fault):
+    """``kind``: the conformance kit's fault names (server_error, rate_limited, malformed, timeout, revoke), or forbidden."""
 
-    kind: str  # server_error, rate_limited, malformed, timeout, revoke, forbidden
-    match: str
-    times: int | None = 1
-    skip: int = 0
-    seen: int = 0
-    fired: int = 0
-
-    def fires(self, path: str) -> bool:
-        if self.match not in path:
-            return False
-        self.seen += 1
-        if self.seen <= self.skip or (self.times is not None and self.fired >= self.times):
-            return False
-        self.fired += 1
-        return True
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:  # the request log is read instead
-        pass
+    kind: str = "server_error"
 
 
 class _Answer(Exception):
@@ -87,51 +69,31 @@ class _Answer(Exception):
         self.status, self.body = status, {"error": error, **extra}
 
 
-class ExampleSandbox:
+class ExampleSandbox(SandboxServer):
     """Serve synthetic schools over real HTTP as the Example MIS API; nothing starts until ``start()``/``with``."""
+
+    fault_type: ClassVar[type[Fault]] = ExampleFault
+    thread_name: ClassVar[str] = "example-sandbox"
 
     def __init__(self, schools: Sequence[SyntheticSchool], *, token: str = DEFAULT_TOKEN, host: str = "127.0.0.1",
                  port: int = 0, access: str = "approved") -> None:
-        self.token, self.host, self.port = token, host, port
+        super().__init__(host=host, port=port)
+        self.token = token
         self._keys: dict[str, str] = {}
         self.schools = {self._id(s, "school"): s for s in schools}
         self.access = {sid: access for sid in self.schools}
         self.withheld: dict[str, set[str]] = {sid: set() for sid in self.schools}
         self.missing: set[str] = set()  # lists this server does not have (404)
-        self.faults: list[Fault] = []
-        self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         # Memberships seen, per school, so a pupil leaving a group becomes an entry in the deletions list.
         self._members = {sid: self._memberships(s) for sid, s in self.schools.items()}
         self._member_deletions: dict[str, list[tuple[str, str, datetime]]] = {sid: [] for sid in self.schools}
-        self._lock = threading.RLock()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
-
-    def start(self) -> ExampleSandbox:
-        self._server = make_server(self.host, self.port, self.wsgi, threaded=True, request_handler=_Quiet)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="example-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> ExampleSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    def wsgi_app(self) -> Callable[[dict[str, Any], Callable], Iterable[bytes]]:
+        return self.wsgi
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/api/v1"
+        return f"{self.origin}/api/v1"
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -152,13 +114,7 @@ class ExampleSandbox:
     def school_id(self, index: int = 0) -> str:
         return list(self.schools)[index]
 
-    # -- control
-
-    def inject(self, kind: str, match: str = "/schools/", *, times: int | None = 1, skip: int = 0) -> Fault:
-        fault = Fault(kind, match, times, skip)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
+    # -- control (faults: add_fault(kind=..., match=..., times=..., skip=...) of SandboxServer)
 
     def withhold(self, school_id: str, *scopes: str) -> None:
         with self._lock:
@@ -172,16 +128,16 @@ class ExampleSandbox:
 
     def wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        with self._lock:
-            fault = next((f for f in self.faults if f.fires(request.path)), None)
+        entry = self.log_request(request)
+        fault = self.take_fault(request.method, request.path)
         if fault is not None and fault.kind == "timeout":
             clock.sleep(0.6)  # past the kit's read timeout; outside the lock so other requests go on
         with self._lock:
             response = self._answer(request, fault)
-            self.requests.append((request.method, request.path, response.status_code))
+        entry.status = response.status_code
         return response(environ, start_response)
 
-    def _answer(self, request: Request, fault: Fault | None) -> Response:
+    def _answer(self, request: Request, fault: ExampleFault | None) -> Response:
         parts = [p for p in request.path.split("/") if p]
         if fault is not None and fault.kind == "revoke" and len(parts) > 3 and parts[3] in self.access:
             self.access[parts[3]] = "revoked"
@@ -379,15 +335,11 @@ def demo_schools(schools: int = 1, pupils: int = 250, days: int = 190, seed: int
 def serve(*, port: int = 8765, schools: int = 1, pupils: int = 250, days: int = 190, seed: int = 1,
           token: str = DEFAULT_TOKEN, echo: Callable[[str], Any] = print, **_ignored: Any) -> None:
     """Run the sandbox in the foreground until interrupted (`flask portal sandbox example`)."""
-    with ExampleSandbox(demo_schools(schools, pupils, days, seed), token=token, port=port) as sandbox:
-        echo(f"Example MIS sandbox at {sandbox.url} (token {token})")
-        for sid, school in sandbox.schools.items():
-            echo(f"  {sid}  URN {school.urn}  {school.name}: {len(school.on_roll())} pupils")
-        try:
-            while sandbox._thread is not None and sandbox._thread.is_alive():
-                sandbox._thread.join(1.0)
-        except KeyboardInterrupt:
-            pass
+    sandbox = ExampleSandbox(demo_schools(schools, pupils, days, seed), token=token, port=port)
+    sandbox.start()
+    banner = [f"Example MIS sandbox at {sandbox.url} (token {token})"] + [
+        f"  {sid}  URN {school.urn}  {school.name}: {len(school.on_roll())} pupils" for sid, school in sandbox.schools.items()]
+    sandbox.serve_until_interrupted(banner, echo)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import pytest
 from portal_example.connector import CATEGORY_SCOPES, ExampleConnector
 from portal_example.sandbox import ExampleSandbox
 
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import ConformanceProvider, Served, kit_database, kit_database_url  # noqa: F401
 
 
@@ -39,13 +39,13 @@ class ExampleServed(Served):
         return self.sandbox.synthetic_key(provider_id)
 
     def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:
-        self.sandbox.inject(fault, f"/schools/{self.school_id}/", times=times, skip=skip)
+        self.sandbox.add_fault(kind=fault, match=f"/schools/{self.school_id}/", times=times, skip=skip)
 
     def request_count(self) -> int:
-        return len(self.sandbox.requests)
+        return self.sandbox.count()
 
     def refuse(self, category: str) -> None:
-        self.sandbox.inject("forbidden", f"/schools/{self.school_id}/{MAIN_READS[category]}", times=None)
+        self.sandbox.add_fault(kind="forbidden", match=f"/schools/{self.school_id}/{MAIN_READS[category]}", times=None)
 
     def withdraw(self, category: str) -> None:
         self.sandbox.withhold(self.school_id, CATEGORY_SCOPES[category])
