@@ -34,21 +34,18 @@ demo: migrate
 run: migrate
 	bash scripts/run-dev.sh
 
+# The portal's tests, then the tests folder of every installed connector package (found through its entry point).
 test: setup
-	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest -n $(TEST_WORKERS)
+	PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest -n $(TEST_WORKERS) tests $$($(PY) -m portal.plugins.discover testpaths)
 
 # Renews docs/screenshots/ from the browser tests (a plain test run leaves them untouched).
 screenshots: setup
 	UPDATE_SCREENSHOTS=1 PORTAL_TEST_POSTGRES_URL=$(PG_TEST_URL) $(PY) -m pytest tests/browser
 
 # Celery workers beside `make run` when PORTAL_EXECUTOR=celery (docs/scaling.md): needs Redis at
-# PORTAL_CELERY__broker_url; points the connectors at the sandboxes run-dev.sh starts, unless set.
+# PORTAL_CELERY__broker_url; points each installed connector at the sandbox run-dev.sh starts on its dev port, unless set.
 workers: migrate
-	PORTAL_CONNECTORS__wonde__base_url=$${PORTAL_CONNECTORS__wonde__base_url:-http://127.0.0.1:8761} \
-	PORTAL_CONNECTORS__wonde__allow_insecure_http=$${PORTAL_CONNECTORS__wonde__allow_insecure_http:-true} \
-	PORTAL_CONNECTORS__groupcall__base_url=$${PORTAL_CONNECTORS__groupcall__base_url:-http://127.0.0.1:8762} \
-	PORTAL_CONNECTORS__groupcall__allow_insecure_http=$${PORTAL_CONNECTORS__groupcall__allow_insecure_http:-true} \
-	$(VENV)/bin/celery -A portal.tasks worker --concurrency=$${WORKER_CONCURRENCY:-2} --loglevel=INFO
+	env $$($(PY) -m portal.plugins.discover env) $(VENV)/bin/celery -A portal.tasks worker --concurrency=$${WORKER_CONCURRENCY:-2} --loglevel=INFO
 
 bench: setup
 	$(PY) bench/extract.py

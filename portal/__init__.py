@@ -103,11 +103,6 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(school_bp)
     app.register_blueprint(school_products_bp)
     from portal.extensions import csrf
-    from portal.webhooks.views import bp as webhooks_bp
-
-    # Providers post events from their servers with no session: a URL secret (and signature) replace CSRF.
-    csrf.exempt(webhooks_bp)
-    app.register_blueprint(webhooks_bp)
     from portal.api.statements import bp as statements_bp
     from portal.api.views import bp as api_bp
 
@@ -135,14 +130,14 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_connector_blueprints(app: Flask) -> None:
-    """Mount routes an enabled connector brings (a class attribute ``blueprint``, e.g. Groupcall's callback)."""
+    """Mount the routes each enabled connector brings (``Connector.blueprint``: Wonde's webhook, Groupcall's callback)."""
     from portal.extensions import csrf
     from portal.plugins.manager import get_plugins
 
     for connector in get_plugins(app).connectors().values():
-        blueprint = getattr(connector, "blueprint", None)
+        blueprint = connector.blueprint
         if blueprint is not None and blueprint.name not in app.blueprints:
-            # Provider-to-portal callbacks carry no session cookie; each checks its own shared secret.
+            # Providers post from their servers with no session cookie: each route checks its own shared secret.
             csrf.exempt(blueprint)
             app.register_blueprint(blueprint)
 

@@ -62,7 +62,8 @@ BASE_URL = "http://127.0.0.1:5000"
 PLUGINS_LOAD_ENTRYPOINTS = True
 PLUGINS_BLOCKED: list[str] = []
 PLUGINS: list[str] = []
-ENABLED_CONNECTORS: list[str] = ["wonde", "groupcall"]
+# Connectors in use, by name; "*" means every installed connector package (installing one is the opt-in).
+ENABLED_CONNECTORS: list[str] = ["*"]
 TRACE_PLUGINS = False
 # Per-connector settings, namespaced by connector name: CONNECTORS["wonde"]["token"].
 CONNECTORS: dict = {}

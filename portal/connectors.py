@@ -5,16 +5,39 @@ import abc
 import dataclasses
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
+from portal.dfe import (
+    normalise_bool,
+    normalise_ethnicity,
+    normalise_gender,
+    normalise_language,
+    normalise_sen_status,
+    normalise_year_group,
+)
 from portal.errors import StartupError
+
+if TYPE_CHECKING:
+    from flask import Blueprint
 
 __all__ = [
     "CATEGORIES",
     "AccessStatus",
+    "Contact",
+    "DemoSchool",
+    "Sandbox",
+    "Setting",
+    "SettingsError",
+    "normalise_bool",
+    "normalise_ethnicity",
+    "normalise_gender",
+    "normalise_language",
+    "normalise_sen_status",
+    "normalise_year_group",
     "AssessmentRecord",
     "AttendanceMarkRecord",
     "AccessRefused",
@@ -423,6 +446,157 @@ def hosts_setting(value: Any) -> list[str]:
     return [str(h) for h in value]
 
 
+# ---------------------------------------------------------------- settings
+
+SettingType = type[str] | type[int] | type[float] | type[bool] | type[list] | type[dict]
+_TYPE_WORDS = {str: "text", int: "a whole number", float: "a number", bool: "true or false",
+               list: "a list (or comma-separated text)", dict: "a mapping"}
+
+
+class SettingsError(ValueError):
+    """A connector setting is missing or of the wrong type; the message names the key, never the value."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"setting {key} {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a connector: its type, its default, whether it must be set and whether it is a secret.
+
+    ``per_connection``: the value may (or, for a required setting, must) come from each connection's
+    own settings rather than the deployment's, so start-up does not require it. Secrets are masked
+    wherever settings are shown and never appear in a log or an error.
+    """
+
+    type: SettingType = str
+    default: Any = None
+    required: bool = False
+    secret: bool = False
+    per_connection: bool = False
+    title: str = ""
+
+    def coerce(self, key: str, value: Any) -> Any:
+        """Return the value as this setting's type (text from PORTAL_CONNECTORS__* variables is read); SettingsError if it cannot be."""
+        kind = self.type
+        if value is None:
+            return self.default
+        if kind is bool:
+            flag = normalise_bool(value)
+            if flag is None:
+                raise SettingsError(key, f"is invalid: it must be {_TYPE_WORDS[bool]}")
+            return flag
+        if kind is list:
+            if isinstance(value, str):
+                return [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, (list, tuple)):
+                return list(value)
+        elif kind is dict:
+            if isinstance(value, Mapping):
+                return dict(value)
+        elif kind in (int, float):
+            if isinstance(value, bool):
+                raise SettingsError(key, f"is invalid: it must be {_TYPE_WORDS[kind]}")
+            try:
+                number = kind(value)
+            except (TypeError, ValueError):
+                raise SettingsError(key, f"is invalid: it must be {_TYPE_WORDS[kind]}") from None
+            if kind is int and isinstance(value, float) and value != number:
+                raise SettingsError(key, f"is invalid: it must be {_TYPE_WORDS[int]}")
+            return number
+        elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise SettingsError(key, f"is invalid: it must be {_TYPE_WORDS.get(kind, kind.__name__)}")
+
+
+def apply_settings(schema: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the values coerced to their settings' types with defaults filled in; keys the schema lacks pass through."""
+    out = dict(values)
+    for key, setting in schema.items():
+        out[key] = setting.coerce(key, values.get(key))
+    return out
+
+
+def check_deployment_settings(name: str, schema: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``CONNECTORS[name]`` at start-up: known keys, right types, required deployment settings present.
+
+    Returns the values set, coerced (defaults are filled in when a connector is built, so what the
+    deployment set stays visible); raises StartupError naming the connector and the key, never the value.
+    """
+    env = f"PORTAL_CONNECTORS__{name}__"
+    for key in values:
+        if key not in schema:
+            known = ", ".join(sorted(schema)) or "none"
+            raise StartupError(f"connector {name}: setting {env}{key} is not one of its settings (they are: {known})")
+    try:
+        out = {key: schema[key].coerce(key, value) for key, value in values.items()}
+    except SettingsError as exc:
+        raise StartupError(f"connector {name}: setting {env}{exc.key} {exc.problem}") from None
+    for key, setting in schema.items():
+        if setting.required and not setting.per_connection and out.get(key, setting.default) in (None, ""):
+            raise StartupError(f"connector {name}: setting {env}{key} is missing ({setting.title or 'required'})")
+    return out
+
+
+def masked_settings(schema: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the values with every secret (and every key the schema does not know) replaced by a mask."""
+    return {key: value if key in schema and not schema[key].secret else "••••••" for key, value in values.items()}
+
+
+# ---------------------------------------------------------------- demo and sandbox
+
+
+class Contact(TypedDict):
+    """A person at the school the provider may contact about an access request (provider-neutral)."""
+
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class DemoSchool:
+    """A school a connector's sandbox serves for `flask portal demo`; the demo creates it and its users.
+
+    ``key`` names it in the demo (users are ``admin.<key>@demo.example``); ``trust``: it belongs to
+    the demo trust; ``via_local_authority``: it subscribes through the demo local authority.
+    """
+
+    key: str
+    name: str
+    urn: str
+    la_code: str
+    establishment_number: str
+    phase: str  # GIAS phase: "Primary", "Secondary", ...
+    statutory_high_age: int
+    trust: bool = False
+    via_local_authority: bool = False
+
+    @property
+    def dfe_number(self) -> str:
+        return f"{self.la_code}{self.establishment_number}"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A connector package's sandbox: a real HTTP server speaking the provider's API over synthetic schools.
+
+    ``serve(port=, schools=, pupils=, days=, seed=, echo=, **extra)`` runs it in the foreground
+    (`flask portal sandbox <name>`, `make run`); ``dev_port`` is the fixed local port `make run` and
+    `make workers` give it. ``demo_schools`` are the schools it serves for the demo; ``demo()`` starts
+    them on a free local port and yields the connector settings that point at it, for as long as
+    the context lasts (`flask portal demo` without a configured ``base_url``). ``settings_for(url)``
+    returns the connector settings for a sandbox already listening at ``url``.
+    """
+
+    serve: Callable[..., None] | None = None
+    dev_port: int | None = None
+    demo_schools: tuple[DemoSchool, ...] = ()
+    demo: Callable[[], AbstractContextManager[Mapping[str, Any]]] | None = None
+    settings_for: Callable[[str], Mapping[str, Any]] = lambda url: {"base_url": url, "allow_insecure_http": True}
+
+
 # ---------------------------------------------------------------- connector
 
 
@@ -430,15 +604,22 @@ class Connector(abc.ABC):
     """One MIS data provider. Subclass once per provider; never write to the database.
 
     The engine builds one instance per use with the merged settings (deployment settings from
-    ``CONNECTORS[name]`` overlaid with the connection's own decrypted settings).
+    ``CONNECTORS[name]`` overlaid with the connection's own decrypted settings), coerced to the
+    types of ``settings_schema`` with its defaults filled in.
     """
 
     name: ClassVar[str]
     title: ClassVar[str]
-    # JSON-Schema-like description of settings; keys listed in "secret" are masked in the UI.
-    settings_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "properties": {}, "secret": []}
+    # Every setting the connector reads, by key; the core validates CONNECTORS[name] against it at
+    # start-up, coerces the merged settings before __init__ sees them, and masks the secrets.
+    settings_schema: ClassVar[Mapping[str, Setting]] = {}
     categories: ClassVar[tuple[str, ...]] = CATEGORIES
     schedule: ClassVar[Mapping[str, Any]] = {"trigger": "cron", "hour": 2}
+    # Routes the provider calls (webhooks, authorisation callbacks): create_app mounts the blueprint
+    # of every enabled connector, CSRF-exempt (each route checks its own shared secret).
+    blueprint: ClassVar[Blueprint | None] = None
+    # The package's sandbox (for the demo, `make run`, `make workers`); None: it has none.
+    sandbox: ClassVar[Sandbox | None] = None
 
     # Set by the engine to the provider's shared requests-per-second limit (portal.jobs.limits):
     # a callable that blocks until one request may be sent. None: no limit.
@@ -446,11 +627,44 @@ class Connector(abc.ABC):
     # Set by the engine before extract(): the SyncState values this connection stored, by key
     # (empty on a full run, so a full run starts every changeset again). Connectors that keep none ignore it.
     sync_state: Mapping[str, str] = {}
+    # HTTP requests made and retried by this instance; the engine copies them into the run's stats.
+    stats: dict[str, int]
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.settings = dict(settings)
-        # HTTP requests made and retried by this instance; the engine copies them into the run's stats.
-        self.stats: dict[str, int] = {"requests": 0, "retries": 0}
+        try:
+            self.settings = apply_settings(self.settings_schema, settings)
+        except SettingsError as exc:
+            raise ConnectorError(f"The {self.title} {exc}; fix it in the portal's settings for this connector.") from None
+        self.stats = {"requests": 0, "retries": 0}
+
+    @classmethod
+    def check_settings(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate the deployment's ``CONNECTORS[name]`` at start-up; StartupError names the key, never the value."""
+        return check_deployment_settings(cls.name, cls.settings_schema, values)
+
+    @classmethod
+    def secret_settings(cls) -> frozenset[str]:
+        """Return the keys of the settings that are secrets (masked in pages and logs, encrypted at rest)."""
+        return frozenset(key for key, setting in cls.settings_schema.items() if setting.secret)
+
+    @classmethod
+    def masked(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Return settings safe to show: secrets (and keys the schema does not know) masked."""
+        return masked_settings(cls.settings_schema, values)
+
+    @staticmethod
+    def demo_connections(schools: list[Any]) -> list[Any]:
+        """Connect the demo schools this package's sandbox serves (through ``portal.plugins.api``, idempotently).
+
+        Called by `flask portal demo` with every demo school; return the connections made or found.
+        A connector that takes no part in the demo keeps this default.
+        """
+        return []
+
+    @classmethod
+    def in_demo(cls) -> bool:
+        """Whether the connector takes part in `flask portal demo` (it overrides demo_connections)."""
+        return cls.demo_connections is not Connector.demo_connections
 
     def before_request(self) -> None:
         """Wait for the provider's rate limit, if any; a connector's HTTP client calls this before every request."""
@@ -463,8 +677,11 @@ class Connector(abc.ABC):
         """Raise ConnectorError with a message staff can act on if the provider is unusable."""
 
     @abc.abstractmethod
-    def request_access(self, school: Any) -> AccessStatus:
-        """Ask the provider for access to the school's MIS; return the resulting status."""
+    def request_access(self, school: Any, contacts: Sequence[Contact] = ()) -> AccessStatus:
+        """Ask the provider for access to the school's MIS; return the resulting status.
+
+        ``contacts``: the school admin who asked, for providers that tell the school (may be ignored).
+        """
 
     @abc.abstractmethod
     def revoke_access(self, school: Any) -> None:

@@ -1,7 +1,6 @@
 """The demo command: demo organisations, users and sandbox-backed connections."""
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -15,8 +14,10 @@ from sqlalchemy import func, select
 from portal import audit
 from portal.auth.passwords import hash_password
 from portal.auth.totp import new_secret, provisioning_uri
+from portal.connectors import DemoSchool
 from portal.extensions import db
 from portal.models import Connection, Membership, Organisation, OrgKind, Role, Subscription, SubscriptionRoute, User
+from portal.plugins.manager import get_plugins
 
 # Known on purpose: the demo is for trying the portal, never for a deployment holding real data.
 DEMO_PASSWORD = "demo-password-2026"
@@ -24,25 +25,30 @@ SUBSCRIPTION_START = date(2025, 9, 1)
 
 LA = {"name": "Demoshire County Council", "la_code": "990"}
 TRUST = {"name": "Demo Learning Trust"}
-# (key, name, urn, dfe_number, phase, in the trust, subscription route)
-SCHOOLS = (
-    ("primary", "Demo Primary School", "990001", "9902001", "Primary", True, SubscriptionRoute.direct),
-    ("academy", "Demo Academy", "990002", "9904001", "Secondary", True, SubscriptionRoute.direct),
-    ("village", "Demo Village School", "990003", "9902002", "Primary", False, SubscriptionRoute.local_authority),
-)
-# GIAS statutory high ages: the academy is 11-18, its sixth form not part of the phase (R30's suggestion).
-HIGH_AGES = {"primary": 11, "academy": 18, "village": 11}
-# (email, name, role, organisation key: a school key, "trust" or "la"; None for support staff)
+# The schools come from the enabled connectors' sandboxes (Connector.sandbox.demo_schools): each gets
+# an admin and a viewer. (email, name, role, "trust" or "la"; None for support staff)
 USERS = (
-    ("admin.primary@demo.example", "Demo Primary Admin", Role.school_admin, "primary"),
-    ("viewer.primary@demo.example", "Demo Primary Viewer", Role.school_viewer, "primary"),
-    ("admin.academy@demo.example", "Demo Academy Admin", Role.school_admin, "academy"),
-    ("admin.village@demo.example", "Demo Village Admin", Role.school_admin, "village"),
-    ("viewer.village@demo.example", "Demo Village Viewer", Role.school_viewer, "village"),
     ("trust.admin@demo.example", "Demo Trust Admin", Role.trust_admin, "trust"),
     ("la.officer@demo.example", "Demo LA Officer", Role.la_officer, "la"),
     ("support@demo.example", "Demo Support", None, None),
 )
+
+
+def demo_schools() -> list[DemoSchool]:
+    """Return the demo schools the enabled connectors' sandboxes serve, in connector-name order, each once."""
+    schools: dict[str, DemoSchool] = {}
+    for _, connector in sorted(get_plugins().connectors().items()):
+        for school in connector.sandbox.demo_schools if connector.sandbox is not None else ():
+            schools.setdefault(school.key, school)
+    return list(schools.values())
+
+
+def school_users(school: DemoSchool) -> list[tuple[str, str, Role, str]]:
+    """The demo users of one school: its admin and a viewer."""
+    return [
+        (f"admin.{school.key}@demo.example", f"{school.name} Admin", Role.school_admin, school.key),
+        (f"viewer.{school.key}@demo.example", f"{school.name} Viewer", Role.school_viewer, school.key),
+    ]
 
 
 @dataclass
@@ -53,10 +59,11 @@ class DemoResult:
     users: list[tuple[User, Role | None, str | None]] = field(default_factory=list)
     created: int = 0
     password_hash: str | None = None
+    school_keys: list[str] = field(default_factory=list)
 
     @property
     def schools(self) -> list[Organisation]:
-        return [self.organisations[key] for key, *_ in SCHOOLS]
+        return [self.organisations[key] for key in self.school_keys]
 
 
 def _organisation(result: DemoResult, key: str, lookup, **values) -> Organisation:
@@ -102,20 +109,24 @@ def build_demo() -> DemoResult:
         kind=OrgKind.trust,
         **TRUST,
     )
-    for key, name, urn, dfe_number, phase, in_trust, route in SCHOOLS:
+    users = list(USERS)
+    for demo_school in demo_schools():
+        route = SubscriptionRoute.local_authority if demo_school.via_local_authority else SubscriptionRoute.direct
         school = _organisation(
             result,
-            key,
-            Organisation.urn == urn,
+            demo_school.key,
+            Organisation.urn == demo_school.urn,
             kind=OrgKind.school,
-            name=name,
-            urn=urn,
-            dfe_number=dfe_number,
-            phase=phase,
-            statutory_high_age=HIGH_AGES[key],
+            name=demo_school.name,
+            urn=demo_school.urn,
+            dfe_number=demo_school.dfe_number,
+            phase=demo_school.phase,
+            statutory_high_age=demo_school.statutory_high_age,
             local_authority_id=la.id,
-            trust_id=trust.id if in_trust else None,
+            trust_id=trust.id if demo_school.trust else None,
         )
+        result.school_keys.append(demo_school.key)
+        users[-1:-1] = school_users(demo_school)
         if not db.session.execute(select(Subscription.id).where(Subscription.school_id == school.id)).first():
             db.session.add(
                 Subscription(
@@ -126,7 +137,7 @@ def build_demo() -> DemoResult:
                 )
             )
             result.created += 1
-    for email, name, role, org_key in USERS:
+    for email, name, role, org_key in users:
         user = _user(result, email, name, support=role is None)
         if role is not None:
             org = result.organisations[org_key]
@@ -144,36 +155,13 @@ def build_demo() -> DemoResult:
     return result
 
 
-def school_admin_with_terms(school: Organisation) -> User | None:
-    """Return the school's first admin, having them accept the current terms if nobody has (R2); None without an admin.
-
-    Connector packages call this from their ``demo_connections`` before they ask for access.
-    """
-    from portal import lifecycle
-
-    admin = db.session.execute(
-        select(Membership).where(Membership.organisation_id == school.id, Membership.role == Role.school_admin)
-    ).scalars().first()
-    if admin is None:
-        return None
-    if lifecycle.terms_acceptance(school) is None:
-        lifecycle.accept_terms(school, admin.user, lifecycle.current_terms_version())
-    return admin.user
-
-
 def connect_sandbox_schools(schools: list[Organisation]) -> list[Connection]:
-    """Connect the demo schools to the sandbox providers (the hook point for the connector teams).
-
-    Each enabled connector class may offer ``demo_connections(schools)``, which finds or creates an
-    approved connection per school its sandbox serves, through portal.lifecycle, idempotently.
+    """Connect the demo schools to the sandbox providers: each enabled connector's ``demo_connections(schools)``
+    finds or creates an approved connection per school its sandbox serves, through portal.plugins.api, idempotently.
     """
-    from portal.plugins.manager import get_plugins
-
     connections: list[Connection] = []
     for connector in get_plugins().connectors().values():
-        connect = getattr(connector, "demo_connections", None)
-        if connect is not None:
-            connections.extend(connect(schools))
+        connections.extend(connector.demo_connections(schools))
     return connections
 
 
@@ -240,22 +228,19 @@ def sandbox_providers() -> Iterator[list[str]]:
     neither a base_url nor a sandbox stops the command with one line saying what to set. Yields the
     names of the sandboxes started.
     """
-    from portal.plugins.manager import get_plugins
-
     all_settings = current_app.config.setdefault("CONNECTORS", {})
     started: list[str] = []
     with ExitStack() as stack:
-        for name, connector in get_plugins().connectors().items():
+        for name, connector in sorted(get_plugins().connectors().items()):
             configured = all_settings.get(name) or {}
-            if getattr(connector, "demo_connections", None) is None or configured.get("base_url"):
+            if not connector.in_demo() or configured.get("base_url"):
                 continue
-            try:
-                start = importlib.import_module(f"portal_{name}.demo").demo_sandbox
-            except (ImportError, AttributeError):
+            start = connector.sandbox.demo if connector.sandbox is not None else None
+            if start is None:
                 raise click.ClickException(
                     f"the {name} connector has no sandbox for the demo: set PORTAL_CONNECTORS__{name}__base_url to "
                     f"a sandbox (flask portal sandbox {name} --port PORT) or disable it (PORTAL_ENABLED_CONNECTORS)"
-                ) from None
+                )
             all_settings[name] = {**configured, **stack.enter_context(start())}
             # Put the deployment's settings back when the sandbox stops (this app may go on serving).
             stack.callback(all_settings.__setitem__, name, configured)

@@ -7,7 +7,6 @@ commit and never carry pupil data (R65).
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -249,10 +248,9 @@ def request_access(connection: Connection, user: User, contact: Contact | Mappin
 
 
 def _ask_provider(connector: Connector, school: Organisation, contact: Contact | None) -> Any:
-    # Connectors that can pass a school contact to the provider take provider-neutral {"name", "email"} dicts.
-    if contact is not None and "contacts" in inspect.signature(connector.request_access).parameters:
-        return connector.request_access(school, contacts=[{"name": contact.name, "email": contact.email}])
-    return connector.request_access(school)
+    # Provider-neutral {"name", "email"} contacts (Connector.request_access); a provider may ignore them.
+    contacts = [{"name": contact.name, "email": contact.email}] if contact is not None else []
+    return connector.request_access(school, contacts=contacts)
 
 
 def apply_access_status(connection: Connection, status: Any, actor: Actor = "provider") -> Connection:

@@ -1,9 +1,10 @@
 """The `flask portal sandbox <connector>` command: run a connector package's sandbox server in the foreground."""
 from __future__ import annotations
 
-import importlib
-
 import click
+from flask.cli import with_appcontext
+
+from portal.plugins.manager import get_plugins
 
 
 @click.command("sandbox")
@@ -14,19 +15,18 @@ import click
 @click.option("--days", type=click.IntRange(1, 400), default=190, show_default=True, help="School days of attendance.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the synthetic data.")
 @click.option("--webhook-url", default=None, help="Where the sandbox POSTs its provider's webhook events, if it has any.")
+@with_appcontext
 def sandbox_command(connector: str, port: int, schools: int, pupils: int, days: int, seed: int,
                     webhook_url: str | None) -> None:
-    """Serve synthetic schools through CONNECTOR's sandbox (e.g. wonde) until interrupted."""
-    if not connector.isidentifier():
-        raise click.BadParameter("a connector name is letters, digits and underscores", param_hint="CONNECTOR")
-    try:
-        module = importlib.import_module(f"portal_{connector}.sandbox")
-    except ImportError:
+    """Serve synthetic schools through CONNECTOR's sandbox (Connector.sandbox, e.g. wonde) until interrupted."""
+    cls = get_plugins().installed_connectors().get(connector)
+    sandbox = cls.sandbox if cls is not None else None
+    if sandbox is None or sandbox.serve is None:
         raise click.ClickException(
             f"no sandbox for connector {connector!r}: install its package (pip install -e connectors/{connector})"
-        ) from None
+        )
     extra = {"webhook_url": webhook_url} if webhook_url else {}
-    module.serve(port=port, schools=schools, pupils=pupils, days=days, seed=seed, echo=click.echo, **extra)
+    sandbox.serve(port=port, schools=schools, pupils=pupils, days=days, seed=seed, echo=click.echo, **extra)
 
 
 def register(group: click.Group) -> None:

@@ -15,17 +15,15 @@ pids=()
 cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
-# Each installed connector package with a sandbox gets one, on a fixed local port.
-port=8761
-for name in wonde groupcall; do
-  if "$VENV/bin/python" -c "import portal_${name}.sandbox" 2>/dev/null; then
-    "$VENV/bin/flask" portal sandbox "$name" --port "$port" &
-    pids+=($!)
-    export "PORTAL_CONNECTORS__${name}__base_url=http://127.0.0.1:${port}"
-    export "PORTAL_CONNECTORS__${name}__allow_insecure_http=true"
-    port=$((port + 1))
-  fi
-done
+# Each installed connector package with a sandbox gets one, on the fixed dev port its package declares
+# (Connector.sandbox.dev_port); the connector is pointed at it unless PORTAL_CONNECTORS__<name>__* is set.
+while read -r name port; do
+  "$VENV/bin/flask" portal sandbox "$name" --port "$port" &
+  pids+=($!)
+done < <("$VENV/bin/python" -m portal.plugins.discover sandboxes)
+while IFS= read -r assignment; do
+  export "${assignment?}"
+done < <("$VENV/bin/python" -m portal.plugins.discover env)
 sleep 1  # let the sandboxes bind before the demo talks to them
 
 "$VENV/bin/flask" portal demo

@@ -12,6 +12,15 @@ from portal.extensions import db
 from portal.models import AuditEntry, Membership, Organisation, OrgKind, Role, Subscription, SubscriptionRoute, User
 
 
+@pytest.fixture
+def app(make_app):
+    """The fake connector, and a connector whose sandbox declares the demo's three schools."""
+    app = make_app(PLUGINS=["tests.plugins.fake_connector", "tests.plugins.demo_schools"],
+                   ENABLED_CONNECTORS=["fake", "demoschools"])
+    with app.app_context():
+        yield app
+
+
 def run(app, *args: str):
     return app.test_cli_runner().invoke(args=["portal", *args])
 
@@ -43,6 +52,8 @@ def test_demo_creates_the_organisations_and_users(app):
     assert db.session.execute(select(User).where(User.is_support)).scalar_one().totp_enabled
     for email, *_ in demo.USERS:
         assert email in result.output
+    # Each school the connectors' sandboxes declare gets an admin and a viewer.
+    assert "admin.village@demo.example" in result.output and "viewer.academy@demo.example" in result.output
     assert demo.DEMO_PASSWORD in result.output
 
 
@@ -166,11 +177,11 @@ def test_demo_uses_a_configured_provider_and_starts_no_sandbox(make_app):
     assert app.config["CONNECTORS"]["wonde"]["base_url"] == "http://127.0.0.1:9/v1.0"
 
 
-def test_demo_refuses_in_one_line_when_a_connector_has_neither_base_url_nor_sandbox(app, monkeypatch):
+def test_demo_refuses_in_one_line_when_a_connector_has_neither_base_url_nor_sandbox(make_app, monkeypatch):
     from tests.plugins.fake_connector import FakeConnector
 
-    monkeypatch.setattr(FakeConnector, "demo_connections", staticmethod(lambda schools: []), raising=False)
-    result = run(app, "demo")
+    monkeypatch.setattr(FakeConnector, "demo_connections", staticmethod(lambda schools: []))
+    result = run(make_app(), "demo")
     assert result.exit_code != 0
     message = result.output.strip().splitlines()[-1]
     assert "the fake connector has no sandbox for the demo" in message and "PORTAL_CONNECTORS__fake__base_url" in message

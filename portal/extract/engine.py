@@ -130,7 +130,7 @@ class _Run:
         return out
 
     def stats(self, **extra: Any) -> dict[str, Any]:
-        connector_stats = getattr(self.connector, "stats", None) or {}
+        connector_stats = self.connector.stats
         window = list(self.window)
         if self.writer:
             for day in self.writer.session_window:
@@ -501,7 +501,7 @@ def _stopped(state: _Run) -> JobRun:
 def _failed(state: _Run, exc: ConnectorError) -> JobRun:
     run = db.session.get(JobRun, state.run.id)
     stats = state.stats_committed()
-    connector_stats = getattr(state.connector, "stats", None) or {}
+    connector_stats = state.connector.stats
     stats["requests"] = state.base_requests + connector_stats.get("requests", 0)
     stats["retries"] = state.base_retries + connector_stats.get("retries", 0)
     stats["failed_at"] = {"endpoint": exc.endpoint, "page": exc.page}

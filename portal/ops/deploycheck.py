@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from portal.connectors import is_loopback_host
 from portal.extensions import db
+from portal.plugins.manager import get_plugins
 
 # Key values published in this repository (tests, examples): never a deployment's.
 KNOWN_KEYS = {
@@ -207,12 +208,12 @@ def check_mail() -> Iterator[Finding]:
 
 def check_providers() -> Iterator[Finding]:
     cfg = current_app.config
-    for name in cfg.get("ENABLED_CONNECTORS") or []:
+    for name in sorted(get_plugins().connectors()):
         settings = (cfg.get("CONNECTORS") or {}).get(name) or {}
         for key, value in sorted(settings.items()):
             if key.endswith("url") and isinstance(value, str) and urlsplit(value).scheme != "https":
                 yield _error(f"CONNECTORS.{name}.{key}", f"{value!r} is not https (R61)", f"remove it (the provider's https default) or give an https URL")
-        if str(settings.get("allow_insecure_http", "")).lower() in ("1", "true", "yes", "on"):
+        if settings.get("allow_insecure_http"):
             yield _error(f"CONNECTORS.{name}.allow_insecure_http", "it is on (for the sandbox only)", "remove it")
 
 

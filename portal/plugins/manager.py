@@ -64,7 +64,8 @@ class PortalPlugins:
             )
         self._installed = self._collect_connectors()
         enabled = cfg["ENABLED_CONNECTORS"]
-        self._enabled = {name: cls for name, cls in self._installed.items() if name in enabled}
+        # "*" (the default) enables every installed connector: installing its package is the opt-in.
+        self._enabled = {name: cls for name, cls in self._installed.items() if name in enabled or "*" in enabled}
 
     def _collect_connectors(self) -> dict[str, type[Connector]]:
         registry: dict[str, type[Connector]] = {}
@@ -120,7 +121,11 @@ class PortalPlugins:
         return views
 
     def startup(self, app: Flask) -> None:
-        """Let every plugin check its configuration; a StartupError refuses start-up."""
+        """Validate each enabled connector's settings, then let every plugin check its configuration; a StartupError refuses start-up."""
+        settings = app.config.setdefault("CONNECTORS", {})
+        for name, cls in self._enabled.items():
+            # Typed, with defaults filled in: connectors read their settings as declared, never coerce them.
+            settings[name] = cls.check_settings(settings.get(name) or {})
         self.pm.hook.portal_startup(app=app)
 
     def extract_finished(self, run: JobRun) -> None:

@@ -1,7 +1,7 @@
 """A tiny connector that proves the contract: it yields canned records from its settings, over no network."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -10,8 +10,10 @@ from portal.connectors import (
     AuthorisationLost,
     Checkpoint,
     Connector,
+    Contact,
     PupilRecord,
     Record,
+    Setting,
     StaffRecord,
 )
 from portal.plugins import hookimpl
@@ -24,14 +26,17 @@ class FakeConnector(Connector):
 
     name = "fake"
     title = "Fake MIS"
-    settings_schema = {"type": "object", "properties": {"api_key": {"type": "string"}}, "secret": ["api_key"]}
+    settings_schema = {
+        "api_key": Setting(str, secret=True, per_connection=True, title="API key"),
+        "revoked": Setting(bool, False, title="Answer as if the school had revoked access"),
+    }
     categories = ("student_basic", "staff_basic")
 
     def check_connection(self) -> None:
         if self.settings.get("revoked"):
             raise AuthorisationLost("The school has switched off access for this connector in its MIS.")
 
-    def request_access(self, school: Any) -> AccessStatus:
+    def request_access(self, school: Any, contacts: Sequence[Contact] = ()) -> AccessStatus:
         return AccessStatus("pending", provider_school_id=f"fake-{school.urn}")
 
     def revoke_access(self, school: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,9 +21,11 @@ from portal.connectors import (
     BadResponse,
     Checkpoint,
     Connector,
+    Contact,
     ProviderUnavailable,
     RateLimited,
     Record,
+    Setting,
     Tombstone,
 )
 from portal.plugins import hookimpl
@@ -152,11 +154,16 @@ class FakeMis(Connector):
 
     name = "fakemis"
     title = "Fake MIS (all categories)"
+    settings_schema = {
+        "world": Setting(str, required=True, title="The JSON file holding the provider's data"),
+        "faults": Setting(list, [], title="Failures to inject at given pages"),
+        "page_size": Setting(int, 5, title="Records per page"),
+    }
 
     def check_connection(self) -> None:
         return None
 
-    def request_access(self, school: Any) -> AccessStatus:
+    def request_access(self, school: Any, contacts: Sequence[Contact] = ()) -> AccessStatus:
         return AccessStatus("approved", provider_school_id=f"fakemis-{school.urn}")
 
     def revoke_access(self, school: Any) -> None:

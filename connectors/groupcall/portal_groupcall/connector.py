@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -18,13 +18,14 @@ from portal.connectors import (
     Checkpoint,
     Connector,
     ConnectorError,
+    Contact,
     NotFound,
     Record,
+    Setting,
     SyncState,
     Tombstone,
-    hosts_setting,
 )
-from portal_groupcall import callback, mapping
+from portal_groupcall import callback, mapping, sandbox_spec
 from portal_groupcall.client import TOKENS, AuthorisationPaused, GroupcallClient, Page
 
 
@@ -85,34 +86,27 @@ class GroupcallConnector(Connector):
     name = "groupcall"
     title = "Groupcall Xporter on Demand"
     settings_schema = {
-        "type": "object",
-        "properties": {
-            "base_url": {"type": "string", "default": "https://xporter.groupcall.com"},
-            "token_url": {"type": "string"},
-            "relying_party": {"type": "string", "description": "The portal's application id at Groupcall"},
-            "school_secret": {"type": "string", "description": "Set by the authorisation callback"},
-            "estab": {"type": "string", "description": "LA + DfE number; defaults to the school's"},
-            "callback_secret": {"type": "string", "description": "Shared secret in the authorisation URL"},
-            "page_size": {"type": "integer", "default": 1000},
-            "date_from": {"type": "string", "format": "date"},
-            "date_to": {"type": "string", "format": "date"},
-            "allow_insecure_http": {"type": "boolean", "default": False},
-            "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": [],
-                              "description": "Hosts besides Groupcall's own the school secret may be sent to"},
-        },
-        "required": ["relying_party"],
-        "secret": ["school_secret", "callback_secret"],
+        "base_url": Setting(str, "https://xporter.groupcall.com", title="XoD base URL"),
+        "token_url": Setting(str, title="GetToken URL, when not under the base URL"),
+        "relying_party": Setting(str, required=True, per_connection=True, title="The portal's application id at Groupcall"),
+        "school_secret": Setting(str, secret=True, per_connection=True, title="Set by the authorisation callback"),
+        "estab": Setting(str, per_connection=True, title="LA + DfE number; defaults to the school's"),
+        "callback_secret": Setting(str, secret=True, title="Shared secret in the authorisation URL"),
+        "page_size": Setting(int, 1000, title="Rows per page"),
+        "retries": Setting(int, 3, title="Retries of a request that failed for a temporary reason"),
+        "retry_backoff": Setting(float, 0.5, title="First wait between retries, in seconds"),
+        "timeout": Setting(float, title="Seconds to wait for an answer (default: 10 to connect, 120 to read)"),
+        "date_from": Setting(str, per_connection=True, title="First day of attendance read (ISO date)"),
+        "date_to": Setting(str, per_connection=True, title="Last day of attendance read (ISO date)"),
+        "allow_insecure_http": Setting(bool, False, title="Allow plain HTTP to a local sandbox (tests)"),
+        "allowed_hosts": Setting(list, [], title="Hosts besides Groupcall's own the school secret may be sent to"),
     }
     categories = CATEGORIES
     schedule = {"trigger": "cron", "hour": 4}  # after XoD's overnight cache refresh (~03:00, spec §7)
-    # The authorisation callback route; create_app mounts connector blueprints.
     blueprint = callback.bp
+    sandbox = sandbox_spec.SANDBOX
     # Retries wait through this; tests replace it so they never wait.
     sleep: Callable[[float], None] = staticmethod(time.sleep)
-
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        super().__init__(settings)
-        self.stats = {"requests": 0, "retries": 0}
 
     @staticmethod
     def demo_connections(schools: list[Any]) -> list[Any]:
@@ -146,12 +140,12 @@ class GroupcallConnector(Connector):
             relying_party=self.settings["relying_party"],
             estab=self._estab(school, connection),
             school_secret=secret,
-            page_size=int(self.settings.get("page_size") or 1000),
-            retries=int(self.settings.get("retries", 3)),
-            backoff=float(self.settings.get("retry_backoff", 0.5)),
-            timeout=float(self.settings["timeout"]) if self.settings.get("timeout") else (10.0, 120.0),
-            allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
-            allowed_hosts=hosts_setting(self.settings.get("allowed_hosts")),
+            page_size=self.settings["page_size"],
+            retries=self.settings["retries"],
+            backoff=self.settings["retry_backoff"],
+            timeout=self.settings["timeout"] or (10.0, 120.0),
+            allow_insecure_http=self.settings["allow_insecure_http"],
+            allowed_hosts=self.settings["allowed_hosts"],
             sleep=lambda seconds: type(self).sleep(seconds),
             tokens=TOKENS,
             counters=self.stats,
@@ -180,13 +174,13 @@ class GroupcallConnector(Connector):
             relying_party=self.settings.get("relying_party") or "",
             estab="",
             school_secret="",
-            allow_insecure_http=_truthy(self.settings.get("allow_insecure_http")),
-            allowed_hosts=hosts_setting(self.settings.get("allowed_hosts")),
+            allow_insecure_http=self.settings["allow_insecure_http"],
+            allowed_hosts=self.settings["allowed_hosts"],
         )
         if not self.settings.get("relying_party"):
             raise ConnectorError("The portal's Groupcall application id (relying_party) is not configured.")
 
-    def request_access(self, school: Any) -> AccessStatus:
+    def request_access(self, school: Any, contacts: Sequence[Contact] = ()) -> AccessStatus:
         """Groupcall has no request API for a school secret: the school authorises in Groupcall's portal, then the callback arrives."""
         if self.settings.get("school_secret"):
             return self.access_status(school)
@@ -501,9 +495,3 @@ class _CategoryReader:
 
     def _pupil_kind(self) -> tuple[str, str]:
         return ("pupil", "student_basic") if self.category == "student_basic" else ("demographics", "student_demographics")
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from portal.plugins import api
 from portal.sandbox.synthetic import ACADEMIC_YEAR_START
 from portal_groupcall.sandbox import (
     DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, GroupcallSandbox, demo_secret, load_demo_schools,
@@ -19,23 +20,19 @@ def demo_connections(schools: list[Any]) -> list[Any]:
     It walks the real lifecycle: a school admin accepts the terms and asks for access, then the
     approval the sandbox's authorisation callback would bring is applied with its school secret.
     """
-    from portal import lifecycle
-    from portal.demo import school_admin_with_terms
-    from portal.models import ConnectionState
-
     connections = []
     for school in schools:
         if school.dfe_number not in DEMO_ESTABS:
             continue
-        connection = lifecycle.connection_for(school, "groupcall")
-        if connection.state != ConnectionState.approved:
-            admin = school_admin_with_terms(school)
+        connection = api.connection_for(school, "groupcall")
+        if connection.state != api.ConnectionState.approved:
+            admin = api.school_admin_with_terms(school)
             if admin is None:
                 continue
-            if connection.state not in (ConnectionState.requested, ConnectionState.pending):
-                lifecycle.request_access(connection, admin, {"name": admin.name, "email": admin.email})
+            if connection.state not in (api.ConnectionState.requested, api.ConnectionState.pending):
+                api.request_access(connection, admin, {"name": admin.name, "email": admin.email})
             connection.provider_school_id = school.dfe_number
-            lifecycle.mark_approved(connection, "provider", settings={
+            api.mark_approved(connection, "provider", settings={
                 "school_secret": demo_secret(school.dfe_number), "relying_party": RELYING_PARTY,
                 # The synthetic schools' data is for the 2025/26 academic year, whatever today is.
                 "date_from": ACADEMIC_YEAR_START.replace(day=1).isoformat(),

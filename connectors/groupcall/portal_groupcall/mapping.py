@@ -18,6 +18,11 @@ from portal.connectors import (
     PupilRecord,
     StaffRecord,
     SubjectRecord,
+    normalise_ethnicity,
+    normalise_gender,
+    normalise_language,
+    normalise_sen_status,
+    normalise_year_group,
 )
 
 # XoD date-times carry no offset; they are UK time (spec §4.3, INF).
@@ -79,23 +84,6 @@ def stamp(row: Mapping[str, Any]) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=UK)
 
 
-def year_group(label: str | None) -> str | None:
-    """"Year  4" (sic) -> "4", "Reception" -> "R", "Nursery 1" -> "N1"."""
-    if not label:
-        return None
-    squashed = re.sub(r"\s+", " ", label).strip()
-    lowered = squashed.lower()
-    if lowered.startswith("reception") or lowered == "r":
-        return "R"
-    match = re.fullmatch(r"(?:year|yr|y)?\s*(\d{1,2})", lowered)
-    if match:
-        return str(int(match.group(1)))
-    match = re.fullmatch(r"nursery\s*(\d)", lowered)
-    if match:
-        return f"N{match.group(1)}"
-    return squashed
-
-
 # Canonical field -> the XoD keys that carry it. A field none of whose keys is in the row was left
 # out by Groupcall (its scope is not granted): the record marks it absent, so the store keeps what
 # it holds (spec §3.3: "left out of the record entirely. They are not sent as null").
@@ -132,9 +120,9 @@ def pupil(row: Mapping[str, Any]) -> PupilRecord:
         preferred_forename=text(row, "Forename"),
         preferred_surname=text(row, "Surname"),
         date_of_birth=day(row, "DateofBirth", "DateOfBirth"),
-        gender=text(row, "Gender"),
+        gender=normalise_gender(text(row, "Gender")),
         upn=text(row, "UPN"),
-        year_group=year_group(text(row, "YearGroup")),
+        year_group=normalise_year_group(text(row, "YearGroup")),
         registration_group=text(row, "RegGroup"),
         admission_date=day(row, "EntryDate"),
         leaving_date=day(row, "LeavingDate"),
@@ -153,11 +141,11 @@ def demographics(row: Mapping[str, Any], sen_need: Any = MISSING) -> Demographic
         fsm_ever6=flag(row, "FSMEver6"),
         pupil_premium=flag(row, "PupilPremium"),
         # Present but null: the MIS records no SEN provision, which DfE codes as N (README assumption).
-        sen_status=None if sen is MISSING else (str(sen).strip() or "N") if sen is not None else "N",
+        sen_status=None if sen is MISSING else normalise_sen_status(sen) if str(sen or "").strip() else "N",
         sen_need=None if sen_need is MISSING else sen_need,
-        first_language=text(row, "FirstLanguageCode"),
+        first_language=normalise_language(text(row, "FirstLanguageCode")),
         eal=flag(row, "EAL"),
-        ethnicity=text(row, "EthnicityCode"),
+        ethnicity=normalise_ethnicity(text(row, "EthnicityCode")),
         looked_after=flag(row, "InLeaCare"),
         ever_in_care=flag(row, "EverInCare"),
         service_child=flag(row, "ServiceChild"),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,12 +17,13 @@ from portal.connectors import (
     Checkpoint,
     Connector,
     ConnectorError,
+    Contact,
     MembershipRecord,
     Record,
+    Setting,
     Tombstone,
-    hosts_setting,
 )
-from portal_wonde import mapping
+from portal_wonde import mapping, sandbox_spec, webhook
 from portal_wonde.client import DEFAULT_BASE_URL, NotFound, WondeClient, format_filter_datetime
 
 __all__ = ["SchoolNotFound", "WondeConnector"]
@@ -72,51 +73,49 @@ class WondeConnector(Connector):
     name = "wonde"
     title = "Wonde"
     settings_schema = {
-        "type": "object",
-        "properties": {
-            "base_url": {"type": "string", "default": DEFAULT_BASE_URL, "title": "API base URL"},
-            "token": {"type": "string", "title": "Application access token"},
-            "per_page": {"type": "integer", "default": 200, "title": "Rows per page"},
-            "page_sizes": {"type": "object", "default": {"attendance/session": 1000, "classes": 50, "groups": 10},
-                           "title": "Rows per page asked for by endpoint (the server may send fewer)"},
-            "prefetch": {"type": "boolean", "default": True, "title": "Fetch the next page while storing this one"},
-            "connect_timeout": {"type": "number", "default": 5},
-            "read_timeout": {"type": "number", "default": 60},
-            "max_retries": {"type": "integer", "default": 5},
-            "backoff_base": {"type": "number", "default": 0.5},
-            "backoff_cap": {"type": "number", "default": 30},
-            "retry_after_cap": {"type": "number", "default": 120},
-            "allow_insecure_http": {"type": "boolean", "default": False, "title": "Allow plain HTTP to a local sandbox (tests)"},
-            "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": [],
-                              "title": "Hosts besides api.wonde.com the token may be sent to"},
-        },
-        "required": ["token"],
-        "secret": ["token"],
+        "base_url": Setting(str, DEFAULT_BASE_URL, title="API base URL"),
+        "token": Setting(str, required=True, secret=True, per_connection=True, title="Application access token"),
+        "school_token": Setting(str, secret=True, per_connection=True,
+                                title="The school's own token, sent by Wonde's schoolApproved event"),
+        "per_page": Setting(int, 200, title="Rows per page"),
+        "page_sizes": Setting(dict, {"attendance/session": 1000, "classes": 50, "groups": 10},
+                              title="Rows per page asked for by endpoint (the server may send fewer)"),
+        "prefetch": Setting(bool, True, title="Fetch the next page while storing this one"),
+        "connect_timeout": Setting(float, 5.0, title="Seconds to wait for a connection"),
+        "read_timeout": Setting(float, 60.0, title="Seconds to wait for an answer"),
+        "max_retries": Setting(int, 5, title="Retries of a request that failed for a temporary reason"),
+        "backoff_base": Setting(float, 0.5, title="First wait between retries, in seconds"),
+        "backoff_cap": Setting(float, 30.0, title="Longest wait between retries, in seconds"),
+        "retry_after_cap": Setting(float, 120.0, title="Longest Retry-After honoured, in seconds"),
+        "allow_insecure_http": Setting(bool, False, title="Allow plain HTTP to a local sandbox (tests)"),
+        "allowed_hosts": Setting(list, [], title="Hosts besides api.wonde.com the token may be sent to"),
+        "webhook_secret": Setting(str, secret=True, title="The secret in the events URL given to Wonde"),
+        "webhook_signing_key": Setting(str, secret=True, title="HMAC key of signed events, when Wonde signs them"),
     }
     categories = CATEGORIES
+    blueprint = webhook.bp
+    sandbox = sandbox_spec.SANDBOX
 
     def __init__(self, settings: Mapping[str, Any], *, sleep: Callable[[float], None] | None = None) -> None:
         super().__init__(settings)
-        if not hasattr(self, "stats"):
-            self.stats = {"requests": 0, "retries": 0}
         s = self.settings
         extra = {"sleep": sleep} if sleep else {}
         self.client = WondeClient(
-            s.get("base_url") or DEFAULT_BASE_URL,
-            s.get("token") or "",
-            per_page=int(s.get("per_page", 200)),
-            connect_timeout=float(s.get("connect_timeout", 5)),
-            read_timeout=float(s.get("read_timeout", 60)),
-            max_retries=int(s.get("max_retries", 5)),
-            backoff_base=float(s.get("backoff_base", 0.5)),
-            backoff_cap=float(s.get("backoff_cap", 30)),
-            retry_after_cap=float(s.get("retry_after_cap", 120)),
-            allow_insecure_http=_truthy(s.get("allow_insecure_http", False)),
-            allowed_hosts=hosts_setting(s.get("allowed_hosts")),
+            s["base_url"] or DEFAULT_BASE_URL,
+            s["token"] or "",
+            per_page=s["per_page"],
+            connect_timeout=s["connect_timeout"],
+            read_timeout=s["read_timeout"],
+            max_retries=s["max_retries"],
+            backoff_base=s["backoff_base"],
+            backoff_cap=s["backoff_cap"],
+            retry_after_cap=s["retry_after_cap"],
+            allow_insecure_http=s["allow_insecure_http"],
+            allowed_hosts=s["allowed_hosts"],
             stats=self.stats,
             before_request=self.before_request,
-            page_sizes=_page_sizes(s.get("page_sizes")),
-            prefetch=_truthy(s.get("prefetch", True)),
+            page_sizes={str(endpoint): int(size) for endpoint, size in s["page_sizes"].items()},
+            prefetch=s["prefetch"],
             **extra,
         )
         # Stats the engine may copy into the run row.
@@ -171,7 +170,7 @@ class WondeConnector(Connector):
 
         return demo_connections(schools)
 
-    def request_access(self, school: Any, contacts: list[dict[str, Any]] | None = None) -> AccessStatus:
+    def request_access(self, school: Any, contacts: Sequence[Contact] = ()) -> AccessStatus:
         """Ask Wonde for access; contacts are {"name", "email"} (or Wonde's own keys) of people at the school."""
         school_id = self._school_id(school)
         answer = self.client.request_access(school_id, [_wonde_contact(c) for c in contacts or ()])
@@ -448,15 +447,6 @@ def _wonde_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
             "phone_number": contact.get("phone") or None, "notes": "Requested through the MIS connection portal"}
 
 
-def _page_sizes(value: Any) -> dict[str, int] | None:
-    """Read the per-endpoint page sizes (a mapping, or JSON text from the environment); None: the defaults."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        value = json.loads(value)
-    return {str(endpoint): int(size) for endpoint, size in dict(value).items()}
-
-
 def _permission_key(permission: Mapping[str, Any]) -> str:
     """The resource a Wonde permission is about: its identity before the dot ("students.read"), else its name."""
     identity = str(permission.get("identity") or "").strip().lower()
@@ -464,13 +454,6 @@ def _permission_key(permission: Mapping[str, Any]) -> str:
         return identity.split(".", 1)[0]
     return str(permission.get("name") or "").strip().lower()
 
-
-
-def _truthy(value: Any) -> bool:
-    """Read a boolean setting that may arrive as text from the environment ("true", "0"...)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 def _attr(obj: Any, name: str) -> Any:

@@ -1,11 +1,11 @@
 """The demo's Wonde schools: Demo Primary School and Demo Academy, connected to the Wonde sandbox through the lifecycle."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from portal.plugins import api
 from portal_wonde.sandbox import DEFAULT_TOKEN, DEMO_SCHOOLS, WondeSandbox, demo_schools
 
 DEMO_URNS = {urn for urn, *_ in DEMO_SCHOOLS}
@@ -17,26 +17,22 @@ def demo_connections(schools: list[Any]) -> list[Any]:
     It walks the real lifecycle: a school admin accepts the terms and asks for access through the
     real connector, and the sandbox answers the request-access call with "approved".
     """
-    from portal import lifecycle
-    from portal.demo import school_admin_with_terms
-    from portal.models import ConnectionState
-
     connections = []
     for school in schools:
         if school.urn not in DEMO_URNS:
             continue
-        connection = lifecycle.connection_for(school, "wonde")
-        if connection.state != ConnectionState.approved:
-            admin = school_admin_with_terms(school)
+        connection = api.connection_for(school, "wonde")
+        if connection.state != api.ConnectionState.approved:
+            admin = api.school_admin_with_terms(school)
             if admin is None:
                 continue
             if not connection.settings_encrypted:
                 # The sandbox's token; a real deployment sets CONNECTORS["wonde"]["token"] instead.
-                connection.settings_encrypted = json.dumps({"token": DEFAULT_TOKEN})
-            if connection.state not in (ConnectionState.requested, ConnectionState.pending):
-                lifecycle.request_access(connection, admin, {"name": admin.name, "email": admin.email})
+                api.set_connection_settings(connection, {"token": DEFAULT_TOKEN})
+            if connection.state not in (api.ConnectionState.requested, api.ConnectionState.pending):
+                api.request_access(connection, admin, {"name": admin.name, "email": admin.email})
             else:
-                lifecycle.poll_access(connection)
+                api.poll_access(connection)
         connections.append(connection)
     return connections
 

@@ -18,6 +18,12 @@ from portal.connectors import (
     StaffRecord,
     SubjectRecord,
     Tombstone,
+    normalise_bool,
+    normalise_ethnicity,
+    normalise_gender,
+    normalise_language,
+    normalise_sen_status,
+    normalise_year_group,
 )
 from portal_wonde.client import parse_wonde_date, parse_wonde_datetime
 
@@ -37,65 +43,12 @@ __all__ = [
     "normalise_sen_status",
 ]
 
-TRUE_TEXT = {"true", "t", "yes", "y", "1"}
-FALSE_TEXT = {"false", "f", "no", "n", "0"}
 WEEKDAYS = {"monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5, "saturday": 6, "sunday": 7}
 STAGE_PATTERN = re.compile(r"\b(EYFS|KS[1-5]|GCSE|A[- ]?level)\b", re.IGNORECASE)
-# DfE ethnicity codes for the descriptions an MIS may send instead of the code.
-ETHNICITY_DESCRIPTIONS = {
-    "white - british": "WBRI", "white british": "WBRI", "white - irish": "WIRI", "white - any other white background": "WOTH",
-    "any other white background": "WOTH", "traveller of irish heritage": "WIRT", "gypsy/roma": "WROM",
-    "white and black caribbean": "MWBC", "white and black african": "MWBA", "white and asian": "MWAS",
-    "any other mixed background": "MOTH", "indian": "AIND", "pakistani": "APKN", "bangladeshi": "ABAN",
-    "any other asian background": "AOTH", "black - african": "BAFR", "african": "BAFR", "black - caribbean": "BCRB",
-    "caribbean": "BCRB", "any other black background": "BOTH", "chinese": "CHNE", "any other ethnic group": "OOTH",
-    "refused": "REFU", "information not yet obtained": "NOBT",
-}
-LANGUAGE_NAMES = {"english": "ENG", "believed to be english": "ENB", "polish": "POL", "urdu": "URD", "panjabi": "PNJ",
-                  "punjabi": "PNJ", "bengali": "BNG", "gujarati": "GUJ", "arabic": "ARA", "somali": "SOM",
-                  "tamil": "TAM", "portuguese": "POR", "spanish": "SPA", "turkish": "TUR", "lithuanian": "LIT",
-                  "french": "FRN", "chinese": "CHI"}
 GROUP_TYPES = {"REGISTRATION": "registration", "YEAR": "year", "HOUSE": "house"}
 
 
 # ---------------------------------------------------------------- tolerant readers
-
-
-def normalise_bool(value: Any) -> bool | None:
-    """Return True/False from a bool or Y/N/true/1-style text; None when missing or unreadable."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in TRUE_TEXT:
-        return True
-    if text in FALSE_TEXT:
-        return False
-    return None
-
-
-def normalise_sen_status(value: Any) -> str | None:
-    """Return the DfE SEN provision code N, K or E from a code or an MIS description."""
-    if value is None or str(value).strip() == "":
-        return None
-    text = str(value).strip().lower()
-    if text in ("n", "k", "e"):
-        return text.upper()
-    if text in ("s", "a", "p") or "statement" in text or "ehc" in text or "health and care" in text:
-        return "E"
-    if text.startswith("no ") or text in ("none", "no sen", "not sen"):
-        return "N"
-    if "support" in text or "school action" in text or text == "sen":
-        return "K"
-    return None
-
-
-def _code(value: Any, names: Mapping[str, str]) -> str | None:
-    if value is None or str(value).strip() == "":
-        return None
-    text = str(value).strip()
-    return names.get(text.lower(), text.upper() if len(text) <= 4 else text)
 
 
 def included(obj: Mapping[str, Any], key: str) -> Any:
@@ -146,11 +99,9 @@ def map_pupil(student: Mapping[str, Any], leaving: bool = False) -> PupilRecord:
     education = included(student, "education_details") or {}
     registration = included(student, "registration")
     year = included(student, "year")
-    year_group = _text(education.get("current_nc_year"))
+    year_group = normalise_year_group(education.get("current_nc_year"))
     if year_group is None and isinstance(year, Mapping):
-        year_group = _text(year.get("code")) or _text(str(year.get("name") or "").replace("Year", ""))
-    if year_group and year_group.upper() == "R":
-        year_group = "R"
+        year_group = normalise_year_group(year.get("code")) or normalise_year_group(year.get("name"))
     reg_name = _text(registration.get("name")) if isinstance(registration, Mapping) else None
     if reg_name is None:
         groups = included(student, "groups") or []
@@ -169,21 +120,13 @@ def map_pupil(student: Mapping[str, Any], leaving: bool = False) -> PupilRecord:
         preferred_forename=_text(student.get("forename")),
         preferred_surname=_text(student.get("surname")),
         date_of_birth=parse_wonde_date(student.get("date_of_birth")),
-        gender=_gender(student.get("gender")),
+        gender=normalise_gender(student.get("gender")),
         upn=_text(education.get("upn")),
         year_group=year_group,
         registration_group=reg_name,
         admission_date=parse_wonde_date(education.get("admission_date")),
         leaving_date=parse_wonde_date(education.get("leaving_date")),
     )
-
-
-def _gender(value: Any) -> str | None:
-    text = _text(value)
-    if text is None:
-        return None
-    # Compare case-insensitively and never enum-validate (the spec lists several vocabularies).
-    return {"male": "M", "m": "M", "female": "F", "f": "F"}.get(text.lower(), text)
 
 
 # Canonical demographics field -> the extended_details keys that carry it (absent when none is sent).
@@ -207,7 +150,7 @@ def map_demographics(student: Mapping[str, Any]) -> DemographicsRecord:
         status = _text(ext.get("english_as_additional_language_status"))
         if status:
             lowered = status.lower()
-            eal = False if lowered.startswith(("not", "no", "english")) else True if "eal" in lowered or lowered in TRUE_TEXT else normalise_bool(status)
+            eal = False if lowered.startswith(("not", "no", "english")) else True if "eal" in lowered else normalise_bool(status)
     needs = included(student, "sen_needs") or []
     sen_need = None
     if isinstance(needs, list) and needs:
@@ -223,9 +166,9 @@ def map_demographics(student: Mapping[str, Any]) -> DemographicsRecord:
         pupil_premium=normalise_bool(ext.get("premium_pupil_indicator")),
         sen_status=normalise_sen_status(ext.get("sen_status")),
         sen_need=sen_need,
-        first_language=_code(ext.get("first_language") or ext.get("home_language"), LANGUAGE_NAMES),
+        first_language=normalise_language(ext.get("first_language") or ext.get("home_language")),
         eal=eal,
-        ethnicity=_code(ext.get("ethnicity"), ETHNICITY_DESCRIPTIONS),
+        ethnicity=normalise_ethnicity(ext.get("ethnicity")),
         looked_after=normalise_bool(ext.get("in_lea_care")),
         ever_in_care=normalise_bool(ext.get("ever_in_care")),
         service_child=normalise_bool(ext.get("service_children_indicator")),

@@ -21,7 +21,7 @@ def test_create_app_discovers_the_wonde_connector(tmp_path):
                                  ENABLED_CONNECTORS=["wonde"], PLUGINS=[]))
     plugins = get_plugins(app)
     assert plugins.connector("wonde") is WondeConnector
-    assert "token" in WondeConnector.settings_schema["secret"]
+    assert "token" in WondeConnector.secret_settings()
 
 
 def test_sandbox_command_refuses_an_unknown_connector(tmp_path):

@@ -1,4 +1,4 @@
-"""The Wonde events route: verify, de-duplicate by event id, match the school, confirm, then move the connection."""
+"""The Wonde events route (/webhooks/wonde/<secret>): verify, de-duplicate by event id, match the school, confirm, then move the connection."""
 from __future__ import annotations
 
 import hashlib
@@ -7,18 +7,15 @@ import logging
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from portal import audit, lifecycle
 from portal.connectors import ConnectorError
-from portal.extensions import db
-from portal.models import Connection, ConnectionState, Organisation, OrgKind, WebhookEvent
-from portal.webhooks.verify import VerificationFailed, check_secret, check_signature
+from portal.plugins import api
+from portal.plugins.api import Connection, VerificationFailed, check_secret, check_signature
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+# Mounted by create_app as WondeConnector.blueprint, CSRF-exempt: the URL secret (and signature) replace it.
+bp = Blueprint("wonde_webhooks", __name__, url_prefix="/webhooks")
 
 CONNECTOR = "wonde"
 EVENTS = {"schoolApproved", "accessRevoked", "accessDeclined", "schoolMigration", "writeback"}
@@ -42,27 +39,12 @@ def _match(payload: dict[str, Any]) -> Connection | None:
     school_id = str(payload.get("school_id") or "").strip()
     if not school_id:
         return None
-    conn = db.session.execute(
-        select(Connection).where(Connection.connector == CONNECTOR, Connection.provider_school_id == school_id)
-    ).scalar()
+    conn = api.connection_by_provider_id(CONNECTOR, school_id)
     if conn is not None:
         return conn
     # Before the provider's id is stored, match on the URN, and only a connection that asked for access.
     urn = str(payload.get("school_urn") or "").strip()
-    if not urn:
-        return None
-    conn = db.session.execute(
-        select(Connection)
-        .join(Organisation, Connection.school_id == Organisation.id)
-        .where(
-            Connection.connector == CONNECTOR,
-            Connection.provider_school_id.is_(None),
-            Organisation.kind == OrgKind.school,
-            Organisation.urn == urn,
-            Connection.state.in_([ConnectionState.requested, ConnectionState.pending]),
-        )
-    ).scalar()
-    return conn
+    return api.requested_connection_by_urn(CONNECTOR, urn) if urn else None
 
 
 def _confirmed_approved(conn: Connection, school_id: str) -> bool:
@@ -70,8 +52,8 @@ def _confirmed_approved(conn: Connection, school_id: str) -> bool:
     previous = conn.provider_school_id
     conn.provider_school_id = school_id
     try:
-        status = lifecycle.connector_instance(conn).access_status(conn)
-    except (ConnectorError, lifecycle.LifecycleError):
+        status = api.connector_instance(conn).access_status(conn)
+    except (ConnectorError, api.LifecycleError):
         conn.provider_school_id = previous
         return False
     ok = status.state == "approved" and str(status.provider_school_id or school_id) == school_id
@@ -85,8 +67,8 @@ def _confirmed_ended(conn: Connection, school_id: str) -> bool:
     if conn.provider_school_id and str(conn.provider_school_id) != school_id:
         return False
     try:
-        status = lifecycle.connector_instance(conn).access_status(conn)
-    except (ConnectorError, lifecycle.LifecycleError):
+        status = api.connector_instance(conn).access_status(conn)
+    except (ConnectorError, api.LifecycleError):
         return False
     return status.state in ("revoked", "declined", "not_connected")
 
@@ -117,17 +99,15 @@ def wonde(secret: str):
         return _error(400, "unknown_event", f"payload_type must be one of {', '.join(sorted(EVENTS))}.")
     kind = payload["payload_type"]
     event_id = _event_id(payload, body)
-    if db.session.execute(
-        select(WebhookEvent.id).where(WebhookEvent.connector == CONNECTOR, WebhookEvent.event_id == event_id)
-    ).first():
+    if api.event_seen(CONNECTOR, event_id):
         return jsonify({"status": "duplicate", "event_id": event_id})
     if kind == "writeback":
         return _done(event_id, kind, None, "ignored")
     conn = _match(payload)
     if conn is None:
         # Nothing is changed for a school we cannot match; the id is not stored, so a later retry can match.
-        audit.record("webhook.unmatched", details={"connector": CONNECTOR, "payload_type": kind}, actor="provider")
-        db.session.commit()
+        api.audit_event("webhook.unmatched", details={"connector": CONNECTOR, "payload_type": kind}, actor="provider")
+        api.commit()
         log.warning("wonde webhook %s for an unknown school", kind)
         return _error(404, "unknown_school", "No connection matches this school.")
     return _apply(conn, kind, payload, event_id)
@@ -137,40 +117,34 @@ def _apply(conn: Connection, kind: str, payload: dict[str, Any], event_id: str):
     school_id = str(payload.get("school_id"))
     if kind == "schoolApproved":
         if not _confirmed_approved(conn, school_id):
-            db.session.rollback()
+            api.rollback()
             # Not recorded as processed: the provider's retry (or the access poll) will try again.
             return jsonify({"status": "unconfirmed", "state": conn.state.value}), 202
         token = payload.get("school_token")
         try:
-            lifecycle.mark_approved(conn, "provider", settings={"school_token": token} if token else None)
-        except lifecycle.LifecycleError as exc:
-            db.session.rollback()
+            api.mark_approved(conn, "provider", settings={"school_token": token} if token else None)
+        except api.LifecycleError as exc:
+            api.rollback()
             return _done(event_id, kind, conn, exc.code)
     elif kind == "accessRevoked":
         # Confirmed, never inferred (R5): a revocation schedules a deletion, so Wonde itself must say so.
         if not _confirmed_ended(conn, school_id):
-            db.session.rollback()
+            api.rollback()
             return jsonify({"status": "unconfirmed", "state": conn.state.value}), 202
-        lifecycle.mark_revoked_by_provider(conn, "revoked_at_provider")
+        api.mark_revoked_by_provider(conn, "revoked_at_provider")
     elif kind == "accessDeclined":
-        lifecycle.mark_declined(conn, "provider")
+        api.mark_declined(conn, "provider")
     elif kind == "schoolMigration":
-        audit.record(
+        api.audit_event(
             "connection.migration", organisation_id=conn.school_id, target=conn, actor="provider",
             details={"connector": CONNECTOR, "completed": bool(payload.get("completed_at"))},
         )
-        db.session.commit()
+        api.commit()
     return _done(event_id, kind, conn, "processed")
 
 
 def _done(event_id: str, kind: str, conn: Connection | None, outcome: str):
-    db.session.add(
-        WebhookEvent(connector=CONNECTOR, event_id=event_id, payload_type=kind, connection_id=conn.id if conn else None, outcome=outcome)
-    )
-    try:
-        db.session.commit()
-    except IntegrityError:
+    if not api.record_event(CONNECTOR, event_id, kind, conn, outcome):
         # The same event arrived twice at once; the other request recorded it.
-        db.session.rollback()
         return jsonify({"status": "duplicate", "event_id": event_id})
     return jsonify({"status": outcome, "event_id": event_id, "state": conn.state.value if conn else None})
