@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from portal.connectors import (
     Checkpoint,
     Connector,
     ConnectorError,
+    Contact,
     DemographicsRecord,
     ExclusionRecord,
     GroupRecord,
@@ -27,11 +28,12 @@ from portal.connectors import (
     NotFound,
     PupilRecord,
     Record,
+    Setting,
     StaffRecord,
     SubjectRecord,
     Tombstone,
-    hosts_setting,
 )
+from portal_example import sandbox_spec
 from portal_example.client import DEFAULT_BASE_URL, ExampleClient, format_since
 
 __all__ = ["ExampleConnector"]
@@ -165,32 +167,26 @@ class ExampleConnector(Connector):
     name = "example"
     title = "Example MIS"
     settings_schema = {
-        "type": "object",
-        "properties": {
-            "base_url": {"type": "string", "default": DEFAULT_BASE_URL, "title": "API base URL"},
-            "token": {"type": "string", "title": "API token"},
-            "page_size": {"type": "integer", "default": 200},
-            "read_timeout": {"type": "number", "default": 30},
-            "max_retries": {"type": "integer", "default": 4},
-            "backoff_base": {"type": "number", "default": 0.5},
-            "allow_insecure_http": {"type": "boolean", "default": False,
-                                    "title": "Allow plain HTTP to a local sandbox (tests)"},
-            "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": []},
-        },
-        "required": ["token"],
-        "secret": ["token"],
+        "base_url": Setting(str, DEFAULT_BASE_URL, title="API base URL"),
+        "token": Setting(str, required=True, secret=True, per_connection=True, title="The school's API token"),
+        "page_size": Setting(int, 200, title="Rows per page"),
+        "read_timeout": Setting(float, 30.0, title="Seconds to wait for an answer"),
+        "max_retries": Setting(int, 4, title="Retries of a request that failed for a temporary reason"),
+        "backoff_base": Setting(float, 0.5, title="First wait between retries, in seconds"),
+        "backoff_cap": Setting(float, 20.0, title="Longest wait between retries, in seconds"),
+        "allow_insecure_http": Setting(bool, False, title="Allow plain HTTP to a local sandbox (tests)"),
+        "allowed_hosts": Setting(list, [], title="Hosts besides the provider's the token may be sent to"),
     }
     categories = CATEGORIES
+    sandbox = sandbox_spec.SANDBOX
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        super().__init__(settings)
+        super().__init__(settings)  # coerced to settings_schema's types, defaults filled in
         s = self.settings
         self.client = ExampleClient(
-            s.get("base_url") or DEFAULT_BASE_URL, s.get("token") or "",
-            allow_insecure_http=str(s.get("allow_insecure_http", False)).lower() in ("1", "true", "yes", "on"),
-            allowed_hosts=hosts_setting(s.get("allowed_hosts")), page_size=int(s.get("page_size", 200)),
-            read_timeout=float(s.get("read_timeout", 30)), max_retries=int(s.get("max_retries", 4)),
-            backoff_base=float(s.get("backoff_base", 0.5)), backoff_cap=float(s.get("backoff_cap", 20)),
+            s["base_url"], s["token"] or "", allow_insecure_http=s["allow_insecure_http"],
+            allowed_hosts=s["allowed_hosts"], page_size=s["page_size"], read_timeout=s["read_timeout"],
+            max_retries=s["max_retries"], backoff_base=s["backoff_base"], backoff_cap=s["backoff_cap"],
             stats=self.stats, before_request=self.before_request)
 
     @staticmethod
@@ -216,7 +212,7 @@ class ExampleConnector(Connector):
             raise ConnectorError(f"The Example MIS has no school with URN {urn or '-'}.", endpoint="schools")
         return str(found[0]["id"])
 
-    def request_access(self, school: Any) -> AccessStatus:
+    def request_access(self, school: Any, contacts: Sequence[Contact] = ()) -> AccessStatus:
         school_id = self._school_id(school)
         answer = self.client.request("POST", f"schools/{school_id}/access", endpoint="access")
         return AccessStatus(ACCESS.get(answer.get("access"), "pending"), school_id)

@@ -30,15 +30,13 @@ from werkzeug.wrappers import Request, Response
 
 from portal.sandbox.server import Fault, SandboxServer
 from portal.sandbox.synthetic import SyntheticSchool, generate_school
+from portal_example.sandbox_spec import DEMO_SCHOOLS
 
-__all__ = ["DEFAULT_TOKEN", "DEMO_SCHOOLS", "ExampleFault", "ExampleSandbox", "LIST_SCOPES", "demo_schools", "main",
+__all__ = ["DEFAULT_TOKEN", "ExampleFault", "ExampleSandbox", "LIST_SCOPES", "demo_schools", "main",
            "serve"]
 
 DEFAULT_TOKEN = "example-sandbox-token-0123456789"
 MAX_LIMIT = 200
-# The demo's Example MIS school (URN, LA code, establishment number, phase, name): its own URN, so the
-# demo's other schools keep their providers.
-DEMO_SCHOOLS = (("990004", "990", "2003", "primary", "Demo Example School"),)
 # Each list and the scope a school grants for it (deletions carry ids only and need none).
 LIST_SCOPES = {
     "pupils": "pupils", "leavers": "pupils", "census": "census", "subjects": "timetable", "groups": "timetable",
@@ -322,11 +320,13 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def demo_schools(schools: int = 1, pupils: int = 250, days: int = 190, seed: int = 1) -> list[SyntheticSchool]:
-    """The demo's Example MIS school first, then more synthetic ones."""
+    """The demo's Example MIS school first (sandbox_spec.DEMO_SCHOOLS), then more synthetic ones."""
     out = []
     for i in range(schools):
-        urn, la, estab, phase, name = DEMO_SCHOOLS[i] if i < len(DEMO_SCHOOLS) else (
-            f"98{i:04d}", "980", f"{2000 + i}", "primary", f"Example School {i}")
+        demo = DEMO_SCHOOLS[i] if i < len(DEMO_SCHOOLS) else None
+        urn, la, estab, phase, name = (demo.urn, demo.la_code, demo.establishment_number, demo.phase.lower(),
+                                       demo.name) if demo else (f"98{i:04d}", "980", f"{2000 + i}", "primary",
+                                                                f"Example School {i}")
         out.append(generate_school(seed * 3000 + i, pupils=pupils, days=days, phase=phase, name=name, urn=urn,
                                    la_code=la, establishment_number=estab))
     return out
