@@ -47,7 +47,7 @@ def main() -> None:
     from portal import create_app
     from portal.extract import run_extract
     from portal.sandbox import synthetic
-    from portal.testing.conformance import _school_with_connection, school_window
+    from portal.testing.conformance import connect_synthetic_school, school_window
     from portal.testing.databases import base_config
     from portal_groupcall.sandbox import RELYING_PARTY, GroupcallSandbox
 
@@ -60,7 +60,7 @@ def main() -> None:
         app = create_app(base_config(url, PLUGINS=["portal_groupcall.plugin"], ENABLED_CONNECTORS=["groupcall"],
                                      CONNECTORS={"groupcall": settings}))
         with app.app_context():
-            connection_id = _school_with_connection(school, "groupcall", {"school_secret": served.secret})
+            connection_id = connect_synthetic_school(school, "groupcall", {"school_secret": served.secret})
             rows = []
             for label, mode in (("full", "full"), ("incremental (5 % changed)", "incremental")):
                 if mode == "incremental":

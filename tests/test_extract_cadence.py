@@ -1,4 +1,4 @@
-"""R17/R18 cadence: which categories may be weekly, and a weekly category is extracted on its day only (real Wonde sandbox)."""
+"""R17/R18 cadence: which categories may be weekly, and a weekly category is extracted on its day only (a real provider sandbox)."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -14,10 +14,6 @@ from portal.models.base import utcnow
 from portal.retention.calendar import london_date
 from portal.sandbox import synthetic
 from portal.testing.databases import base_config
-from portal.testing.conformance import add_synthetic_school, approved_connection
-from tests.extract_helpers import authorise_all_features
-
-sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 
 
 @pytest.mark.parametrize("category, cadence", [
@@ -46,23 +42,16 @@ def test_r18_the_weekly_day_must_be_a_day(tmp_path):
 
 
 @pytest.fixture
-def weekly_assessment(make_app):
-    """A school on the Wonde sandbox, with student_assessment set to weekly on a day that is not today."""
+def weekly_assessment(serve_school):
+    """A school on an installed connector's sandbox, with student_assessment set to weekly on a day that is not today."""
     school = synthetic.generate_school(21, pupils=12, days=3, phase="secondary", sixth_form=False)
     tomorrow = WEEKDAYS[(london_date(utcnow()) + timedelta(days=1)).weekday()]
-    with sandbox_module.WondeSandbox([school]) as sandbox:
-        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
-                       CONNECTORS={"wonde": sandbox.settings}, EXTRACT_SCHEDULE={"student_assessment": "weekly"},
-                       EXTRACT_WEEKLY_DAY=tomorrow)
-        with app.app_context():
-            org = add_synthetic_school(school)
-            authorise_all_features(org)
-            conn = approved_connection(org, "wonde")
-            yield app, sandbox, conn.id
+    with serve_school(school, EXTRACT_SCHEDULE={"student_assessment": "weekly"}, EXTRACT_WEEKLY_DAY=tomorrow) as served:
+        yield served.app, served.served, served.connection_id
 
 
 def test_r18_a_weekly_category_is_extracted_first_then_only_on_its_day(weekly_assessment):
-    app, sandbox, connection_id = weekly_assessment
+    app, served, connection_id = weekly_assessment
     # Never extracted: the first scheduled run takes it, although today is not its day.
     first = run_extract(connection_id)
     assert first.status == RunStatus.succeeded, first.error_message
@@ -70,26 +59,26 @@ def test_r18_a_weekly_category_is_extracted_first_then_only_on_its_day(weekly_as
     assert first.stats["categories"]["student_assessment"]["inserted"] > 0
 
     # The next day's run (not the weekly day): every daily category, no assessment call at all.
-    sandbox.clear_log()
+    served.sandbox.clear_log()
     second = run_extract(connection_id)
     assert second.status == RunStatus.succeeded, second.error_message
     assert second.params["categories"] == ["student_basic", "student_demographics", "student_timetable",
                                            "student_attendance_exclusions", "staff_basic"]
-    assert sandbox.requests("/attendance/session") and sandbox.requests("/students")
-    assert sandbox.requests("/assessment") == []
+    assert served.read_count("student_attendance_exclusions") and served.read_count("student_basic")
+    assert served.read_count("student_assessment") == 0
 
     # On the weekly day it comes again.
     app.config["EXTRACT_WEEKLY_DAY"] = WEEKDAYS[london_date(utcnow()).weekday()]
-    sandbox.clear_log()
+    served.sandbox.clear_log()
     third = run_extract(connection_id)
     assert "student_assessment" in third.params["categories"]
-    assert sandbox.requests("/assessment")
+    assert served.read_count("student_assessment")
 
 
 def test_r18_naming_a_weekly_category_extracts_it_any_day(weekly_assessment):
-    app, sandbox, connection_id = weekly_assessment
+    app, served, connection_id = weekly_assessment
     run_extract(connection_id)
-    sandbox.clear_log()
+    served.sandbox.clear_log()
     run = run_extract(connection_id, categories=["student_assessment"])
     assert run.status == RunStatus.succeeded and run.params["categories"] == ["student_assessment"]
-    assert sandbox.requests("/assessment")
+    assert served.read_count("student_assessment")

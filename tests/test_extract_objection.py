@@ -1,4 +1,4 @@
-"""R74 over the real Wonde sandbox: after a pupil's written objection, special-category fields are withheld and no longer stored."""
+"""R74 over a real provider sandbox: after a pupil's written objection, special-category fields are withheld and no longer stored."""
 from __future__ import annotations
 
 import pytest
@@ -11,26 +11,19 @@ from portal.models import FlagKind, RunStatus, SubjectFlag, SubjectKind
 from portal.models.mis import MisDemographics
 from portal.sandbox import synthetic
 from tests import api_support as s
-from portal.testing.conformance import add_synthetic_school, approved_connection
 
-sandbox_module = pytest.importorskip("portal_wonde.sandbox")
 FEATURE = "self_evaluation_early_results"
 SPECIAL = ("sen_status", "sen_need", "first_language", "eal", "ethnicity")
 
 
 @pytest.fixture
-def school_on_wonde(make_app):
-    """A school extracted through the Wonde sandbox, authorising a product with the self-evaluation feature."""
+def school_on_provider(serve_school):
+    """A school on an installed connector's sandbox, authorising a product with the self-evaluation feature."""
     school = synthetic.generate_school(31, pupils=24, days=3, phase="secondary", sixth_form=False)
-    with sandbox_module.WondeSandbox([school]) as sandbox:
-        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
-                       CONNECTORS={"wonde": sandbox.settings}, SPECIAL_CATEGORY_POLICY_DOCUMENT="DPA-APD-2025-03")
-        with app.app_context():
-            org = add_synthetic_school(school)
-            product = s.product(FEATURE)
-            authorisations.authorise_product(org, product, None)
-            conn = approved_connection(org, "wonde")
-            yield app, org, conn.id, s.token_for(product)
+    with serve_school(school, SPECIAL_CATEGORY_POLICY_DOCUMENT="DPA-APD-2025-03") as served:
+        product = s.product(FEATURE)
+        authorisations.authorise_product(served.org, product, None)
+        yield served.app, served.org, served.connection_id, s.token_for(product)
 
 
 def _raw_special(external_id: str) -> tuple:
@@ -45,8 +38,8 @@ def _named(external_id: str) -> bool:
     return all(stored[f] for f in ("ethnicity", "first_language", "sen_status"))
 
 
-def test_r74_a_written_objection_withholds_the_fields_and_later_extracts_store_nulls(school_on_wonde):
-    app, org, connection_id, token = school_on_wonde
+def test_r74_a_written_objection_withholds_the_fields_and_later_extracts_store_nulls(school_on_provider):
+    app, org, connection_id, token = school_on_provider
     full = run_extract(connection_id, mode="full")
     assert full.status == RunStatus.succeeded, full.error_message
     rows = db.session.execute(select(MisDemographics).where(MisDemographics.connection_id == connection_id)).scalars()
@@ -83,8 +76,8 @@ def test_r74_a_written_objection_withholds_the_fields_and_later_extracts_store_n
     assert (counts["inserted"], counts["updated"], counts["unchanged"]) == (0, 0, len(by_id))
 
 
-def test_r74_an_objection_on_file_before_the_first_extract_means_nothing_special_is_ever_stored(school_on_wonde):
-    app, org, connection_id, token = school_on_wonde
+def test_r74_an_objection_on_file_before_the_first_extract_means_nothing_special_is_ever_stored(school_on_provider):
+    app, org, connection_id, token = school_on_provider
     sandbox_pupils = run_extract(connection_id, mode="full", categories=["student_basic"])
     assert sandbox_pupils.status == RunStatus.succeeded
     pupil = db.session.execute(text("SELECT external_id FROM mis_pupils ORDER BY id LIMIT 1")).scalar()

@@ -16,11 +16,6 @@ from portal.models.mis import STORE_MODELS
 from portal.ops.backup import BackupError, decrypt_stream, encrypt_stream
 from portal.retention.sweep import run_sweep
 from portal.sandbox import synthetic
-from portal.testing.conformance import add_synthetic_school, approved_connection
-from tests.extract_helpers import authorise_all_features
-
-sandbox_module = pytest.importorskip("portal_wonde.sandbox")
-FAST = {"backoff_base": 0.01, "backoff_cap": 0.02, "retry_after_cap": 0.02, "max_retries": 3}
 
 
 def store_ids() -> dict[str, set[int]]:
@@ -38,22 +33,16 @@ def about_pupils(pupil_ids: set[int]) -> int:
 
 
 @pytest.fixture
-def drill(make_app, tmp_path):
-    """A Wonde sandbox school extracted through the real connector, a ledger file apart, and an operator's backup key."""
+def drill(serve_school, tmp_path):
+    """A school on an installed connector's sandbox extracted through the real connector, a ledger file apart, and an operator's backup key."""
     school = synthetic.generate_school(12, pupils=30, days=8, phase="secondary", sixth_form=False)
     key_file = tmp_path / "backup.key"
     key_file.write_text(Fernet.generate_key().decode())
-    with sandbox_module.WondeSandbox([school]) as sandbox:
-        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
-                       CONNECTORS={"wonde": {**sandbox.settings, **FAST}}, EXTRACT_BATCH_SIZE=200,
-                       RETENTION_LEDGER_PATH=str(tmp_path / "ledger" / "deletion-ledger.jsonl"), RETENTION_LEDGER_CHECK_SECONDS=0)
-        with app.app_context():
-            org = add_synthetic_school(school)
-            authorise_all_features(org)
-            conn = approved_connection(org, "wonde")
-            run = run_extract(conn.id, mode="full")
-            assert run.status == RunStatus.succeeded, run.error_message
-            yield app, key_file, tmp_path
+    with serve_school(school, EXTRACT_BATCH_SIZE=200, RETENTION_LEDGER_PATH=str(tmp_path / "ledger" / "deletion-ledger.jsonl"),
+                      RETENTION_LEDGER_CHECK_SECONDS=0) as served:
+        run = run_extract(served.connection_id, mode="full")
+        assert run.status == RunStatus.succeeded, run.error_message
+        yield served.app, key_file, tmp_path
 
 
 def test_r35_backup_delete_restore_replay_keeps_deleted_pupils_deleted_and_brings_every_other_row_back(drill):

@@ -1,4 +1,4 @@
-"""R59 through the Wonde sandbox: a matched user whose MIS staff record stops showing them employed loses access in that run."""
+"""R59 through a real provider sandbox: a matched user whose MIS staff record stops showing them employed loses access in that run."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -9,36 +9,27 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.extract import run_extract
 from portal.mail import outbox_dir
-from portal.models import AuditEntry, Membership, Role, RunStatus
+from portal.models import AuditEntry, Connection, Membership, Role, RunStatus
 from portal.sandbox import synthetic
-from portal.testing.conformance import add_synthetic_school, approved_connection
 from tests.conftest import Auth
-from tests.extract_helpers import authorise_all_features
-
-sandbox_module = pytest.importorskip("portal_wonde.sandbox")
-FAST = {"backoff_base": 0.01, "backoff_cap": 0.02, "retry_after_cap": 0.02, "max_retries": 3}
 
 
 @pytest.fixture
-def wonde_school(make_app, make):
-    """A synthetic school served by the Wonde sandbox, extracted once; a teacher T with a portal login at it and elsewhere."""
+def staffed_school(serve_school, make):
+    """A synthetic school served by an installed connector's sandbox, extracted once; a teacher T with a portal login at it and elsewhere."""
     school = synthetic.generate_school(21, pupils=30, days=5, phase="primary")
-    with sandbox_module.WondeSandbox([school]) as sandbox:
-        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
-                       CONNECTORS={"wonde": {**sandbox.settings, **FAST}}, EXTRACT_BATCH_SIZE=200)
-        with app.app_context():
-            org = add_synthetic_school(school)
-            authorise_all_features(org)
-            conn = approved_connection(org, "wonde")
-            run = run_extract(conn.id, mode="full")
-            assert run.status == RunStatus.succeeded, run.error_message
-            key, member = next((k, m) for k, m in school.staff.items() if "Teacher" in m.roles)
-            admin = make.user(Role.school_admin, org)
-            teacher = make.user(Role.school_viewer, org, email=member.email.upper())  # emails match whatever the case
-            elsewhere = make.school("Another School")
-            db.session.add(Membership(user_id=teacher.id, organisation_id=elsewhere.id, role=Role.school_viewer))
-            db.session.commit()
-            yield school, Auth(app.test_client()), org, conn, key, admin, teacher, elsewhere
+    with serve_school(school, EXTRACT_BATCH_SIZE=200) as served:
+        app, org = served.app, served.org
+        conn = db.session.get(Connection, served.connection_id)
+        run = run_extract(conn.id, mode="full")
+        assert run.status == RunStatus.succeeded, run.error_message
+        key, member = next((k, m) for k, m in school.staff.items() if "Teacher" in m.roles)
+        admin = make.user(Role.school_admin, org)
+        teacher = make.user(Role.school_viewer, org, email=member.email.upper())  # emails match whatever the case
+        elsewhere = make.school("Another School")
+        db.session.add(Membership(user_id=teacher.id, organisation_id=elsewhere.id, role=Role.school_viewer))
+        db.session.commit()
+        yield school, Auth(app.test_client()), org, conn, key, admin, teacher, elsewhere
 
 
 def _confirm_match(client, auth, org, admin, teacher) -> Membership:
@@ -56,8 +47,8 @@ def _confirm_match(client, auth, org, admin, teacher) -> Membership:
 
 
 @pytest.mark.parametrize("how", ["not_employed", "missing_from_full_extract"])
-def test_r59_a_staff_leaver_loses_access_to_that_school_only_and_admins_are_told(wonde_school, how):
-    school, auth, org, conn, key, admin, teacher, elsewhere = wonde_school
+def test_r59_a_staff_leaver_loses_access_to_that_school_only_and_admins_are_told(staffed_school, how):
+    school, auth, org, conn, key, admin, teacher, elsewhere = staffed_school
     client = auth.client
     membership = _confirm_match(client, auth, org, admin, teacher)
     auth.login(teacher)
@@ -88,8 +79,8 @@ def test_r59_a_staff_leaver_loses_access_to_that_school_only_and_admins_are_told
     assert entry.details["run_id"] == run.id
 
 
-def test_r59_unmatched_users_and_current_staff_keep_access(wonde_school):
-    school, auth, org, conn, key, admin, teacher, elsewhere = wonde_school
+def test_r59_unmatched_users_and_current_staff_keep_access(staffed_school):
+    school, auth, org, conn, key, admin, teacher, elsewhere = staffed_school
     # Not matched: the MIS showing them as not employed changes nothing (no confirmed link, no evidence about this user).
     school.update_staff(key, datetime.now(timezone.utc) + timedelta(seconds=1), currently_employed=False)
     assert run_extract(conn.id, mode="incremental").status == RunStatus.succeeded

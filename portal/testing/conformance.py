@@ -1,15 +1,18 @@
 """The connector conformance kit: one pytest suite every connector package runs against its own sandbox.
 
-A connector package opts in with two small files in its tests folder:
+A connector package opts in with a provider and one test file; the fixtures (``kit``, the databases)
+come from the portal's pytest plugin (portal.testing.plugin), installed with ``mis-portal[testing]``:
 
-    # conftest.py
-    from portal.testing.conformance import kit_database, kit_database_url  # noqa: F401 (fixtures)
+    # portal_mine/testing.py, declared in setup.cfg:
+    #   [options.entry_points]  portal.testing = mine = portal_mine.testing:MyProvider
+    class MyProvider(ConformanceProvider): ...   # how to serve a synthetic school through the package's sandbox
 
+    # tests/conftest.py
     @pytest.fixture
     def provider():
-        return MyProvider()          # a ConformanceProvider: how to serve a synthetic school
+        return MyProvider()
 
-    # test_conformance.py
+    # tests/test_conformance.py
     from portal.testing.conformance import *  # noqa: F401,F403 (the kit's tests)
 
 Every test serves the same synthetic school (portal.sandbox.synthetic) through the provider's
@@ -33,12 +36,15 @@ from typing import Any
 import pytest
 
 from portal.sandbox import synthetic
-from portal.testing.databases import base_config, fresh_database_url, migrated_database
+from portal.sandbox.server import SandboxServer
+from portal.testing.databases import base_config
 
 __all__ = [
     "ConformanceProvider",
     "Served",
-    "kit",
+    "ServedSchool",
+    "connect_synthetic_school",
+    "serve_school",
     "school_window",
     "test_deletions_reach_the_store",
     "test_each_fault_type",
@@ -55,7 +61,6 @@ __all__ = [
     "test_transient_faults_are_retried",
 ]
 
-BACKENDS = ("sqlite", "postgresql")
 # The fault types every sandbox must be able to inject (names are the kit's; each provider maps them).
 FAULTS = ("server_error", "rate_limited", "malformed", "timeout")
 # What a run that keeps meeting the fault must end with: (error_kind, error_code).
@@ -78,10 +83,14 @@ EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 class Served(abc.ABC):
     """One synthetic school being served by a provider's sandbox."""
 
+    #: The running sandbox (its request log and faults: portal.sandbox.server).
+    sandbox: SandboxServer
     #: Deployment settings for the connector (CONNECTORS[name]); may point at a plain-http sandbox.
     settings: dict[str, Any]
     #: The connection's own settings (e.g. a per-school secret); stored encrypted by the kit.
     connection_settings: dict[str, Any]
+    #: Per category, a path fragment of its first read (what read_count counts).
+    main_reads: Mapping[str, str] = {}
 
     @abc.abstractmethod
     def synthetic_key(self, provider_id: str) -> str | None:
@@ -91,9 +100,13 @@ class Served(abc.ABC):
     def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:
         """Make the next ``times`` data requests (after ``skip`` good ones) fail with a FAULTS type, or "revoke"."""
 
-    @abc.abstractmethod
     def request_count(self) -> int:
         """How many requests the sandbox has answered so far."""
+        return self.sandbox.count()
+
+    def read_count(self, category: str) -> int:
+        """How many requests of the category's first read the sandbox has answered so far."""
+        return self.sandbox.count(self.main_reads[category])
 
     def changed(self) -> None:
         """Called after the kit mutates the synthetic school (sandboxes that cache renderings refresh here)."""
@@ -128,25 +141,6 @@ class ConformanceProvider(abc.ABC):
     @abc.abstractmethod
     def serve(self, school: synthetic.SyntheticSchool) -> contextlib.AbstractContextManager[Served]:
         """Serve the school through a running sandbox for the duration of the ``with`` block."""
-
-
-# ---------------------------------------------------------------- databases (like tests/conftest.py)
-
-
-@pytest.fixture(scope="session", params=BACKENDS)
-def kit_database(request, tmp_path_factory):
-    """A database migrated once per session and backend, with the reference rows the migrations seed."""
-    backend = request.param
-    chosen = request.config.getoption("--backend", default=None)
-    if chosen and backend not in chosen:
-        pytest.skip(f"backend {backend} not chosen")
-    yield from migrated_database(backend, tmp_path_factory)
-
-
-@pytest.fixture
-def kit_database_url(kit_database, tmp_path):
-    """This test's database: reference rows only."""
-    return fresh_database_url(kit_database, tmp_path)
 
 
 # ---------------------------------------------------------------- the kit
@@ -356,7 +350,7 @@ def app_from_env():
 
 
 @pytest.fixture
-def kit(provider: ConformanceProvider, kit_database_url) -> Iterator[Kit]:
+def kit(provider: ConformanceProvider, database_url: str) -> Iterator[Kit]:
     """A school served by the provider's sandbox, a portal app on a fresh database, and an approved connection."""
     from portal import create_app
     from portal.extensions import db
@@ -368,10 +362,10 @@ def kit(provider: ConformanceProvider, kit_database_url) -> Iterator[Kit]:
         config = {"PLUGINS": [provider.plugin], "ENABLED_CONNECTORS": [provider.name],
                   "CONNECTORS": {provider.name: dict(served.settings)}, "EXTRACT_BATCH_SIZE": 200,
                   "MASS_REMOVAL_THRESHOLD": 0.5}
-        app = create_app(base_config(kit_database_url, **config))
+        app = create_app(base_config(database_url, **config))
         with app.app_context():
-            connection_id = _school_with_connection(school, provider.name, served.connection_settings)
-            yield Kit(provider, school, served, app, connection_id, app_config={"DATABASE_URL": kit_database_url, **config})
+            connection_id = connect_synthetic_school(school, provider.name, served.connection_settings)
+            yield Kit(provider, school, served, app, connection_id, app_config={"DATABASE_URL": database_url, **config})
             db.session.remove()
             db.engine.dispose()
 
@@ -413,7 +407,7 @@ def approved_connection(org, connector: str, settings: Mapping[str, Any] | None 
     return connection
 
 
-def _school_with_connection(school: synthetic.SyntheticSchool, connector: str, settings: Mapping[str, Any]) -> int:
+def connect_synthetic_school(school: synthetic.SyntheticSchool, connector: str, settings: Mapping[str, Any]) -> int:
     """Create the school, a product that needs all six categories, and an approved connection."""
     from sqlalchemy import select
 
@@ -428,6 +422,41 @@ def _school_with_connection(school: synthetic.SyntheticSchool, connector: str, s
     db.session.add(ProductAuthorisation(school_id=org.id, product_id=product.id,
                                         authorised_at=datetime.now(timezone.utc) - timedelta(days=1)))
     return approved_connection(org, connector, settings).id
+
+
+@dataclass
+class ServedSchool:
+    """A synthetic school served by an installed connector's sandbox and connected (approved) in a portal app."""
+
+    provider: ConformanceProvider
+    school: synthetic.SyntheticSchool
+    served: Served
+    app: Any
+    org: Any
+    connection_id: int
+
+    @property
+    def sandbox(self) -> SandboxServer:
+        return self.served.sandbox
+
+
+@contextlib.contextmanager
+def serve_school(provider: ConformanceProvider, school: synthetic.SyntheticSchool, make_app,
+                 **config: Any) -> Iterator[ServedSchool]:
+    """Serve the school through the provider's sandbox; yield it connected in an app of ``make_app(**config)``.
+
+    The school authorises a product of every feature (every category granted); the app context stays pushed.
+    """
+    with provider.serve(school) as served:
+        app = make_app(**{"PLUGINS": [provider.plugin], "ENABLED_CONNECTORS": [provider.name],
+                          "CONNECTORS": {provider.name: dict(served.settings)}, **config})
+        with app.app_context():
+            connection_id = connect_synthetic_school(school, provider.name, served.connection_settings)
+            from portal.extensions import db
+            from portal.models import Connection
+
+            org = db.session.get(Connection, connection_id).school
+            yield ServedSchool(provider, school, served, app, org, connection_id)
 
 
 # ---------------------------------------------------------------- the tests

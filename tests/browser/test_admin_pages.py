@@ -11,7 +11,9 @@ from portal.models import AuditEntry
 from tests.browser.conftest import check_accessibility, plain, screenshot, sign_in
 from tests.test_retention import World
 
-pytestmark = pytest.mark.browser
+# The pages, not the database, are under test here (test_admin.py covers the admin views on both backends);
+# PostgreSQL, the stricter of the two, when it is chosen.
+pytestmark = [pytest.mark.browser, pytest.mark.one_backend("postgresql")]
 
 # Pages shown in docs/pages.md (the operations page's is taken with a held run, in test_flows).
 SCREENSHOTS = {"admin": "admin-overview", "audit": "admin-audit", "users": "admin-users",

@@ -122,8 +122,8 @@ def test_a_callback_after_revocation_at_groupcall_does_not_revoke(gc_app, sandbo
     assert reload(connection).state == ConnectionState.approved
 
 
-def test_the_route_is_mounted_only_with_the_connector(make_kit_app):
-    app = make_kit_app(ENABLED_CONNECTORS=[])
+def test_the_route_is_mounted_only_with_the_connector(make_app):
+    app = make_app(ENABLED_CONNECTORS=[])
     assert "groupcall_callback" not in app.blueprints
 
 

@@ -10,11 +10,11 @@ from portal.sandbox import synthetic
 from portal_groupcall.sandbox import DEMO_ESTABLISHMENTS, DEMO_LA, RELYING_PARTY, GroupcallSandbox, demo_secret
 
 
-def test_demo_connects_demo_village_school_through_groupcall(make_kit_app):
+def test_demo_connects_demo_village_school_through_groupcall(make_app):
     village = synthetic.generate_school(3, pupils=20, days=5, la_code=DEMO_LA, establishment_number=DEMO_ESTABLISHMENTS[0])
     with GroupcallSandbox() as sandbox:
         sandbox.load_synthetic(village.dfe_number, village, secret=demo_secret(village.dfe_number))
-        app = make_kit_app(CONNECTORS={"groupcall": {"base_url": sandbox.url, "allow_insecure_http": True}})
+        app = make_app(CONNECTORS={"groupcall": {"base_url": sandbox.url, "allow_insecure_http": True}})
         for _ in range(2):  # running it again changes nothing
             result = app.test_cli_runner().invoke(args=["portal", "demo"])
             assert result.exit_code == 0, result.output

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from portal.testing.conformance import EPOCH, Kit, kit  # noqa: F401 - fixture
+from portal.testing.conformance import EPOCH, Kit
 
 
 def _changeset_requests(sandbox, since: int = 0) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from portal.connectors import ConnectorError
-from portal.testing.conformance import kit  # noqa: F401 (fixture)
 from portal_groupcall.client import GroupcallClient
 from portal_groupcall.sandbox import DEFAULT_SCOPES
 

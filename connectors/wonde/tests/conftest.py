@@ -1,4 +1,7 @@
-"""Fixtures: a running Wonde sandbox over a small synthetic school, and a connector pointed at it."""
+"""Fixtures: a running Wonde sandbox over a small synthetic school, and a connector pointed at it.
+
+The databases, apps and the conformance kit come from the portal's pytest plugin (portal.testing.plugin).
+"""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,8 +9,11 @@ from types import SimpleNamespace
 import pytest
 from portal_wonde.connector import WondeConnector
 from portal_wonde.sandbox import WondeSandbox
+from portal_wonde.testing import WondeProvider, WondeServed
 
+from portal.sandbox import synthetic
 from portal.sandbox.synthetic import generate_school
+from portal.testing.conformance import Kit, connect_synthetic_school
 
 
 @pytest.fixture
@@ -57,75 +63,30 @@ def connection(school):
     return SimpleNamespace(provider_school_id=None, school=SimpleNamespace(urn=school.urn, dfe_number=school.dfe_number))
 
 
-# ---------------------------------------------------------------- the connector conformance kit (portal.testing.conformance)
+@pytest.fixture
+def provider():
+    """The Wonde side of the conformance kit (portal_wonde.testing)."""
+    return WondeProvider()
 
-import contextlib  # noqa: E402
-
-from portal.testing.conformance import ConformanceProvider, Served, kit_database, kit_database_url  # noqa: E402,F401
-
-# Each kit fault type as a sandbox fault on the school's data endpoints.
-KIT_FAULTS = {
-    "server_error": {"status": 503},
-    "rate_limited": {"status": 429, "retry_after": "0"},
-    "malformed": {"body": "invalid_json"},
-    "timeout": {"delay": 0.6},
-    "revoke": {"action": "revoke"},
-}
+# Quick retries and short waits: the tests assert what the client did, not how long it waited.
+FAST = {"backoff_base": 0.01, "backoff_cap": 0.02, "retry_after_cap": 0.02, "max_retries": 3}
 
 
-class WondeServed(Served):
-    """A synthetic school served by a running Wonde sandbox, with quick retries and a short read timeout."""
+class _Served(WondeServed):
+    """The conformance kit's Wonde school with the default read timeout (FAST retries only)."""
 
     def __init__(self, sandbox: WondeSandbox) -> None:
-        self.sandbox = sandbox
-        self.settings = {**sandbox.settings, "backoff_base": 0.01, "backoff_cap": 0.02, "retry_after_cap": 0.02,
-                         "read_timeout": 0.3, "max_retries": 3}
-        self.connection_settings = {}
-
-    def synthetic_key(self, provider_id: str) -> str | None:
-        return self.sandbox.synthetic_key(provider_id)
-
-    def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:
-        self.sandbox.add_fault(match=f"/schools/{self.sandbox.school_id()}/", times=times, skip=skip, **KIT_FAULTS[fault])
-
-    def request_count(self) -> int:
-        return len(self.sandbox.requests())
-
-    def refuse(self, category: str) -> None:
-        self.sandbox.add_fault(match=f"/schools/{self.sandbox.school_id()}/{MAIN_READS[category]}", status=403,
-                               times=None)
-
-    def withdraw(self, category: str) -> None:
-        self.sandbox.withhold(self.sandbox.school_id(), *PERMISSIONS[category])
-
-    def grant(self, category: str) -> None:
-        self.sandbox.grant(self.sandbox.school_id(), *PERMISSIONS[category])
-
-    def drop_secondary(self) -> str | None:
-        self.sandbox.missing.add("students-leaver")
-        return "student_basic"
-
-
-# The first read of each category, and the Wonde permissions (sandbox resources) it needs.
-MAIN_READS = {"student_basic": "students", "student_demographics": "students", "student_timetable": "subjects",
-              "student_assessment": "assessment/results", "student_attendance_exclusions": "attendance/session",
-              "staff_basic": "employees"}
-PERMISSIONS = {"student_basic": ("students",), "student_demographics": ("students",),
-               "student_timetable": ("subjects", "classes", "groups", "lessons"), "student_assessment": ("assessment",),
-               "student_attendance_exclusions": ("attendance", "exclusions"), "staff_basic": ("employees",)}
-
-
-class WondeProvider(ConformanceProvider):
-    name = "wonde"
-    plugin = "portal_wonde.plugin"
-
-    @contextlib.contextmanager
-    def serve(self, school):
-        with WondeSandbox([school]) as sandbox:
-            yield WondeServed(sandbox)
+        super().__init__(sandbox)
+        self.settings = {**sandbox.settings, **FAST}
 
 
 @pytest.fixture
-def provider():
-    """The Wonde side of the conformance kit."""
-    return WondeProvider()
+def wonde(make_app):
+    """A 36-pupil synthetic school served by a running Wonde sandbox, an app, and an approved connection (a Kit)."""
+    school = synthetic.generate_school(11, pupils=36, days=12, phase="secondary", sixth_form=False)
+    with WondeSandbox([school]) as sandbox:
+        served = _Served(sandbox)
+        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
+                       CONNECTORS={"wonde": served.settings}, EXTRACT_BATCH_SIZE=200)
+        with app.app_context():
+            yield Kit(None, school, served, app, connect_synthetic_school(school, "wonde", {}))

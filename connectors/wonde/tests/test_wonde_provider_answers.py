@@ -9,11 +9,8 @@ from portal.connectors import ConnectorError
 from portal.extensions import db
 from portal.extract import run_extract
 from portal.models import ConnectionState, DeletionOrder, PermissionWithdrawal, RunStatus
-from tests.test_extract_wonde import wonde  # noqa: F401 (fixture)
-
-sandbox_module = pytest.importorskip("portal_wonde.sandbox")
-from portal_wonde.client import WondeClient  # noqa: E402
-from portal_wonde.connector import WondeConnector  # noqa: E402
+from portal_wonde.client import WondeClient
+from portal_wonde.connector import WondeConnector
 
 
 def _data_requests(sandbox) -> list:

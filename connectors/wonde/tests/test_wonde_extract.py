@@ -3,51 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
-
 from portal.extensions import db
 from portal.extract import approve_held_run, run_extract
 from portal.models import ConnectionState, ErrorKind, RunStatus
-from portal.sandbox import synthetic
-from portal.testing.conformance import Kit, Served
-from portal.testing.conformance import add_synthetic_school, approved_connection
-from tests.extract_helpers import authorise_all_features
-
-sandbox_module = pytest.importorskip("portal_wonde.sandbox")
-
-# Quick retries and short waits: the tests assert what the client did, not how long it waited.
-FAST = {"backoff_base": 0.01, "backoff_cap": 0.02, "retry_after_cap": 0.02, "max_retries": 3}
-
-
-class _Served(Served):
-    def __init__(self, sandbox) -> None:
-        self.sandbox = sandbox
-        self.settings = {**sandbox.settings, **FAST}
-        self.connection_settings = {}
-
-    def synthetic_key(self, provider_id: str) -> str | None:
-        return self.sandbox.synthetic_key(str(provider_id))
-
-    def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:  # the kit's own tests use this
-        raise NotImplementedError
-
-    def request_count(self) -> int:
-        return len(self.sandbox.requests())
-
-
-@pytest.fixture
-def wonde(make_app):
-    """A 36-pupil synthetic school served by a running Wonde sandbox, an app, and an approved connection (a Kit)."""
-    school = synthetic.generate_school(11, pupils=36, days=12, phase="secondary", sixth_form=False)
-    with sandbox_module.WondeSandbox([school]) as sandbox:
-        served = _Served(sandbox)
-        app = make_app(PLUGINS=["portal_wonde.plugin"], ENABLED_CONNECTORS=["wonde"],
-                       CONNECTORS={"wonde": served.settings}, EXTRACT_BATCH_SIZE=200)
-        with app.app_context():
-            org = add_synthetic_school(school)
-            authorise_all_features(org)
-            conn = approved_connection(org, "wonde")
-            yield Kit(None, school, served, app, conn.id)
 
 
 def _now() -> datetime:
