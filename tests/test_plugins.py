@@ -308,3 +308,72 @@ def test_hook_portal_extract_finished_is_told_and_cannot_fail_the_run(make_app, 
         assert sys.modules[recorder].SEEN == [(run.id, run.status.value)]
         assert run.finished_at is not None
         assert f"plugin {broken} failed in portal_extract_finished for run {run.id}" in caplog.text
+
+
+# ------------------------------------------------------------------ the connector contract: settings, discovery
+
+
+def test_connector_settings_are_typed_at_start_up_and_secrets_are_masked(make_app):
+    app = make_app(CONNECTORS={"fake": {"revoked": "false", "api_key": "key-that-must-not-show"}})
+    assert app.config["CONNECTORS"]["fake"] == {"revoked": False, "api_key": "key-that-must-not-show"}
+    output = app.test_cli_runner().invoke(args=["portal", "plugins"]).output
+    assert "revoked=False" in output and "api_key=••••••" in output and "key-that-must-not-show" not in output
+    with app.app_context():
+        from portal.plugins.manager import get_plugins
+
+        # Each instance gets every declared setting, typed, with its default.
+        assert get_plugins().connector("fake")({"revoked": "yes"}).settings == {"revoked": True, "api_key": None}
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"revokd": True}, "connector fake: setting PORTAL_CONNECTORS__fake__revokd is not one of its settings"),
+    ({"revoked": "perhaps-secret"}, "connector fake: setting PORTAL_CONNECTORS__fake__revoked is invalid: it must be true or false"),
+    ({"api_key": ["secret-in-a-list"]}, "connector fake: setting PORTAL_CONNECTORS__fake__api_key is invalid: it must be text"),
+])
+def test_start_up_refuses_bad_connector_settings_naming_the_key_never_the_value(make_app, settings, message):
+    with pytest.raises(StartupError) as refused:
+        make_app(CONNECTORS={"fake": settings})
+    assert str(refused.value.message).startswith(message)
+    assert "secret" not in refused.value.message.replace(message, "")
+
+
+def test_a_required_deployment_setting_must_be_set(make_app, monkeypatch):
+    from portal.connectors import Setting
+    from tests.plugins.fake_connector import FakeConnector
+
+    monkeypatch.setattr(FakeConnector, "settings_schema", {**FakeConnector.settings_schema, "tenant": Setting(str, required=True)})
+    with pytest.raises(StartupError, match="connector fake: setting PORTAL_CONNECTORS__fake__tenant is missing"):
+        make_app()
+    assert make_app(CONNECTORS={"fake": {"tenant": "t1"}})
+
+
+def test_every_installed_connector_is_enabled_by_default(make_app):
+    plugins = get_plugins(make_app(ENABLED_CONNECTORS=["*"]))
+    assert set(plugins.connectors()) == {"fake"}
+
+
+def test_discovery_finds_installed_connector_sandboxes_and_tests_without_an_app():
+    from pathlib import Path
+
+    from portal.connectors import Sandbox
+    from portal.plugins import discover
+    from tests.plugins.fake_connector import FakeConnector
+
+    class Served(FakeConnector):
+        name = "served"
+        sandbox = Sandbox(serve=lambda **options: None, dev_port=8799)
+
+    class Api(FakeConnector):
+        name = "api"
+        sandbox = Sandbox(serve=lambda **options: None, dev_port=8798, settings_for=lambda url: {"base_url": f"{url}/v2"})
+
+    connectors = {"served": Served, "api": Api, "fake": FakeConnector}
+    assert discover.sandbox_ports(connectors) == {"api": 8798, "served": 8799}
+    env = discover.sandbox_environment(connectors, {"PORTAL_CONNECTORS__served__base_url": "https://set.example"})
+    assert env == {"PORTAL_CONNECTORS__api__base_url": "http://127.0.0.1:8798/v2",
+                   "PORTAL_CONNECTORS__served__allow_insecure_http": "true"}
+    # Whatever connector packages this environment has installed: each one's tests folder, beside its package.
+    installed = discover.installed_connectors()
+    folders = discover.connector_test_folders(installed)
+    assert all(Path(folder).is_dir() and Path(folder).name == "tests" for folder in folders)
+    assert discover.main(["nonsense"]) == 2

@@ -1,1 +1,1 @@
-"""Provider webhooks: verified, idempotent event routes that move connections through portal.lifecycle."""
+"""Webhook verification shared by connector packages (reached through portal.plugins.api): URL secrets and HMAC signatures."""

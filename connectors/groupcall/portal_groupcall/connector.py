@@ -25,7 +25,7 @@ from portal.connectors import (
     SyncState,
     Tombstone,
 )
-from portal_groupcall import callback, mapping, sandbox_spec
+from portal_groupcall import callback, demo, mapping, sandbox_spec
 from portal_groupcall.client import TOKENS, AuthorisationPaused, GroupcallClient, Page
 
 
@@ -108,12 +108,8 @@ class GroupcallConnector(Connector):
     # Retries wait through this; tests replace it so they never wait.
     sleep: Callable[[float], None] = staticmethod(time.sleep)
 
-    @staticmethod
-    def demo_connections(schools: list[Any]) -> list[Any]:
-        """Connect the portal demo's Groupcall school to the sandbox (called by `flask portal demo`)."""
-        from portal_groupcall.demo import demo_connections
-
-        return demo_connections(schools)
+    # `flask portal demo` connects the demo schools the sandbox serves.
+    demo_connections = staticmethod(demo.demo_connections)
 
     # ------------------------------------------------------------ plumbing
 

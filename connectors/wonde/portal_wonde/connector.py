@@ -23,7 +23,7 @@ from portal.connectors import (
     Setting,
     Tombstone,
 )
-from portal_wonde import mapping, sandbox_spec, webhook
+from portal_wonde import demo, mapping, sandbox_spec, webhook
 from portal_wonde.client import DEFAULT_BASE_URL, NotFound, WondeClient, format_filter_datetime
 
 __all__ = ["SchoolNotFound", "WondeConnector"]
@@ -95,6 +95,8 @@ class WondeConnector(Connector):
     categories = CATEGORIES
     blueprint = webhook.bp
     sandbox = sandbox_spec.SANDBOX
+    # `flask portal demo` connects the demo schools the sandbox serves.
+    demo_connections = staticmethod(demo.demo_connections)
 
     def __init__(self, settings: Mapping[str, Any], *, sleep: Callable[[float], None] | None = None) -> None:
         super().__init__(settings)
@@ -162,13 +164,6 @@ class WondeConnector(Connector):
                 f"Wonde has no school with URN {_attr(school, 'urn') or '-'} or DfE number "
                 f"{_attr(school, 'dfe_number') or '-'}: check the school's numbers, or ask it to join Wonde.")
         return str(found["id"])
-
-    @staticmethod
-    def demo_connections(schools: list[Any]) -> list[Any]:
-        """Connect the portal demo's Wonde schools to the sandbox (called by `flask portal demo`)."""
-        from portal_wonde.demo import demo_connections
-
-        return demo_connections(schools)
 
     def request_access(self, school: Any, contacts: Sequence[Contact] = ()) -> AccessStatus:
         """Ask Wonde for access; contacts are {"name", "email"} (or Wonde's own keys) of people at the school."""
