@@ -33,7 +33,7 @@ from portal.connectors import (
     SubjectRecord,
     Tombstone,
 )
-from portal_example import sandbox_spec
+from portal_example import demo, sandbox_spec
 from portal_example.client import DEFAULT_BASE_URL, ExampleClient, format_since
 
 __all__ = ["ExampleConnector"]
@@ -189,12 +189,7 @@ class ExampleConnector(Connector):
             max_retries=s["max_retries"], backoff_base=s["backoff_base"], backoff_cap=s["backoff_cap"],
             stats=self.stats, before_request=self.before_request)
 
-    @staticmethod
-    def demo_connections(schools: list[Any]) -> list[Any]:
-        """Connect the demo's Example MIS school to the sandbox (called by `flask portal demo`)."""
-        from portal_example.demo import demo_connections
-
-        return demo_connections(schools)
+    demo_connections = staticmethod(demo.demo_connections)
 
     # -- schools and access
 

@@ -6,8 +6,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from portal.plugins import api
-from portal_example.sandbox import DEFAULT_TOKEN, ExampleSandbox, demo_schools
-from portal_example.sandbox_spec import DEMO_SCHOOLS
+from portal_example.sandbox import DEFAULT_TOKEN, DEMO_SCHOOLS, ExampleSandbox, demo_schools
 
 DEMO_URNS = {school.urn for school in DEMO_SCHOOLS}
 

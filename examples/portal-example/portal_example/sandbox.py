@@ -28,14 +28,17 @@ from typing import Any, ClassVar
 
 from werkzeug.wrappers import Request, Response
 
+from portal.connectors import DemoSchool
 from portal.sandbox.server import Fault, SandboxServer
 from portal.sandbox.synthetic import SyntheticSchool, generate_school
-from portal_example.sandbox_spec import DEMO_SCHOOLS
 
-__all__ = ["DEFAULT_TOKEN", "ExampleFault", "ExampleSandbox", "LIST_SCOPES", "demo_schools", "main",
+__all__ = ["DEFAULT_TOKEN", "DEMO_SCHOOLS", "ExampleFault", "ExampleSandbox", "LIST_SCOPES", "demo_schools", "main",
            "serve"]
 
 DEFAULT_TOKEN = "example-sandbox-token-0123456789"
+# The demo's Example MIS school (`flask portal demo` creates it): a school of its own, so the demo's
+# other schools keep their providers.
+DEMO_SCHOOLS = (DemoSchool("example", "Demo Example School", "990004", "990", "2003", "Primary", 11),)
 MAX_LIMIT = 200
 # Each list and the scope a school grants for it (deletions carry ids only and need none).
 LIST_SCOPES = {
@@ -320,7 +323,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def demo_schools(schools: int = 1, pupils: int = 250, days: int = 190, seed: int = 1) -> list[SyntheticSchool]:
-    """The demo's Example MIS school first (sandbox_spec.DEMO_SCHOOLS), then more synthetic ones."""
+    """The demo's Example MIS school first (DEMO_SCHOOLS), then more synthetic ones."""
     out = []
     for i in range(schools):
         demo = DEMO_SCHOOLS[i] if i < len(DEMO_SCHOOLS) else None

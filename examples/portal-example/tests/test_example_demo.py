@@ -1,30 +1,13 @@
 """`flask portal demo` with only this package installed: its school, its users and an approved connection."""
 from __future__ import annotations
 
-import pytest
-
-from portal.testing.databases import base_config
-
-
-@pytest.fixture
-def app(kit_database_url):
-    from portal import create_app
-    from portal.extensions import db
-
-    app = create_app(base_config(kit_database_url, PLUGINS=["portal_example.plugin"], ENABLED_CONNECTORS=["example"],
-                                 CONNECTORS={}))
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
-def test_the_demo_serves_the_example_school_from_the_packages_sandbox(app):
+def test_the_demo_serves_the_example_school_from_the_packages_sandbox(make_app):
     from sqlalchemy import select
 
     from portal.extensions import db
     from portal.models import Connection, Organisation
 
+    app = make_app()  # this package's plugin only (conftest's app_config), no base_url configured
     result = app.test_cli_runner().invoke(args=["portal", "demo", "--no-extract"])
     assert result.exit_code == 0, result.output
     assert "Started the sandbox providers for the demo load (example)" in result.output
