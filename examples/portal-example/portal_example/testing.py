@@ -9,13 +9,15 @@ from portal.testing.conformance import ConformanceProvider, Served
 from portal_example.connector import CATEGORY_SCOPES
 from portal_example.sandbox import ExampleSandbox
 
-# The first read of each category (where a refusal is injected).
-MAIN_READS = {"student_basic": "pupils", "student_demographics": "census", "student_timetable": "subjects",
-              "student_assessment": "results", "student_attendance_exclusions": "attendance", "staff_basic": "staff"}
+# The first read of each category (what the kit counts, and where a refusal is injected).
+MAIN_READS = {"student_basic": "/pupils", "student_demographics": "/census", "student_timetable": "/subjects",
+              "student_assessment": "/results", "student_attendance_exclusions": "/attendance", "staff_basic": "/staff"}
 
 
 class ExampleServed(Served):
     """A synthetic school served by a running Example sandbox, with quick retries and a short read timeout."""
+
+    main_reads = MAIN_READS
 
     def __init__(self, sandbox: ExampleSandbox) -> None:
         self.sandbox = sandbox
@@ -29,11 +31,8 @@ class ExampleServed(Served):
     def inject(self, fault: str, *, times: int = 1, skip: int = 0) -> None:
         self.sandbox.add_fault(kind=fault, match=f"/schools/{self.school_id}/", times=times, skip=skip)
 
-    def request_count(self) -> int:
-        return self.sandbox.count()
-
     def refuse(self, category: str) -> None:
-        self.sandbox.add_fault(kind="forbidden", match=f"/schools/{self.school_id}/{MAIN_READS[category]}", times=None)
+        self.sandbox.add_fault(kind="forbidden", match=f"/schools/{self.school_id}{MAIN_READS[category]}", times=None)
 
     def withdraw(self, category: str) -> None:
         self.sandbox.withhold(self.school_id, CATEGORY_SCOPES[category])
