@@ -86,7 +86,7 @@ def _claim(connection: Connection, run_id: int | None) -> tuple[JobRun, JobRun |
 # ---------------------------------------------------------------- the run
 
 
-class _Run:
+class _Attempt:
     """One attempt at one run: holds the writer, the counts and the page bookkeeping."""
 
     def __init__(self, run: JobRun, connection: Connection, progress: Progress | None) -> None:
@@ -319,7 +319,7 @@ def run_extract(
             actor="system",
         )
         db.session.commit()
-    state = _Run(run, connection, progress)
+    state = _Attempt(run, connection, progress)
     log.info("extract run %s for connection %s: %s %s", run.id, connection.id, run.params["mode"], run.params["categories"])
     from portal.jobs.runner import Heartbeat
 
@@ -350,7 +350,7 @@ def run_extract(
         heart.stop()
 
 
-def _work(state: _Run) -> JobRun:
+def _work(state: _Attempt) -> JobRun:
     run, connection = state.run, state.connection
     full = run.params["mode"] == "full"
     state.connector = lifecycle.connector_instance(connection)
@@ -409,7 +409,7 @@ def _work(state: _Run) -> JobRun:
     return _complete(state)
 
 
-def _complete(state: _Run) -> JobRun:
+def _complete(state: _Attempt) -> JobRun:
     """Reconcile (complete full pulls only), apply the hold rule, apply removals and finish."""
     run, connection = state.run, state.connection
     state.writer.finish()
@@ -470,7 +470,7 @@ def _started(run: JobRun) -> datetime:
     return datetime.fromisoformat(started) if started else (run.started_at or run.created_at)
 
 
-def _complete_under_hold(state: _Run, hold: JobRun) -> JobRun:
+def _complete_under_hold(state: _Attempt, hold: JobRun) -> JobRun:
     """Finish a run while another is held for review: upserts only, no reconciliation and no second hold.
 
     Removals the provider reported during this run wait with the held run and are decided with it.
@@ -513,7 +513,7 @@ def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime | None
     return marks
 
 
-def _stopped(state: _Run) -> JobRun:
+def _stopped(state: _Attempt) -> JobRun:
     run = db.session.get(JobRun, state.run.id)
     db.session.refresh(run)
     if run.status == RunStatus.running:
@@ -525,7 +525,7 @@ def _stopped(state: _Run) -> JobRun:
     return run
 
 
-def _failed(state: _Run, exc: ConnectorError) -> JobRun:
+def _failed(state: _Attempt, exc: ConnectorError) -> JobRun:
     run = db.session.get(JobRun, state.run.id)
     stats = state.stats_committed()
     connector_stats = state.connector.stats

@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 import click
 from flask.cli import with_appcontext
 
+from portal.extensions import db
+
 LONDON = ZoneInfo("Europe/London")
 
 
@@ -14,6 +16,16 @@ def register(group: click.Group) -> None:
     """Add this area's commands to the `portal` group."""
     for command in (breaches_group, subprocessors_group, support_group, freshness_group, dfe_key_group):
         group.add_command(command)
+
+
+def _commit(action, refusal: type[Exception]):
+    """Call the domain function and commit; its refusal is the command's one-line error (nothing is written)."""
+    try:
+        result = action()
+    except refusal as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    return result
 
 
 def _when(value: str) -> datetime:
@@ -40,7 +52,6 @@ def open_command(aware: str, summary: str, product_name: str | None, credential_
     """Open a breach record and print its ICO deadline and the affected schools."""
     from sqlalchemy import select
 
-    from portal.extensions import db
     from portal.models import Product
     from portal.oversight import breaches
 
@@ -49,12 +60,9 @@ def open_command(aware: str, summary: str, product_name: str | None, credential_
         product_id = db.session.execute(select(Product.id).where(Product.name == product_name)).scalar()
         if product_id is None:
             raise click.ClickException(f"no product is named {product_name!r}")
-    try:
-        breach = breaches.open_breach(_when(aware), summary, product_id=product_id, credential_id=credential_id,
-                                      confirmed=confirmed, actor="cli")
-    except breaches.BreachError as exc:
-        raise click.ClickException(str(exc)) from None
-    db.session.commit()
+    moment = _when(aware)
+    breach = _commit(lambda: breaches.open_breach(moment, summary, product_id=product_id, credential_id=credential_id,
+                                                  confirmed=confirmed, actor="cli"), breaches.BreachError)
     _show(breach)
 
 
@@ -63,7 +71,6 @@ def open_command(aware: str, summary: str, product_name: str | None, credential_
 @with_appcontext
 def show_command(breach_id: int) -> None:
     """Print a breach's deadline, affected schools and notices."""
-    from portal.extensions import db
     from portal.models import Breach
 
     breach = db.session.get(Breach, breach_id)
@@ -95,7 +102,6 @@ def notice_command(breach_id: int, recipient: str, urn: str | None, reference: s
     """Record a notice (a notice to a school also emails its admins)."""
     from sqlalchemy import select
 
-    from portal.extensions import db
     from portal.models import Breach, NoticeRecipient, Organisation
     from portal.oversight import breaches
 
@@ -107,11 +113,8 @@ def notice_command(breach_id: int, recipient: str, urn: str | None, reference: s
         school_id = db.session.execute(select(Organisation.id).where(Organisation.urn == urn)).scalar()
         if school_id is None:
             raise click.ClickException(f"no school has URN {urn}")
-    try:
-        notice = breaches.record_notice(breach, NoticeRecipient(recipient), school_id=school_id, reference=reference, actor="cli")
-    except breaches.BreachError as exc:
-        raise click.ClickException(str(exc)) from None
-    db.session.commit()
+    notice = _commit(lambda: breaches.record_notice(breach, NoticeRecipient(recipient), school_id=school_id,
+                                                    reference=reference, actor="cli"), breaches.BreachError)
     click.echo(f"notice {notice.id} to {recipient} recorded: {notice.reference}")
 
 
@@ -138,14 +141,10 @@ def list_command() -> None:
 @click.option("--pupil-data", is_flag=True, help="It receives pupil data (UK only).")
 @with_appcontext
 def add_command(name: str, purpose: str, location: str, data_types: str, mechanism: str | None, pupil_data: bool) -> None:
-    from portal.extensions import db
     from portal.oversight import subprocessors
 
-    try:
-        item = subprocessors.add(name, purpose, location, data_types, mechanism, pupil_data, actor="cli")
-    except subprocessors.RegisterError as exc:
-        raise click.ClickException(str(exc)) from None
-    db.session.commit()
+    item = _commit(lambda: subprocessors.add(name, purpose, location, data_types, mechanism, pupil_data, actor="cli"),
+                   subprocessors.RegisterError)
     click.echo(f"added {item.name} ({item.location}, {item.mechanism.value})")
 
 
@@ -163,7 +162,6 @@ def confidentiality_command(email: str, signed_on: str) -> None:
     from sqlalchemy import func, select
 
     from portal import audit
-    from portal.extensions import db
     from portal.models import User
 
     try:
@@ -213,7 +211,6 @@ def dfe_key_status() -> None:
 @with_appcontext
 def dfe_key_destroy(yes: bool) -> None:
     """Destroy the key now (the daily job does it after the DfE agreement's end date)."""
-    from portal.extensions import db
     from portal.oversight import government_key
 
     if not yes:

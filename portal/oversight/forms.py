@@ -1,11 +1,44 @@
-"""Forms of the oversight pages (all carry CSRF)."""
+"""Forms of the oversight pages (all carry CSRF), and the one way they are submitted."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateTimeLocalField, EmailField, IntegerField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
+from portal.extensions import db
 from portal.oversight.grants import MAX_HOURS
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What became of a form: ``done`` (committed, with the domain function's ``result``) or an ``error`` to show."""
+
+    done: bool = False
+    result: Any = None
+    error: str | None = None
+    invalid: bool = False
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the page shown again: 400 when the form or the domain refused it."""
+        return 400 if self.invalid or self.error else 200
+
+
+def submit(form: FlaskForm, action: Callable[[], Any], refusal: type[Exception]) -> Submission:
+    """Validate the form, then call the domain function: commit on success; on its refusal roll back and say why."""
+    if not form.validate_on_submit():
+        return Submission(invalid=bool(form.errors))
+    try:
+        result = action()
+    except refusal as exc:
+        db.session.rollback()
+        return Submission(error=str(exc))
+    db.session.commit()
+    return Submission(done=True, result=result)
 
 
 class GrantForm(FlaskForm):

@@ -10,7 +10,7 @@ from portal import store
 from portal.extensions import db
 from portal.models import Feature, Organisation, SchoolLink, SupportGrant
 from portal.oversight import grants, links, subprocessors
-from portal.oversight.forms import EndForm, GrantForm, LinkForm
+from portal.oversight.forms import EndForm, GrantForm, LinkForm, submit
 from portal.scope import Action, can, link_features, school_or_404
 
 bp = Blueprint("oversight", __name__)
@@ -18,6 +18,14 @@ bp = Blueprint("oversight", __name__)
 
 def _feature_names() -> dict[str, str]:
     return dict(db.session.execute(select(Feature.id, Feature.name)).all())
+
+
+def _to_end(model, item_id: int, school: Organisation):
+    """The school's own grant or link that an "End" button posted for; 404 for another school's or a bad form."""
+    item = db.session.get(model, item_id)
+    if item is None or item.school_id != school.id or not EndForm().validate_on_submit():
+        abort(404)
+    return item
 
 
 @bp.route("/schools/<int:school_id>/pupils")
@@ -47,29 +55,20 @@ def pupils(school_id: int):
 def support_access(school_id: int):
     school = school_or_404(current_user, school_id, Action.manage)
     form = GrantForm()
-    error = None
-    if form.validate_on_submit():
-        try:
-            item = grants.grant(school, form.email.data, form.hours.data, form.ticket_ref.data, form.reason.data, current_user)
-        except grants.GrantError as exc:
-            db.session.rollback()
-            error = str(exc)
-        else:
-            db.session.commit()
-            flash(f"Support access granted until {item.expires_at.strftime('%H:%M %d/%m/%Y')} UTC.")
-            return redirect(url_for("oversight.support_access", school_id=school.id))
-    status = 400 if form.errors or error else 200
-    return render_template("oversight/support_access.html", school=school, form=form, error=error,
-                           grants=grants.of_school(school.id), is_live=grants.is_live, end_form=EndForm()), status
+    sent = submit(form, lambda: grants.grant(school, form.email.data, form.hours.data, form.ticket_ref.data,
+                                             form.reason.data, current_user), grants.GrantError)
+    if sent.done:
+        flash(f"Support access granted until {sent.result.expires_at.strftime('%H:%M %d/%m/%Y')} UTC.")
+        return redirect(url_for("oversight.support_access", school_id=school.id))
+    return render_template("oversight/support_access.html", school=school, form=form, error=sent.error,
+                           grants=grants.of_school(school.id), is_live=grants.is_live, end_form=EndForm()), sent.status
 
 
 @bp.route("/schools/<int:school_id>/support-access/<int:grant_id>/end", methods=["POST"])
 @login_required
 def end_support_access(school_id: int, grant_id: int):
     school = school_or_404(current_user, school_id, Action.manage)
-    item = db.session.get(SupportGrant, grant_id)
-    if item is None or item.school_id != school.id or not EndForm().validate_on_submit():
-        abort(404)
+    item = _to_end(SupportGrant, grant_id, school)
     grants.end(item, current_user)
     db.session.commit()
     flash("Support access ended.")
@@ -90,28 +89,19 @@ def _link_form(school: Organisation) -> LinkForm:
 def new_link(school_id: int):
     school = school_or_404(current_user, school_id, Action.manage)
     form = _link_form(school)
-    error = None
-    if form.validate_on_submit():
-        try:
-            links.approve(school, form.organisation_id.data, form.feature_id.data, form.agreement_ref.data, current_user)
-        except links.LinkError as exc:
-            db.session.rollback()
-            error = str(exc)
-        else:
-            db.session.commit()
-            flash("Link approved: that organisation can now see your pupils through the feature chosen.")
-            return redirect(url_for("school.data_use", school_id=school.id))
-    status = 400 if form.errors or error else 200
-    return render_template("oversight/link_new.html", school=school, form=form, error=error), status
+    sent = submit(form, lambda: links.approve(school, form.organisation_id.data, form.feature_id.data,
+                                              form.agreement_ref.data, current_user), links.LinkError)
+    if sent.done:
+        flash("Link approved: that organisation can now see your pupils through the feature chosen.")
+        return redirect(url_for("school.data_use", school_id=school.id))
+    return render_template("oversight/link_new.html", school=school, form=form, error=sent.error), sent.status
 
 
 @bp.route("/schools/<int:school_id>/links/<int:link_id>/end", methods=["POST"])
 @login_required
 def end_link(school_id: int, link_id: int):
     school = school_or_404(current_user, school_id, Action.manage)
-    link = db.session.get(SchoolLink, link_id)
-    if link is None or link.school_id != school.id or not EndForm().validate_on_submit():
-        abort(404)
+    link = _to_end(SchoolLink, link_id, school)
     links.end(link, current_user)
     db.session.commit()
     flash(f"Link with {link.organisation.name} ended: it no longer sees your pupil data.")
