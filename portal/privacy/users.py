@@ -17,8 +17,8 @@ from portal.extensions import db
 from portal.models import AuditEntry, User
 from portal.models.base import utcnow
 from portal.models.dsr import Controller, RequestType, SubjectRequest, SubjectType
-from portal.privacy.export import _plain as plain
 from portal.privacy.register import RequestError, require_verified
+from portal.store import json_value
 
 SCHEMA_ID = "https://mis-portal.example/schemas/user-access-export-1.json"
 # Never exported, whatever table they are in: they would let someone sign in or use a link.
@@ -70,12 +70,8 @@ def _owned(fk) -> bool:
     return (fk.ondelete or "").upper() == "CASCADE"
 
 
-def _plain(value: Any) -> Any:
-    return plain(value)
-
-
 def _row(mapping) -> dict[str, Any]:
-    return {k: _plain(v) for k, v in mapping.items() if k not in SECRET_COLUMNS}
+    return {k: json_value(v) for k, v in mapping.items() if k not in SECRET_COLUMNS}
 
 
 def user_data(user: User) -> dict[str, Any]:
