@@ -120,6 +120,7 @@ def stop(proc: subprocess.Popen) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.one_backend("postgresql")  # not parametrized onto SQLite only to be skipped there
 def test_serve_and_scheduler_processes_on_postgresql_and_readyz_follows_the_database(backend, database_url, tmp_path):
     if backend != "postgresql":
         pytest.skip("the production layout (several processes) runs on PostgreSQL")

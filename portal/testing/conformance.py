@@ -560,6 +560,9 @@ def test_revocation_mid_run_stops_the_run(kit: Kit):
     assert kit.served.request_count() == before, "nothing is asked of the provider after a revocation"
 
 
+# Separate OS processes are the production layout, which runs on PostgreSQL; the engine's own process drills
+# (tests/test_runs.py, tests/test_extract_faults.py) cover both databases.
+@pytest.mark.one_backend("postgresql")
 def test_cli_incremental_after_cli_full_in_separate_processes(kit: Kit):
     """What one process learnt of the provider (watermarks, change tokens) serves the next: CLI runs are incremental too."""
     full = kit.cli("--full")
@@ -632,6 +635,9 @@ with app.app_context():
 """
 
 
+# Separate OS processes are the production layout, which runs on PostgreSQL; the engine's own process drills
+# (tests/test_runs.py, tests/test_extract_faults.py) cover both databases.
+@pytest.mark.one_backend("postgresql")
 def test_kill_9_in_another_process_then_an_immediate_rerun_resumes(kit: Kit):
     """kill -9 of a full extract, then at once a rerun: the dead run is found (its process is gone) and resumed."""
     import subprocess

@@ -1,9 +1,13 @@
 """Groupcall changesets survive processes: two CLI runs in separate OS processes against the sandbox over HTTP."""
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from portal.testing.conformance import EPOCH, Kit
+
+# Separate OS processes are the production layout, which runs on PostgreSQL (the kit's process drills say why).
+pytestmark = pytest.mark.one_backend("postgresql")
 
 
 def _changeset_requests(sandbox, since: int = 0) -> list[str]:

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 from portal.extensions import db
 from portal.extract import approve_held_run, run_extract
-from portal.models import ConnectionState, ErrorKind, RunStatus
+from portal.models import ConnectionState, ErrorKind, RunStatus, User
 
 
 def _now() -> datetime:
@@ -85,13 +85,14 @@ def test_invalid_json_fails_the_run_naming_the_endpoint_and_keeping_committed_pa
     assert wonde.connection().state == ConnectionState.failing
 
 
-def test_mass_removal_over_http_is_held_then_applied_on_approval(wonde, make):
+def test_mass_removal_over_http_is_held_then_applied_on_approval(wonde):
     assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
     done = wonde.mutate(_now(), deleted=6)  # 6 of 36: over 10 %
     run = run_extract(wonde.connection_id, mode="full")
     assert run.status == RunStatus.held, run.error_message
     assert all(not wonde.store()["pupil"][(key,)]["deleted"] for key in done["deleted"])
-    support = make.user(support=True)
+    support = User(email="support@example.org", name="Support", password_hash="not-a-hash", is_support=True)
+    db.session.add(support)
     db.session.commit()
     approved = approve_held_run(run.id, support)
     assert approved.status == RunStatus.succeeded
