@@ -55,7 +55,6 @@ __all__ = [
     "MembershipRecord",
     "NotFound",
     "ProviderUnavailable",
-    "hosts_setting",
     "is_loopback_host",
     "PermissionMissing",
     "PupilRecord",
@@ -437,15 +436,6 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def hosts_setting(value: Any) -> list[str]:
-    """Read an ``allowed_hosts`` setting: a list, or comma-separated text from the environment."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [h.strip() for h in value.split(",") if h.strip()]
-    return [str(h) for h in value]
-
-
 # ---------------------------------------------------------------- settings
 
 SettingType = type[str] | type[int] | type[float] | type[bool] | type[list] | type[dict]
@@ -482,9 +472,12 @@ class Setting:
         """Return the value as this setting's type (text from PORTAL_CONNECTORS__* variables is read); SettingsError if it cannot be."""
         kind = self.type
         if value is None:
-            return self.default
+            # A fresh copy of a list or mapping default, so no instance can change another's.
+            return kind(self.default) if kind in (list, dict) and self.default is not None else self.default
         if kind is bool:
-            flag = normalise_bool(value)
+            # Environment text may also say on/off.
+            flag = {"on": True, "off": False}.get(value.strip().lower()) if isinstance(value, str) else None
+            flag = normalise_bool(value) if flag is None else flag
             if flag is None:
                 raise SettingsError(key, f"is invalid: it must be {_TYPE_WORDS[bool]}")
             return flag

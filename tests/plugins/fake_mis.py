@@ -155,8 +155,8 @@ class FakeMis(Connector):
     name = "fakemis"
     title = "Fake MIS (all categories)"
     settings_schema = {
-        "world": Setting(str, required=True, title="The JSON file holding the provider's data"),
-        "faults": Setting(list, [], title="Failures to inject at given pages"),
+        "world": Setting(str, required=True, per_connection=True, title="The JSON file holding the provider's data"),
+        "faults": Setting(list, [], per_connection=True, title="Failures to inject at given pages"),
         "page_size": Setting(int, 5, title="Records per page"),
     }
 
