@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import distinct, func, select
 
-from portal import alerts, audit
+from portal import alerts, audit, deletions
 from portal.extensions import db
 from portal.models import (
     ApiCredential,
@@ -87,8 +87,6 @@ def set_status(breach: Breach, status: BreachStatus, *, actor: str | None = None
 
 
 def _pupil_record_types() -> list[str]:
-    from portal import deletions
-
     return [name for name, (table, _, about_pupil) in deletions._types().items() if about_pupil or table == "mis_pupils"]
 
 

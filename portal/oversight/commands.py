@@ -6,8 +6,12 @@ from zoneinfo import ZoneInfo
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy import func, select
 
+from portal import audit
 from portal.extensions import db
+from portal.models import Breach, NoticeRecipient, Organisation, Product, User
+from portal.oversight import breaches, freshness, government_key, subprocessors
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -50,11 +54,6 @@ def breaches_group() -> None:
 @with_appcontext
 def open_command(aware: str, summary: str, product_name: str | None, credential_id: int | None, confirmed: bool) -> None:
     """Open a breach record and print its ICO deadline and the affected schools."""
-    from sqlalchemy import select
-
-    from portal.models import Product
-    from portal.oversight import breaches
-
     product_id = None
     if product_name:
         product_id = db.session.execute(select(Product.id).where(Product.name == product_name)).scalar()
@@ -71,8 +70,6 @@ def open_command(aware: str, summary: str, product_name: str | None, credential_
 @with_appcontext
 def show_command(breach_id: int) -> None:
     """Print a breach's deadline, affected schools and notices."""
-    from portal.models import Breach
-
     breach = db.session.get(Breach, breach_id)
     if breach is None:
         raise click.ClickException(f"no breach B{breach_id}")
@@ -80,8 +77,6 @@ def show_command(breach_id: int) -> None:
 
 
 def _show(breach) -> None:
-    from portal.oversight import breaches
-
     click.echo(f"B{breach.id} {breach.status.value}: aware {breach.aware_at.astimezone(LONDON):%Y-%m-%d %H:%M %Z}, "
                f"ICO deadline {breaches.deadline(breach).astimezone(LONDON):%Y-%m-%d %H:%M %Z}")
     for a in breaches.affected(breach):
@@ -100,11 +95,6 @@ def _show(breach) -> None:
 @with_appcontext
 def notice_command(breach_id: int, recipient: str, urn: str | None, reference: str) -> None:
     """Record a notice (a notice to a school also emails its admins)."""
-    from sqlalchemy import select
-
-    from portal.models import Breach, NoticeRecipient, Organisation
-    from portal.oversight import breaches
-
     breach = db.session.get(Breach, breach_id)
     if breach is None:
         raise click.ClickException(f"no breach B{breach_id}")
@@ -126,8 +116,6 @@ def subprocessors_group() -> None:
 @subprocessors_group.command("list")
 @with_appcontext
 def list_command() -> None:
-    from portal.oversight import subprocessors
-
     for s in subprocessors.register():
         click.echo(f"{s.name}\t{s.location}\t{s.mechanism.value}\t{s.data_types}{' (pupil data)' if s.pupil_data else ''}")
 
@@ -141,8 +129,6 @@ def list_command() -> None:
 @click.option("--pupil-data", is_flag=True, help="It receives pupil data (UK only).")
 @with_appcontext
 def add_command(name: str, purpose: str, location: str, data_types: str, mechanism: str | None, pupil_data: bool) -> None:
-    from portal.oversight import subprocessors
-
     item = _commit(lambda: subprocessors.add(name, purpose, location, data_types, mechanism, pupil_data, actor="cli"),
                    subprocessors.RegisterError)
     click.echo(f"added {item.name} ({item.location}, {item.mechanism.value})")
@@ -159,11 +145,6 @@ def support_group() -> None:
 @with_appcontext
 def confidentiality_command(email: str, signed_on: str) -> None:
     """Record a support account's confidentiality agreement; without it no school can grant the account access."""
-    from sqlalchemy import func, select
-
-    from portal import audit
-    from portal.models import User
-
     try:
         day = date.fromisoformat(signed_on)
     except ValueError:
@@ -187,8 +168,6 @@ def freshness_group() -> None:
 @with_appcontext
 def check_command(today: str | None) -> None:
     """Alert school admins and support staff once per gap of two or more missed days."""
-    from portal.oversight import freshness
-
     result = freshness.check(date.fromisoformat(today) if today else None)
     click.echo(f"{result['alerts']} new alert(s) for {result['schools']} school(s), {result['messages']} message(s) sent")
 
@@ -201,8 +180,6 @@ def dfe_key_group() -> None:
 @dfe_key_group.command("status")
 @with_appcontext
 def dfe_key_status() -> None:
-    from portal.oversight import government_key
-
     click.echo(f"government data key: {government_key.status()}")
 
 
@@ -211,8 +188,6 @@ def dfe_key_status() -> None:
 @with_appcontext
 def dfe_key_destroy(yes: bool) -> None:
     """Destroy the key now (the daily job does it after the DfE agreement's end date)."""
-    from portal.oversight import government_key
-
     if not yes:
         raise click.UsageError("add --yes: DfE data sealed with the key becomes unreadable for ever")
     done = government_key.destroy(actor="cli", reason="operator")

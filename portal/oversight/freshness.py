@@ -10,8 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from portal import alerts, mail
+from portal.connectors import CATEGORIES
 from portal.extensions import db
+from portal.extract.plan import cadence, granted_categories
 from portal.models import EXTRACTABLE_STATES, Connection, FreshnessAlert, Organisation, User
+from portal.school import queries
 
 log = logging.getLogger(__name__)
 
@@ -19,17 +22,12 @@ ALERT_AFTER_MISSED_DAYS = 2
 
 
 def _daily_categories(connection: Connection) -> list[str]:
-    from portal.connectors import CATEGORIES
-    from portal.extract.plan import cadence, granted_categories
-
     granted = granted_categories(connection)
     return [c for c in CATEGORIES if c in granted and cadence(c) == "daily"]
 
 
 def check(today: date | None = None) -> dict[str, int]:
     """Record and send the alerts due today; an alert already sent for the same gap is never sent again."""
-    from portal.school import queries
-
     today = today or queries.today_london()
     connections = db.session.execute(select(Connection).where(Connection.state.in_(EXTRACTABLE_STATES),
                                                               Connection.paused.is_(False))).scalars().all()

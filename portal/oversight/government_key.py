@@ -17,7 +17,10 @@ from flask import current_app
 from sqlalchemy import select
 
 from portal import audit
+from portal.extensions import db
 from portal.models import DfeAgreement
+from portal.models.base import utcnow
+from portal.retention.calendar import london_date
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +97,6 @@ def destroy(*, actor: str = "system", reason: str = "dfe_agreement_ended") -> bo
 
 def agreement_ended(today: date) -> bool:
     """Whether the latest recorded DfE data agreement has an end date before today (R28 acts after that date)."""
-    from portal.extensions import db
-
     latest = db.session.execute(select(DfeAgreement).order_by(DfeAgreement.recorded_at.desc(), DfeAgreement.id.desc())
                                 .limit(1)).scalar()
     return latest is not None and latest.ends_on is not None and latest.ends_on < today
@@ -103,10 +104,6 @@ def agreement_ended(today: date) -> bool:
 
 def destroy_if_agreement_ended(today: date | None = None) -> bool:
     """The daily job: destroy the key at the first run after the agreement's end date (well within 20 working days)."""
-    from portal.extensions import db
-    from portal.retention.calendar import london_date
-    from portal.models.base import utcnow
-
     if not agreement_ended(today or london_date(utcnow())):
         return False
     done = destroy()

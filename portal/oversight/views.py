@@ -11,6 +11,7 @@ from portal.extensions import db
 from portal.models import Feature, Organisation, SchoolLink, SupportGrant
 from portal.oversight import grants, links, subprocessors
 from portal.oversight.forms import EndForm, GrantForm, LinkForm, submit
+from portal.school.queries import today_london
 from portal.scope import Action, can, link_features, school_or_404
 
 bp = Blueprint("oversight", __name__)
@@ -32,8 +33,6 @@ def _to_end(model, item_id: int, school: Organisation):
 @login_required
 def pupils(school_id: int):
     """The school's pupils on roll (basic fields), for its users, approved links and granted support staff."""
-    from portal.school.queries import today_london
-
     school = school_or_404(current_user, school_id, Action.view_pupil_data)
     features = link_features(current_user, school)
     if current_user.is_support:
