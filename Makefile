@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 FLASK := $(VENV)/bin/flask
 PYTHON ?= python3.11
-CONNECTORS := $(wildcard connectors/*/setup.cfg)
+CONNECTORS := $(wildcard connectors/*/setup.cfg examples/*/setup.cfg)
 STAMP := $(VENV)/.installed
 PG_TEST_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
 # Tests wait on subprocesses, servers and the database, so three workers keep two cores busy.
