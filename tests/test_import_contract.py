@@ -54,15 +54,19 @@ LAYER_EDGES_ALLOWED = {
     ("portal.store", "portal.retention.deadlines"): "store",
 }
 
-# What connector packages (connectors/*/portal_*) may import of the portal: the public plugin API.
+# What connector packages (connectors/*/portal_*) may import of the portal: the public plugin API, as
+# docs/plugin_hooks.md declares it (h/contract), and the sandbox and test kit (h/kit).
 # "x.*" allows the package x and its submodules; other names are single modules.
 CONNECTOR_API = (
     "portal.connectors",
     "portal.plugins",
+    "portal.plugins.api",
     "portal.errors",
-    "portal.testing.*",
-    "portal.synthetic",
+    "portal.jobs",
+    "portal.admin.views",
     "portal.sandbox.*",
+    "portal.synthetic",
+    "portal.testing.*",
 )
 CONNECTOR_IMPORTS_ALLOWED = {
     # owner contract: Groupcall's callback changes connection state and writes audit entries itself
