@@ -29,7 +29,8 @@ def test_r30_the_demo_swept_at_2028_01_30_deletes_only_pupils_due_as_the_rules_a
             connections = demo.connect_sandbox_schools(result.schools)
             demo.authorise_demo_product(result.schools)
             db.session.commit()
-            monkeypatch.setattr("portal.store.utcnow", lambda: datetime(2026, 12, 7, 2, 30, tzinfo=timezone.utc))
+            for module in ("write", "removals", "retention"):  # the store modules that stamp writes and removals
+                monkeypatch.setattr(f"portal.store.{module}.utcnow", lambda: datetime(2026, 12, 7, 2, 30, tzinfo=timezone.utc))
             assert all("succeeded" in line for line in demo.first_extracts(connections))
             academy = result.organisations["academy"]
             assert suggest_last_year_group(academy).value == 13  # not 11 from "Secondary"
