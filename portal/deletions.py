@@ -10,11 +10,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, bindparam, delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from portal import audit
+from portal import alerts, audit, store
 from portal.errors import code_location
 from portal.extensions import db
+from portal.models import Organisation, Product
 from portal.models.base import UTCDateTime, utcnow
 from portal.models.deletions import DeletionNotice, ProductReceipt
+from portal.models.retention import DeletionOrder, RetentionProof
 
 __all__ = [
     "ACK_DAYS",
@@ -51,8 +53,6 @@ _CHUNK = 1000
 @functools.lru_cache(maxsize=None)
 def _types() -> dict[str, tuple[str, str, bool]]:
     """Return per record type: (store table, category, whether its records are about one pupil)."""
-    from portal import store
-
     return {name: (model.__tablename__, category, "pupil_id" in model.__table__.c)
             for name, (model, category) in store.api_record_types().items()}
 
@@ -77,7 +77,7 @@ def _insert(table):
 def record_received(grant, record_type: str, rows: Iterable) -> int:
     """Record, with one bulk insert, which subjects a page served to the grant's product; return how many ids it named.
 
-    Called by portal.store.read_feed for each page. Records about a pupil are recorded by their pupil,
+    Called by the product API (portal.api.views) for each page portal.store.read_feed returns. Records about a pupil are recorded by their pupil,
     other records by their own id, so a page of 10,000 attendance marks writes a few dozen rows.
     Tombstones are not recorded: they hand the product nothing to keep.
     """
@@ -152,8 +152,6 @@ def _subject_notices(receipts, reason: str, rule_id: str | None) -> list[dict]:
 
 def _sweep_reasons(proof_ids: set[int]) -> dict[int, tuple[str, str, int | None]]:
     """Return per proof: (reason, rule, school), from the rule and the deletion order behind it."""
-    from portal.models.retention import DeletionOrder, RetentionProof
-
     proofs = db.session.execute(
         select(RetentionProof.id, RetentionProof.rule_id, RetentionProof.order_id, RetentionProof.school_id)
         .where(RetentionProof.id.in_(proof_ids))
@@ -175,8 +173,6 @@ def _sweep_reasons(proof_ids: set[int]) -> dict[int, tuple[str, str, int | None]
 
 def _record_receivers(table: str, record_type: str, about_pupil: bool, ids: list[int]) -> list[tuple[int, int, int]]:
     """Return (row, product, school) for each product that received these rows (a row about a pupil: by its pupil)."""
-    from portal import store
-
     if about_pupil:
         owner = store.deletion_notice_pupils(table, ids)
         receipts = _receivers([record_type], {p for p in owner.values() if p is not None})
@@ -242,9 +238,7 @@ def publish_sweep_batch(items: Iterable) -> int:
 
 def publish_erasure(school_id: int, subject_kind: str, external_id: str) -> int:
     """Publish notices for an erased pupil or staff member to the products that received them (R42, R50); before the erasure."""
-    from portal import store
-
-    ids = store.deletion_notice_subject_ids(school_id, subject_kind, external_id)
+    ids = store.subject_ids(school_id, subject_kind, external_id)
     if subject_kind == "pupil":
         notices = _subject_notices(_receivers(_pupil_types(), ids), "erasure", None)
         _forget(_pupil_types(), ids)
@@ -401,8 +395,6 @@ def _as_utc(value) -> datetime:
 
 def overdue_summary(school_id: int | None = None, *, now: datetime | None = None, limit: int = 200) -> list[Overdue]:
     """Return overdue notices grouped by school and product (oldest first), optionally for one school."""
-    from portal.models import Organisation, Product
-
     query = (
         select(DeletionNotice.school_id, Organisation.name, DeletionNotice.product_id, Product.name,
                func.count(), func.min(DeletionNotice.created_at))
@@ -420,9 +412,6 @@ def overdue_summary(school_id: int | None = None, *, now: datetime | None = None
 
 def send_overdue_alerts(now: datetime | None = None) -> dict:
     """Email the school's admins and support staff once per batch of newly overdue notices (R42); return counts."""
-    from portal import alerts
-    from portal.models import Organisation, Product
-
     now = now or utcnow()
     cutoff = overdue_cutoff(now)
     due = (DeletionNotice.acknowledged_at.is_(None), DeletionNotice.alerted_at.is_(None), DeletionNotice.created_at <= cutoff)

@@ -5,7 +5,7 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
-from portal import store
+from portal import deletions, store
 from portal.api import authorisations, credentials
 from portal.api.products import register_product
 from portal.connectors import Tombstone
@@ -67,7 +67,7 @@ def write(connection, records, run: JobRun | None = None, commit: bool = True) -
         writer.add(record)
     writer.finish()
     if any(isinstance(r, Tombstone) for r in records):
-        store.apply_removals(connection, run.id)
+        store.apply_removals(connection, run.id, publish=deletions.publish_provider_deletion)
     if commit:
         db.session.commit()
     return run

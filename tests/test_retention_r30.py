@@ -19,9 +19,15 @@ from tests.plugins.fake_mis import World, generate
 JULY = {"P1": "11", "P2": "12", "P3": "13", "P4": "13", "P5": "10"}
 
 
+def _store_clock(monkeypatch, at: datetime) -> None:
+    """Set the store's clock (the modules that stamp writes and removals) to ``at``."""
+    for module in ("write", "removals", "retention"):
+        monkeypatch.setattr(f"portal.store.{module}.utcnow", lambda: at)
+
+
 def _extract_on(monkeypatch, conn, day: date) -> None:
     """Run a full extract as if on that day (the store dates what it sees by its own clock)."""
-    monkeypatch.setattr("portal.store.utcnow", lambda: datetime(day.year, day.month, day.day, 2, 30, tzinfo=timezone.utc))
+    _store_clock(monkeypatch, datetime(day.year, day.month, day.day, 2, 30, tzinfo=timezone.utc))
     run = run_extract(conn.id, mode="full")
     assert run.status == RunStatus.succeeded, run.error_message
 
@@ -118,7 +124,7 @@ def test_r30_the_demo_swept_at_2028_01_30_deletes_only_pupils_due_as_the_rules_a
             connections = demo.connect_sandbox_schools(result.schools)
             demo.authorise_demo_product(result.schools)
             db.session.commit()
-            monkeypatch.setattr("portal.store.utcnow", lambda: datetime(2026, 12, 7, 2, 30, tzinfo=timezone.utc))
+            _store_clock(monkeypatch, datetime(2026, 12, 7, 2, 30, tzinfo=timezone.utc))
             assert all("succeeded" in line for line in demo.first_extracts(connections))
             academy = result.organisations["academy"]
             assert suggest_last_year_group(academy).value == 13  # not 11 from "Secondary"

@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import select
 
-from portal import store
+from portal import deletions, store
 from portal.connectors import AttendanceMarkRecord, DemographicsRecord, PupilRecord, Tombstone
 from portal.extensions import db
 from portal.models import AuditEntry, Connection, ConnectionState, JobRun, MisAttendanceMark, MisPupil
@@ -97,7 +97,7 @@ def test_tombstones_are_staged_until_applied_then_audited(app, make):
     writer.add(Tombstone(external_id="P2", record_kind="pupil", record_category="student_basic", deleted_at=T))
     writer.finish()
     assert store.pending_pupil_removals(conn, run.id) == 1 and store.live_pupil_count(conn) == 2
-    assert store.apply_removals(conn, run.id) == {"student_basic": 1}
+    assert store.apply_removals(conn, run.id, publish=deletions.publish_provider_deletion) == {"student_basic": 1}
     db.session.commit()
     assert db.session.execute(select(MisPupil.deleted_at).where(MisPupil.external_id == "P2")).scalar() == T
     entry = db.session.execute(select(AuditEntry).where(AuditEntry.action == "store.records_tombstoned")).scalar_one()

@@ -165,6 +165,8 @@ def records(feature_id: str, school_id: int, category_id: str, record_type: str)
         position = pagination.decode(cursor, feed)
         after = (position.changed_at, position.id)
     page = store.read_feed(grant, record_type, after=after, updated_since=updated_since, limit=limit)
+    # R42: which ids this product now holds, so a later deletion reaches it (and only it); same transaction as the read.
+    deletions.record_received(grant, record_type, page.rows)
     db.session.commit()
     if page.last_id is not None:
         next_cursor = pagination.encode(pagination.Position(page.last_changed_at, page.last_id, feed))

@@ -14,7 +14,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from portal import alerts, audit, lifecycle, permissions, staff_access, store
+from portal import alerts, audit, deletions, lifecycle, permissions, staff_access, store
 from portal.connectors import RECORD_TYPES, AuthorisationLost, CategoryOutcome, Checkpoint, ConnectorError, SyncState
 from portal.extensions import db
 from portal.extract import plan
@@ -570,7 +570,7 @@ def _complete(state: _Run) -> JobRun:
             run, RunStatus.held, None, "mass_removal_hold", message=message,
             stats=state.stats(hold={"pupils_removed": removing, "pupils_live": live}),
         )
-    tombstoned = store.apply_removals(connection, run.id)
+    tombstoned = store.apply_removals(connection, run.id, publish=deletions.publish_provider_deletion)
     # R59: staff the MIS no longer shows as employed (or a full extract no longer returns) lose access in this run.
     suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in categories else 0
     stats = state.stats()
@@ -711,7 +711,7 @@ def _actor(user: User | None) -> dict[str, Any]:
 def approve_held_run(run_id: int, user: User | None) -> JobRun:
     """Support staff confirm a held run's removals: apply them and finish the run as succeeded."""
     run, connection = _held(run_id, user)
-    tombstoned = store.apply_removals(connection, run.id, **_actor(user))
+    tombstoned = store.apply_removals(connection, run.id, publish=deletions.publish_provider_deletion, **_actor(user))
     stats = dict(run.stats or {})
     categories = {c: dict(v) for c, v in stats.get("categories", {}).items()}
     for category, n in tombstoned.items():

@@ -1,0 +1,197 @@
+"""Removals: staged per run (deletions feed, full-pull reconciliation, R20), then applied, carried or discarded."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+
+from sqlalchemy import and_, delete, func, literal, or_, select, update
+
+from portal import audit
+from portal.extensions import db
+from portal.models import Connection, ExtractRemoval, MisPupil
+from portal.models.base import UTCDateTime, utcnow
+from portal.models.mis import STORE_MODELS
+from portal.store.tables import KIND_CATEGORY, _insert_for, _table
+from portal.store.walk import DSR_SUBJECT_TABLES, linked_rows
+
+
+def stage_reconciliation(
+    connection: Connection, run_id: int, kinds: Iterable[str], *, session_window: tuple[date, date] | None = None,
+    since: datetime | None = None,
+) -> int:
+    """Stage the removal of every live row of these kinds that a complete full pull did not return (R20).
+
+    Attendance marks are reconciled only inside the sessions the pull covered: a pull of this
+    term's marks says nothing about last year's. A row that any run since this one started saw
+    (marked by a later run, or written at or after ``since``) is never proposed: this run being
+    resumed after lying dead must not read "newer runs saw it" as "the provider stopped returning it".
+    """
+    now = utcnow()
+    dialect = db.session.get_bind().dialect.name
+    staged = 0
+    for kind in kinds:
+        table = _table(kind)
+        where = [
+            table.c.connection_id == connection.id,
+            table.c.deleted_at.is_(None),
+            or_(table.c.seen_run_id.is_(None), table.c.seen_run_id < run_id),
+        ]
+        if since is not None:
+            where.append(table.c.extracted_at < since)
+        if kind == "attendance_mark":
+            if session_window is None:
+                continue
+            where.append(table.c.session_date.between(*session_window))
+        source = select(
+            literal(run_id), literal(connection.id), literal(kind), table.c.external_id, literal(now, UTCDateTime())
+        ).where(and_(*where))
+        stmt = _insert_for(dialect)(ExtractRemoval.__table__).from_select(
+            ["run_id", "connection_id", "kind", "external_id", "deleted_at"], source
+        ).on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"])
+        staged += db.session.execute(stmt).rowcount or 0
+    audit.record(
+        "store.reconciliation_staged",
+        organisation_id=connection.school_id,
+        target=connection,
+        details={"run_id": run_id, "staged": staged},
+        actor="system",
+    )
+    return staged
+
+
+def pending_pupil_removals(connection: Connection, run_id: int) -> int:
+    """Return how many live pupils the run's staged removals would tombstone."""
+    return db.session.execute(
+        select(func.count())
+        .select_from(ExtractRemoval)
+        .join(
+            MisPupil,
+            and_(MisPupil.connection_id == ExtractRemoval.connection_id, MisPupil.external_id == ExtractRemoval.external_id),
+        )
+        .where(ExtractRemoval.run_id == run_id, ExtractRemoval.kind == "pupil", MisPupil.deleted_at.is_(None))
+    ).scalar_one()
+
+
+def live_pupil_count(connection: Connection) -> int:
+    """Return how many pupils of the connection are not tombstoned."""
+    return db.session.execute(
+        select(func.count()).select_from(MisPupil).where(
+            MisPupil.connection_id == connection.id, MisPupil.deleted_at.is_(None)
+        )
+    ).scalar_one()
+
+
+def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[int, list[int], list[int]], int],
+                   actor: str = "system", actor_user_id: int | None = None) -> dict[str, int]:
+    """Tombstone every row the run staged for removal; return tombstoned counts per category.
+
+    ``publish(school id, pupil ids, staff ids)`` tells the products that received the removed pupils and
+    staff (R42, ``portal.deletions.publish_provider_deletion``) in the same transaction; returns notices.
+    """
+    counts: Counter = Counter()
+    kinds = db.session.execute(
+        select(ExtractRemoval.kind).where(ExtractRemoval.run_id == run_id).distinct()
+    ).scalars().all()
+    now = utcnow()
+    subjects: dict[str, list[int]] = {}
+    for kind in kinds:
+        if kind not in STORE_MODELS:
+            continue
+        table = _table(kind)
+        staged = select(ExtractRemoval.external_id).where(ExtractRemoval.run_id == run_id, ExtractRemoval.kind == kind)
+        if kind in DSR_SUBJECT_TABLES:
+            # The pupils and staff this removal takes: everything about them goes with them, below.
+            subjects[kind] = list(db.session.execute(select(table.c.id).where(
+                table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(staged)
+            )).scalars())
+        when = (
+            select(ExtractRemoval.deleted_at)
+            .where(
+                ExtractRemoval.run_id == run_id,
+                ExtractRemoval.kind == kind,
+                ExtractRemoval.external_id == table.c.external_id,
+            )
+            .scalar_subquery()
+        )
+        result = db.session.execute(
+            update(table)
+            .where(table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(staged))
+            # extracted_at moves too: the product feed pages by it, so consumers see the tombstone and delete.
+            .values(deleted_at=when, extracted_at=now)
+        )
+        counts[KIND_CATEGORY[kind]] += result.rowcount or 0
+    for kind, ids in subjects.items():
+        counts.update(_tombstone_about(kind, ids, now))
+    db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))
+    # R42: products that received a removed pupil or staff member are told now, in the same transaction.
+    notices = publish(connection.school_id, subjects.get("pupil", []), subjects.get("staff", []))
+    audit.record(
+        "store.records_tombstoned",
+        organisation_id=connection.school_id,
+        target=connection,
+        details={"run_id": run_id, "tombstoned": dict(counts), "notices": notices},
+        actor=actor,
+        actor_user_id=actor_user_id,
+    )
+    return dict(counts)
+
+
+def _tombstone_about(subject_kind: str, subject_ids: list[int], now: datetime) -> Counter:
+    """Tombstone every live store row about these pupils or staff (found by foreign keys); return counts per category.
+
+    A provider deletion names the pupil only (Wonde's feed lists top-level records; a changeset may
+    list only the pupil): their marks, results, memberships and census rows must stop flowing too.
+    """
+    counts: Counter = Counter()
+    if not subject_ids:
+        return counts
+    for table, fk, parent_ids, _ids in linked_rows(subject_kind, subject_ids):
+        if not parent_ids or "deleted_at" not in table.c or not table.name.startswith("mis_"):
+            continue
+        rows = db.session.execute(
+            select(table.c.category, func.count()).where(fk.parent.in_(parent_ids), table.c.deleted_at.is_(None))
+            .group_by(table.c.category)
+        ).all()
+        if not rows:
+            continue
+        db.session.execute(
+            update(table).where(fk.parent.in_(parent_ids), table.c.deleted_at.is_(None)).values(deleted_at=now, extracted_at=now)
+        )
+        for category, n in rows:
+            counts[category] += n
+    return counts
+
+
+def carry_removals(connection: Connection, from_run_id: int, to_run_id: int) -> int:
+    """Move a run's staged removals to another (held) run, to be decided with it; return how many moved."""
+    dialect = db.session.get_bind().dialect.name
+    removal = ExtractRemoval.__table__
+    source = select(
+        literal(to_run_id), removal.c.connection_id, removal.c.kind, removal.c.external_id, removal.c.deleted_at
+    ).where(removal.c.run_id == from_run_id, removal.c.connection_id == connection.id)
+    db.session.execute(
+        _insert_for(dialect)(removal).from_select(
+            ["run_id", "connection_id", "kind", "external_id", "deleted_at"], source
+        ).on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"])
+    )
+    # (An INSERT … SELECT's rowcount is not reliable on every driver: count what is removed instead.)
+    moved = db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == from_run_id)).rowcount or 0
+    if moved:
+        audit.record("store.removals_carried", organisation_id=connection.school_id, target=connection,
+                     details={"run_id": from_run_id, "held_run_id": to_run_id, "carried": moved}, actor="system")
+    return moved
+
+
+def discard_removals(connection: Connection, run_id: int, *, actor: str = "system", actor_user_id: int | None = None) -> int:
+    """Drop the run's staged removals without applying them; return how many there were."""
+    result = db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))
+    audit.record(
+        "store.removals_discarded",
+        organisation_id=connection.school_id,
+        target=connection,
+        details={"run_id": run_id, "discarded": result.rowcount or 0},
+        actor=actor,
+        actor_user_id=actor_user_id,
+    )
+    return result.rowcount or 0

@@ -1,0 +1,425 @@
+"""Extract writes: the Writer that upserts one run's records in batches, objections withheld (R74), year-group facts (R30)."""
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, bindparam, func, or_, select, update
+
+from portal import audit
+from portal.connectors import Record, Tombstone
+from portal.crypto import EncryptedText
+from portal.extensions import db
+from portal.models import Connection, ExtractRemoval, FlagKind, MisPupil, SubjectFlag, SubjectKind
+from portal.models.base import utcnow
+from portal.models.mis import STORE_MODELS, PupilYearGroupFact
+from portal.retention.calendar import london_date
+from portal.retention.deadlines import parse_year_group
+from portal.store.tables import KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns
+
+
+COUNT_KEYS = ("inserted", "updated", "unchanged", "tombstoned")
+
+
+@functools.lru_cache(maxsize=None)
+def _upsert(dialect: str, kind: str, cols: tuple[str, ...]):
+    """Return the (cached) INSERT … ON CONFLICT DO UPDATE statement for these columns."""
+    stmt = _insert_for(dialect)(_table(kind))
+    set_ = {c: stmt.excluded[c] for c in cols if c not in ("connection_id", "external_id")}
+    set_["deleted_at"] = None
+    return stmt.on_conflict_do_update(index_elements=["connection_id", "external_id"], set_=set_)
+
+
+
+def _objecting(school_id: int, pupil_external_ids: Iterable[str]) -> set[str]:
+    """Return which of these pupils have a written objection to special-category processing on file (R74)."""
+    wanted = list({p for p in pupil_external_ids if p})
+    if not wanted:
+        return set()
+    return set(db.session.execute(
+        select(SubjectFlag.external_id).where(
+            SubjectFlag.school_id == school_id, SubjectFlag.subject_kind == SubjectKind.pupil,
+            SubjectFlag.kind == FlagKind.special_category_objection, SubjectFlag.lifted_at.is_(None),
+            SubjectFlag.external_id.in_(wanted),
+        )
+    ).scalars())
+
+
+@functools.lru_cache(maxsize=None)
+def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], str, str]:
+    """Return (columns, value converters, stage DDL, upsert SQL) for COPY-ing a kind on PostgreSQL.
+
+    The converters do what SQLAlchemy's bind processing would (COPY bypasses it): encrypt the
+    special-category columns (R75) and serialise JSON.
+    """
+    table = _table(kind)
+    name = table.name
+    cols = tuple(c for c in (*_data_columns(kind), *(("pupil_id",) if kind in PUPIL_KINDS else ()),
+                             "school_id", "connection_id", "category", "external_id", "provider_updated_at",
+                             "data_type", "content_hash", "seen_run_id", "extracted_at"))
+    convert: dict[str, Any] = {}
+    for c in cols:
+        column = table.c[c]
+        if isinstance(column.type, EncryptedText):
+            convert[c] = functools.partial(column.type.process_bind_param, dialect=None)
+        elif isinstance(column.type, JSON):
+            convert[c] = lambda v: None if v is None else json.dumps(v)
+    col_list = ", ".join(cols)
+    stage = f"_stage_{name}"
+    ddl = f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {col_list} FROM {name} WITH NO DATA"  # nosec B608: names come from the table's own metadata, values are bound
+    changed = f"{name}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR {name}.deleted_at IS NOT NULL"
+    data = [c for c in cols if c not in ("connection_id", "external_id", "seen_run_id", "extracted_at")]
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
+    # Every run marks the rows it saw (a full pull's reconciliation spares rows any later run saw).
+    seen = "EXCLUDED.seen_run_id"
+    # One statement writes and counts: a row comes back when it was inserted (xmax = 0) or written;
+    # extracted_at moves only when its content changed (the product feed pages by it), so
+    # "extracted_at = this flush's time" tells updated rows from rows only marked as seen.
+    upsert = (
+        f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {stage} "  # nosec B608: names come from the table's own metadata, values are bound
+        f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}, deleted_at = NULL, seen_run_id = {seen}, "
+        f"extracted_at = CASE WHEN {changed} THEN EXCLUDED.extracted_at ELSE {name}.extracted_at END "
+        f"WHERE {changed} OR {name}.seen_run_id IS DISTINCT FROM {seen} "
+        f"RETURNING (xmax = 0), (extracted_at = %s)"
+    )
+    return cols, convert, ddl, upsert
+
+
+class Writer:
+    """Buffers one run's records for one connection and writes them in batches (no commits: the engine commits).
+
+    Every run marks the rows it returned as seen by it, so a complete full pull can tombstone the
+    rest (R20) and spare rows a later run saw.
+    On PostgreSQL every batch is COPied into a temporary table and upserted with one statement
+    that also returns the counts; on SQLite, batched ``INSERT … ON CONFLICT``.
+    """
+
+    def __init__(self, connection: Connection, run_id: int, *, full: bool, batch_size: int = 5000) -> None:
+        self.connection_id = connection.id
+        self.school_id = connection.school_id
+        self.run_id = run_id
+        self.full = full
+        self.batch_size = batch_size
+        self.dialect = db.session.get_bind().dialect.name
+        self._rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._removals: dict[tuple[str, str], datetime] = {}
+        self._buffered = 0
+        # Per category: inserted/updated/unchanged (tombstoned is counted when removals are applied).
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.skipped: Counter = Counter()
+        # Earliest and latest attendance session seen: full-pull reconciliation of marks stays inside it.
+        self.session_window: list[date | None] = [None, None]
+        self.written = 0
+        # Per category: the latest provider time seen (updated or deleted), the next watermark.
+        self.high_water: dict[str, datetime] = {}
+        # Pupil provider id -> store id, filled as batches need them (a school's pupils: a few thousand ids).
+        self._pupil_ids: dict[str, int] = {}
+        self._key = hash_key()
+
+    # -- buffering
+
+    def add(self, record: Record) -> None:
+        """Buffer one record (a tombstone is staged as a removal); write when the buffer is full."""
+        if isinstance(record, Tombstone):
+            key = (record.record_kind, record.external_id)
+            self._removals[key] = record.deleted_at or utcnow()
+            self._high_water(record.record_category, record.deleted_at)
+        else:
+            category, at = record.category, record.updated_at
+            if at is not None and (category not in self.high_water or at > self.high_water[category]):
+                self.high_water[category] = at
+            kind = record.kind
+            # Later copies of the same record in one batch win (and ON CONFLICT needs unique keys).
+            self._rows[kind][record.external_id] = self._row(record)
+            if kind == "attendance_mark":
+                self._widen_window(record.session_date)
+        self._buffered += 1
+        if self._buffered >= self.batch_size:
+            self.flush()
+
+    def _high_water(self, category: str, at: datetime | None) -> None:
+        if at is not None and (category not in self.high_water or at > self.high_water[category]):
+            self.high_water[category] = at
+
+    def _widen_window(self, day: date | None) -> None:
+        if day is None:
+            return
+        lo, hi = self.session_window
+        if lo is None or day < lo:
+            self.session_window[0] = day
+        if hi is None or day > hi:
+            self.session_window[1] = day
+
+    def _row(self, record: Record) -> dict[str, Any]:
+        values = record.values()
+        kind = record.kind
+        # R10: only the listed fields are kept; anything else the record carries is dropped here.
+        row = {c: values.get(c) for c in _data_columns(kind)}
+        if "roles" in row:
+            row["roles"] = _jsonable(row["roles"])
+        if kind in PUPIL_KINDS:
+            row["pupil_external_id"] = values.get("pupil_external_id") or (
+                record.external_id if kind == "demographics" else None
+            )
+        if record.absent:
+            # Filled from the stored row at flush (absent is not null); hashed again there.
+            absent = tuple(c for c in _data_columns(kind) if c in record.absent)
+            if absent:
+                row["_absent"] = absent
+        row["content_hash"] = content_hash(kind, row, self._key)
+        row.update(
+            school_id=self.school_id,
+            connection_id=self.connection_id,
+            category=record.category,
+            external_id=record.external_id,
+            provider_updated_at=record.updated_at,
+            data_type="customer",  # R16: MIS data is the school's, as controller
+            seen_run_id=self.run_id,
+        )
+        return row
+
+    # -- writing
+
+    def flush(self) -> None:
+        """Write everything buffered (inside the caller's transaction)."""
+        now = utcnow()
+        for kind in list(self._rows):
+            rows = self._rows.pop(kind)
+            if not rows:
+                continue
+            for row in rows.values():
+                row["extracted_at"] = now
+            if kind in PUPIL_KINDS:
+                rows = self._resolve_pupils(kind, rows)
+            if not rows:
+                continue
+            self._keep_absent(kind, rows)
+            if special_columns(kind):
+                self._withhold_in_batch(kind, rows)
+            if self.dialect == "postgresql":
+                self._write_copy(kind, rows, now)
+            else:
+                self._write_upsert(kind, rows)
+            if kind == "pupil":
+                record_year_groups(self.connection_id, {ext: (r["year_group"], r["leaving_date"]) for ext, r in rows.items()}, now)
+            self.written += len(rows)
+        if self._removals:
+            ins = _insert_for(self.dialect)(ExtractRemoval.__table__)
+            db.session.execute(
+                ins.on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"]),
+                [
+                    {"run_id": self.run_id, "connection_id": self.connection_id, "kind": kind,
+                     "external_id": ext, "deleted_at": at}
+                    for (kind, ext), at in self._removals.items()
+                ],
+            )
+            self._removals.clear()
+        self._buffered = 0
+
+    def _keep_absent(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+        """Give fields the provider left out the values already stored (a new row gets None): absent is not null."""
+        partial = {ext: row for ext, row in rows.items() if "_absent" in row}
+        if not partial:
+            return
+        table = _table(kind)
+        columns = sorted({c for row in partial.values() for c in row["_absent"]})
+        stored = {
+            r.external_id: r
+            for r in db.session.execute(
+                select(table.c.external_id, *(table.c[c] for c in columns)).where(
+                    table.c.connection_id == self.connection_id, table.c.external_id.in_(list(partial))
+                )
+            )
+        }
+        for ext, row in partial.items():
+            old = stored.get(ext)
+            for c in row.pop("_absent"):
+                row[c] = None if old is None else getattr(old, c)
+            if "roles" in row:
+                row["roles"] = _jsonable(row["roles"])
+            row["content_hash"] = content_hash(kind, row, self._key)
+
+    def _withhold_in_batch(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+        """R74: store no special-category value for a pupil whose written objection is on file (one query a batch)."""
+        special = special_columns(kind)
+        objecting = _objecting(self.school_id, (r["pupil_external_id"] for r in rows.values()))
+        for row in rows.values():
+            if row["pupil_external_id"] in objecting:
+                row.update(dict.fromkeys(special))
+                row["content_hash"] = content_hash(kind, row, self._key)
+
+    def _resolve_pupils(self, kind: str, rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        ids = self._pupil_ids
+        wanted = {r["pupil_external_id"] for r in rows.values() if r["pupil_external_id"]} - ids.keys()
+        if wanted:
+            ids.update(
+                db.session.execute(
+                    select(MisPupil.external_id, MisPupil.id).where(
+                        MisPupil.connection_id == self.connection_id, MisPupil.external_id.in_(wanted),
+                        # A pupil the provider deleted takes no new rows (they would be served again).
+                        MisPupil.deleted_at.is_(None),
+                    )
+                ).all()
+            )
+        kept = {}
+        for ext, row in rows.items():
+            pupil_id = ids.get(row["pupil_external_id"])
+            if pupil_id is None:
+                # A record about a pupil the store does not hold (not imported, R23, or erased): dropped.
+                self.skipped[KIND_CATEGORY[kind]] += 1
+                continue
+            row["pupil_id"] = pupil_id
+            kept[ext] = row
+        return kept
+
+    def _write_upsert(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+        table = _table(kind)
+        category = KIND_CATEGORY[kind]
+        existing = {
+            ext: (h, deleted)
+            for ext, h, deleted in db.session.execute(
+                select(table.c.external_id, table.c.content_hash, table.c.deleted_at).where(
+                    table.c.connection_id == self.connection_id, table.c.external_id.in_(list(rows))
+                )
+            )
+        }
+        changed, unchanged = [], []
+        for ext, row in rows.items():
+            old = existing.get(ext)
+            if old is None:
+                self.counts[category]["inserted"] += 1
+                changed.append(row)
+            elif old[0] != row["content_hash"] or old[1] is not None:
+                self.counts[category]["updated"] += 1
+                changed.append(row)
+            else:
+                self.counts[category]["unchanged"] += 1
+                unchanged.append(ext)
+        if changed:
+            db.session.execute(_upsert(self.dialect, kind, tuple(changed[0])), changed)
+        if unchanged:
+            db.session.execute(
+                update(table)
+                .where(table.c.connection_id == self.connection_id, table.c.external_id.in_(unchanged))
+                .values(seen_run_id=self.run_id)
+            )
+
+    def _write_copy(self, kind: str, rows: dict[str, dict[str, Any]], now: datetime) -> None:
+        """COPY the batch into a temporary table, then one INSERT … ON CONFLICT that writes and counts."""
+        cols, convert, ddl, upsert = _copy_plan(kind, self.full)
+        name = _table(kind).name
+        raw = db.session.connection().connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(ddl)
+            cur.execute(f"TRUNCATE _stage_{name}")
+            with cur.copy(f"COPY _stage_{name} ({', '.join(cols)}) FROM STDIN") as copy:
+                if convert:
+                    for row in rows.values():
+                        copy.write_row([convert[c](row[c]) if c in convert else row[c] for c in cols])
+                else:
+                    for row in rows.values():
+                        copy.write_row([row[c] for c in cols])
+            cur.execute(upsert, (now,))
+            inserted = updated = 0
+            for was_inserted, changed in cur.fetchall():
+                if was_inserted:
+                    inserted += 1
+                elif changed:
+                    updated += 1
+        counted = {"inserted": inserted, "updated": updated, "unchanged": len(rows) - inserted - updated}
+        self.counts[KIND_CATEGORY[kind]].update({k: n for k, n in counted.items() if n})
+
+    def finish(self, action: str = "store.records_written") -> None:
+        """Write what is left, apply pupils' objections to stored rows (R74), and record one audit entry with the counts."""
+        self.flush()
+        for category, n in withhold_objections(self.school_id, connection_id=self.connection_id).items():
+            self.counts[category]["updated"] += n
+        audit.record(
+            action,
+            organisation_id=self.school_id,
+            target_type="connections",
+            target_id=self.connection_id,
+            details={"run_id": self.run_id, "counts": {c: dict(v) for c, v in self.counts.items()}},
+            actor="system",
+        )
+
+
+def withhold_objections(school_id: int, *, connection_id: int | None = None, pupil_external_id: str | None = None) -> dict[str, int]:
+    """Null the stored special-category values of pupils whose written objection is on file (R74).
+
+    The extract calls it at the end of every run (so a notice recorded since the last run takes
+    effect even when the provider sends nothing new about the pupil); the action that records a
+    notice may call it at once for that pupil. Returns rows changed per category. Flagged pupils
+    are few: their rows are read (decrypted) to recompute the keyed hash without the values.
+    """
+    flagged = select(SubjectFlag.external_id).where(
+        SubjectFlag.school_id == school_id, SubjectFlag.subject_kind == SubjectKind.pupil,
+        SubjectFlag.kind == FlagKind.special_category_objection, SubjectFlag.lifted_at.is_(None),
+    )
+    if pupil_external_id is not None:
+        flagged = flagged.where(SubjectFlag.external_id == pupil_external_id)
+    counts: Counter = Counter()
+    now = utcnow()
+    for kind, model in STORE_MODELS.items():
+        special = special_columns(kind)
+        table = model.__table__
+        if not special or "pupil_external_id" not in table.c:
+            continue
+        where = [table.c.school_id == school_id, table.c.pupil_external_id.in_(flagged),
+                 or_(*(table.c[c].is_not(None) for c in special))]
+        if connection_id is not None:
+            where.append(table.c.connection_id == connection_id)
+        rows = db.session.execute(select(table).where(*where)).mappings().all()
+        if not rows:
+            continue
+        changes = []
+        for row in rows:
+            values = {**row, **dict.fromkeys(special)}
+            changes.append({"row_id": row["id"], "new_hash": content_hash(kind, values)})
+        db.session.execute(
+            update(table).where(table.c.id == bindparam("row_id")).values(
+                **dict.fromkeys(special), content_hash=bindparam("new_hash"), extracted_at=now),
+            changes,
+        )
+        counts[KIND_CATEGORY[kind]] += len(changes)
+    if counts:
+        audit.record("store.special_category_withheld", organisation_id=school_id, target_type="connections",
+                     target_id=connection_id, details={"rows": dict(counts)}, actor="system")
+    return dict(counts)
+
+
+
+def record_year_groups(connection_id: int, year_groups: Mapping[str, tuple[str | None, date | None]], seen_at: datetime) -> None:
+    """R30: record that each pupil (by provider id: year group, leaving date) was in this NC year group on this (London) day.
+
+    Called for every pupil an extract returns, changed or not: the day last seen in a year group is a
+    fact R30's clock starts from, never the time a row was last written. A pupil whose leaving date has
+    passed is no longer in any year group: the MIS only repeats the last one they had.
+    """
+    day = london_date(seen_at)
+    years = {ext: parse_year_group(value) for ext, (value, left) in year_groups.items() if left is None or left >= day}
+    years = {ext: year for ext, year in years.items() if year is not None}
+    if not years:
+        return
+    pupils = db.session.execute(
+        select(MisPupil.external_id, MisPupil.id, MisPupil.school_id)
+        .where(MisPupil.connection_id == connection_id, MisPupil.external_id.in_(list(years)))
+    ).all()
+    if not pupils:
+        return
+    table = PupilYearGroupFact.__table__
+    ins = _insert_for(db.session.get_bind().dialect.name)(table)
+    db.session.execute(
+        ins.on_conflict_do_update(
+            index_elements=["pupil_id", "nc_year"],
+            set_={"last_seen_on": func.max(table.c.last_seen_on, ins.excluded.last_seen_on)
+                  if db.session.get_bind().dialect.name == "sqlite"
+                  else func.greatest(table.c.last_seen_on, ins.excluded.last_seen_on)},
+        ),
+        [{"pupil_id": pupil_id, "school_id": school_id, "nc_year": years[ext], "first_seen_on": day, "last_seen_on": day}
+         for ext, pupil_id, school_id in pupils],
+    )
