@@ -121,7 +121,9 @@ def run_one(pupils: int, days: int, server_url: str, use_dlt: bool, attendance_c
         from portal.extract import run_extract
 
         # Time spent in the store's batch writes (the part (a) and (b) also do), on whichever
-        # thread writes them (the engine overlaps them with the next batch's mapping on PostgreSQL).
+        # thread writes them. On PostgreSQL the engine's writer thread overlaps them with the next
+        # pages' mapping, so this wall time also holds the writer's waits for the GIL while the
+        # engine thread maps: an upper bound of the writes' own time.
         write_seconds = [0.0]
         # write_batch since the writer thread; flush before it (so the bench still measures older code).
         write_name = "write_batch" if hasattr(store.Writer, "write_batch") else "flush"
