@@ -21,11 +21,12 @@ from portal.store.subjects import (
 )
 from portal.store.tables import KIND_CATEGORY, PUPIL_KINDS, content_hash, hash_key, special_columns
 from portal.store.walk import DSR_SUBJECT_TABLES, child_tables, linked_tables, subject_ids
-from portal.store.write import COUNT_KEYS, Writer, record_year_groups, withhold_objections
+from portal.store.write import COUNT_KEYS, Batch, Writer, record_year_groups, withhold_objections
 
 __all__ = [
     "API_ENVELOPE_COLUMNS",
     "COUNT_KEYS",
+    "Batch",
     "DSR_SUBJECT_TABLES",
     "FeedPage",
     "KIND_CATEGORY",

@@ -59,7 +59,16 @@ def content_hash(kind: str, values: Mapping[str, Any], key: bytes | None = None)
     """
     # The data columns include pupil_external_id on tables about a pupil (pupil_id is the store's own).
     payload = repr(tuple([values.get(c) for c in _data_columns(kind)]))
-    return hashlib.blake2b(f"{kind}|{payload}".encode(), key=key or hash_key(), digest_size=32).hexdigest()
+    hasher = _keyed_hasher(key or hash_key()).copy()
+    hasher.update(f"{kind}|{payload}".encode())
+    return hasher.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed_hasher(key: bytes):
+    # A keyed BLAKE2b state after the key block: copying it saves hashing the key for every record
+    # (the digest is the same as blake2b(payload, key=key)).
+    return hashlib.blake2b(key=key, digest_size=32)
 
 
 def hash_key() -> bytes:
