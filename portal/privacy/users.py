@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Table, delete, or_, select
 
-from portal import audit
+from portal import audit, store
 from portal.account import email_change
 from portal.account.errors import AccountError
 from portal.extensions import db
@@ -69,14 +69,8 @@ def _owned(fk) -> bool:
     return (fk.ondelete or "").upper() == "CASCADE"
 
 
-def _plain(value: Any) -> Any:
-    from portal.privacy.export import _plain as plain
-
-    return plain(value)
-
-
 def _row(mapping) -> dict[str, Any]:
-    return {k: _plain(v) for k, v in mapping.items() if k not in SECRET_COLUMNS}
+    return {k: store.json_value(v) for k, v in mapping.items() if k not in SECRET_COLUMNS}
 
 
 def user_data(user: User) -> dict[str, Any]:
