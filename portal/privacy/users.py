@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Table, delete, or_, select
 
-from portal import audit
+from portal import audit, store
 from portal.account import email_change
 from portal.account.errors import AccountError
 from portal.extensions import db
@@ -18,7 +18,6 @@ from portal.models import AuditEntry, User
 from portal.models.base import utcnow
 from portal.models.dsr import Controller, RequestType, SubjectRequest, SubjectType
 from portal.privacy.register import RequestError, require_verified
-from portal.store import json_value
 
 SCHEMA_ID = "https://mis-portal.example/schemas/user-access-export-1.json"
 # Never exported, whatever table they are in: they would let someone sign in or use a link.
@@ -71,7 +70,7 @@ def _owned(fk) -> bool:
 
 
 def _row(mapping) -> dict[str, Any]:
-    return {k: json_value(v) for k, v in mapping.items() if k not in SECRET_COLUMNS}
+    return {k: store.json_value(v) for k, v in mapping.items() if k not in SECRET_COLUMNS}
 
 
 def user_data(user: User) -> dict[str, Any]:
