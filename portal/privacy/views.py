@@ -1,8 +1,6 @@
 """The school's data-subject request pages: queue, intake with subject search, the request page, its actions and the download."""
 from __future__ import annotations
 
-from datetime import date
-
 from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
