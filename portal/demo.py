@@ -12,11 +12,16 @@ from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
 from portal import audit
+from portal.api.authorisations import authorise_product
+from portal.api.products import register_product
 from portal.auth.passwords import hash_password
 from portal.auth.totp import new_secret, provisioning_uri
 from portal.connectors import DemoSchool
 from portal.extensions import db
-from portal.models import Connection, Membership, Organisation, OrgKind, Role, Subscription, SubscriptionRoute, User
+from portal.extract import run_extract
+from portal.models import (
+    Connection, Feature, JobRun, Membership, Organisation, OrgKind, Product, Role, Subscription, SubscriptionRoute, User,
+)
 from portal.plugins.manager import get_plugins
 
 # Known on purpose: the demo is for trying the portal, never for a deployment holding real data.
@@ -191,9 +196,6 @@ def authorise_demo_product(schools: list[Organisation]) -> None:
     """Register a demo product offering every matrix feature and authorise it for each demo school (R3, R19)."""
     from sqlalchemy import select
 
-    from portal.api.authorisations import authorise_product
-    from portal.api.products import register_product
-    from portal.models import Feature, Product
 
     product = db.session.execute(select(Product).where(Product.name == DEMO_PRODUCT)).scalar()
     if product is None:
@@ -207,8 +209,6 @@ def first_extracts(connections: list[Connection]) -> list[str]:
     """Run a full extract through the real connector for each approved connection with no run yet."""
     from sqlalchemy import select
 
-    from portal.extract import run_extract
-    from portal.models import JobRun
 
     lines = []
     for conn in connections:

@@ -78,20 +78,12 @@ FUNCTION_LEVEL_ALLOWED = {
     "portal/testing/plugin.py": "pytest plugin",
     # Other helpers' files, theirs to clean (issue #20):
     "portal/retention/users.py": "store (the plan <-> users cycle above)",
-    "portal/demo.py": "contract",
     "portal/testing/conformance.py": "kit",
     "portal/testing/databases.py": "kit",
-    "portal/extract/engine.py": "fullspeed/incremental",
-    "portal/extract/plan.py": "incremental",
-    "portal/school/queries.py": "national",
-    "portal/school/views.py": "national",
 }
 
 # importlib.import_module("portal...") hides a real dependency ("not installed yet"); these remain.
-IMPORTLIB_ALLOWED = {
-    # owner national: record_counts asks for portal.store through importlib.
-    ("portal.school.queries", "portal.store"): "national",
-}
+IMPORTLIB_ALLOWED: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ from portal.connectors import RECORD_TYPES, AuthorisationLost, CategoryOutcome, 
 from portal.extensions import db
 from portal.extract import plan
 from portal.jobs import claims
+from portal.jobs.limits import request_gate
+from portal.jobs.runner import Heartbeat
 from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
 from portal.models.base import utcnow
-from portal.retention.calendar import london_date
 from portal.plugins.manager import get_plugins
+from portal.retention.calendar import london_date
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +445,6 @@ def run_extract(
         db.session.commit()
     state = _Attempt(run, connection, progress)
     log.info("extract run %s for connection %s: %s %s", run.id, connection.id, run.params["mode"], run.params["categories"])
-    from portal.jobs.runner import Heartbeat
 
     heart = Heartbeat(current_app._get_current_object(), run.id, state.owner)
     heart.start()
@@ -477,7 +478,6 @@ def _work(state: _Attempt) -> JobRun:
     full = run.params["mode"] == "full"
     state.connector = lifecycle.connector_instance(connection)
     # The provider's requests-per-second limit, shared by every run (and worker) using this connector.
-    from portal.jobs.limits import request_gate
 
     state.connector.request_gate = request_gate(connection.connector)
     # A full run starts every changeset again; other runs carry on from where the last successful one got to.

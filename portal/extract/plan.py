@@ -7,8 +7,10 @@ from datetime import date, datetime, timedelta
 from flask import current_app
 from sqlalchemy import select
 
-from portal.connectors import CATEGORIES, Connector
+from portal.configuration import WEEKDAYS
+from portal.connectors import CATEGORIES, Connector, PupilRecord, StaffRecord
 from portal.extensions import db
+from portal.lifecycle import connection_settings
 from portal.models import (
     Connection,
     ConnectorSyncState,
@@ -20,6 +22,8 @@ from portal.models import (
     product_features,
 )
 from portal.models.base import utcnow
+from portal.privacy.suppression import is_suppressed as suppressed
+from portal.retention.calendar import add_months, london_date
 
 # R21: more than this long without a successful run means the next run is a full one.
 FULL_AFTER = timedelta(days=7)
@@ -90,8 +94,6 @@ def due_categories(connection: Connection, categories: list[str], now: datetime)
     was never extracted, or when its last successful extract is a week old or more (so a missed
     weekday never makes it less than weekly).
     """
-    from portal.configuration import WEEKDAYS
-    from portal.retention.calendar import london_date
 
     weekly = [c for c in categories if cadence(c) == "weekly"]
     if not weekly:
@@ -174,7 +176,6 @@ def choose_mode(
 
 def reconciliation_days(connection: Connection) -> float:
     """Days between full reconciliations: the connection's ``full_reconciliation_days`` setting, else FULL_RECONCILIATION_DAYS."""
-    from portal.lifecycle import connection_settings
 
     value = connection_settings(connection).get("full_reconciliation_days")
     if value in (None, ""):
@@ -265,7 +266,6 @@ def save_sync_state(connection: Connection, staged: dict[str, str | None], run_i
 
 def is_suppressed(school_id: int, kind: str, external_id: str) -> bool:
     """Return whether an erased subject must not come back (R50): the suppression list of portal.privacy."""
-    from portal.privacy.suppression import is_suppressed as suppressed
 
     return suppressed(school_id, kind, external_id)
 
@@ -282,8 +282,6 @@ def is_historic_leaver(record: object, today: date) -> bool:
     A member of staff shown as not employed since a provider change time 6 months ago is past R39's deadline
     (the clock portal.retention.deadlines.staff_dues starts from that time).
     """
-    from portal.connectors import PupilRecord, StaffRecord
-    from portal.retention.calendar import add_months, london_date
 
     if isinstance(record, StaffRecord):
         changed = record.updated_at

@@ -1,7 +1,6 @@
 """Read-only queries behind the school pages: connections, runs, freshness, data use; batched, never one query per row."""
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -10,6 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
 
+from portal import store
 from portal.converters import MAX_ID
 from portal.connectors import CATEGORIES
 from portal.extensions import db
@@ -25,6 +25,7 @@ from portal.models import (
     User,
 )
 from portal.models.api import ProductAuthorisation
+from portal.models.base import UTCDateTime
 
 LONDON = ZoneInfo("Europe/London")
 EXTRACT_PREFIX = "extract:"
@@ -191,12 +192,7 @@ def freshness(school: Organisation, categories: list[str], today: date | None = 
 def record_counts(school_id: int) -> dict[str, int] | None:
     """Records held per category, from the MIS store's read function when the store provides it."""
     # The store owns every read of MIS tables; it is asked, never queried here.
-    try:
-        store = importlib.import_module("portal.store")
-    except ImportError:
-        return None
-    counter = getattr(store, "category_counts", None)
-    return dict(counter(school_id)) if counter else None
+    return dict(store.category_counts(school_id))
 
 
 @dataclass
@@ -243,8 +239,6 @@ def data_use(school: Organisation) -> tuple[list[ProductUse], dict[str, Category
 
 def last_reads(school_id: int) -> dict[int, dict[str, datetime]]:
     """Return, per product id, when it last read each category of this school (R8), from the api.read audit entries."""
-    from portal.models import AuditEntry
-    from portal.models.base import UTCDateTime
 
     category = AuditEntry.details["category"].as_string()
     rows = db.session.execute(

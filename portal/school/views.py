@@ -7,7 +7,7 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from portal import lifecycle
+from portal import deletions, lifecycle
 from portal.connectors import CATEGORIES
 from portal.extensions import db
 from portal.models import Connection, ConnectionState, JobRun, Organisation, OrgKind, Product, RunStatus
@@ -226,7 +226,6 @@ def _data_use_context(school: Organisation) -> dict:
 @login_required
 def data_use(school_id: int):
     school = school_or_404(current_user, school_id, Action.view)
-    from portal import deletions
 
     # R42: products that have not confirmed, within 7 days, that they deleted what the portal deleted.
     return render_template("school/data_use.html", overdue_deletions=deletions.overdue_summary(school.id),
