@@ -466,6 +466,12 @@ class SyntheticSchool:
         self.slots.append(pupil.key)
         reg.members.append(pupil.key)
         reg.updated_at = at
+        # The new pupil's registers are recorded when they are admitted, not on the day they stand for.
+        for day_index, day in enumerate(self.days):
+            if day >= pupil.admission_date:
+                for session in (0, 1):
+                    code = self._pupil_codes(pupil)[2 * day_index + session]
+                    self._mark_changes[(pupil.slot, day_index, session)] = (code, at)
         return pupil
 
     def mutate(

@@ -77,6 +77,15 @@ KIT_DAYS = 12
 EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 
 
+def changed_now() -> datetime:
+    """When a change between two runs is stamped: the provider's now, after the last run asked (issue 19).
+
+    An incremental run asks for changes from when the last one started asking; a change stamped
+    earlier than that (EPOCH, in the past) is what only a full run can find.
+    """
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
 # ---------------------------------------------------------------- what a connector package supplies
 
 
@@ -181,7 +190,7 @@ class Kit:
         return run_extract(self.connection_id, mode, **kwargs)
 
     def mutate(self, at: datetime, **changes: int) -> dict[str, list[str]]:
-        done = self.school.mutate(at, seed=int(at.timestamp()), **changes)
+        done = self.school.mutate(at, seed=KIT_SEED, **changes)  # the same changes whenever they are stamped
         self.deleted["pupil"].update(done["deleted"])
         self.deleted["staff"].update(done["staff_deleted"])
         self.served.changed()
@@ -494,7 +503,7 @@ def synthetic_categories() -> tuple[str, ...]:
 
 def test_incremental_extract_applies_changes(kit: Kit):
     assert kit.run("full").status.value == "succeeded"
-    done = kit.mutate(EPOCH, updated=3, leavers=1, added=1, marks=3, staff_updated=1)
+    done = kit.mutate(changed_now(), updated=3, leavers=1, added=1, marks=3, staff_updated=1)
     run = kit.run("incremental")
     assert run.status.value == "succeeded", (run.error_code, run.error_message)
     assert run.params["mode"] == "incremental"
@@ -506,7 +515,7 @@ def test_incremental_extract_applies_changes(kit: Kit):
 
 def test_deletions_reach_the_store(kit: Kit):
     assert kit.run("full").status.value == "succeeded"
-    kit.mutate(EPOCH, deleted=2, staff_deleted=1)
+    kit.mutate(changed_now(), deleted=2, staff_deleted=1)
     assert kit.run("incremental").status.value == "succeeded"
     store = kit.store()
     for key in kit.deleted["pupil"]:
@@ -567,7 +576,7 @@ def test_cli_incremental_after_cli_full_in_separate_processes(kit: Kit):
     """What one process learnt of the provider (watermarks, change tokens) serves the next: CLI runs are incremental too."""
     full = kit.cli("--full")
     assert (full["status"], full["mode"]) == ("succeeded", "full"), full
-    kit.mutate(EPOCH, updated=2, deleted=1, marks=2, staff_updated=1)
+    kit.mutate(changed_now(), updated=2, deleted=1, marks=2, staff_updated=1)
     incremental = kit.cli()
     assert (incremental["status"], incremental["mode"]) == ("succeeded", "incremental"), incremental
 

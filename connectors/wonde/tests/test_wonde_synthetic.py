@@ -111,7 +111,8 @@ def test_mutations_stamp_changes_and_record_deletions():
     assert all(k not in school.pupils for k in done["deleted"])
     assert [p.key for p in school.leavers()] == done["leavers"]
     assert all(k not in g.members for g in school.groups.values() for k in done["deleted"] + done["leavers"])
-    assert len(school.edited_marks()) == 2 and all(m.updated_at == at for m in school.edited_marks())
+    # Two edited marks, and the admitted pupil's registers (AM and PM of the last day) recorded when admitted.
+    assert len(school.edited_marks()) == 2 + 2 and all(m.updated_at == at for m in school.edited_marks())
     assert [d.kind for d in school.deletions].count("staff") == 1
     # Deleted pupils' marks go; the new pupil has marks from their admission (the last day) only.
     assert len(list(school.marks())) == before - 2 * 5 * 2 + 2
