@@ -17,6 +17,7 @@ __all__ = [
     "normalise_language",
     "normalise_sen_status",
     "normalise_year_group",
+    "parse_year_group",
 ]
 
 TRUE_TEXT = frozenset({"true", "t", "yes", "y", "1"})
@@ -113,3 +114,13 @@ def normalise_ethnicity(value: Any) -> str | None:
 def normalise_language(value: Any) -> str | None:
     """Return the DfE language code from a code (any case) or a language's name; longer unknown text as sent."""
     return _code(value, LANGUAGE_NAMES)
+
+
+def parse_year_group(value: str | None) -> int | None:
+    """Return the NC year as a number (Reception 0, nursery below 0); None when it is not a year group."""
+    text = (value or "").strip().upper().removeprefix("YEAR").removeprefix("Y").strip()
+    if text in ("R", "REC", "RECEPTION"):
+        return 0
+    if text.startswith("N") and text[1:].isdigit():
+        return -int(text[1:])  # N1 -> -1, N2 -> -2
+    return int(text) if text.isdigit() else None

@@ -20,14 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # (importer, imported) edges left out of the cycle check, by module name or package prefix, with their owner.
-CYCLE_EDGES_ALLOWED = {
-    # owner store: retention/users.py needs Item and _keyset from retention/plan.py, which imports user_items
-    # back; they belong below both (retention/plan.py is store's).
-    ("portal.retention.users", "portal.retention.plan"): "store",
-    # owner store: privacy/export.py builds a portal user's own export through privacy/users.py, which uses
-    # export's value conversion; build_user belongs in privacy/users.py.
-    ("portal.privacy.export", "portal.privacy.users"): "store",
-}
+CYCLE_EDGES_ALLOWED: dict[tuple[str, str], str] = {}
 
 # Lowest first: a module may import its own layer and lower ones, never a higher one. Modules of no
 # layer (lifecycle, jobs, audit, extensions...) are not checked here; the cycle check covers them.
@@ -44,12 +37,7 @@ WIRING_MODULE_NAMES = {"plugin", "builtin", "commands"}
 # What the models may import besides themselves: the database handle and the encrypted column type.
 MODEL_FOUNDATIONS = ("portal.extensions", "portal.crypto")
 
-LAYER_EDGES_ALLOWED = {
-    # owner store: record_year_groups parses year groups and London dates with retention's helpers
-    # (retention.deadlines.parse_year_group, retention.calendar.london_date); they belong below the store.
-    ("portal.store", "portal.retention.calendar"): "store",
-    ("portal.store", "portal.retention.deadlines"): "store",
-}
+LAYER_EDGES_ALLOWED: dict[tuple[str, str], str] = {}
 
 # What connector packages (connectors/*/portal_*) may import of the portal: the public plugin API, as
 # docs/plugin_hooks.md declares it (h/contract), and the sandbox and test kit (h/kit).
@@ -76,10 +64,8 @@ FUNCTION_LEVEL_ALLOWED = {
     # A pytest plugin is imported when pytest starts, before a test has configured the environment the
     # app reads (PORTAL_* variables, the database); the app is imported when a fixture builds one.
     "portal/testing/plugin.py": "pytest plugin",
-    # Other helpers' files, theirs to clean (issue #20):
-    "portal/retention/users.py": "store (the plan <-> users cycle above)",
-    "portal/testing/conformance.py": "kit",
-    "portal/testing/databases.py": "kit",
+    "portal/testing/conformance.py": "loaded by the pytest plugin",
+    "portal/testing/databases.py": "loaded by the pytest plugin and bench/ scripts",
 }
 
 # importlib.import_module("portal...") hides a real dependency ("not installed yet"); these remain.

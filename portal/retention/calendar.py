@@ -2,20 +2,12 @@
 from __future__ import annotations
 
 import calendar as _calendar
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
-LONDON = ZoneInfo("Europe/London")
+from portal.clock import LONDON, london_date
 
 __all__ = ["LONDON", "add_months", "add_years", "add_working_days", "is_working_day", "london_date", "BankHolidays"]
-
-
-def london_date(moment: datetime | date) -> date:
-    """Return the Europe/London calendar date of a timestamp (R24); a date is returned unchanged."""
-    if isinstance(moment, datetime):
-        return moment.astimezone(LONDON).date()
-    return moment
 
 
 def add_months(start: date, months: int) -> date:

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from flask import current_app
 from sqlalchemy import select
 
+from portal.dfe import parse_year_group
 from portal.extensions import db
 from portal.models import Connection, ConnectionState, Subscription
 from portal.models.mis import MisPupil, PupilYearGroupFact
@@ -27,16 +28,6 @@ def last_year_group_for_age(high_age: int | None) -> int | None:
     if high_age is None or high_age < 5:
         return None
     return min(high_age - 5, LAST_NC_YEAR)
-
-
-def parse_year_group(value: str | None) -> int | None:
-    """Return the NC year as a number (Reception 0, nursery below 0); None when it is not a year group."""
-    text = (value or "").strip().upper().removeprefix("YEAR").removeprefix("Y").strip()
-    if text in ("R", "REC", "RECEPTION"):
-        return 0
-    if text.startswith("N") and text[1:].isdigit():
-        return -int(text[1:])  # N1 -> -1, N2 -> -2
-    return int(text) if text.isdigit() else None
 
 
 @dataclass(frozen=True, order=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import Table, and_, or_, select
@@ -12,30 +11,16 @@ from portal.models import Connection, FINISHED_STATUSES, JobRun
 from portal.models.mis import MisPupil, MisStaff
 from portal.retention.calendar import LONDON
 from portal.retention.deadlines import Due, RetentionContext, earliest
+from portal.retention.items import BATCH, Item, _keyset
 from portal.retention.users import user_items
 
 __all__ = ["BATCH", "RUN_LOGS", "Item", "iter_due", "row_tables"]
 
-BATCH = 1000
 # The category of finished run logs (the portal's own operational data).
 RUN_LOGS = "run_logs"
 PUPILS = MisPupil.__table__
 STAFF = MisStaff.__table__
 RUNS = JobRun.__table__
-
-
-@dataclass(frozen=True)
-class Item:
-    """One record the sweep deletes (a pupil takes every row about them with it), and why."""
-
-    table: str
-    id: int
-    school_id: int | None
-    connection_id: int | None
-    category: str
-    due: Due
-    order_id: int | None = None
-    held: bool = False
 
 
 def row_tables() -> list[Table]:
@@ -45,17 +30,6 @@ def row_tables() -> list[Table]:
 
 def _start_of_day(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=LONDON)
-
-
-def _keyset(query, table: Table, batch: int = BATCH) -> Iterator:
-    """Yield rows of the query in id order, one bounded batch at a time."""
-    last = 0
-    while True:
-        rows = db.session.execute(query.where(table.c.id > last).order_by(table.c.id).limit(batch)).all()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1].id
 
 
 def iter_due(ctx: RetentionContext, horizon: date, *, include_held: bool = False, school_id: int | None = None) -> Iterator[Item]:

@@ -11,6 +11,7 @@ from portal.extensions import db
 from portal.models import Membership, User
 from portal.retention.calendar import london_date
 from portal.retention.deadlines import Due, RetentionContext, earliest
+from portal.retention.items import Item, _keyset
 
 __all__ = ["CATEGORY", "delete_memberships", "membership_dues", "user_items"]
 
@@ -29,8 +30,6 @@ def membership_dues(ctx: RetentionContext, membership, ends: dict[int, date]) ->
 
 def user_items(ctx: RetentionContext, horizon: date, *, organisation_id: int | None = None) -> Iterator:
     """Yield a sweep item for each membership whose user data is due by the horizon (R37, R38)."""
-    from portal.retention.plan import Item, _keyset
-
     if not (ctx.rules.get("user:subscription_end") or ctx.rules.get("user:user_removed")):
         return
     ends = scope.subscription_ends()

@@ -15,13 +15,13 @@ from sqlalchemy.dialects import postgresql
 
 from portal import audit
 from portal.connectors import Record, Tombstone
+from portal.clock import london_date
 from portal.crypto import EncryptedText
+from portal.dfe import parse_year_group
 from portal.extensions import db
 from portal.models import Connection, ExtractRemoval, FlagKind, MisPupil, SubjectFlag, SubjectKind
 from portal.models.base import utcnow
 from portal.models.mis import STORE_MODELS, PupilYearGroupFact
-from portal.retention.calendar import london_date
-from portal.retention.deadlines import parse_year_group
 from portal.store.tables import (
     KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns,
 )
