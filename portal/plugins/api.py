@@ -6,7 +6,7 @@ are kept stable; everything else in the portal may change without notice.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -42,7 +42,9 @@ __all__ = [
     "audit_event",
     "check_secret",
     "check_signature",
+    "ask_for_access",
     "commit",
+    "connect_demo_schools",
     "connection_by_provider_id",
     "connection_for",
     "connection_of",
@@ -166,3 +168,39 @@ def school_admin_with_terms(school: Organisation) -> User | None:
     if terms_acceptance(school) is None:
         accept_terms(school, membership.user, current_terms_version())
     return membership.user
+
+
+def connect_demo_schools(
+    schools: Iterable[Organisation],
+    connector: str,
+    serves: Callable[[Organisation], bool],
+    walk: Callable[[Connection, Organisation, User], None],
+) -> list[Connection]:
+    """Connect the demo schools a connector's sandbox serves, through the real lifecycle; idempotent.
+
+    For each school ``serves`` accepts, its connection is found or made; unless it is approved already,
+    ``walk(connection, school, admin)`` takes it on as the school's admin (who has accepted the terms;
+    a school without one is left out). Returns the connections, for `flask portal demo` to extract.
+    """
+    connections = []
+    for school in schools:
+        if not serves(school):
+            continue
+        connection = connection_for(school, connector)
+        if connection.state != ConnectionState.approved:
+            admin = school_admin_with_terms(school)
+            if admin is None:
+                continue
+            walk(connection, school, admin)
+        connections.append(connection)
+    return connections
+
+
+def ask_for_access(connection: Connection, admin: User, settings: Mapping[str, Any] | None = None) -> None:
+    """As the school admin, ask the provider for access (asked already: poll it), first storing ``settings`` if none are."""
+    if settings and not connection.settings_encrypted:
+        set_connection_settings(connection, settings)
+    if connection.state in (ConnectionState.requested, ConnectionState.pending):
+        poll_access(connection)
+    else:
+        request_access(connection, admin, {"name": admin.name, "email": admin.email})

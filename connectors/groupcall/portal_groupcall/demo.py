@@ -20,26 +20,19 @@ def demo_connections(schools: list[Any]) -> list[Any]:
     It walks the real lifecycle: a school admin accepts the terms and asks for access, then the
     approval the sandbox's authorisation callback would bring is applied with its school secret.
     """
-    connections = []
-    for school in schools:
-        if school.dfe_number not in DEMO_ESTABS:
-            continue
-        connection = api.connection_for(school, "groupcall")
-        if connection.state != api.ConnectionState.approved:
-            admin = api.school_admin_with_terms(school)
-            if admin is None:
-                continue
-            if connection.state not in (api.ConnectionState.requested, api.ConnectionState.pending):
-                api.request_access(connection, admin, {"name": admin.name, "email": admin.email})
-            connection.provider_school_id = school.dfe_number
-            api.mark_approved(connection, "provider", settings={
-                "school_secret": demo_secret(school.dfe_number), "relying_party": RELYING_PARTY,
-                # The synthetic schools' data is for the 2025/26 academic year, whatever today is.
-                "date_from": ACADEMIC_YEAR_START.replace(day=1).isoformat(),
-                "date_to": ACADEMIC_YEAR_START.replace(year=ACADEMIC_YEAR_START.year + 1, month=8, day=31).isoformat(),
-            })
-        connections.append(connection)
-    return connections
+    return api.connect_demo_schools(schools, "groupcall", lambda school: school.dfe_number in DEMO_ESTABS, _approve)
+
+
+def _approve(connection: Any, school: Any, admin: Any) -> None:
+    if connection.state not in (api.ConnectionState.requested, api.ConnectionState.pending):
+        api.request_access(connection, admin, {"name": admin.name, "email": admin.email})
+    connection.provider_school_id = school.dfe_number
+    api.mark_approved(connection, "provider", settings={
+        "school_secret": demo_secret(school.dfe_number), "relying_party": RELYING_PARTY,
+        # The synthetic schools' data is for the 2025/26 academic year, whatever today is.
+        "date_from": ACADEMIC_YEAR_START.replace(day=1).isoformat(),
+        "date_to": ACADEMIC_YEAR_START.replace(year=ACADEMIC_YEAR_START.year + 1, month=8, day=31).isoformat(),
+    })
 
 
 @contextmanager

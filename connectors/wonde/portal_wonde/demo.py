@@ -17,24 +17,9 @@ def demo_connections(schools: list[Any]) -> list[Any]:
     It walks the real lifecycle: a school admin accepts the terms and asks for access through the
     real connector, and the sandbox answers the request-access call with "approved".
     """
-    connections = []
-    for school in schools:
-        if school.urn not in DEMO_URNS:
-            continue
-        connection = api.connection_for(school, "wonde")
-        if connection.state != api.ConnectionState.approved:
-            admin = api.school_admin_with_terms(school)
-            if admin is None:
-                continue
-            if not connection.settings_encrypted:
-                # The sandbox's token; a real deployment sets CONNECTORS["wonde"]["token"] instead.
-                api.set_connection_settings(connection, {"token": DEFAULT_TOKEN})
-            if connection.state not in (api.ConnectionState.requested, api.ConnectionState.pending):
-                api.request_access(connection, admin, {"name": admin.name, "email": admin.email})
-            else:
-                api.poll_access(connection)
-        connections.append(connection)
-    return connections
+    # The sandbox's token; a real deployment sets CONNECTORS["wonde"]["token"] instead.
+    return api.connect_demo_schools(schools, "wonde", lambda school: school.urn in DEMO_URNS,
+                                    lambda connection, school, admin: api.ask_for_access(connection, admin, {"token": DEFAULT_TOKEN}))
 
 
 @contextmanager

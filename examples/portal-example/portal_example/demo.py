@@ -13,24 +13,9 @@ DEMO_URNS = {school.urn for school in DEMO_SCHOOLS}
 
 def demo_connections(schools: list[Any]) -> list[Any]:
     """Ask for (and, as the sandbox approves at once, get) a connection per demo school the sandbox serves; idempotent."""
-    connections = []
-    for school in schools:
-        if school.urn not in DEMO_URNS:
-            continue
-        connection = api.connection_for(school, "example")
-        if connection.state != api.ConnectionState.approved:
-            admin = api.school_admin_with_terms(school)
-            if admin is None:
-                continue
-            if not connection.settings_encrypted:
-                # The sandbox's token; a real deployment gives each connection its own.
-                api.set_connection_settings(connection, {"token": DEFAULT_TOKEN})
-            if connection.state in (api.ConnectionState.requested, api.ConnectionState.pending):
-                api.poll_access(connection)
-            else:
-                api.request_access(connection, admin, {"name": admin.name, "email": admin.email})
-        connections.append(connection)
-    return connections
+    # The sandbox's token; a real deployment gives each connection its own.
+    return api.connect_demo_schools(schools, "example", lambda school: school.urn in DEMO_URNS,
+                                    lambda connection, school, admin: api.ask_for_access(connection, admin, {"token": DEFAULT_TOKEN}))
 
 
 @contextmanager
