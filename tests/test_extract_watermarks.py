@@ -7,7 +7,7 @@ import pytest
 
 from portal.extract import run_extract
 from portal.models import RunStatus
-from portal.testing import synthetic
+from portal.sandbox import synthetic
 from portal.testing.conformance import add_synthetic_school, approved_connection
 from tests.extract_helpers import authorise_all_features
 
