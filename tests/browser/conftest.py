@@ -98,6 +98,9 @@ def sign_in(page, base_url: str, user, password: str = factories.PASSWORD) -> No
 
 def check_accessibility(page) -> None:
     """Run axe-core in the page and fail on any WCAG 2.2 AA violation, naming rule and elements."""
+    # A page reached by a click may still be loading its stylesheet: judged unstyled, its skip link (shown
+    # until the CSS moves it off screen) fails target-size. Wait for the load event first.
+    page.wait_for_load_state("load")
     # Evaluated through the DevTools protocol: a <script> tag with axe inline would be refused by the portal's CSP.
     page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
     result = page.evaluate(
