@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from flask import abort, g, has_request_context
 from sqlalchemy import Select, event, exists, false, or_, select
 
+from portal.clock import LONDON
 from portal.extensions import db
 from portal.models import Organisation, OrgKind, Role, SchoolLink, Subscription, SubscriptionRoute, SupportGrant, User
 from portal.models.base import utcnow
-
-LONDON = ZoneInfo("Europe/London")
 
 
 class Action(str, enum.Enum):

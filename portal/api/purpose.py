@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import select
@@ -11,10 +10,10 @@ from sqlalchemy import select
 from portal import audit
 from portal.api.authorisations import live_authorisation
 from portal.api.errors import ApiError
+from portal.clock import LONDON
 from portal.extensions import db
 from portal.models import ApiCredential, Category, FeatureGrant, Organisation, OrgKind, product_features
 
-LONDON = ZoneInfo("Europe/London")
 # R13: the "(current students)" features see pupils on roll on the request date only.
 CURRENT_STUDENT_FEATURES = frozenset({"estimates_targets_student_explorer", "pupil_tracking"})
 

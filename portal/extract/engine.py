@@ -492,7 +492,7 @@ def _work(state: _Attempt) -> JobRun:
     if threaded:
         state.committer = _Committer(current_app._get_current_object(), state)
         try:
-            _read(state, connection, first_import, today, started_asking)
+            _read(state, connection, full, first_import, today, started_asking)
             state.committer.drain()
         except BaseException:
             # The batch in hand is finished first: a commit never lands after the run is marked ended.
@@ -504,13 +504,12 @@ def _work(state: _Attempt) -> JobRun:
         state.committer.close()
         state.committer = None
     else:
-        _read(state, connection, first_import, today, started_asking)
+        _read(state, connection, full, first_import, today, started_asking)
     return _complete(state)
 
 
-def _read(state: _Attempt, connection: Connection, first_import: bool, today: date, started_asking: str) -> None:
+def _read(state: _Attempt, connection: Connection, full: bool, first_import: bool, today: date, started_asking: str) -> None:
     """Read every category from the connector into the writer, committing a batch at page boundaries."""
-    full = state.run.params["mode"] == "full"
     for category in state.categories:
         if category in state.completed:
             continue

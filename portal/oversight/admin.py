@@ -1,20 +1,17 @@
 """Support back office pages: the breach record (R69) and the sub-processor register (R66)."""
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from flask import abort, flash, redirect, request, url_for
 from flask_admin import expose
 from flask_login import current_user
 from sqlalchemy import select
 
 from portal.admin.views import SecureBaseView
+from portal.clock import LONDON
 from portal.extensions import db
 from portal.models import Breach, BreachStatus, NoticeRecipient, Organisation, OrgKind, Product, SubProcessor
 from portal.oversight import breaches, subprocessors
 from portal.oversight.forms import BreachForm, EndForm, NoticeForm, SubProcessorForm, submit
-
-LONDON = ZoneInfo("Europe/London")
 
 
 class BreachesView(SecureBaseView):

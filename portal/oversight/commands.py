@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 import click
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
 from portal import audit
+from portal.clock import LONDON
 from portal.extensions import db
 from portal.models import Breach, NoticeRecipient, Organisation, Product, User
 from portal.oversight import breaches, freshness, government_key, subprocessors
-
-LONDON = ZoneInfo("Europe/London")
 
 
 def register(group: click.Group) -> None:

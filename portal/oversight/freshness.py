@@ -39,7 +39,7 @@ def check(today: date | None = None) -> dict[str, int]:
         fresh = queries.freshness(connection.school, categories, today)
         for category, item in fresh.items():
             # Before the first success, the gap runs from the day the connection became extractable.
-            last_day = queries.london_day(item.last_success or connection.state_changed_at)
+            last_day = queries.london_date(item.last_success or connection.state_changed_at)
             missed = max(0, (today - last_day).days - 1)
             if missed < ALERT_AFTER_MISSED_DAYS:
                 continue

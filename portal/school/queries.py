@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
 
 from portal import store
+from portal.clock import LONDON, london_date
 from portal.converters import MAX_ID
 from portal.connectors import CATEGORIES
 from portal.extensions import db
@@ -27,17 +27,12 @@ from portal.models import (
 from portal.models.api import ProductAuthorisation
 from portal.models.base import UTCDateTime
 
-LONDON = ZoneInfo("Europe/London")
 EXTRACT_PREFIX = "extract:"
 COUNT_KEYS = ("inserted", "updated", "unchanged", "tombstoned")
 
 
 def today_london(now: datetime | None = None) -> date:
     return (now or datetime.now(LONDON)).astimezone(LONDON).date()
-
-
-def london_day(moment: datetime) -> date:
-    return moment.astimezone(LONDON).date()
 
 
 @dataclass
@@ -184,7 +179,7 @@ def freshness(school: Organisation, categories: list[str], today: date | None = 
     counts = record_counts(school.id)
     for cat, item in out.items():
         if item.last_success:
-            item.missed_days = max(0, (today - london_day(item.last_success)).days - 1)
+            item.missed_days = max(0, (today - london_date(item.last_success)).days - 1)
         item.records = counts.get(cat) if counts is not None else None
     return out
 

@@ -247,8 +247,8 @@ def _chart(connection_ids: list[int]) -> dict:
     since = datetime.now(timezone.utc) - timedelta(days=CHART_DAYS)
     runs = queries.runs_since(connection_ids, since)
     finished = [r for r in runs if r.finished_at]
-    records = [Point(queries.london_day(r.created_at), queries.run_records(r), r.status == RunStatus.failed) for r in finished]
-    durations = [Point(queries.london_day(r.created_at), r.duration_seconds or 0, r.status == RunStatus.failed) for r in finished]
+    records = [Point(queries.london_date(r.created_at), queries.run_records(r), r.status == RunStatus.failed) for r in finished]
+    durations = [Point(queries.london_date(r.created_at), r.duration_seconds or 0, r.status == RunStatus.failed) for r in finished]
     return {
         "records_chart": bar_chart("chart-records", f"Records per day, last {CHART_DAYS} days", "records", records, end, CHART_DAYS),
         "duration_chart": bar_chart("chart-duration", f"Extract seconds per day, last {CHART_DAYS} days", "seconds", durations, end, CHART_DAYS),
