@@ -99,6 +99,9 @@ PROVIDER_REQUESTS_PER_SECOND: dict = {}
 
 # Extract engine.
 EXTRACT_BATCH_SIZE = 5000
+# Between commits, how often (seconds) a running extract checks that its connection is still approved
+# and the run not cancelled (0: at every page). Every commit checks, locked, whatever this says (R4).
+EXTRACT_PAGE_CHECK_SECONDS = 0.25
 MASS_REMOVAL_THRESHOLD = 0.10
 # Scheduled ("auto") runs are full when a category's last successful full run is older than this many
 # days: deletions feeds and changesets can miss rows. A connection's own setting

@@ -102,6 +102,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "SCHEDULER_SHUTDOWN_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "SCHEDULER_MISFIRE_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "EXTRACT_BATCH_SIZE": (_is_positive_int, "a positive whole number"),
+    "EXTRACT_PAGE_CHECK_SECONDS": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 60,
+        "a number of seconds from 0 (every page) to 60",
+    ),
     "FULL_RECONCILIATION_DAYS": (_is_positive_int, "a positive whole number of days"),
     "PASSWORD_RESET_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
     "EMAIL_CHANGE_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),

@@ -89,7 +89,11 @@ def test_authorisation_lost_stops_the_connection_being_extracted(xapp, make, tmp
     assert fake_mis.CALLS == []
 
 
-def test_a_revocation_between_pages_commits_no_further_page(xapp, make, tmp_path):
+@pytest.mark.parametrize("check_every", [0, 0.25, 60], ids=["every-page", "default", "only-at-commits"])
+def test_a_revocation_between_pages_commits_no_further_page(xapp, make, tmp_path, check_every):
+    # Whether the cheap check between commits runs at every page or hardly ever, the locked check
+    # before each commit keeps every page read after the revocation out of the store (R4).
+    xapp.config["EXTRACT_PAGE_CHECK_SECONDS"] = check_every
     world, conn = _school(make, tmp_path)
     other = create_engine(db.engine.url.render_as_string(hide_password=False))
     seen = {}

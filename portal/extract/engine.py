@@ -103,8 +103,6 @@ class _Attempt:
         self.categories: list[str] = list(run.params.get("categories", []))
         self.progress = progress
         self.batch_size = int(current_app.config.get("EXTRACT_BATCH_SIZE", 5000))
-        # With a writer thread, pages are handed to it once this many records are buffered (see _Committer).
-        self.chunk_size = max(1, self.batch_size // 4)
         stats = dict(run.stats or {})
         self.base = {c: Counter(v) for c, v in stats.get("categories", {}).items()}
         self.base_skipped = Counter(stats.get("skipped", {}))
@@ -132,6 +130,10 @@ class _Attempt:
         self.writer: store.Writer | None = None
         self.committer: _Committer | None = None
         self._page_check = None
+        # Between commits the cheap check runs at a page once this long has passed since the last check
+        # (0: at every page). Commits always check, locked (R4); see _Attempt.page_done.
+        self.check_every = float(current_app.config.get("EXTRACT_PAGE_CHECK_SECONDS", 0.25))
+        self.checked_at = time.monotonic()
         self.owner = getattr(run, "claimed_as", None) or run.claimed_by
 
     # -- stats
@@ -213,8 +215,9 @@ class _Attempt:
         Before a commit it locks both rows until the commit, so a revocation landing now waits
         for this page, and one already committed is seen here: no page is committed after it.
         """
+        self.checked_at = time.monotonic()
         if not lock:
-            # At every page: one round trip for both rows, a Core statement built once (the ORM's
+            # Between commits: one round trip for both rows, a Core statement built once (the ORM's
             # per-statement work was a tenth of a large extract's time).
             if self._page_check is None:
                 conn_t, run_t = Connection.__table__, JobRun.__table__
@@ -242,12 +245,29 @@ class _Attempt:
         if status == RunStatus.running and claimed_by != self.owner:
             raise RunTakenOver()
 
+    def page_done(self, checkpoint: Checkpoint) -> None:
+        """At a page boundary: commit once a batch has built up, else hand over what is read and check now and then.
+
+        Whether a page may be committed is decided by the locked check before every commit (R4: a
+        revocation committed before it stops the run, and one landing after it waits for the
+        commit). The unlocked check between commits only stops the reading early; made at every page
+        it cost a PostgreSQL round trip a page (a fifth of a large extract's time on a busy host), so
+        it runs once ``check_every`` seconds have passed: a revoked run reads at most that long more,
+        and commits nothing of it.
+        """
+        if self.pending >= self.batch_size:
+            self.commit_page(checkpoint)
+            return
+        self.hand_over()
+        if time.monotonic() - self.checked_at >= self.check_every:
+            self.check_still_allowed(lock=False)
+
     def hand_over(self) -> None:
         """At a page boundary without a commit: let the writer thread write the pages read so far (uncommitted)."""
         if self.committer is None:
             return
         self.committer.raise_error()  # a page the writer thread failed to write stops the reading too
-        if self.writer.buffered >= self.chunk_size:
+        if self.writer.buffered:
             self.committer.submit(self.writer.take_batch(), None)
 
     def commit_page(self, checkpoint: Checkpoint | None) -> None:
@@ -305,19 +325,22 @@ class _Attempt:
 class _Committer:
     """Writes the engine's pages on a thread of its own, in order, on a session of its own, and commits them.
 
-    The engine hands over the pages read so far every ``chunk_size`` records; they are written
-    (COPY + upsert, uncommitted) while the engine reads and maps the next pages, so PostgreSQL's
-    time overlaps ours. At a commit point the engine hands over the rest with the stats and waits:
-    the locked revocation check, the checkpoint and the commit happen exactly as on the engine
-    thread, and before the connector is asked for the next page. The first error stops the
-    writing (the open transaction is rolled back); the engine raises it at its next hand-over.
+    The engine hands over every page as it finishes it; the pages are written (COPY + upsert,
+    uncommitted) while the engine reads and maps the next ones, so PostgreSQL's time overlaps ours.
+    Pages that arrived while a write ran are written together in the next one (one COPY and upsert
+    for all of them): a busy database gets fewer, larger statements, an idle one each page at once,
+    so little is left to write when the engine reaches a commit. At a commit point the engine hands
+    over the rest with the stats and waits: the locked revocation check, the checkpoint and the
+    commit happen exactly as on the engine thread, and before the connector is asked for the next
+    page. The first error stops the writing (the open transaction is rolled back); the engine
+    raises it at its next hand-over.
     """
 
     def __init__(self, app: Any, state: _Attempt) -> None:
         self.app = app
         self.state = state
-        # Two pages' worth may wait while one is written: memory stays at a few chunks.
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        # A few pages may wait while a write runs: memory stays at a handful of pages.
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
         self.error: BaseException | None = None
         self.abandon = False
         self.thread = threading.Thread(target=self._work, name=f"extract-writer-{state.run_id}", daemon=True)
@@ -348,21 +371,33 @@ class _Committer:
         self.thread.join()
         return self.error
 
+    def _take(self) -> list[tuple[store.Batch, dict[str, Any] | None] | None]:
+        """Wait for the next hand-over, then take those queued behind it, up to the first that commits (or the end)."""
+        items = [self.queue.get()]
+        while items[-1] is not None and items[-1][1] is None:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
     def _work(self) -> None:
         with self.app.app_context():
             try:
                 while True:
-                    item = self.queue.get()
+                    items = self._take()
+                    handed = [item for item in items if item is not None]
                     try:
-                        if item is None:
-                            return
-                        if self.error is None and not self.abandon:
-                            self.state.write_and_commit(*item)
+                        if handed and self.error is None and not self.abandon:
+                            self.state.write_and_commit(store.Batch.merge([b for b, _ in handed]), handed[-1][1])
                     except BaseException as exc:  # noqa: BLE001 - handed to the engine thread, which decides
                         self.error = exc
                         db.session.rollback()
                     finally:
-                        self.queue.task_done()
+                        for _ in items:
+                            self.queue.task_done()
+                    if items[-1] is None:
+                        return
             finally:
                 db.session.rollback()  # anything written but not committed (the engine stopped) is dropped
                 db.session.remove()
@@ -524,12 +559,7 @@ def _read(state: _Attempt, connection: Connection, full: bool, first_import: boo
         for item in state.connector.extract(connection, [category], since, resume):
             if isinstance(item, Checkpoint):
                 state.pages += 1
-                # A cheap check at every page; a commit (with its checkpoint) once a batch has built up.
-                if state.pending >= state.batch_size:
-                    state.commit_page(item)
-                else:
-                    state.hand_over()
-                    state.check_still_allowed(lock=False)
+                state.page_done(item)
                 state.tell(event="page", category=category, pages=state.pages, records=state.writer.written)
                 continue
             if isinstance(item, SyncState):

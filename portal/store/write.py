@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -99,9 +100,12 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
     # One statement writes and counts: a row comes back when it was inserted (xmax = 0) or written;
     # extracted_at moves only when its content changed (the product feed pages by it), so
     # "extracted_at = this flush's time" tells updated rows from rows only marked as seen.
+    # The stage is emptied by the same statement (DELETE … RETURNING feeds the insert): the next write in
+    # this transaction finds it empty without a round trip of its own.
     upsert = (
-        f"WITH written AS (INSERT INTO {name} ({', '.join(copied)}, {', '.join(c for c in cols if c in BATCH_CONSTANTS)}) "  # nosec B608: names come from the table's own metadata, values are bound
-        f"SELECT {', '.join(copied)}, {constants} FROM {stage} "
+        f"WITH staged AS (DELETE FROM {stage} RETURNING {', '.join(copied)}), "  # nosec B608: names come from the table's own metadata, values are bound
+        f"written AS (INSERT INTO {name} ({', '.join(copied)}, {', '.join(c for c in cols if c in BATCH_CONSTANTS)}) "
+        f"SELECT {', '.join(copied)}, {constants} FROM staged "
         f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}, deleted_at = NULL, seen_run_id = {seen}, "
         f"extracted_at = CASE WHEN {changed} THEN EXCLUDED.extracted_at ELSE {name}.extracted_at END "
         f"WHERE {changed}{touch} "
@@ -121,6 +125,22 @@ class Batch:
 
     rows: dict[str, dict[str, dict[str, Any]]]
     removals: dict[tuple[str, str], datetime]
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.rows.values()) + len(self.removals)
+
+    @classmethod
+    def merge(cls, batches: list[Batch]) -> Batch:
+        """Return one batch holding these, in order: a later copy of a record wins, as a later write would."""
+        if len(batches) == 1:
+            return batches[0]
+        rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        removals: dict[tuple[str, str], datetime] = {}
+        for batch in batches:
+            for kind, kept in batch.rows.items():
+                rows[kind].update(kept)
+            removals.update(batch.removals)
+        return cls(dict(rows), removals)
 
 
 # Store columns whose value is the same for every row of a batch (see Writer._row and write_batch).
@@ -160,6 +180,10 @@ class Writer:
         # Pupil provider id -> store id, filled as batches need them (a school's pupils: a few thousand ids).
         self._pupil_ids: dict[str, int] = {}
         self._key = hash_key()
+        # Stage tables made ready in each open transaction (PostgreSQL): created if need be once per
+        # transaction (a rolled-back one may have taken its CREATE with it), found empty after that: the
+        # upsert empties its stage as it reads it, and a commit empties them all (ON COMMIT DELETE ROWS).
+        self._staged: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
     # -- buffering
 
@@ -377,9 +401,11 @@ class Writer:
         cols, convert, ddl, upsert = _copy_plan(kind, self.full)
         name = _table(kind).name
         raw = db.session.connection().connection.driver_connection
+        staged = self._staged.setdefault(db.session().get_transaction(), set())
         with raw.cursor() as cur:
-            cur.execute(ddl)
-            cur.execute(f"TRUNCATE _stage_{name}")
+            if kind not in staged:
+                cur.execute(ddl)
+                staged.add(kind)
             with cur.copy(f"COPY _stage_{name} ({', '.join(cols)}) FROM STDIN") as copy:
                 if convert:
                     for row in rows.values():
