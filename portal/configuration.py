@@ -102,6 +102,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "SCHEDULER_SHUTDOWN_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "SCHEDULER_MISFIRE_GRACE_SECONDS": (_is_positive_int, "a positive whole number of seconds"),
     "EXTRACT_BATCH_SIZE": (_is_positive_int, "a positive whole number"),
+    "SQLITE_CACHE_MB": (_is_positive_int, "a positive whole number of megabytes"),
     "FULL_RECONCILIATION_DAYS": (_is_positive_int, "a positive whole number of days"),
     "PASSWORD_RESET_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
     "EMAIL_CHANGE_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
