@@ -393,6 +393,9 @@ class Writer:
             cols = tuple(changed[0])
             sql, convert = _sqlite_upsert(kind, cols)
             raw = db.session.connection().connection.driver_connection
+            # In key order: the unique index's pages are then visited once each, in order (a batch of
+            # marks comes day by day, so in provider order each row lands on another pupil's page).
+            changed.sort(key=operator.itemgetter("external_id"))
             raw.executemany(sql, _sqlite_parameters(changed, cols, convert))
         if unchanged and self.full:
             db.session.execute(
