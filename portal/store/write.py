@@ -47,9 +47,9 @@ def _sqlite_upsert(kind: str, cols: tuple[str, ...], only_new: bool = False) -> 
         for c in cols
     )
     sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("connection_id", "external_id"))
+    action = "DO NOTHING" if only_new else f"DO UPDATE SET {sets}, deleted_at = NULL"  # nosec B608: column names from the table's metadata
     sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "  # nosec B608: names come from the table's own metadata, values are bound
-           + ("ON CONFLICT (connection_id, external_id) DO NOTHING" if only_new else
-              f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}, deleted_at = NULL"))
+           f"ON CONFLICT (connection_id, external_id) {action}")
     return sql, convert
 
 
