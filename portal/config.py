@@ -3,6 +3,10 @@
 # The database. SQLite in the instance folder is the embedded default; the factory fills in
 # the path. PostgreSQL: postgresql+psycopg://user@host:5432/dbname
 DATABASE_URL = None
+# SQLite only: the page cache of each connection, in MB (SQLite's own default is 2). A full extract
+# upserts into indexes keyed by pupil, so every batch touches pages all over them: with 2 MB they
+# are read and written again at every commit (issue 19). Memory grows only as pages are used.
+SQLITE_CACHE_MB = 64
 
 # Generated into instance/secret_key on first run when not set.
 SECRET_KEY = None

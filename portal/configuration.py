@@ -106,6 +106,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 60,
         "a number of seconds from 0 (every page) to 60",
     ),
+    "SQLITE_CACHE_MB": (_is_positive_int, "a positive whole number of megabytes"),
     "FULL_RECONCILIATION_DAYS": (_is_positive_int, "a positive whole number of days"),
     "PASSWORD_RESET_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),
     "EMAIL_CHANGE_MAX_AGE": (_is_positive_int, "a positive whole number of seconds"),

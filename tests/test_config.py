@@ -85,6 +85,7 @@ def test_instance_folder_is_not_tracked_by_git():
         ("PORTAL_DATABASE_URL", "mysql://root@localhost/x", "PORTAL_DATABASE_URL"),
         ("PORTAL_ENCRYPTION_KEYS", "not-a-key", "PORTAL_ENCRYPTION_KEYS"),
         ("PORTAL_SECRET_KEY", "short", "PORTAL_SECRET_KEY"),
+        ("PORTAL_SQLITE_CACHE_MB", "0", "PORTAL_SQLITE_CACHE_MB"),
     ],
 )
 def test_invalid_setting_names_the_key(instance, monkeypatch, variable, value, named):
@@ -92,6 +93,19 @@ def test_invalid_setting_names_the_key(instance, monkeypatch, variable, value, n
     with pytest.raises(StartupError, match=named) as info:
         create_app()
     assert "\n" not in str(info.value)
+
+
+def test_sqlite_connections_take_the_page_cache_setting(instance, monkeypatch):
+    from portal.extensions import db
+
+    monkeypatch.setenv("PORTAL_SQLITE_CACHE_MB", "16")
+    app = create_app()
+    with app.app_context():
+        pragma = db.session.connection().exec_driver_sql
+        # Negative: KiB, as the setting's 16 MB; the foreign keys stay enforced beside it.
+        assert pragma("PRAGMA cache_size").scalar() == -16 * 1024
+        assert pragma("PRAGMA foreign_keys").scalar() == 1
+        db.session.remove()
 
 
 def test_missing_setting_names_the_key(tmp_path):

@@ -56,6 +56,22 @@ def test_duplicates_in_one_batch_keep_the_last_copy(app, make):
     assert dict(writer.counts["student_basic"]) == {"inserted": 1}
 
 
+def test_a_first_import_counts_a_record_sent_again_in_a_later_batch_once(app, make):
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=True, batch_size=2)
+    writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="First"))
+    writer.add(PupilRecord(external_id="P2", updated_at=T, legal_surname="Same"))
+    # The next batches repeat both pupils (one as it was, one changed) beside a new one.
+    writer.add(PupilRecord(external_id="P2", updated_at=T, legal_surname="Same"))
+    writer.add(PupilRecord(external_id="P3", updated_at=T, legal_surname="Third"))
+    writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="Changed"))
+    writer.finish()
+    db.session.commit()
+    assert dict(writer.counts["student_basic"]) == {"inserted": 3, "unchanged": 1, "updated": 1}
+    stored = db.session.execute(select(MisPupil.external_id, MisPupil.legal_surname, MisPupil.seen_run_id)).all()
+    assert sorted(stored) == [("P1", "Changed", run.id), ("P2", "Same", run.id), ("P3", "Third", run.id)]
+
+
 def test_records_about_unknown_pupils_are_dropped_and_counted(app, make):
     conn, run = _connection(make)
     writer = store.Writer(conn, run.id, full=False, batch_size=2)
