@@ -577,7 +577,8 @@ def _complete(state: _Attempt) -> JobRun:
             connection, run.id, kinds, session_window=session_window, since=_started(run),
         )
     removing = store.pending_pupil_removals(connection, run.id)
-    live = store.live_pupil_count(connection)
+    # No pupil removed (nearly every run): the share is 0 whatever the count, so it is not counted.
+    live = store.live_pupil_count(connection) if removing else 0
     threshold = float(current_app.config.get("MASS_REMOVAL_THRESHOLD", 0.10))
     state.check_still_allowed()
     if live and removing / live > threshold:
