@@ -482,6 +482,7 @@ def _work(state: _Attempt) -> JobRun:
     state.connector.request_gate = request_gate(connection.connector)
     # A full run starts every changeset again; other runs carry on from where the last successful one got to.
     state.connector.sync_state = {} if full else plan.sync_state(connection)
+    state.connector.run_categories = tuple(state.categories)
     threaded = _uses_writer_thread()
     # With the writer thread, batches are taken at page boundaries only (never written from the engine thread).
     state.writer = store.Writer(connection, run.id, full=full, batch_size=state.batch_size, flush_when_full=not threaded)
