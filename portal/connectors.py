@@ -614,6 +614,9 @@ class Connector(abc.ABC):
     # Set by the engine before extract(): the SyncState values this connection stored, by key
     # (empty on a full run, so a full run starts every changeset again). Connectors that keep none ignore it.
     sync_state: Mapping[str, str] = {}
+    # Set by the engine before extract(): every category this run reads, in order (it asks for them one
+    # at a time). A connector may serve several from one request (a shared deletions feed); empty: unknown.
+    run_categories: Sequence[str] = ()
     # HTTP requests made and retried by this instance; the engine copies them into the run's stats.
     stats: dict[str, int]
     # The provider's clock minus ours, as a lower bound measured from the Date header of its answers

@@ -133,6 +133,9 @@ def apply_run_outcomes(connection: Connection, run_id: int, categories: Iterable
     fields = {f"{o['category']}:{','.join(sorted(o['fields']))}" for o in outcomes
               if o.get("confirmed") and o.get("code") == "fields_withheld" and o.get("fields")}
     done = {"withdrawn": [], "restored": []}
+    if not confirmed and not fields and not open_withdrawals(connection):
+        # Nearly every run: nothing withdrawn, nothing to restore (one query instead of one per category).
+        return done
     for category in sorted(confirmed):
         if withdraw(connection, category, run_id=run_id) is not None:
             done["withdrawn"].append(category)

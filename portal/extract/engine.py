@@ -517,6 +517,7 @@ def _work(state: _Attempt) -> JobRun:
     state.connector.request_gate = request_gate(connection.connector)
     # A full run starts every changeset again; other runs carry on from where the last successful one got to.
     state.connector.sync_state = {} if full else plan.sync_state(connection)
+    state.connector.run_categories = tuple(state.categories)
     threaded = _uses_writer_thread()
     # With the writer thread, batches are taken at page boundaries only (never written from the engine thread).
     state.writer = store.Writer(connection, run.id, full=full, batch_size=state.batch_size, flush_when_full=not threaded)
@@ -607,7 +608,8 @@ def _complete(state: _Attempt) -> JobRun:
             connection, run.id, kinds, session_window=session_window, since=_started(run),
         )
     removing = store.pending_pupil_removals(connection, run.id)
-    live = store.live_pupil_count(connection)
+    # No pupil removed (nearly every run): the share is 0 whatever the count, so it is not counted.
+    live = store.live_pupil_count(connection) if removing else 0
     threshold = float(current_app.config.get("MASS_REMOVAL_THRESHOLD", 0.10))
     state.check_still_allowed()
     if live and removing / live > threshold:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, timezone
 
-from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy import String, and_, bindparam, delete, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql
 
 from portal import audit
 from portal.extensions import db
@@ -14,6 +15,43 @@ from portal.models.base import UTCDateTime, utcnow
 from portal.models.mis import STORE_MODELS
 from portal.store.tables import KIND_CATEGORY, _insert_for, _table
 from portal.store.walk import DSR_SUBJECT_TABLES, linked_rows
+
+
+def stage_removals(run_id: int, connection_id: int, removals: Mapping[tuple[str, str], datetime]) -> None:
+    """Stage a batch's removals ((kind, external id) -> when deleted) for the run, in one statement.
+
+    On PostgreSQL the batch goes as three arrays (``unnest``): one parameter set per removal was a
+    tenth of a national worker's CPU (a day's timetable departures are hundreds of membership
+    tombstones). A removal staged already for the run is kept as it is (ON CONFLICT DO NOTHING).
+    """
+    if not removals:
+        return
+    dialect = db.session.get_bind().dialect.name
+    table = ExtractRemoval.__table__
+    if dialect != "postgresql":
+        db.session.execute(
+            _insert_for(dialect)(table).on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"]),
+            [{"run_id": run_id, "connection_id": connection_id, "kind": kind, "external_id": ext, "deleted_at": at}
+             for (kind, ext), at in removals.items()],
+        )
+        return
+    kinds, exts, ats = [], [], []
+    for (kind, ext), at in removals.items():
+        if at.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        kinds.append(kind)
+        exts.append(ext)
+        ats.append(at.astimezone(timezone.utc))
+    rows = func.unnest(
+        bindparam("kinds", kinds, type_=postgresql.ARRAY(String)),
+        bindparam("exts", exts, type_=postgresql.ARRAY(String)),
+        bindparam("ats", ats, type_=postgresql.ARRAY(postgresql.TIMESTAMP(timezone=True))),
+    ).table_valued("kind", "external_id", "deleted_at").render_derived(name="removal")
+    source = select(literal(run_id), literal(connection_id), rows.c.kind, rows.c.external_id, rows.c.deleted_at)
+    db.session.execute(
+        postgresql.insert(table).from_select(["run_id", "connection_id", "kind", "external_id", "deleted_at"], source)
+        .on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"])
+    )
 
 
 def stage_reconciliation(
@@ -93,6 +131,9 @@ def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[in
     kinds = db.session.execute(
         select(ExtractRemoval.kind).where(ExtractRemoval.run_id == run_id).distinct()
     ).scalars().all()
+    if not kinds:
+        # Nothing staged (most incremental runs): nothing to tombstone, tell or audit.
+        return {}
     now = utcnow()
     subjects: dict[str, list[int]] = {}
     for kind in kinds:

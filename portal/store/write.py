@@ -20,9 +20,10 @@ from portal.clock import london_date
 from portal.crypto import EncryptedText
 from portal.dfe import parse_year_group
 from portal.extensions import db
-from portal.models import Connection, ExtractRemoval, FlagKind, MisPupil, SubjectFlag, SubjectKind
+from portal.models import Connection, FlagKind, MisPupil, SubjectFlag, SubjectKind
 from portal.models.base import UTCDateTime, utcnow
 from portal.models.mis import STORE_MODELS, PupilYearGroupFact
+from portal.store.removals import stage_removals
 from portal.store.tables import (
     KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns,
 )
@@ -328,16 +329,7 @@ class Writer:
             if kind == "pupil":
                 record_year_groups(self.connection_id, {ext: (r["year_group"], r["leaving_date"]) for ext, r in rows.items()}, now)
             self.written += len(rows)
-        if batch.removals:
-            ins = _insert_for(self.dialect)(ExtractRemoval.__table__)
-            db.session.execute(
-                ins.on_conflict_do_nothing(index_elements=["run_id", "kind", "external_id"]),
-                [
-                    {"run_id": self.run_id, "connection_id": self.connection_id, "kind": kind,
-                     "external_id": ext, "deleted_at": at}
-                    for (kind, ext), at in batch.removals.items()
-                ],
-            )
+        stage_removals(self.run_id, self.connection_id, batch.removals)
 
     def _keep_absent(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
         """Give fields the provider left out the values already stored (a new row gets None): absent is not null."""

@@ -59,6 +59,11 @@ class Step:
 KEPT_ENDPOINTS = frozenset({"students", "students-leaver", "deletions"})
 # A read is kept only while it is small (a day's changes); a big one is simply asked for again.
 KEEP_AT_MOST = 10_000
+# Whole changed-pupil rows (not only ids) are kept for student_demographics, read with both categories'
+# includes for student_basic when the run has both: up to this many (a day's changes are about a hundred).
+KEEP_ROWS_AT_MOST = 2_000
+BASIC_INCLUDES = "education_details,registration,year"
+DEMOGRAPHICS_INCLUDES = "extended_details,sen_needs"
 # Secondary reads: a category is still worth having without them.
 OPTIONAL_ENDPOINTS = frozenset({"students-leaver", "attendance-codes"})
 # Endpoint -> the names a Wonde permission for it may carry (identity prefix or name), most specific
@@ -131,6 +136,9 @@ class WondeConnector(Connector):
         # Reads of this run kept for later categories (incremental runs only, ids and deletion entries):
         # (endpoint, params) -> rows, filled only when a read went from its first page to its last.
         self._kept: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        # Whole changed-pupil rows read for student_basic with student_demographics' includes too:
+        # (endpoint, params) -> rows, read again by student_demographics from here (same window).
+        self._kept_rows: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
 
     @property
     def clock_offset(self):  # noqa: D401 - the contract's attribute, measured by the client
@@ -207,11 +215,15 @@ class WondeConnector(Connector):
         changed = {"updated_after": format_filter_datetime(since)} if since else {}
         steps: list[Step] = []
         if category == "student_basic":
-            params = {"include": "education_details,registration,year", **changed}
+            includes = BASIC_INCLUDES
+            if since is not None and "student_demographics" in self.run_categories:
+                # The same changed pupils are read for student_demographics next: one read serves both.
+                includes = f"{BASIC_INCLUDES},{DEMOGRAPHICS_INCLUDES}"
+            params = {"include": includes, **changed}
             steps = [Step("students", params, lambda row: [mapping.map_pupil(row)]),
                      Step("students-leaver", params, lambda row: [mapping.map_pupil(row, leaving=True)], True)]
         elif category == "student_demographics":
-            params = {"include": "extended_details,sen_needs", **changed}
+            params = {"include": DEMOGRAPHICS_INCLUDES, **changed}
             steps = [Step("students", params, lambda row: [mapping.map_demographics(row)]),
                      Step("students-leaver", params, lambda row: [mapping.map_demographics(row)], True)]
         elif category == "student_timetable":
@@ -230,7 +242,7 @@ class WondeConnector(Connector):
             steps = [Step("employees", {"include": "employment_details,contact_details,roles", **changed},
                           lambda row: [mapping.map_employee(row)])]
         if since is not None:
-            types = ",".join(t for t, kinds in mapping.DELETION_KINDS.items() if any(c == category for _, c in kinds))
+            types = _deletion_types(category, self.run_categories)
             if types:
                 steps.append(Step("deletions", {"type": types, **changed},
                                   lambda row, c=category: [t] if (t := mapping.map_deletion(row, c)) else []))
@@ -269,6 +281,8 @@ class WondeConnector(Connector):
         for endpoint, params in (("students", changed), ("students-leaver", changed),
                                  ("deletions", {"type": "student", **changed})):
             kept = self._kept.get(_kept_key(endpoint, params))
+            if kept is None and endpoint == "deletions":
+                kept = self._kept_deletions("student", changed["updated_after"])
             if kept is not None:
                 # The same rows (whatever their includes) were read in full for student_basic in this run.
                 ids.update(str(row["id"]) for row in kept if row.get("id"))
@@ -426,16 +440,30 @@ class WondeConnector(Connector):
                                       f"Wonde did not answer the attendance codes list (HTTP {status}); marks were read "
                                       "with the codes they carry.", endpoint="attendance-codes")
         key = _kept_key(step.endpoint, step.params)
-        kept = self._kept.get(key) if step.endpoint == "deletions" else None
+        kept = None
+        if not next_url:
+            if step.endpoint == "deletions":
+                # The same deletions read (same types, same window) was read in full earlier in this run.
+                kept = self._kept.get(key)
+            elif step.endpoint in ("students", "students-leaver") and step.params.get("include") == DEMOGRAPHICS_INCLUDES:
+                # student_basic read these pupils, in the same window, with these includes too.
+                kept = self._kept_rows.get(key)
         if kept is not None:
-            # The same deletions read (same types, same window) was read in full earlier in this run.
             for row in kept:
-                yield from step.mapper(row)
+                try:
+                    yield from step.mapper(row)
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    raise BadResponse(f"Wonde's answer for {step.endpoint} holds a row of an unexpected shape "
+                                      f"({type(exc).__name__}).", endpoint=step.endpoint) from None
             yield Checkpoint(category, json.dumps({"step": number + 1}))
             return
         # Incremental reads later categories repeat (changed pupils, deletions) are kept, ids and entries only.
         keep: list[Mapping[str, Any]] | None = (
             [] if not next_url and "updated_after" in step.params and step.endpoint in KEPT_ENDPOINTS else None)
+        # Whole rows too when they carry student_demographics' includes (see steps()).
+        keep_rows: list[Mapping[str, Any]] | None = (
+            [] if keep is not None and step.endpoint != "deletions"
+            and DEMOGRAPHICS_INCLUDES in str(step.params.get("include") or "") else None)
         if next_url:
             self.client._check_host(next_url, step.endpoint)
             pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
@@ -448,6 +476,10 @@ class WondeConnector(Connector):
                             for row in page.items if isinstance(row, Mapping))
                 if len(keep) > KEEP_AT_MOST:
                     keep = None
+            if keep_rows is not None:
+                keep_rows.extend(row for row in page.items if isinstance(row, Mapping))
+                if len(keep_rows) > KEEP_ROWS_AT_MOST:
+                    keep_rows = None
             for row in page.items:
                 # type() first: decoded JSON rows are plain dicts, and the ABC check costs more per row.
                 if type(row) is not dict and not isinstance(row, Mapping):
@@ -461,8 +493,20 @@ class WondeConnector(Connector):
                                       endpoint=step.endpoint, page=page.number) from None
             if keep is not None and not page.next_url:
                 self._kept[key] = keep
+                if keep_rows is not None:
+                    self._kept_rows[_kept_key(step.endpoint, {**step.params, "include": DEMOGRAPHICS_INCLUDES})] = keep_rows
             position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
             yield Checkpoint(category, json.dumps(position))
+
+    def _kept_deletions(self, type_: str, updated_after: str) -> list[Mapping[str, Any]] | None:
+        """A deletions read of this run, in this window, that asked for ``type_`` (with others): its entries of that type."""
+        for (endpoint, params), rows in self._kept.items():
+            if endpoint != "deletions":
+                continue
+            saved = json.loads(params)
+            if saved.get("updated_after") == updated_after and type_ in str(saved.get("type") or "").split(","):
+                return [row for row in rows if str(row.get("type") or "").strip().lower() == type_]
+        return None
 
     def _load_codes(self, base: str) -> None:
         """Load the school's attendance codes once, for marks that carry a code id instead of the include."""
@@ -478,6 +522,15 @@ class WondeConnector(Connector):
 def _kept_key(endpoint: str, params: Mapping[str, Any]) -> tuple[str, str]:
     """A kept read's key: its endpoint, filter window and deletion types (includes do not change which rows come)."""
     return endpoint, json.dumps({k: v for k, v in params.items() if k in ("updated_after", "type")}, sort_keys=True)
+
+
+def _deletion_types(category: str, run_categories: Iterable[str]) -> str:
+    """The deletion types an incremental read of a category asks for: with the run's other categories' when it has
+    any, so one deletions read serves every category of the run (each keeps only its own entries)."""
+    wanted = {category} | (set(run_categories) if category in run_categories else set())
+    if not any(c == category for kinds in mapping.DELETION_KINDS.values() for _, c in kinds):
+        return ""
+    return ",".join(t for t, kinds in mapping.DELETION_KINDS.items() if any(c in wanted for _, c in kinds))
 
 
 def _wonde_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
