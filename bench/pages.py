@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--target-p95", type=float, default=150.0, help="ms; --load reports each page met or missed")
+    parser.add_argument("--profile", metavar="FILE", help="--load: py-spy records the gunicorn workers to FILE (raw format)")
     args = parser.parse_args()
     if args.load:
         from pages_load import run_load  # bench/pages_load.py
