@@ -10,7 +10,7 @@ from sqlalchemy import select
 from portal import deletions, lifecycle
 from portal.connectors import CATEGORIES
 from portal.extensions import db
-from portal.models import Connection, ConnectionState, JobRun, Organisation, OrgKind, Product, RunStatus
+from portal.models import ConnectionState, JobRun, Organisation, OrgKind, Product, RunStatus
 from portal.plugins.manager import get_plugins
 from portal.school import labels, queries
 from portal.school.chart import Point, bar_chart
@@ -242,10 +242,10 @@ def statement(school_id: int):
 # ---------------------------------------------------------------- runs
 
 
-def _chart(connection_ids: list[int]) -> dict:
+def _chart(school_id: int) -> dict:
     end = queries.today_london()
     since = datetime.now(timezone.utc) - timedelta(days=CHART_DAYS)
-    runs = queries.runs_since(connection_ids, since)
+    runs = queries.runs_since(school_id, since)
     finished = [r for r in runs if r.finished_at]
     records = [Point(queries.london_date(r.created_at), queries.run_records(r), r.status == RunStatus.failed) for r in finished]
     durations = [Point(queries.london_date(r.created_at), r.duration_seconds or 0, r.status == RunStatus.failed) for r in finished]
@@ -262,10 +262,9 @@ def runs(school_id: int):
     school = school_or_404(current_user, school_id, Action.view)
     ids_query = schools_query(current_user, Action.view).where(Organisation.id == school.id).with_only_columns(Organisation.id)
     page = queries.paginate(queries.extract_runs_query(ids_query), _page_arg(), RUNS_PER_PAGE)
-    conn_ids = list(db.session.execute(select(Connection.id).where(Connection.school_id == school.id)).scalars())
     return render_template(
         "school/runs.html", school=school, page=page, error_kinds=ERROR_KINDS, queries=queries,
-        connectors=get_plugins().installed_connectors(), **_chart(conn_ids),
+        connectors=get_plugins().installed_connectors(), **_chart(school.id),
     )
 
 
