@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_
 
 from portal import audit
 from portal.extensions import db
@@ -139,7 +139,10 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
     if updated_since is not None:
         query = query.where(model.extracted_at >= updated_since)
     if after is not None:
-        query = query.where(or_(model.extracted_at > after[0], and_(model.extracted_at == after[0], model.id > after[1])))
+        # A row comparison, not "a > x OR (a = x AND id > y)": the database seeks to the position in the
+        # (school_id, extracted_at, id) index instead of reading the school's rows from the start.
+        query = query.where(tuple_(model.extracted_at, model.id) > tuple_(
+            bindparam(None, after[0], type_=model.extracted_at.type), bindparam(None, after[1], type_=model.id.type)))
     # R51: restricted subjects are kept in sync but never leave to a product.
     if model is MisPupil:
         query = query.where(model.external_id.not_in(flagged(FlagKind.restricted, SubjectKind.pupil)))
