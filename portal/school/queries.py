@@ -102,8 +102,8 @@ def latest_runs(connection_ids: list[int]) -> dict[int, JobRun]:
 # ---------------------------------------------------------------- runs
 
 
-def extract_runs_query(school_ids_query: Select) -> Select:
-    """Extract runs of the schools selected by a scope query (a SELECT of school ids), newest first."""
+def extract_runs_query(school_ids_query: Select | list[int]) -> Select:
+    """Extract runs of the schools selected by a scope query (a SELECT of school ids) or listed by id, newest first."""
     return (
         select(JobRun)
         .join(Connection, JobRun.connection_id == Connection.id)
