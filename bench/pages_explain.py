@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--plans", action="store_true", help="print EXPLAIN ANALYZE of each page's slowest SELECT")
     parser.add_argument("--statements", action="store_true", help="print the start of every statement each page sends")
+    parser.add_argument("--width", type=int, default=160, help="characters of each statement --statements prints")
     args = parser.parse_args()
 
     import pyotp
@@ -91,7 +92,7 @@ def main() -> None:
                           f"{slowest[0]:.1f} |", flush=True)
                     plans.append((label, slowest))
                     if args.statements:
-                        listing.append(f"\n### {label}\n" + "\n".join(f"{ms:6.1f} ms  {' '.join(st.split())[:160]}" for ms, st, _ in seen))
+                        listing.append(f"\n### {label}\n" + "\n".join(f"{ms:6.1f} ms  {' '.join(st.split())[:args.width]}" for ms, st, _ in seen))
             event.remove(db.engine, "before_cursor_execute", before)
             event.remove(db.engine, "after_cursor_execute", after)
             print("\n".join(listing))

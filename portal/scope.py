@@ -282,6 +282,8 @@ def school_or_404(user: User, school_id: int, action: Action = Action.view) -> O
     """Return the school if the user may perform the action on it; otherwise 404, never revealing that it exists."""
     # A school the request already holds (a member's own school comes with the memberships) that a direct role
     # admits needs no statement; anything else is asked of schools_query, as can() does.
+    if user.is_authenticated and not user.is_support:
+        _memberships(user)  # needed by either answer; brings the member's own schools into the session
     held = db.session.identity_map.get(identity_key(Organisation, school_id))
     if held is not None and not inspect(held).expired_attributes:
         if not can(user, action, held):
