@@ -99,7 +99,7 @@ def main() -> None:
 
         trust_client = client_for("trust@bench.example")
         staff_client = client_for("support@bench.example", secret)
-        print(f"| page | schools | median ms | max ms |\n|---|---|---|---|")
+        print("| page | schools | median ms | max ms |\n|---|---|---|---|")
         for client, url in ((trust_client, "/home"), (trust_client, "/home?page=30"), (trust_client, "/runs"),
                             (staff_client, "/admin/operations/"), (staff_client, "/admin/operations/?q=Academy%2000042")):
             times = []
