@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--target-p95", type=float, default=150.0, help="ms; --load reports each page met or missed")
+    parser.add_argument("--profile", metavar="FILE", help="--load: py-spy records the gunicorn workers to FILE (raw format)")
     args = parser.parse_args()
     if args.load:
         from pages_load import run_load  # bench/pages_load.py
@@ -97,7 +99,7 @@ def main() -> None:
 
         trust_client = client_for("trust@bench.example")
         staff_client = client_for("support@bench.example", secret)
-        print(f"| page | schools | median ms | max ms |\n|---|---|---|---|")
+        print("| page | schools | median ms | max ms |\n|---|---|---|---|")
         for client, url in ((trust_client, "/home"), (trust_client, "/home?page=30"), (trust_client, "/runs"),
                             (staff_client, "/admin/operations/"), (staff_client, "/admin/operations/?q=Academy%2000042")):
             times = []

@@ -8,11 +8,14 @@ import enum
 from datetime import date, datetime
 
 from flask import abort, g, has_request_context
-from sqlalchemy import Select, event, exists, false, or_, select
+from sqlalchemy import Select, event, exists, false, inspect, or_, select
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from portal.clock import LONDON
 from portal.extensions import db
-from portal.models import Organisation, OrgKind, Role, SchoolLink, Subscription, SubscriptionRoute, SupportGrant, User
+from portal.models import Membership, Organisation, OrgKind, Role, SchoolLink, Subscription, SubscriptionRoute, SupportGrant, User
 from portal.models.base import utcnow
 
 
@@ -126,8 +129,19 @@ def _forget(*_: object) -> None:
         g.pop(_MEMO, None)
 
 
+def _memberships(user: User) -> list[Membership]:
+    """The user's memberships, each with its organisation: one statement when the request first asks, not two."""
+    state = inspect(user)
+    if "memberships" in state.unloaded and state.session is db.session() and state.has_identity:
+        rows = db.session.execute(
+            select(Membership).where(Membership.user_id == user.id).options(joinedload(Membership.organisation))
+        ).scalars().all()
+        set_committed_value(user, "memberships", list(rows))
+    return user.memberships
+
+
 def _school_ends(user: User) -> dict[int, date]:
-    schools = {m.organisation_id for m in user.memberships if m.organisation.kind == OrgKind.school}
+    schools = {m.organisation_id for m in _memberships(user) if m.organisation.kind == OrgKind.school}
     memo = _memo()
     key = ("ends", user.id, frozenset(schools))
     if memo is not None and key in memo:
@@ -140,7 +154,7 @@ def _school_ends(user: User) -> dict[int, date]:
 
 def _active_memberships(user: User, today: date | None = None):
     ends = _school_ends(user)
-    return [m for m in user.memberships if membership_live(m, today or _today(), ends)]
+    return [m for m in _memberships(user) if membership_live(m, today or _today(), ends)]
 
 
 def may_sign_in(user: User, today: date | None = None) -> bool:
@@ -150,11 +164,11 @@ def may_sign_in(user: User, today: date | None = None) -> bool:
     A suspension alone does not stop sign-in (the user simply sees nothing). Trust and LA memberships
     keep sign-in; scope still hides each school whose subscription has ended (R56).
     """
-    if user.is_support or not user.memberships:
+    if user.is_support or not _memberships(user):
         return True
     today = today or _today()
     ends = _school_ends(user)
-    for m in user.memberships:
+    for m in _memberships(user):
         if m.removed_at is not None:
             continue
         end = ends.get(m.organisation_id)
@@ -266,6 +280,15 @@ def can(user: User, action: Action, school: Organisation) -> bool:
 
 def school_or_404(user: User, school_id: int, action: Action = Action.view) -> Organisation:
     """Return the school if the user may perform the action on it; otherwise 404, never revealing that it exists."""
+    # A school the request already holds (a member's own school comes with the memberships) that a direct role
+    # admits needs no statement; anything else is asked of schools_query, as can() does.
+    if user.is_authenticated and not user.is_support:
+        _memberships(user)  # needed by either answer; brings the member's own schools into the session
+    held = db.session.identity_map.get(identity_key(Organisation, school_id))
+    if held is not None and not inspect(held).expired_attributes:
+        if not can(user, action, held):
+            abort(404)
+        return held
     school = db.session.execute(schools_query(user, action).where(Organisation.id == school_id)).scalar()
     if school is None:
         abort(404)

@@ -115,8 +115,10 @@ def sub_processors():
 
 def school_links(school: Organisation) -> dict:
     """Template helper for the data-use page: the school's links and whether this user may change them (R57)."""
-    return {"links": links.of_school(school.id), "can_manage": can(current_user, Action.manage, school),
-            "features": _feature_names(), "end_form": EndForm()}
+    found = links.of_school(school.id)
+    # Feature names are shown only against live links: most schools have none, and then need no statement.
+    return {"links": found, "can_manage": can(current_user, Action.manage, school),
+            "features": _feature_names() if any(link.ended_at is None for link in found) else {}, "end_form": EndForm()}
 
 
 def init_app(app) -> None:

@@ -102,8 +102,8 @@ def latest_runs(connection_ids: list[int]) -> dict[int, JobRun]:
 # ---------------------------------------------------------------- runs
 
 
-def extract_runs_query(school_ids_query: Select) -> Select:
-    """Extract runs of the schools selected by a scope query (a SELECT of school ids), newest first."""
+def extract_runs_query(school_ids_query: Select | list[int]) -> Select:
+    """Extract runs of the schools selected by a scope query (a SELECT of school ids) or listed by id, newest first."""
     return (
         select(JobRun)
         .join(Connection, JobRun.connection_id == Connection.id)
@@ -122,14 +122,14 @@ def run_records(run: JobRun) -> int:
     return sum(sum(c.values()) for c in run_counts(run).values())
 
 
-def runs_since(connection_ids: list[int], since: datetime) -> list[JobRun]:
-    if not connection_ids:
-        return []
+def runs_since(school_id: int, since: datetime) -> list[JobRun]:
+    """Extract runs of the school's connections created since the moment, oldest first."""
     return list(
         db.session.execute(
             select(JobRun)
+            .join(Connection, JobRun.connection_id == Connection.id)
             .where(
-                JobRun.connection_id.in_(connection_ids),
+                Connection.school_id == school_id,
                 JobRun.job_id.startswith(EXTRACT_PREFIX),
                 JobRun.created_at >= since,
             )
@@ -155,12 +155,12 @@ def freshness(school: Organisation, categories: list[str], today: date | None = 
     """Return freshness per category from the school's successful extract runs (newest first, bounded)."""
     today = today or today_london()
     out = {c: Freshness(c) for c in categories}
-    conn_ids = list(db.session.execute(select(Connection.id).where(Connection.school_id == school.id)).scalars())
-    if conn_ids:
+    if categories:
         runs = db.session.execute(
             select(JobRun)
+            .join(Connection, JobRun.connection_id == Connection.id)
             .where(
-                JobRun.connection_id.in_(conn_ids),
+                Connection.school_id == school.id,
                 JobRun.job_id.startswith(EXTRACT_PREFIX),
                 JobRun.status == RunStatus.succeeded,
                 JobRun.finished_at.is_not(None),

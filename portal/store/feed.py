@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_
 
 from portal import audit
 from portal.extensions import db
@@ -114,9 +114,6 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
         raise ValueError(f"{record_type} records are not in the category {grant.category_id}")
     now = now or utcnow()
     horizon = _feed_horizon(grant.school_id, now)
-    live_connections = select(Connection.id).where(
-        Connection.school_id == grant.school_id, Connection.state.in_(EXTRACTABLE_STATES)
-    )
 
     def flagged(kind: FlagKind, subject: SubjectKind):
         query = select(SubjectFlag.external_id).where(
@@ -131,15 +128,25 @@ def read_feed(grant, record_type: str, *, after: tuple[datetime, int] | None = N
 
     # Core rows, not ORM objects: a 10,000-record page is read several times faster this way.
     table = model.__table__
+    # Rows of a live connection, asked per row (EXISTS on the connection's key) rather than as "connection_id IN
+    # (the school's live connections)": the database cannot tell that a school's rows are its connections' rows,
+    # takes that IN for a filter that leaves a handful, and sorts all of the school's rows for every page
+    # instead of reading one page in (school_id, extracted_at, id) order. A row's school is its connection's.
+    live_connection = select(Connection.id).where(
+        Connection.id == model.connection_id, Connection.state.in_(EXTRACTABLE_STATES)
+    ).exists()
     query = select(*table.columns).where(
         model.school_id == grant.school_id,
-        model.connection_id.in_(live_connections),
+        live_connection,
         model.extracted_at < horizon,
     )
     if updated_since is not None:
         query = query.where(model.extracted_at >= updated_since)
     if after is not None:
-        query = query.where(or_(model.extracted_at > after[0], and_(model.extracted_at == after[0], model.id > after[1])))
+        # A row comparison, not "a > x OR (a = x AND id > y)": the database seeks to the position in the
+        # (school_id, extracted_at, id) index instead of reading the school's rows from the start.
+        query = query.where(tuple_(model.extracted_at, model.id) > tuple_(
+            bindparam(None, after[0], type_=model.extracted_at.type), bindparam(None, after[1], type_=model.id.type)))
     # R51: restricted subjects are kept in sync but never leave to a product.
     if model is MisPupil:
         query = query.where(model.external_id.not_in(flagged(FlagKind.restricted, SubjectKind.pupil)))
