@@ -1,18 +1,17 @@
-"""Store indexes for the pages under load: live-record counts per category from the index alone, the feed's order.
+"""Store indexes for the pages under load: live-record counts per category from the index alone.
 
 Each store table's (school_id, category) index becomes (school_id, category, deleted_at): the data-use
-page's counts of live records per category are then an index-only scan. A new (school_id, extracted_at,
-id) index gives the product feed its order within a school, so a page of records stops after its rows
-instead of sorting all of the school's.
+page's counts of live records per category are then an index-only scan. (The product feed's order has its
+own index, ix_<table>_feed, since 0001.)
 
 Revision ID: 0014_store_page_indexes
-Revises: 0012_deletion_order_fields
+Revises: 0013_store_writes
 Create Date: 2026-12-07
 """
 from alembic import op
 
 revision = "0014_store_page_indexes"
-down_revision = "0012_deletion_order_fields"
+down_revision = "0013_store_writes"
 branch_labels = None
 depends_on = None
 
@@ -24,11 +23,9 @@ def upgrade():
     for table in TABLES:
         op.create_index(f"ix_{table}_school_category_deleted", table, ["school_id", "category", "deleted_at"], unique=False)
         op.drop_index(f"ix_{table}_school_category", table_name=table)
-        op.create_index(f"ix_{table}_school_extracted", table, ["school_id", "extracted_at", "id"], unique=False)
 
 
 def downgrade():
     for table in TABLES:
-        op.drop_index(f"ix_{table}_school_extracted", table_name=table)
         op.create_index(f"ix_{table}_school_category", table, ["school_id", "category"], unique=False)
         op.drop_index(f"ix_{table}_school_category_deleted", table_name=table)

@@ -97,8 +97,6 @@ class StoreRow:
             # deleted_at too, so the data-use page counts a school's live records per category from the
             # index alone (an index-only scan), never visiting the table's rows.
             Index(f"ix_{name}_school_category_deleted", "school_id", "category", "deleted_at"),
-            # The product feed's order within a school: a page reads its rows in index order and stops.
-            Index(f"ix_{name}_school_extracted", "school_id", "extracted_at", "id"),
         )
 
 
