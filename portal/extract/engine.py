@@ -546,9 +546,8 @@ def _work(state: _Attempt) -> JobRun:
 
 def _read(state: _Attempt, connection: Connection, full: bool, first_import: bool, today: date, started_asking: str) -> None:
     """Read every category from the connector into the writer, committing a batch at page boundaries."""
-    for category in state.categories:
-        if category in state.completed:
-            continue
+    remaining = [c for c in state.categories if c not in state.completed]
+    for category in remaining:
         since_iso = state.since.get(category)
         since = datetime.fromisoformat(since_iso) if since_iso else None
         resume = None
@@ -579,10 +578,14 @@ def _read(state: _Attempt, connection: Connection, full: bool, first_import: boo
             state.writer.add(item)
             state.pending += 1
         state.completed.append(category)
-        if state.pending or full:
+        # A full run commits at the end of every category. An incremental run's categories (a quiet day
+        # brings a few records each) share one commit: the run's last, or the next one a full batch
+        # makes, with each category marked done in it; a run stopped before it asks those categories
+        # again from the same time. Its pages were checked as they came, and the commit checks, locked.
+        if full or (state.pending and category == remaining[-1]):
             state.commit_page(None)
-        # An incremental category that brought nothing to write (most of a quiet day) is not committed on
-        # its own: its pages were checked as they came, and a resume would only ask for it again.
+        else:
+            state.hand_over()
 
 
 def _complete(state: _Attempt) -> JobRun:
