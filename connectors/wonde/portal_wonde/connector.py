@@ -59,11 +59,6 @@ class Step:
 KEPT_ENDPOINTS = frozenset({"students", "students-leaver", "deletions"})
 # A read is kept only while it is small (a day's changes); a big one is simply asked for again.
 KEEP_AT_MOST = 10_000
-# Whole changed-pupil rows (not only ids) are kept for student_demographics, read with both categories'
-# includes for student_basic when the run has both: up to this many (a day's changes are about a hundred).
-KEEP_ROWS_AT_MOST = 2_000
-BASIC_INCLUDES = "education_details,registration,year"
-DEMOGRAPHICS_INCLUDES = "extended_details,sen_needs"
 # Secondary reads: a category is still worth having without them.
 OPTIONAL_ENDPOINTS = frozenset({"students-leaver", "attendance-codes"})
 # Endpoint -> the names a Wonde permission for it may carry (identity prefix or name), most specific
@@ -136,9 +131,6 @@ class WondeConnector(Connector):
         # Reads of this run kept for later categories (incremental runs only, ids and deletion entries):
         # (endpoint, params) -> rows, filled only when a read went from its first page to its last.
         self._kept: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-        # Whole changed-pupil rows read for student_basic with student_demographics' includes too:
-        # (endpoint, params) -> rows, read again by student_demographics from here (same window).
-        self._kept_rows: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
 
     @property
     def clock_offset(self):  # noqa: D401 - the contract's attribute, measured by the client
@@ -215,15 +207,14 @@ class WondeConnector(Connector):
         changed = {"updated_after": format_filter_datetime(since)} if since else {}
         steps: list[Step] = []
         if category == "student_basic":
-            includes = BASIC_INCLUDES
-            if since is not None and "student_demographics" in self.run_categories:
-                # The same changed pupils are read for student_demographics next: one read serves both.
-                includes = f"{BASIC_INCLUDES},{DEMOGRAPHICS_INCLUDES}"
-            params = {"include": includes, **changed}
+            # Not read together with student_demographics' includes, although the rows are the same: a
+            # school may withhold those (special-category) fields, and Wonde may then refuse the whole
+            # read (spec: 403 per object, unconfirmed), which would take student_basic down with it.
+            params = {"include": "education_details,registration,year", **changed}
             steps = [Step("students", params, lambda row: [mapping.map_pupil(row)]),
                      Step("students-leaver", params, lambda row: [mapping.map_pupil(row, leaving=True)], True)]
         elif category == "student_demographics":
-            params = {"include": DEMOGRAPHICS_INCLUDES, **changed}
+            params = {"include": "extended_details,sen_needs", **changed}
             steps = [Step("students", params, lambda row: [mapping.map_demographics(row)]),
                      Step("students-leaver", params, lambda row: [mapping.map_demographics(row)], True)]
         elif category == "student_timetable":
@@ -440,14 +431,8 @@ class WondeConnector(Connector):
                                       f"Wonde did not answer the attendance codes list (HTTP {status}); marks were read "
                                       "with the codes they carry.", endpoint="attendance-codes")
         key = _kept_key(step.endpoint, step.params)
-        kept = None
-        if not next_url:
-            if step.endpoint == "deletions":
-                # The same deletions read (same types, same window) was read in full earlier in this run.
-                kept = self._kept.get(key)
-            elif step.endpoint in ("students", "students-leaver") and step.params.get("include") == DEMOGRAPHICS_INCLUDES:
-                # student_basic read these pupils, in the same window, with these includes too.
-                kept = self._kept_rows.get(key)
+        # The same deletions read (same types, same window) may have been read in full earlier in this run.
+        kept = self._kept.get(key) if step.endpoint == "deletions" and not next_url else None
         if kept is not None:
             for row in kept:
                 try:
@@ -460,10 +445,6 @@ class WondeConnector(Connector):
         # Incremental reads later categories repeat (changed pupils, deletions) are kept, ids and entries only.
         keep: list[Mapping[str, Any]] | None = (
             [] if not next_url and "updated_after" in step.params and step.endpoint in KEPT_ENDPOINTS else None)
-        # Whole rows too when they carry student_demographics' includes (see steps()).
-        keep_rows: list[Mapping[str, Any]] | None = (
-            [] if keep is not None and step.endpoint != "deletions"
-            and DEMOGRAPHICS_INCLUDES in str(step.params.get("include") or "") else None)
         if next_url:
             self.client._check_host(next_url, step.endpoint)
             pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
@@ -476,10 +457,6 @@ class WondeConnector(Connector):
                             for row in page.items if isinstance(row, Mapping))
                 if len(keep) > KEEP_AT_MOST:
                     keep = None
-            if keep_rows is not None:
-                keep_rows.extend(row for row in page.items if isinstance(row, Mapping))
-                if len(keep_rows) > KEEP_ROWS_AT_MOST:
-                    keep_rows = None
             for row in page.items:
                 # type() first: decoded JSON rows are plain dicts, and the ABC check costs more per row.
                 if type(row) is not dict and not isinstance(row, Mapping):
@@ -493,8 +470,6 @@ class WondeConnector(Connector):
                                       endpoint=step.endpoint, page=page.number) from None
             if keep is not None and not page.next_url:
                 self._kept[key] = keep
-                if keep_rows is not None:
-                    self._kept_rows[_kept_key(step.endpoint, {**step.params, "include": DEMOGRAPHICS_INCLUDES})] = keep_rows
             position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
             yield Checkpoint(category, json.dumps(position))
 
