@@ -135,14 +135,21 @@ def test_a_refused_category_keeps_its_watermark_so_the_next_run_asks_again(wonde
     before = {c: m.watermark for c, m in plan.watermarks(wonde.connection()).items()}
     wonde.mutate(datetime.now(timezone.utc).replace(microsecond=0), marks=3)
     sandbox.add_fault(match=f"/schools/{sandbox.school_id()}/exclusions", status=403, times=None)
+    sandbox.clear_log()
     run = run_extract(wonde.connection_id, mode="incremental")
     assert run.status == RunStatus.succeeded
+    window = {r.param("updated_after") for r in sandbox.requests() if r.path.endswith("/attendance/session")}
     after = {c: m.watermark for c, m in plan.watermarks(wonde.connection()).items()}
     # The marks were read, but the exclusions were not: the category's watermark does not move.
     assert after["student_attendance_exclusions"] == before["student_attendance_exclusions"]
     sandbox.clear_faults()
+    sandbox.clear_log()
     again = run_extract(wonde.connection_id, mode="incremental")
     assert again.status == RunStatus.succeeded and not again.stats["outcomes"]
-    assert plan.watermarks(wonde.connection())["student_attendance_exclusions"].watermark > before[
+    # The next run asks for the exclusions from where the refused run had to (the same window), and the
+    # watermark never goes back. (It moves on once the provider's clock has: these runs may share a second.)
+    asked = {r.param("updated_after") for r in sandbox.requests() if r.path.endswith("/exclusions")}
+    assert len(window) == 1 and asked == window
+    assert plan.watermarks(wonde.connection())["student_attendance_exclusions"].watermark >= before[
         "student_attendance_exclusions"]
     wonde.assert_store_matches()
