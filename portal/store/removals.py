@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
 from sqlalchemy import String, and_, bindparam, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql
@@ -35,17 +35,12 @@ def stage_removals(run_id: int, connection_id: int, removals: Mapping[tuple[str,
              for (kind, ext), at in removals.items()],
         )
         return
-    kinds, exts, ats = [], [], []
-    for (kind, ext), at in removals.items():
-        if at.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        kinds.append(kind)
-        exts.append(ext)
-        ats.append(at.astimezone(timezone.utc))
+    keys = list(removals)
     rows = func.unnest(
-        bindparam("kinds", kinds, type_=postgresql.ARRAY(String)),
-        bindparam("exts", exts, type_=postgresql.ARRAY(String)),
-        bindparam("ats", ats, type_=postgresql.ARRAY(postgresql.TIMESTAMP(timezone=True))),
+        bindparam("kinds", [kind for kind, _ in keys], type_=postgresql.ARRAY(String)),
+        bindparam("exts", [ext for _, ext in keys], type_=postgresql.ARRAY(String)),
+        # The column's own type, so each time is checked and made UTC as any write of it would be.
+        bindparam("ats", list(removals.values()), type_=postgresql.ARRAY(UTCDateTime())),
     ).table_valued("kind", "external_id", "deleted_at").render_derived(name="removal")
     source = select(literal(run_id), literal(connection_id), rows.c.kind, rows.c.external_id, rows.c.deleted_at)
     db.session.execute(

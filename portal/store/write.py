@@ -160,9 +160,6 @@ class Batch:
     rows: dict[str, dict[str, dict[str, Any]]]
     removals: dict[tuple[str, str], datetime]
 
-    def __len__(self) -> int:
-        return sum(len(rows) for rows in self.rows.values()) + len(self.removals)
-
     @classmethod
     def merge(cls, batches: list[Batch]) -> Batch:
         """Return one batch holding these, in order: a later copy of a record wins, as a later write would."""
