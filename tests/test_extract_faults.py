@@ -113,6 +113,37 @@ def test_a_revocation_between_pages_commits_no_further_page(xapp, make, tmp_path
     assert [c for c, _, _ in fake_mis.CALLS] == ["student_basic"]
 
 
+def test_r4_an_incremental_run_revoked_in_its_last_category_commits_none_of_its_categories(xapp, make, tmp_path):
+    # An incremental run's categories share one commit, so a revocation before it keeps every category's
+    # changes out, and the next run asks each category again from the same time: nothing is skipped.
+    world, conn = _school(make, tmp_path)
+    assert run_extract(conn.id, mode="full").status == RunStatus.succeeded
+    world.update("pupil", "P1", utcnow(), legal_surname="Renamed")
+    other = create_engine(db.engine.url.render_as_string(hide_password=False))
+
+    def revoke_from_another_process():
+        with other.begin() as c:
+            c.execute(text(f"UPDATE connections SET state = 'revoked' WHERE id = {conn.id}"))
+
+    fake_mis.HOOKS["revoke"] = revoke_from_another_process
+    set_settings(conn, faults=[{"category": "staff_basic", "page": 1, "do": "hook", "name": "revoke"}])
+    fake_mis.CALLS.clear()
+    run = run_extract(conn.id, mode="incremental")
+    other.dispose()
+    assert (run.status, run.error_code) == (RunStatus.cancelled, "connection_revoked")
+    assert [c for c, _, _ in fake_mis.CALLS][-1] == "staff_basic"
+    asked = {c: since for c, since, _ in fake_mis.CALLS}
+    assert snapshot(conn.id)["pupil"]["P1"]["legal_surname"] != "Renamed"
+    set_settings(conn, faults=[])
+    db.session.execute(text(f"UPDATE connections SET state = 'approved' WHERE id = {conn.id}"))
+    db.session.commit()
+    fake_mis.CALLS.clear()
+    again = run_extract(conn.id, mode="incremental")
+    assert again.status == RunStatus.succeeded
+    assert {c: since for c, since, _ in fake_mis.CALLS} == asked
+    assert snapshot(conn.id)["pupil"]["P1"]["legal_surname"] == "Renamed"
+
+
 def test_a_run_cancelled_by_the_lifecycle_stops_at_the_next_page(xapp, make, tmp_path):
     world, conn = _school(make, tmp_path)
     other = create_engine(db.engine.url.render_as_string(hide_password=False))
