@@ -325,9 +325,9 @@ class _Attempt:
 class _Committer:
     """Writes the engine's pages on a thread of its own, in order, on a session of its own, and commits them.
 
-    The engine hands over every page as it finishes it; the pages are written (COPY + upsert,
+    The engine hands over every page as it finishes it; the pages are written (one upsert a kind,
     uncommitted) while the engine reads and maps the next ones, so PostgreSQL's time overlaps ours.
-    Pages that arrived while a write ran are written together in the next one (one COPY and upsert
+    Pages that arrived while a write ran are written together in the next one (one upsert a kind
     for all of them): a busy database gets fewer, larger statements, an idle one each page at once,
     so little is left to write when the engine reaches a commit. At a commit point the engine hands
     over the rest with the stats and waits: the locked revocation check, the checkpoint and the

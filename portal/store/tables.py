@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -58,10 +59,22 @@ def content_hash(kind: str, values: Mapping[str, Any], key: bytes | None = None)
     (from ``hash_key()``) saves looking the secret up for every record.
     """
     # The data columns include pupil_external_id on tables about a pupil (pupil_id is the store's own).
-    payload = repr(tuple([values.get(c) for c in _data_columns(kind)]))
+    try:
+        payload = repr(_data_values(kind)(values))
+    except KeyError:  # a mapping without every column: the missing ones count as None
+        payload = repr(tuple([values.get(c) for c in _data_columns(kind)]))
     hasher = _keyed_hasher(key or hash_key()).copy()
     hasher.update(f"{kind}|{payload}".encode())
     return hasher.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _data_values(kind: str):
+    # A row's data values as a tuple in column order, read in C (a quarter of the hash's time on the extract's hot path).
+    columns = _data_columns(kind)
+    if len(columns) == 1:
+        return lambda values: (values[columns[0]],)
+    return operator.itemgetter(*columns)
 
 
 @functools.lru_cache(maxsize=8)

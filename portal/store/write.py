@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import functools
-import json
 import operator
-import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, bindparam, func, or_, select, update
+import orjson
+from sqlalchemy import JSON, Date, DateTime, String, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql
 
 from portal import audit
@@ -97,11 +96,13 @@ def _objecting(school_id: int, pupil_external_ids: Iterable[str]) -> set[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], str, str]:
-    """Return (columns COPied per row, value converters, stage DDL, upsert SQL) for COPY-ing a kind on PostgreSQL.
+def _upsert_plan(kind: str, full: bool) -> tuple[dict[str, Any], str]:
+    """Return (value converters, upsert SQL) for writing a batch of a kind on PostgreSQL in one statement.
 
-    The converters do what SQLAlchemy's bind processing would (COPY bypasses it): encrypt the
-    special-category columns (R75) and serialise JSON.
+    The batch travels as one JSON document (the rows as they are, encoded by orjson in C) that
+    ``json_to_recordset`` turns back into typed rows; keys the rows carry beyond the listed columns
+    are skipped. The converters do what SQLAlchemy's bind processing would (a raw statement bypasses
+    it): encrypt the special-category columns (R75).
     """
     table = _table(kind)
     name = table.name
@@ -110,19 +111,25 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
                              "data_type", "content_hash", "seen_run_id", "extracted_at"))
     convert: dict[str, Any] = {}
     for c in cols:
-        column = table.c[c]
-        if isinstance(column.type, EncryptedText):
-            convert[c] = functools.partial(column.type.process_bind_param, dialect=None)
-        elif isinstance(column.type, JSON):
-            convert[c] = lambda v: None if v is None else json.dumps(v)
-    # Columns with one value for the whole batch are not sent per row: they are parameters of the
-    # upsert. COPY then formats about half the values it did (a tenth of a large extract's time).
-    copied = tuple(c for c in cols if c not in BATCH_CONSTANTS)
+        if isinstance(table.c[c].type, EncryptedText):
+            convert[c] = functools.partial(table.c[c].type.process_bind_param, dialect=None)
+
+    def declared(c: str) -> str:
+        # The base type without a length: the INSERT's assignment then refuses a value too long
+        # for its column (a cast to varchar(n) inside the recordset would cut it short instead).
+        column_type = table.c[c].type
+        if isinstance(column_type, JSON):
+            return "json"
+        if isinstance(column_type, (String, EncryptedText)):
+            return "text"
+        return column_type.compile(dialect=postgresql.dialect()).split("(")[0]
+
+    # Columns with one value for the whole batch are parameters of the statement, not read per row.
+    per_row = tuple(c for c in cols if c not in BATCH_CONSTANTS)
     constants = ", ".join(
         f"CAST(%({c})s AS {table.c[c].type.compile(dialect=postgresql.dialect())})" for c in cols if c in BATCH_CONSTANTS
     )
-    stage = f"_stage_{name}"
-    ddl = f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {', '.join(copied)} FROM {name} WITH NO DATA"  # nosec B608: names come from the table's own metadata, values are bound
+    record = ", ".join(f"{c} {declared(c)}" for c in per_row)
     changed = f"{name}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR {name}.deleted_at IS NOT NULL"
     data = [c for c in cols if c not in ("connection_id", "external_id", "seen_run_id", "extracted_at")]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
@@ -133,13 +140,10 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
     touch = f" OR {name}.seen_run_id IS DISTINCT FROM {seen}" if full else ""
     # One statement writes and counts: a row comes back when it was inserted (xmax = 0) or written;
     # extracted_at moves only when its content changed (the product feed pages by it), so
-    # "extracted_at = this flush's time" tells updated rows from rows only marked as seen.
-    # The stage is emptied by the same statement (DELETE … RETURNING feeds the insert): the next write in
-    # this transaction finds it empty without a round trip of its own.
+    # "extracted_at = this write's time" tells updated rows from rows only marked as seen.
     upsert = (
-        f"WITH staged AS (DELETE FROM {stage} RETURNING {', '.join(copied)}), "  # nosec B608: names come from the table's own metadata, values are bound
-        f"written AS (INSERT INTO {name} ({', '.join(copied)}, {', '.join(c for c in cols if c in BATCH_CONSTANTS)}) "
-        f"SELECT {', '.join(copied)}, {constants} FROM staged "
+        f"WITH written AS (INSERT INTO {name} ({', '.join(per_row)}, {', '.join(c for c in cols if c in BATCH_CONSTANTS)}) "  # nosec B608: names come from the table's own metadata, values are bound
+        f"SELECT {', '.join(f'r.{c}' for c in per_row)}, {constants} FROM json_to_recordset(%(rows)s::json) AS r({record}) "
         f"ON CONFLICT (connection_id, external_id) DO UPDATE SET {sets}, deleted_at = NULL, seen_run_id = {seen}, "
         f"extracted_at = CASE WHEN {changed} THEN EXCLUDED.extracted_at ELSE {name}.extracted_at END "
         f"WHERE {changed}{touch} "
@@ -147,7 +151,7 @@ def _copy_plan(kind: str, full: bool) -> tuple[tuple[str, ...], dict[str, Any], 
         # Counted here, so one row comes back per batch rather than one per record.
         f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted AND changed) FROM written"
     )
-    return copied, convert, ddl, upsert
+    return convert, upsert
 
 
 @dataclass
@@ -183,8 +187,8 @@ class Writer:
 
     Every run marks the rows it returned as seen by it, so a complete full pull can tombstone the
     rest (R20) and spare rows a later run saw.
-    On PostgreSQL every batch is COPied into a temporary table and upserted with one statement
-    that also returns the counts; on SQLite, batched ``INSERT … ON CONFLICT``.
+    On PostgreSQL every batch of a kind is upserted with one statement over the rows sent as one
+    JSON document, which also returns the counts; on SQLite, batched ``INSERT … ON CONFLICT``.
     """
 
     def __init__(self, connection: Connection, run_id: int, *, full: bool, batch_size: int = 5000,
@@ -211,10 +215,6 @@ class Writer:
         # Pupil provider id -> store id, filled as batches need them (a school's pupils: a few thousand ids).
         self._pupil_ids: dict[str, int] = {}
         self._key = hash_key()
-        # Stage tables made ready in each open transaction (PostgreSQL): created if need be once per
-        # transaction (a rolled-back one may have taken its CREATE with it), found empty after that: the
-        # upsert empties its stage as it reads it, and a commit empties them all (ON COMMIT DELETE ROWS).
-        self._staged: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         # SQLite: per kind, whether this connection had no stored rows when this writer first wrote it.
         self._first_rows: dict[str, bool] = {}
 
@@ -320,7 +320,7 @@ class Writer:
             if special_columns(kind):
                 self._withhold_in_batch(kind, rows)
             if self.dialect == "postgresql":
-                self._write_copy(kind, rows, now)
+                self._write_json(kind, rows, now)
             else:
                 self._write_upsert(kind, rows)
             if kind == "pupil":
@@ -452,25 +452,21 @@ class Writer:
         )}
         return {ext: row for ext, row in rows.items() if ext not in written}
 
-    def _write_copy(self, kind: str, rows: dict[str, dict[str, Any]], now: datetime) -> None:
-        """COPY the batch into a temporary table, then one INSERT … ON CONFLICT that writes and counts."""
-        cols, convert, ddl, upsert = _copy_plan(kind, self.full)
-        name = _table(kind).name
+    def _write_json(self, kind: str, rows: dict[str, dict[str, Any]], now: datetime) -> None:
+        """Write the batch with one INSERT … ON CONFLICT over the rows sent as one JSON document; it also counts.
+
+        One round trip a write and no per-row Python for most kinds (COPY into a stage table took
+        two round trips and formatted every value on this thread, where the engine maps the next page).
+        """
+        convert, upsert = _upsert_plan(kind, self.full)
+        values: Iterable[dict[str, Any]] = rows.values()
+        if convert:
+            values = [{**row, **{c: f(row[c]) for c, f in convert.items()}} for row in values]
+        # Naive times do not reach here (records carry aware ones); were one to, it is read as UTC, the store's zone.
+        document = orjson.dumps(list(values), option=orjson.OPT_NAIVE_UTC).decode()
         raw = db.session.connection().connection.driver_connection
-        staged = self._staged.setdefault(db.session().get_transaction(), set())
         with raw.cursor() as cur:
-            if kind not in staged:
-                cur.execute(ddl)
-                staged.add(kind)
-            with cur.copy(f"COPY _stage_{name} ({', '.join(cols)}) FROM STDIN") as copy:
-                if convert:
-                    for row in rows.values():
-                        copy.write_row([convert[c](row[c]) if c in convert else row[c] for c in cols])
-                else:
-                    getter = operator.itemgetter(*cols)
-                    for row in rows.values():
-                        copy.write_row(getter(row))
-            cur.execute(upsert, {"school_id": self.school_id, "connection_id": self.connection_id,
+            cur.execute(upsert, {"rows": document, "school_id": self.school_id, "connection_id": self.connection_id,
                                  "category": KIND_CATEGORY[kind], "data_type": "customer", "seen_run_id": self.run_id,
                                  "extracted_at": now})
             inserted, updated = cur.fetchone()
