@@ -1,14 +1,18 @@
 """The store's write side: batched upserts, change detection without decrypting, pupil links, staged removals."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import select
+import pytest
+
+from sqlalchemy import select, text
 
 from portal import deletions, store
-from portal.connectors import AttendanceMarkRecord, DemographicsRecord, PupilRecord, Tombstone
+from portal.connectors import AttendanceMarkRecord, DemographicsRecord, PupilRecord, StaffRecord, Tombstone
 from portal.extensions import db
-from portal.models import AuditEntry, Connection, ConnectionState, JobRun, MisAttendanceMark, MisPupil
+from portal.models import (
+    AuditEntry, Connection, ConnectionState, JobRun, MisAttendanceMark, MisDemographics, MisPupil, MisStaff,
+)
 from portal.models.base import utcnow
 
 T = datetime(2026, 9, 1, tzinfo=timezone.utc)
@@ -124,3 +128,48 @@ def test_tombstones_are_staged_until_applied_then_audited(app, make):
     writer.finish()
     db.session.commit()
     assert store.live_pupil_count(conn) == 2
+
+
+def test_values_of_every_column_type_are_stored_as_given(app, make):
+    """Dates, times in other zones, booleans, encrypted text, JSON lists, NULLs and awkward text survive a batch write."""
+    conn, run = _connection(make)
+    awkward = 'O\'Brien "Ní" \\ Zoë 😀'
+    offset = datetime(2026, 9, 1, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=1)))
+    writer = store.Writer(conn, run.id, full=True)
+    writer.add(PupilRecord(external_id="P1", updated_at=offset, legal_surname=awkward, legal_forename=None,
+                           date_of_birth=date(2012, 2, 29)))
+    writer.add(_demo("P1", fsm=False, looked_after=None))
+    writer.add(StaffRecord(external_id="S1", updated_at=T, surname=awkward, roles=("Teacher", "SENCo"),
+                           currently_employed=True))
+    writer.add(AttendanceMarkRecord(external_id="P1:2026-09-01:AM", updated_at=T, pupil_external_id="P1",
+                                    session_date=date(2026, 9, 1), session="AM", code="/"))
+    writer.finish()
+    db.session.commit()
+    db.session.expire_all()
+    pupil = db.session.execute(select(MisPupil)).scalar_one()
+    assert (pupil.legal_surname, pupil.legal_forename, pupil.date_of_birth) == (awkward, None, date(2012, 2, 29))
+    assert pupil.provider_updated_at == offset  # the same instant, stored in UTC
+    demo = db.session.execute(select(MisDemographics)).scalar_one()
+    assert (demo.fsm, demo.looked_after, demo.eal, demo.ethnicity, demo.sen_status) == (False, None, True, "WBRI", "K")
+    # R75: special-category values are encrypted at rest, not stored as sent.
+    raw = db.session.execute(text("SELECT ethnicity, eal FROM mis_demographics")).one()
+    assert "WBRI" not in raw.ethnicity and raw.eal not in ("true", "1", "t")
+    staff = db.session.execute(select(MisStaff)).scalar_one()
+    assert (staff.surname, staff.roles, staff.currently_employed) == (awkward, ["Teacher", "SENCo"], True)
+    mark = db.session.execute(select(MisAttendanceMark)).scalar_one()
+    assert (mark.session_date, mark.session, mark.code, mark.pupil_id) == (date(2026, 9, 1), "AM", "/", pupil.id)
+    assert dict(writer.counts["student_basic"]) == {"inserted": 1}
+
+
+def test_a_value_too_long_for_its_column_fails_the_write_and_is_never_cut_short(app, make):
+    conn, run = _connection(make)
+    if db.engine.dialect.name == "sqlite":
+        return  # SQLite does not enforce declared lengths; the PostgreSQL write must not truncate
+    writer = store.Writer(conn, run.id, full=True)
+    import psycopg  # the store writes through the driver's connection on PostgreSQL
+
+    writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="Example", year_group="Y" * 50))
+    with pytest.raises(psycopg.errors.StringDataRightTruncation):
+        writer.finish()
+    db.session.rollback()
+    assert db.session.execute(select(MisPupil)).first() is None
