@@ -173,3 +173,19 @@ def test_a_value_too_long_for_its_column_fails_the_write_and_is_never_cut_short(
         writer.finish()
     db.session.rollback()
     assert db.session.execute(select(MisPupil)).first() is None
+
+
+def test_each_category_keeps_its_own_latest_provider_time_when_records_share_one(app, make):
+    """The next watermark of a category is the latest time of its own records, even where the same time ends another's."""
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=True)
+    later = datetime(2026, 9, 2, tzinfo=timezone.utc)
+    writer.add(PupilRecord(external_id="P1", updated_at=T))
+    writer.add(PupilRecord(external_id="P2", updated_at=later))
+    # The same time object (parsed times are shared) first ends student_basic, then starts the marks.
+    writer.add(AttendanceMarkRecord(external_id="P1:2026-09-01:AM", updated_at=later, pupil_external_id="P1",
+                                    session_date=date(2026, 9, 1), session="AM", code="/"))
+    writer.add(AttendanceMarkRecord(external_id="P1:2026-09-01:PM", updated_at=T, pupil_external_id="P1",
+                                    session_date=date(2026, 9, 1), session="PM", code="/"))
+    assert writer.high_water == {"student_basic": later, "student_attendance_exclusions": later}
+    assert writer.session_window == [date(2026, 9, 1), date(2026, 9, 1)]

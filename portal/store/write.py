@@ -212,6 +212,10 @@ class Writer:
         self.written = 0
         # Per category: the latest provider time seen (updated or deleted), the next watermark.
         self.high_water: dict[str, datetime] = {}
+        # The last record's category, time and session day, already taken into the high water and the session window.
+        self._last_category: str | None = None
+        self._last_at: datetime | None = None
+        self._last_day: date | None = None
         # Pupil provider id -> store id, filled as batches need them (a school's pupils: a few thousand ids).
         self._pupil_ids: dict[str, int] = {}
         self._key = hash_key()
@@ -228,13 +232,16 @@ class Writer:
             self._high_water(record.record_category, record.deleted_at)
         else:
             category, at = record.category, record.updated_at
-            if at is not None and (category not in self.high_water or at > self.high_water[category]):
-                self.high_water[category] = at
+            # Parsed times are shared objects (pages repeat them), so most records skip the comparison.
+            if at is not None and (at is not self._last_at or category is not self._last_category):
+                self._high_water(category, at)
+                self._last_at, self._last_category = at, category
             kind = record.kind
             # Later copies of the same record in one batch win (and ON CONFLICT needs unique keys).
             self._rows[kind][record.external_id] = self._row(record)
-            if kind == "attendance_mark":
+            if kind == "attendance_mark" and record.session_date is not self._last_day:
                 self._widen_window(record.session_date)
+                self._last_day = record.session_date
         self._buffered += 1
         if self.flush_when_full and self._buffered >= self.batch_size:
             self.flush()

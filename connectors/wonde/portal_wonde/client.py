@@ -71,11 +71,17 @@ def _zone(name: str | None) -> timezone | ZoneInfo:
 
 def parse_wonde_datetime(value: Any) -> datetime | None:
     """Return a timezone-aware datetime from a Wonde DateTime object or a date/datetime string (None if blank)."""
+    given = _text_and_zone(value)
+    return _parse(*given) if given else None
+
+
+def _text_and_zone(value: Any) -> tuple[str, str | None] | None:
+    # The text and zone name of a Wonde date field (None if blank): what the cached parsers are keyed on.
     if value is None or value == "":
         return None
     if type(value) is dict or isinstance(value, Mapping):
         if "data" in value and "date" not in value:
-            return parse_wonde_datetime(value["data"])
+            return _text_and_zone(value["data"])
         text, zone_name = value.get("date"), value.get("timezone")
     elif isinstance(value, str):
         text, zone_name = value, None
@@ -83,7 +89,7 @@ def parse_wonde_datetime(value: Any) -> datetime | None:
         raise ValueError(f"not a Wonde date: {type(value).__name__}")
     if not text:
         return None
-    return _parse(str(text), zone_name)
+    return str(text), zone_name
 
 
 @functools.lru_cache(maxsize=8192)
@@ -97,10 +103,15 @@ def _parse(text: str, zone_name: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
 
 
+@functools.lru_cache(maxsize=8192)
+def _parse_day(text: str, zone_name: str | None) -> date:
+    return _parse(text, zone_name).date()
+
+
 def parse_wonde_date(value: Any) -> date | None:
     """Return the calendar date of a Wonde date field, in the zone it was given in (never shifted to UTC)."""
-    parsed = parse_wonde_datetime(value)
-    return parsed.date() if parsed else None
+    given = _text_and_zone(value)
+    return _parse_day(*given) if given else None
 
 
 def format_filter_datetime(value: datetime) -> str:

@@ -54,8 +54,8 @@ GROUP_TYPES = {"REGISTRATION": "registration", "YEAR": "year", "HOUSE": "house"}
 def included(obj: Mapping[str, Any], key: str) -> Any:
     """Return an include's payload: the object or list inside ``{"data": ...}``, or None when absent or null."""
     value = obj.get(key)
-    # type() first: decoded JSON is plain dicts, and the ABC check costs more on the hot path.
-    if type(value) is dict or isinstance(value, Mapping):
+    # type() first: decoded JSON is plain dicts and strings (a bare id), and the ABC check costs more on the hot path.
+    if type(value) is dict or (type(value) is not str and isinstance(value, Mapping)):
         return value.get("data") if "data" in value else value
     return None
 
