@@ -410,6 +410,20 @@ class _Committer:
                 db.session.remove()
 
 
+def _commit_keeping() -> None:
+    """Commit without expiring what the session holds: the run's plan just written and its connection
+    as just read are what the run goes on with (not two more reads of the rows). Everything that
+    decides whether the run may go on is read afresh anyway (the page checks, the locked check).
+    """
+    session = db.session()
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
+
+
 def _uses_writer_thread() -> bool:
     """PostgreSQL only: SQLite has one writer at a time, so a second connection would only wait for locks."""
     setting = current_app.config.get("EXTRACT_WRITER_THREAD", True)
@@ -476,7 +490,7 @@ def run_extract(
         run.started_at = run.started_at or now
         run.stats = {"since": {c: (s.isoformat() if s else None) for c, s in since.items()}}
         run.status = RunStatus.running
-        db.session.commit()
+        _commit_keeping()
     elif folded is not None or run.attempts > 1:
         audit.record(
             "extract.resumed", organisation_id=connection.school_id, target=run,
