@@ -104,11 +104,6 @@ class _Attempt:
         self.categories: list[str] = list(run.params.get("categories", []))
         self.progress = progress
         self.batch_size = int(current_app.config.get("EXTRACT_BATCH_SIZE", 5000))
-        # Pages are handed to the writer thread once this many records are buffered (a tenth of a
-        # batch): a large page still overlaps the next page's reading, while the few records of a
-        # quiet day's pages go in one write instead of one COPY, upsert, pupil lookup and removals
-        # statement per page (the writes were a third of a national worker's CPU, issue 19).
-        self.hand_over_at = max(1, self.batch_size // 10)
         stats = dict(run.stats or {})
         self.base = {c: Counter(v) for c, v in stats.get("categories", {}).items()}
         self.base_skipped = Counter(stats.get("skipped", {}))
@@ -273,7 +268,7 @@ class _Attempt:
         if self.committer is None:
             return
         self.committer.raise_error()  # a page the writer thread failed to write stops the reading too
-        if self.writer.buffered >= self.hand_over_at:
+        if self.writer.buffered:
             self.committer.submit(self.writer.take_batch(), None)
 
     def commit_page(self, checkpoint: Checkpoint | None) -> None:
