@@ -406,9 +406,9 @@ class _Committer:
 
 
 def _commit_keeping() -> None:
-    """Commit without expiring what the session holds: the run's plan just written and its connection
-    as just read are what the run goes on with (not two more reads of the rows). Everything that
-    decides whether the run may go on is read afresh anyway (the page checks, the locked check).
+    """Commit without expiring what the session holds: the run as just written and its connection as
+    read are what the run goes on with (not two more reads of the rows). Everything that decides
+    whether the run may go on is read afresh anyway (the page checks, the locked check).
     """
     session = db.session()
     expire = session.expire_on_commit
@@ -661,7 +661,8 @@ def _complete(state: _Attempt) -> JobRun:
     # no recovery, and then no second read of it after the commit. Only a run of this connection,
     # and it runs one at a time, makes a connection failing.
     failing = connection.state == ConnectionState.failing
-    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message)
+    # Kept as written: the runner and the plugins read the ended run and its connection, not two more reads.
+    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message, keep=True)
     if failing:
         lifecycle.mark_healthy(connection)
     if suspended:
@@ -759,7 +760,9 @@ def _finish(
     *,
     message: str | None = None,
     stats: dict[str, Any] | None = None,
+    keep: bool = False,
 ) -> JobRun:
+    """Record how the run ended and commit; ``keep``: the session keeps its objects as written (see _commit_keeping)."""
     now = utcnow()
     run.status = status
     run.finished_at = now
@@ -772,7 +775,10 @@ def _finish(
         stats = dict(stats)
         stats["checkpoint"] = None if status == RunStatus.succeeded else stats.get("checkpoint")
         run.stats = stats
-    db.session.commit()
+    if keep:
+        _commit_keeping()
+    else:
+        db.session.commit()
     _notify(run)
     return run
 
