@@ -657,9 +657,8 @@ def _complete(state: _Attempt) -> JobRun:
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
     plan.save_sync_state(connection, stats.get("sync_state") or {}, run.id)
     message = " ".join(dict.fromkeys(o["message"] for o in state.outcomes)) or None
-    # Read in this transaction (the row is loaded already): a connection that was not failing needs
-    # no recovery, and then no second read of it after the commit. Only a run of this connection,
-    # and it runs one at a time, makes a connection failing.
+    # As the run read it (no further read): a connection that was not failing needs no recovery. Only
+    # a run of this connection makes it failing, and its runs run one at a time.
     failing = connection.state == ConnectionState.failing
     # Kept as written: the runner and the plugins read the ended run and its connection, not two more reads.
     finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message, keep=True)
