@@ -112,7 +112,8 @@ def run_held(run: JobRun) -> bool:
 
 def extract_finished(run: JobRun) -> None:
     """Send the alert a finished extract run calls for, if any (called by the plugin hook)."""
-    if run.connection is None:
+    # The status first: nearly every run succeeds and calls for none (and then its connection is not loaded).
+    if run.status.value not in ("held", "failed") or run.connection is None:
         return
     if run.status.value == "held":
         run_held(run)

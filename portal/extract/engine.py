@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from portal import alerts, audit, deletions, lifecycle, permissions, staff_access, store
 from portal.connectors import RECORD_TYPES, AuthorisationLost, CategoryOutcome, Checkpoint, ConnectorError, SyncState
@@ -20,8 +20,8 @@ from portal.extensions import db
 from portal.extract import plan
 from portal.jobs import claims
 from portal.jobs.limits import request_gate
-from portal.jobs.runner import Heartbeat
-from portal.models import EXTRACTABLE_STATES, Connection, ErrorKind, JobRun, RunStatus, User
+from portal.jobs.runner import Heartbeat, beating
+from portal.models import EXTRACTABLE_STATES, Connection, ConnectionState, ErrorKind, JobRun, RunStatus, User
 from portal.models.base import utcnow
 from portal.plugins.manager import get_plugins
 from portal.retention.calendar import london_date
@@ -46,6 +46,7 @@ KIND_CATEGORY = {kind: cls.category for kind, cls in RECORD_TYPES.items()}
 # Records that are a subject of their own (an erased one must not come back, R50); rows about a
 # pupil follow the pupil, so only these are checked against the suppression list.
 SUBJECT_KINDS = frozenset({"pupil", "staff"})
+_RUNS = JobRun.__table__
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -283,10 +284,10 @@ class _Attempt:
             self.committer.submit(batch, self.snapshot())
             self.committer.drain()
         else:
-            self.write_and_commit(batch, self.snapshot(), self.run)
+            self.write_and_commit(batch, self.snapshot())
         self.pending = 0
 
-    def write_and_commit(self, batch: store.Batch, snapshot: dict[str, Any] | None, run: JobRun | None = None) -> None:
+    def write_and_commit(self, batch: store.Batch, snapshot: dict[str, Any] | None) -> None:
         """Write a batch; with a ``snapshot`` of the stats, also check the run may still write (locking
         its rows), store the stats and checkpoint, and commit everything written since the last commit.
 
@@ -296,11 +297,12 @@ class _Attempt:
         if snapshot is None:
             return
         self.check_still_allowed()
-        run = run if run is not None else db.session.get(JobRun, self.run_id)
         now = utcnow()
-        run.stats = self.stats(snapshot)
-        run.heartbeat_at = now
-        run.lease_expires_at = now + _lease()
+        # One UPDATE of the row locked just above, not a load of it (with its stats) into this session first.
+        db.session.execute(
+            update(_RUNS).where(_RUNS.c.id == self.run_id)
+            .values(stats=self.stats(snapshot), heartbeat_at=now, lease_expires_at=now + _lease())
+        )
         db.session.commit()
 
     def add_outcome(self, outcome: CategoryOutcome) -> None:
@@ -403,6 +405,20 @@ class _Committer:
                 db.session.remove()
 
 
+def _commit_keeping() -> None:
+    """Commit without expiring what the session holds: the run as just written and its connection as
+    read are what the run goes on with (not two more reads of the rows). Everything that decides
+    whether the run may go on is read afresh anyway (the page checks, the locked check).
+    """
+    session = db.session()
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
+
+
 def _uses_writer_thread() -> bool:
     """PostgreSQL only: SQLite has one writer at a time, so a second connection would only wait for locks."""
     setting = current_app.config.get("EXTRACT_WRITER_THREAD", True)
@@ -469,7 +485,7 @@ def run_extract(
         run.started_at = run.started_at or now
         run.stats = {"since": {c: (s.isoformat() if s else None) for c, s in since.items()}}
         run.status = RunStatus.running
-        db.session.commit()
+        _commit_keeping()
     elif folded is not None or run.attempts > 1:
         audit.record(
             "extract.resumed", organisation_id=connection.school_id, target=run,
@@ -481,8 +497,10 @@ def run_extract(
     state = _Attempt(run, connection, progress)
     log.info("extract run %s for connection %s: %s %s", run.id, connection.id, run.params["mode"], run.params["categories"])
 
-    heart = Heartbeat(current_app._get_current_object(), run.id, state.owner)
-    heart.start()
+    # Started unless the runner (execute) already extends this run's lease for this owner.
+    heart = None if beating(run.id, state.owner) else Heartbeat(current_app._get_current_object(), run.id, state.owner)
+    if heart is not None:
+        heart.start()
     try:
         return _work(state)
     except RunTakenOver:
@@ -505,7 +523,8 @@ def run_extract(
         store.discard_removals(connection, run.id)
         return _finish(state.run, RunStatus.failed, ErrorKind.internal, "internal_error", stats=stats)
     finally:
-        heart.stop()
+        if heart is not None:
+            heart.stop()
 
 
 def _work(state: _Attempt) -> JobRun:
@@ -518,7 +537,10 @@ def _work(state: _Attempt) -> JobRun:
     # A full run starts every changeset again; other runs carry on from where the last successful one got to.
     state.connector.sync_state = {} if full else plan.sync_state(connection)
     state.connector.run_categories = tuple(state.categories)
-    threaded = _uses_writer_thread()
+    # Full runs only: an incremental run's few records are written faster on this thread than a
+    # second thread, session and hand-over per page cost (a fifth of a national worker's CPU went
+    # to them, issue 19); a large one still commits whenever a batch fills.
+    threaded = full and _uses_writer_thread()
     # With the writer thread, batches are taken at page boundaries only (never written from the engine thread).
     state.writer = store.Writer(connection, run.id, full=full, batch_size=state.batch_size, flush_when_full=not threaded)
     # R23: the first import of a school brings no leaver whose deletion deadline has already passed.
@@ -579,10 +601,11 @@ def _read(state: _Attempt, connection: Connection, full: bool, first_import: boo
             state.pending += 1
         state.completed.append(category)
         # A full run commits at the end of every category. An incremental run's categories (a quiet day
-        # brings a few records each) share one commit: the run's last, or the next one a full batch
-        # makes, with each category marked done in it; a run stopped before it asks those categories
-        # again from the same time. Its pages were checked as they came, and the commit checks, locked.
-        if full or (state.pending and category == remaining[-1]):
+        # brings a few records each) share one commit: the next one a full batch makes, with each
+        # category marked done in it, or else the run's end (_complete writes the rest and commits it
+        # with the watermarks and the finished run, after the locked check); a run stopped before it
+        # asks those categories again from the same time. Its pages were checked as they came.
+        if full or (state.committer is not None and state.pending and category == remaining[-1]):
             state.commit_page(None)
         else:
             state.hand_over()
@@ -634,8 +657,13 @@ def _complete(state: _Attempt) -> JobRun:
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
     plan.save_sync_state(connection, stats.get("sync_state") or {}, run.id)
     message = " ".join(dict.fromkeys(o["message"] for o in state.outcomes)) or None
-    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message)
-    lifecycle.mark_healthy(connection)
+    # As the run read it (no further read): a connection that was not failing needs no recovery. Only
+    # a run of this connection makes it failing, and its runs run one at a time.
+    failing = connection.state == ConnectionState.failing
+    # Kept as written: the runner and the plugins read the ended run and its connection, not two more reads.
+    finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message, keep=True)
+    if failing:
+        lifecycle.mark_healthy(connection)
     if suspended:
         try:
             alerts.staff_access_suspended(connection.school, suspended)
@@ -731,7 +759,9 @@ def _finish(
     *,
     message: str | None = None,
     stats: dict[str, Any] | None = None,
+    keep: bool = False,
 ) -> JobRun:
+    """Record how the run ended and commit; ``keep``: the session keeps its objects as written (see _commit_keeping)."""
     now = utcnow()
     run.status = status
     run.finished_at = now
@@ -744,7 +774,10 @@ def _finish(
         stats = dict(stats)
         stats["checkpoint"] = None if status == RunStatus.succeeded else stats.get("checkpoint")
         run.stats = stats
-    db.session.commit()
+    if keep:
+        _commit_keeping()
+    else:
+        db.session.commit()
     _notify(run)
     return run
 

@@ -70,7 +70,9 @@ def retention_sweep(run_id: int) -> Any:
 
 def extract(connection_id: int, run_id: int) -> Any:
     """Run one connection's extract in the claimed run ``run_id``: scheduled ("auto"), or as queued by support."""
-    requested = (db.session.scalar(select(JobRun.params).where(JobRun.id == run_id)) or {}).get(REQUESTED) or {}
+    # The worker has just read the row (start_queued): the session's copy, unless a commit expired it since.
+    run = db.session.get(JobRun, run_id)
+    requested = ((run.params if run is not None else None) or {}).get(REQUESTED) or {}
     return run_extract(connection_id, mode=requested.get("mode") or "auto", categories=requested.get("categories"), run_id=run_id)
 
 

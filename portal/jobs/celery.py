@@ -104,14 +104,17 @@ def celery_app(flask_app: Flask) -> Celery:
 
 def run_job(task: Task, run_id: int) -> str:
     """Execute one queued run on a worker: take a provider slot, start the row atomically, run it, release the slot."""
-    run = db.session.get(JobRun, run_id)
-    if run is None or run.status != RunStatus.queued:
+    # The run's status and its connection's connector in one statement (a run with no connection has none).
+    row = db.session.execute(
+        select(_runs.c.status, Connection.connector)
+        .outerjoin(Connection, Connection.id == _runs.c.connection_id)
+        .where(_runs.c.id == run_id)
+    ).one_or_none()
+    if row is None or row.status != RunStatus.queued:
         # Delivered twice, or already finished or cancelled: the row says what happened.
-        log.info("run %s is not queued (%s); message ignored", run_id, run.status.value if run else "missing")
+        log.info("run %s is not queued (%s); message ignored", run_id, row.status.value if row else "missing")
         return "skipped"
-    connector = None
-    if run.connection_id is not None:
-        connector = db.session.scalar(db.select(Connection.connector).where(Connection.id == run.connection_id))
+    connector = row.connector
     slots = ProviderSlots.from_config() if connector else None
     db.session.rollback()
     if slots is not None and not slots.take(connector, run_id):

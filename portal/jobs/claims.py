@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection as DBConnection
 
@@ -455,17 +455,15 @@ def start_queued(run_id: int, owner: str) -> JobRun | None:
             status=RunStatus.running, claimed_by=owner, claimed_at=now, heartbeat_at=now,
             lease_expires_at=_lease(now), attempts=_runs.c.attempts + 1,
             error_kind=None, error_code=None, error_message=None,
+            # A run started before (queued again after its worker died) keeps its first start.
+            started_at=func.coalesce(_runs.c.started_at, now),
         )
     ).rowcount
     db.session.commit()
     if started != 1:
         return None
-    run = db.session.get(JobRun, run_id)
-    db.session.refresh(run)
-    if run.started_at is None:
-        run.started_at = now
-        db.session.commit()
-    return _owned(run, owner)
+    # One read of the row as committed (the session's copy, if any, expired with the commit).
+    return _owned(db.session.get(JobRun, run_id, populate_existing=True), owner)
 
 
 def queued_extracts() -> list[int]:

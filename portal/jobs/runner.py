@@ -16,9 +16,9 @@ from portal.errors import code_location
 from portal.extensions import db
 from portal.jobs import JobSpec, get_executor
 from portal.jobs.claims import beat, finish, owner_id
-from portal.models import ErrorKind, JobRun, RunStatus
+from portal.models import FINISHED_STATUSES, ErrorKind, JobRun, RunStatus
 
-__all__ = ["Heartbeat", "JobFailed", "call_body", "execute", "fire"]
+__all__ = ["Heartbeat", "JobFailed", "beating", "call_body", "execute", "fire"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ class _Heartbeat(threading.Thread):
         self.every = app.config["JOB_HEARTBEAT_SECONDS"]
         self.stopped = threading.Event()
 
+    def start(self) -> None:
+        with _beating_lock:
+            _beating[(self.run_id, self.owner)] = _beating.get((self.run_id, self.owner), 0) + 1
+        super().start()
+
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
@@ -72,9 +77,24 @@ class _Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join()
+        with _beating_lock:
+            left = _beating.pop((self.run_id, self.owner)) - 1
+            if left:
+                _beating[(self.run_id, self.owner)] = left
 
 
 Heartbeat = _Heartbeat
+
+# Heartbeats running in this process, by (run id, owner): a body run by execute() (the extract
+# engine) needs no second thread extending the same lease (a thread start per run, issue 19).
+_beating: dict[tuple[int, str], int] = {}
+_beating_lock = threading.Lock()
+
+
+def beating(run_id: int, owner: str) -> bool:
+    """Whether a heartbeat thread of this process is extending this run's lease for this owner now."""
+    with _beating_lock:
+        return (run_id, owner) in _beating
 
 
 def execute(spec: JobSpec, run: JobRun) -> JobRun:
@@ -95,9 +115,13 @@ def execute(spec: JobSpec, run: JobRun) -> JobRun:
         log.error("job %s run %s stopped with an unexpected %s at %s", spec.id, run_id, type(exc).__name__, code_location(exc))
         _finish_failed(run_id, owner, ErrorKind.internal, "unexpected_error", UNEXPECTED)
     else:
-        # A body given run_id may have finished the run itself; then this changes nothing.
-        stats = result if isinstance(result, Mapping) else None
-        finish(db.session.get(JobRun, run_id), RunStatus.succeeded, stats=stats, owner=owner)
+        # A body given run_id may have finished the run itself; then this changes nothing. An extract
+        # returns its run as it committed it: when that is this run and it ended, there is nothing to
+        # record (finish would match no row), and no second read of the row.
+        done = isinstance(result, JobRun) and result.id == run_id and result.status in FINISHED_STATUSES
+        if not done:
+            stats = result if isinstance(result, Mapping) else None
+            finish(db.session.get(JobRun, run_id), RunStatus.succeeded, stats=stats, owner=owner)
     finally:
         heart.stop()
     return db.session.get(JobRun, run_id)
