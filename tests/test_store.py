@@ -189,3 +189,27 @@ def test_each_category_keeps_its_own_latest_provider_time_when_records_share_one
                                     session_date=date(2026, 9, 1), session="PM", code="/"))
     assert writer.high_water == {"student_basic": later, "student_attendance_exclusions": later}
     assert writer.session_window == [date(2026, 9, 1), date(2026, 9, 1)]
+
+
+def test_removals_staged_in_numbers_are_applied_by_key_each_with_its_own_time(app, make, monkeypatch):
+    """Every staged removal is applied whatever how many statements it takes; another connection's rows stay."""
+    monkeypatch.setattr("portal.store.removals._KEYS_PER_STATEMENT", 3)
+    conn, run = _connection(make)
+    other, _ = _connection(make)
+    for connection in (conn, other):
+        writer = store.Writer(connection, run.id, full=False)
+        for n in range(8):
+            writer.add(PupilRecord(external_id=f"P{n}", updated_at=T))
+        writer.finish()
+    db.session.commit()
+    writer = store.Writer(conn, run.id, full=False)
+    gone = {f"P{n}": T.replace(day=2 + n) for n in range(7)}  # seven of eight, over three statements
+    for ext, when in gone.items():
+        writer.add(Tombstone(external_id=ext, record_kind="pupil", record_category="student_basic", deleted_at=when))
+    writer.add(Tombstone(external_id="P99", record_kind="pupil", record_category="student_basic", deleted_at=T))
+    writer.finish()
+    assert store.apply_removals(conn, run.id, publish=deletions.publish_provider_deletion) == {"student_basic": 7}
+    db.session.commit()
+    rows = dict(db.session.execute(select(MisPupil.external_id, MisPupil.deleted_at).where(MisPupil.connection_id == conn.id)).all())
+    assert rows == {**gone, "P7": None}
+    assert store.live_pupil_count(other) == 8

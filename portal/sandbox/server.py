@@ -1,5 +1,9 @@
 """The base of every provider sandbox: a WSGI app served on a thread, a request log and fault injection.
 
+Served by cheroot, which keeps a client's connection open between requests (HTTP/1.1 keep-alive), as
+providers' servers do: werkzeug's development server closes every connection, so each request cost a
+new connection and a new server thread.
+
 A connector package's sandbox subclasses ``SandboxServer``, returns its WSGI app from ``wsgi_app()``,
 calls ``log_request()`` and ``take_fault()`` as a request comes in, and names its own kinds of fault
 (a subclass of ``Fault``). Tests, the conformance kit, the demo and ``make run`` then drive every
@@ -8,12 +12,13 @@ Nothing starts at import.
 """
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot import wsgi as cheroot_wsgi
 from werkzeug.wrappers import Request
 
 __all__ = ["Fault", "LoggedRequest", "SandboxServer"]
@@ -54,6 +59,8 @@ class LoggedRequest:
     query: dict[str, list[str]]
     status: int = 0
     authorization: str = field(default="", repr=False)
+    #: The client's end of the connection ("host:port"): requests sent over one kept-alive connection share it.
+    peer: str = ""
 
     def param(self, name: str) -> str | None:
         """The last value of a query parameter, its name matched case-insensitively (XoD's are)."""
@@ -62,14 +69,31 @@ class LoggedRequest:
         return values[-1] if values else None
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:  # the sandbox keeps its own request log
-        pass
+class _Gateway(cheroot_wsgi.Gateway_10):
+    """Cheroot's WSGI gateway, plus what a sandbox needs of its answers' headers."""
 
-    def date_time_string(self, timestamp: float | None = None) -> str:
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+        # An answer that says "Connection: close" (a fault that breaks the connection mid-answer) ends
+        # the connection after it, as a provider's server would; others keep it open for the next request.
+        if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
+            self.req.close_connection = True
         # The Date header: the sandbox's own clock when it has one (a provider whose clock is not ours).
-        own = getattr(self.server, "sandbox_date", None)
-        return (own and own()) or super().date_time_string(timestamp)
+        own = self.req.server.sandbox_date()
+        if own and not any(k.lower() == "date" for k, _ in headers):
+            headers = [*headers, ("Date", own)]
+        return super().start_response(status, headers, exc_info)
+
+
+class _Server(cheroot_wsgi.Server):
+    """Cheroot's WSGI server, its port reusable at once by a sandbox started again (as werkzeug's was)."""
+
+    @classmethod
+    def prepare_socket(cls, bind_addr, family, type, proto, nodelay, ssl_adapter, reuse_port=False):  # noqa: A002
+        sock = super().prepare_socket(bind_addr, family, type, proto, nodelay, ssl_adapter, reuse_port)
+        # Cheroot leaves SO_REUSEADDR off for port 0, and the connections it then accepts inherit that:
+        # one a client still holds open would keep a restart on the same port from binding.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock
 
 
 class SandboxServer:
@@ -86,7 +110,7 @@ class SandboxServer:
         self.faults: list[Fault] = []
         self.log: list[LoggedRequest] = []
         self._lock = threading.RLock()
-        self._server: BaseWSGIServer | None = None
+        self._server: cheroot_wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 
     def wsgi_app(self) -> Callable[[dict[str, Any], Callable], Iterable[bytes]]:
@@ -101,11 +125,16 @@ class SandboxServer:
             return self
         self.host = host or self.host
         self.port = self.port if port is None else port
-        self._server = make_server(self.host, self.port, self.wsgi_app(), threaded=True, request_handler=_QuietHandler)
-        self.port = self._server.server_port
-        self._server.sandbox_date = self.date_header  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=self.thread_name, daemon=True)
+        # timeout: an idle kept-alive connection is closed after that many seconds (clients open another);
+        # shutdown_timeout: stop() waits at most that long for requests in progress (a delayed answer).
+        server = _Server((self.host, self.port), self.wsgi_app(), numthreads=8, timeout=10, shutdown_timeout=1)
+        server.gateway = _Gateway
+        server.expiration_interval = 0.05  # how long its loop waits between looks at stop(): stops quickly
+        server.sandbox_date = self.date_header  # type: ignore[attr-defined]
+        server.prepare()
+        self._server = server
+        self.port = server.bind_addr[1]
+        self._thread = threading.Thread(target=server.serve, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 
@@ -117,8 +146,7 @@ class SandboxServer:
         """Stop serving and release the port."""
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
@@ -152,7 +180,8 @@ class SandboxServer:
     def log_request(self, request: Request) -> LoggedRequest:
         """Record an incoming request (the subclass sets ``status`` once it has answered)."""
         entry = LoggedRequest(request.method, request.path, {k: request.args.getlist(k) for k in request.args},
-                              authorization=request.headers.get("Authorization", ""))
+                              authorization=request.headers.get("Authorization", ""),
+                              peer=f"{request.environ.get('REMOTE_ADDR', '')}:{request.environ.get('REMOTE_PORT', '')}")
         with self._lock:
             self.log.append(entry)
         return entry

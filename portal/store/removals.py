@@ -123,6 +123,10 @@ def live_pupil_count(connection: Connection) -> int:
     ).scalar_one()
 
 
+# Keys per statement when applying removals (each is a bound parameter; SQLite allows 32,766 a statement).
+_KEYS_PER_STATEMENT = 2000
+
+
 def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[int, list[int], list[int]], int],
                    actor: str = "system", actor_user_id: int | None = None) -> dict[str, int]:
     """Tombstone every row the run staged for removal; return tombstoned counts per category.
@@ -131,24 +135,20 @@ def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[in
     staff (R42, ``portal.deletions.publish_provider_deletion``) in the same transaction; returns notices.
     """
     counts: Counter = Counter()
-    kinds = db.session.execute(
-        select(ExtractRemoval.kind).where(ExtractRemoval.run_id == run_id).distinct()
-    ).scalars().all()
-    if not kinds:
+    staged_ids: dict[str, list[str]] = {}
+    for kind, external_id in db.session.execute(
+        select(ExtractRemoval.kind, ExtractRemoval.external_id).where(ExtractRemoval.run_id == run_id)
+    ):
+        staged_ids.setdefault(kind, []).append(external_id)
+    if not staged_ids:
         # Nothing staged (most incremental runs): nothing to tombstone, tell or audit.
         return {}
     now = utcnow()
     subjects: dict[str, list[int]] = {}
-    for kind in kinds:
+    for kind, external_ids in staged_ids.items():
         if kind not in STORE_MODELS:
             continue
         table = _table(kind)
-        staged = select(ExtractRemoval.external_id).where(ExtractRemoval.run_id == run_id, ExtractRemoval.kind == kind)
-        if kind in DSR_SUBJECT_TABLES:
-            # The pupils and staff this removal takes: everything about them goes with them, below.
-            subjects[kind] = list(db.session.execute(select(table.c.id).where(
-                table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(staged)
-            )).scalars())
         when = (
             select(ExtractRemoval.deleted_at)
             .where(
@@ -158,13 +158,21 @@ def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[in
             )
             .scalar_subquery()
         )
-        result = db.session.execute(
-            update(table)
-            .where(table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(staged))
-            # extracted_at moves too: the product feed pages by it, so consumers see the tombstone and delete.
-            .values(deleted_at=when, extracted_at=now)
-        )
-        counts[KIND_CATEGORY[kind]] += result.rowcount or 0
+        # The rows are found by their keys (the store's unique (connection, external id) index), not by a
+        # join with the staging table: that table is filled and emptied by every run, so its planner
+        # statistics are never right, and a join planned on them scanned every pair of rows (a second for
+        # a day's 1,500 membership tombstones of a 250-pupil school; 20 ms of its 120 ms incremental run).
+        for start in range(0, len(external_ids), _KEYS_PER_STATEMENT):
+            keys = external_ids[start:start + _KEYS_PER_STATEMENT]
+            live = and_(table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(keys))
+            if kind in DSR_SUBJECT_TABLES:
+                # The pupils and staff this removal takes: everything about them goes with them, below.
+                subjects.setdefault(kind, []).extend(db.session.execute(select(table.c.id).where(live)).scalars())
+            result = db.session.execute(
+                # extracted_at moves too: the product feed pages by it, so consumers see the tombstone and delete.
+                update(table).where(live).values(deleted_at=when, extracted_at=now)
+            )
+            counts[KIND_CATEGORY[kind]] += result.rowcount or 0
     for kind, ids in subjects.items():
         counts.update(_tombstone_about(kind, ids, now))
     db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -195,6 +196,9 @@ class WondeClient:
         self.stats = stats if stats is not None else {}
         self.stats.setdefault("requests", 0)
         self.stats.setdefault("retries", 0)
+        # Requests may go from two threads at once (a page fetched ahead while the caller reads the
+        # attendance codes a mark needs): the counters and the clock estimate are updated under a lock.
+        self._counting = threading.Lock()
         self._school_bases: dict[str, str] = {}
         # Wonde's clock minus ours, a lower bound from the answers' Date headers (see note_clock).
         self.clock_offset: timedelta | None = None
@@ -234,7 +238,8 @@ class WondeClient:
         while True:
             attempt += 1
             final = attempt >= self.max_retries
-            self.stats["requests"] += 1
+            with self._counting:
+                self.stats["requests"] += 1
             if self.before_request is not None:
                 self.before_request()
             try:
@@ -302,11 +307,13 @@ class WondeClient:
         if theirs.tzinfo is None:
             theirs = theirs.replace(tzinfo=timezone.utc)
         offset = theirs - (received or datetime.now(timezone.utc))
-        if self.clock_offset is None or offset > self.clock_offset:
-            self.clock_offset = offset
+        with self._counting:
+            if self.clock_offset is None or offset > self.clock_offset:
+                self.clock_offset = offset
 
     def _wait(self, seconds: float) -> None:
-        self.stats["retries"] += 1
+        with self._counting:
+            self.stats["retries"] += 1
         self.sleep(seconds)
 
     @property
@@ -343,17 +350,34 @@ class WondeClient:
         # One page ahead: the next page is fetched (and its JSON decoded) in a helper thread while
         # the caller maps and stores this one, so the provider's time and ours overlap. Requests
         # are the same, in the same order; an error surfaces when the caller reaches that page.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wonde-page") as ahead:
-            pending: list[Future] = []
+        # The first page is asked for in the caller's thread (the caller waits for it either way),
+        # so the helper thread starts only for a list with a second page: most reads of a daily
+        # incremental run are one page, and a thread started and joined per read was their main cost.
+        ahead: ThreadPoolExecutor | None = None
+        pending: list[Future] = []
+        asked = False
 
-            def fetch(method: str, u: str, **kwargs: Any) -> Any:
-                return ahead.submit(self.request, method, u, **kwargs)
+        def fetch(method: str, u: str, **kwargs: Any) -> Future:
+            nonlocal ahead, asked
+            if not asked:
+                asked = True
+                done: Future = Future()
+                try:
+                    done.set_result(self.request(method, u, **kwargs))
+                except Exception as exc:  # noqa: BLE001 - raised when the caller reaches the page, as from the thread
+                    done.set_exception(exc)
+                return done
+            if ahead is None:
+                ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wonde-page")
+            return ahead.submit(self.request, method, u, **kwargs)
 
-            try:
-                yield from self._pages(url, endpoint, query, first_page, fetch, pending)
-            finally:
-                for future in pending:
-                    future.cancel()
+        try:
+            yield from self._pages(url, endpoint, query, first_page, fetch, pending)
+        finally:
+            for future in pending:
+                future.cancel()
+            if ahead is not None:
+                ahead.shutdown(wait=True)  # a page already on its way is let finish, as before
 
     def _pages(self, url: str, endpoint: str, query: dict[str, Any] | None, number: int,
                send: Callable[..., Any], pending: list[Future] | None = None) -> Iterator[Page]:

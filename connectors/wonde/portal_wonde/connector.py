@@ -313,8 +313,10 @@ class WondeConnector(Connector):
                 "Wonde refused to show the school's record although it still lists the school as approved for "
                 "the portal; nothing was changed and the next run will ask again.", status=exc.status,
                 endpoint="school") from None
-        self._codes: dict[str, str] = {}
-        self._codes_loaded = False
+        # The school's code list is read only if a mark comes with a code id instead of the code
+        # (servers that do not expand the include): marks that carry their code need no list.
+        self._codes: Mapping[str, str] = _CodeList(lambda: self._read_codes(base))
+        self._codes_outcome: CategoryOutcome | None = None
         resume_at = wanted.index(checkpoint.category) if checkpoint and checkpoint.category in wanted else 0
         for index, category in enumerate(wanted):
             if index < resume_at:
@@ -421,15 +423,6 @@ class WondeConnector(Connector):
     def _read_step(self, base: str, category: str, steps: list[Step], number: int,
                    next_url: str | None) -> Iterator[Record | Checkpoint]:
         step = steps[number]
-        if step.endpoint == "attendance/session":
-            try:
-                self._load_codes(base)
-            except (AccessRefused, NotFound) as exc:
-                self._codes_loaded = True  # marks carry their code include; the id lookup is a fallback
-                status = getattr(exc, "status", None) or 404
-                yield CategoryOutcome(category, "optional_read_skipped",
-                                      f"Wonde did not answer the attendance codes list (HTTP {status}); marks were read "
-                                      "with the codes they carry.", endpoint="attendance-codes")
         key = _kept_key(step.endpoint, step.params)
         # The same deletions read (same types, same window) may have been read in full earlier in this run.
         kept = self._kept.get(key) if step.endpoint == "deletions" and not next_url else None
@@ -468,6 +461,9 @@ class WondeConnector(Connector):
                     raise BadResponse(f"Wonde's answer for {step.endpoint} (page {page.number}) holds a row "
                                       f"of an unexpected shape ({type(exc).__name__}).",
                                       endpoint=step.endpoint, page=page.number) from None
+            if self._codes_outcome is not None:
+                yield self._codes_outcome
+                self._codes_outcome = None
             if keep is not None and not page.next_url:
                 self._kept[key] = keep
             position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
@@ -483,15 +479,48 @@ class WondeConnector(Connector):
                 return [row for row in rows if str(row.get("type") or "").strip().lower() == type_]
         return None
 
-    def _load_codes(self, base: str) -> None:
-        """Load the school's attendance codes once, for marks that carry a code id instead of the include."""
-        if self._codes_loaded:
-            return
-        for page in self.client.pages(f"{base}/attendance-codes", endpoint="attendance-codes", params={}):
-            for row in page.items:
-                if isinstance(row, Mapping) and row.get("id") is not None and row.get("code"):
-                    self._codes[str(row["id"])] = str(row["code"])
-        self._codes_loaded = True
+    def _read_codes(self, base: str) -> dict[str, str]:
+        """Read the school's attendance codes (id -> code), the first time a mark needs them."""
+        codes: dict[str, str] = {}
+        try:
+            for page in self.client.pages(f"{base}/attendance-codes", endpoint="attendance-codes", params={}):
+                for row in page.items:
+                    if isinstance(row, Mapping) and row.get("id") is not None and row.get("code"):
+                        codes[str(row["id"])] = str(row["code"])
+        except (AccessRefused, NotFound) as exc:
+            # Yielded after the page that needed the list (see _read_step); those marks keep an empty code.
+            status = getattr(exc, "status", None) or 404
+            self._codes_outcome = CategoryOutcome(
+                "student_attendance_exclusions", "optional_read_skipped",
+                f"Wonde did not answer the attendance codes list (HTTP {status}); marks were read with the "
+                "codes they carry.", endpoint="attendance-codes")
+            return {}
+        return codes
+
+
+class _CodeList(Mapping):
+    """A school's attendance codes, read (once) when a mark first looks one up."""
+
+    def __init__(self, read: Callable[[], dict[str, str]]) -> None:
+        self._read = read
+        self._codes: dict[str, str] | None = None
+
+    def _loaded(self) -> dict[str, str]:
+        if self._codes is None:
+            self._codes = self._read()
+        return self._codes
+
+    def __getitem__(self, key: str) -> str:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __bool__(self) -> bool:  # truthy without reading: map_mark asks ``codes or {}``
+        return True
 
 
 def _kept_key(endpoint: str, params: Mapping[str, Any]) -> tuple[str, str]:

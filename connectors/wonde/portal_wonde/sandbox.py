@@ -136,6 +136,9 @@ class WondeSandbox(SandboxServer):
         self.regions: dict[str, dict[str, Any]] = {}
         # Whether /meta/schools/{id}/permissions exists here (the spec marks it [SPEC] only).
         self.permissions_endpoint = True
+        # Includes this server does not expand (it sends the bare id), e.g. {"attendance_code"}: a
+        # Wonde-compatible server may not implement every include the connector asks for.
+        self.unexpanded: set[str] = set()
         # When True, answers' Date header is the sandbox's clock (a provider whose clock differs from ours).
         self.date_from_clock = False
 
@@ -801,7 +804,7 @@ def _attendance(sb: WondeSandbox, request: Request, school: SyntheticSchool, res
             marks.append(mark)
     more = index < end if kind == "p" else True
     # The biggest list by far: rendered straight to JSON text from cached fragments, to keep the sandbox quick.
-    with_code = "attendance_code" in includes
+    with_code = "attendance_code" in includes and "attendance_code" not in sb.unexpanded
     code_json = {code: json.dumps({"data": _code(sb, school, code)} if with_code else sb.wonde_id(school, f"AC-{code}"),
                                   separators=(",", ":")) for code in school.attendance_codes()}
     rows = [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -252,3 +253,69 @@ def test_read_timeout_is_retried_then_provider_unavailable(sandbox, sleeps):
         list(made.pages(students_url(sandbox), endpoint="students", params={}))
     made.close()
     assert len(sandbox.requests("/students")) == 2 and len(sleeps) == 1
+
+
+# -- kept-alive connections
+
+
+def test_a_client_sends_its_requests_over_one_kept_alive_connection(sandbox, client):
+    for _ in range(3):
+        client.school(sandbox.school_id())
+    assert sandbox.count() == 3 and len({r.peer for r in sandbox.requests()}) == 1
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_without_a_retry(sandbox, client, sleeps):
+    client.school(sandbox.school_id())
+    sandbox.stop()  # closes every connection; served again on the same port
+    sandbox.start()
+    assert client.school(sandbox.school_id())["id"] == sandbox.school_id()
+    assert client.retries == 0 and sleeps == []
+    first, second = sandbox.requests()
+    assert first.peer != second.peer
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    seen = b""
+    while b"\r\n\r\n" not in seen:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def test_a_kept_alive_connection_dropped_as_a_request_goes_out_is_asked_again_on_a_new_one(sleeps):
+    """The server reads the second request on the kept-alive connection and hangs up without answering."""
+    body = b'{"data": {"id": "S1"}}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    served: list[str] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2)
+
+    def serve() -> None:
+        first, _ = listener.accept()
+        with first:
+            _read_request(first)
+            first.sendall(answer)
+            served.append("answered")
+            served.append("hung up" if _read_request(first) else "no second request")
+        second, _ = listener.accept()
+        with second:
+            _read_request(second)
+            second.sendall(answer)
+            served.append("answered")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    made = WondeClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "t" * 40, allow_insecure_http=True,
+                       sleep=sleeps.append, max_retries=2)
+    try:
+        for _ in range(2):
+            assert made.get_object(made.url("schools/S1"), endpoint="school") == {"id": "S1"}
+    finally:
+        made.close()
+        thread.join(5)
+        listener.close()
+    assert served == ["answered", "hung up", "answered"]
+    assert made.retries == 1 and len(sleeps) == 1 and made.requests_made == 3

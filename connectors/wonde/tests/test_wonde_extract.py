@@ -98,3 +98,41 @@ def test_mass_removal_over_http_is_held_then_applied_on_approval(wonde):
     assert approved.status == RunStatus.succeeded
     store = wonde.store()
     assert all(store["pupil"][(key,)]["deleted"] for key in done["deleted"])
+
+
+def test_marks_that_carry_their_code_are_read_without_the_code_list(wonde):
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert wonde.served.sandbox.count("attendance/session") > 1
+    assert wonde.served.sandbox.count("attendance-codes") == 0
+    wonde.assert_store_matches()
+
+
+def test_marks_that_carry_only_a_code_id_are_read_with_the_code_list_once(wonde):
+    """A server that does not expand the attendance_code include: the school's code list is read, once a run."""
+    sandbox = wonde.served.sandbox
+    sandbox.unexpanded.add("attendance_code")
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert sandbox.count("attendance/session") > 1 and sandbox.count("attendance-codes") == 1
+    assert not run.stats["outcomes"]
+    wonde.assert_store_matches()
+    # The next day too (marks of the day, with their code ids only).
+    wonde.mutate(_now(), marks=4)
+    again = run_extract(wonde.connection_id)
+    assert again.status == RunStatus.succeeded and again.params["mode"] == "incremental"
+    assert sandbox.count("attendance-codes") == 2
+    wonde.assert_store_matches()
+
+
+def test_a_code_list_the_server_lacks_is_one_warning_and_the_marks_are_kept(wonde):
+    sandbox = wonde.served.sandbox
+    sandbox.unexpanded.add("attendance_code")
+    sandbox.missing.add("attendance-codes")
+    run = run_extract(wonde.connection_id, mode="full")
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert sandbox.count("attendance/session") > 1 and sandbox.count("attendance-codes") == 1
+    assert [(o["category"], o["code"], o["endpoint"]) for o in run.stats["outcomes"]] == [
+        ("student_attendance_exclusions", "optional_read_skipped", "attendance-codes")]
+    marks = wonde.store()["attendance_mark"]
+    assert len(marks) == len(wonde.expected()["attendance_mark"]) and {m["code"] for m in marks.values()} == {""}
