@@ -318,8 +318,6 @@ class Writer:
         for kind, rows in batch.rows.items():
             if not rows:
                 continue
-            for row in rows.values():
-                row["extracted_at"] = now
             if kind in PUPIL_KINDS:
                 rows = self._resolve_pupils(kind, rows)
             if not rows:
@@ -330,7 +328,7 @@ class Writer:
             if self.dialect == "postgresql":
                 self._write_json(kind, rows, now)
             else:
-                self._write_upsert(kind, rows)
+                self._write_upsert(kind, rows, now)
             if kind == "pupil":
                 record_year_groups(self.connection_id, {ext: (r["year_group"], r["leaving_date"]) for ext, r in rows.items()}, now)
             self.written += len(rows)
@@ -402,7 +400,10 @@ class Writer:
             kept[ext] = row
         return kept
 
-    def _write_upsert(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+    def _write_upsert(self, kind: str, rows: dict[str, dict[str, Any]], now: datetime) -> None:
+        # Stamped on each row here only: PostgreSQL's statement takes the time once, as a parameter.
+        for row in rows.values():
+            row["extracted_at"] = now
         table = _table(kind)
         category = KIND_CATEGORY[kind]
         raw = db.session.connection().connection.driver_connection
