@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from portal.extensions import db
@@ -191,5 +192,6 @@ def test_support_creates_and_edits_a_record_in_every_admin_view_through_the_real
     page.get_by_label("About", exact=True).select_option("user")
     page.get_by_label("User id or email address (a request about a portal user)").fill(str(ids["teacher"]))
     page.get_by_role("button", name="Record").click()
-    assert page.get_by_test_id("done").is_visible(), page.locator("main").inner_text()[:500]
+    # expect() waits for the answer page; is_visible() alone read the form page before it arrived
+    expect(page.get_by_test_id("done")).to_be_visible()
 

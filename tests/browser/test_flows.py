@@ -238,6 +238,7 @@ def test_la_officer_sees_only_schools_subscribed_through_the_la(serve, page):
     check_accessibility(page)
     screenshot(page, "home-la")
     listing.get_by_role("link", name=via_la.name).click()
+    page.wait_for_url(f"**/schools/{via_la.id}/connections")  # count() below must read the school's page, not the list
     assert page.get_by_role("link", name="Authorise Fake MIS").count() == 0
     check_accessibility(page)
 
