@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 import pytest
 from sqlalchemy import select
@@ -64,6 +66,15 @@ def set_settings(conn: Connection, **settings: Any) -> None:
     current.update(settings)
     conn.settings_encrypted = json.dumps(current)
     db.session.commit()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Wait until ``condition()`` holds (another thread's commit, say); fail naming ``what`` if it never does."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout} s for {what}"
+        pause.wait(0.01)
 
 
 def snapshot(connection_id: int) -> dict[str, dict[str, dict[str, Any]]]:

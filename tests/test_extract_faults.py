@@ -20,6 +20,7 @@ from tests.extract_helpers import (
     live,
     set_settings,
     snapshot,
+    wait_for,
     xapp,  # noqa: F401 - fixture
 )
 from tests.plugins import fake_mis
@@ -33,6 +34,19 @@ def _school(make, tmp_path, name="world.json", pupils=20, **settings):
     authorise_all_features(school)
     world = World(tmp_path / name).save(generate(pupils=pupils))
     return world, connect(school, world.path, **settings)
+
+
+def _wait_for_pages_1_and_2(other, conn) -> None:
+    """Wait until pages 1-2 (10 pupils, the first commit) are committed, as seen from another connection.
+
+    The writer thread commits them while the engine reads page 3 (where the tests' hooks run): a
+    revocation or cancellation made now lands after that commit, as one a person makes does.
+    """
+    def committed() -> int:
+        with other.connect() as c:
+            return c.execute(text(f"SELECT count(*) FROM mis_pupils WHERE connection_id = {conn.id}")).scalar()
+
+    wait_for(lambda: committed() == 10, "the commit of pages 1-2")
 
 
 def _pupils(conn) -> int:
@@ -99,6 +113,7 @@ def test_a_revocation_between_pages_commits_no_further_page(xapp, make, tmp_path
     seen = {}
 
     def revoke_from_another_process():
+        _wait_for_pages_1_and_2(other, conn)
         with other.begin() as c:
             seen["pupils"] = c.execute(text(f"SELECT count(*) FROM mis_pupils WHERE connection_id = {conn.id}")).scalar()
             c.execute(text(f"UPDATE connections SET state = 'revoked' WHERE id = {conn.id}"))
@@ -149,6 +164,7 @@ def test_a_run_cancelled_by_the_lifecycle_stops_at_the_next_page(xapp, make, tmp
     other = create_engine(db.engine.url.render_as_string(hide_password=False))
 
     def cancel():
+        _wait_for_pages_1_and_2(other, conn)
         with other.begin() as c:
             c.execute(text(f"UPDATE job_runs SET status = 'cancelled', error_message = 'Stopped: paused.' "
                            f"WHERE connection_id = {conn.id}"))
@@ -236,6 +252,14 @@ with app.app_context():
 """
 
 
+def _committed_position(run: JobRun) -> tuple[str, str | None]:
+    """Where a run stopped mid-way resumes: its first category not completed, at the checkpoint it committed."""
+    stats = run.stats
+    category = next(c for c in run.params["categories"] if c not in stats.get("completed", []))
+    checkpoint = stats.get("checkpoint") or {}
+    return category, checkpoint.get("cursor") if checkpoint.get("category") == category else None
+
+
 def _comparable(snap: dict) -> dict:
     """A reconciliation tombstone carries the time the run found the gap; compare only that it has one."""
     return {
@@ -274,15 +298,22 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_store(
         select(JobRun).where(JobRun.connection_id == killed.id).order_by(JobRun.id.desc())
     ).scalars().first()
     assert interrupted.status == RunStatus.running
+    committed = _committed_position(interrupted)  # read now: the resumed attempt updates the same run
     set_settings(killed, faults=[])
     fake_mis.CALLS.clear()
     resumed = run_extract(killed.id, mode="full", run_id=interrupted.id)
     assert resumed.status == RunStatus.succeeded, resumed.error_message
-    # The resumed attempt starts at the killed category (completed ones are not fetched again),
-    # at its last committed checkpoint.
+    # The resumed attempt starts at the killed category (completed ones are not fetched again: a
+    # category's last commit is waited for before the next is read), at its last committed
+    # checkpoint. The writer thread commits while the engine reads on, so the kill may land before
+    # the last checkpoints handed over were committed: then it starts at an earlier one, never later.
     first_category, _, cursor = fake_mis.CALLS[0]
     assert first_category == category
-    assert cursor == resumed_from
+    assert (first_category, cursor) == committed
+    if resumed_from is None:
+        assert cursor is None
+    else:
+        assert cursor is None or int(cursor) <= int(resumed_from)
     uninterrupted = run_extract(straight.id, mode="full")
     assert _comparable(snapshot(killed.id)) == _comparable(snapshot(straight.id))
     assert snapshot(killed.id)["exclusion"]["X4"]["deleted_at"] == at  # the deletions feed's time

@@ -275,14 +275,22 @@ class _Attempt:
         """Write what is buffered, store the checkpoint with it and commit, after the page check.
 
         With a writer thread (PostgreSQL) the pages of the batch were written while the next ones
-        were read; this waits for the commit, so the connector is never asked for a page after a
-        checkpoint before that checkpoint is committed (a resumed run starts exactly there).
+        were read, and the commit is handed over too: the engine reads on while the writer thread
+        makes the locked check (R4) and commits. What a commit holds is decided at the hand-over
+        (the pages before the checkpoint, the stats as they were), so a resumed run starts exactly
+        at the last committed checkpoint, and pages read after it belong to the next commit. A
+        commit refused (a revocation, a takeover) or failed stops the reading at the next page.
+        Waiting here for each commit left the engine idle while PostgreSQL committed, 200 times a
+        large school's full run (issue 19). The commit that ends a category (no ``checkpoint``) is
+        waited for: the next category is asked for only once this one is committed as done, so a
+        refused commit stops the run before it reads another category.
         """
         self.checkpoint = None if checkpoint is None else {"category": checkpoint.category, "cursor": checkpoint.cursor}
         batch = self.writer.take_batch()
         if self.committer is not None:
             self.committer.submit(batch, self.snapshot())
-            self.committer.drain()
+            if checkpoint is None:
+                self.committer.drain()
         else:
             self.write_and_commit(batch, self.snapshot())
         self.pending = 0
@@ -330,12 +338,13 @@ class _Committer:
     The engine hands over every page as it finishes it; the pages are written (one upsert a kind,
     uncommitted) while the engine reads and maps the next ones, so PostgreSQL's time overlaps ours.
     Pages that arrived while a write ran are written together in the next one (one upsert a kind
-    for all of them): a busy database gets fewer, larger statements, an idle one each page at once,
-    so little is left to write when the engine reaches a commit. At a commit point the engine hands
-    over the rest with the stats and waits: the locked revocation check, the checkpoint and the
-    commit happen exactly as on the engine thread, and before the connector is asked for the next
-    page. The first error stops the writing (the open transaction is rolled back); the engine
-    raises it at its next hand-over.
+    for all of them): a busy database gets fewer, larger statements, an idle one each page at once.
+    At a commit point the engine hands over the rest with the stats and reads on: the locked
+    revocation check, the checkpoint and the commit happen here exactly as on the engine thread,
+    in order, so each commit holds the pages before its checkpoint and nothing after it. The
+    database is kept busy while the engine reads (it is the slower of the two on a large run). The
+    first error stops the writing (the open transaction is rolled back); the engine raises it at
+    its next hand-over. The queue's bound keeps the engine at most a few pages ahead.
     """
 
     def __init__(self, app: Any, state: _Attempt) -> None:
@@ -355,8 +364,12 @@ class _Committer:
 
     def drain(self) -> None:
         """Wait until every batch handed over is written (and committed if asked); raise the writer's error."""
-        self.queue.join()
+        self.settle()
         self.raise_error()
+
+    def settle(self) -> None:
+        """Wait until every batch handed over is dealt with (written, committed, or passed over after an error)."""
+        self.queue.join()
 
     def raise_error(self) -> None:
         if self.error is not None:
@@ -553,7 +566,11 @@ def _work(state: _Attempt) -> JobRun:
             _read(state, connection, full, first_import, today, started_asking)
             state.committer.drain()
         except BaseException:
-            # The batch in hand is finished first: a commit never lands after the run is marked ended.
+            # Commits handed over before the error still land, each after its own locked check (R4):
+            # they hold pages read before it, as they would had the engine waited for them. What was
+            # handed over after the last of them is rolled back. All of it is done before the run is
+            # marked ended, so a commit never lands after that.
+            state.committer.settle()
             failed = state.committer.close(abandon=True)
             state.committer = None
             if failed is not None:
