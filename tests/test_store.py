@@ -218,3 +218,18 @@ def test_removals_staged_in_numbers_are_applied_by_key_each_with_its_own_time(ap
     rows = dict(db.session.execute(select(MisPupil.external_id, MisPupil.deleted_at).where(MisPupil.connection_id == conn.id)).all())
     assert rows == {**gone, "P7": None}
     assert store.live_pupil_count(other) == 8
+
+
+def test_a_provider_value_holding_u0000_is_stored_without_it_on_postgresql_and_the_batch_is_kept(app, make):
+    """PostgreSQL's text cannot hold U+0000: the character is dropped, never the batch (which would fail the run)."""
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=True)
+    writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="Ann\x00e"))
+    writer.add(PupilRecord(external_id="P2", updated_at=T, legal_surname="Clean"))
+    writer.finish()
+    db.session.commit()
+    stored = dict(db.session.execute(select(MisPupil.external_id, MisPupil.legal_surname)).all())
+    # SQLite stores the value as sent; PostgreSQL without the character it cannot hold.
+    expected = "Ann\x00e" if db.engine.dialect.name == "sqlite" else "Anne"
+    assert stored == {"P1": expected, "P2": "Clean"}
+    assert writer.counts["student_basic"]["inserted"] == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,7 @@ from portal.store.tables import (
     KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns,
 )
 
+log = logging.getLogger(__name__)
 
 COUNT_KEYS = ("inserted", "updated", "unchanged", "tombstoned")
 
@@ -478,11 +480,19 @@ class Writer:
         two round trips and formatted every value on this thread, where the engine maps the next page).
         """
         convert, upsert = _upsert_plan(kind, self.full)
-        values: Iterable[dict[str, Any]] = rows.values()
+        values = list(rows.values())
         if convert:
             values = [{**row, **{c: f(row[c]) for c, f in convert.items()}} for row in values]
         # Naive times do not reach here (records carry aware ones); were one to, it is read as UTC, the store's zone.
-        document = orjson.dumps(list(values), option=orjson.OPT_NAIVE_UTC).decode()
+        encoded = orjson.dumps(values, option=orjson.OPT_NAIVE_UTC)
+        if b"\\u0000" in encoded:
+            # PostgreSQL's text cannot hold U+0000: one provider value with it would fail the whole batch
+            # (and the run, with no message support could act on). The character is dropped; one scan of
+            # the encoded batch finds it, so batches without it cost nothing more.
+            values, removed = _without_nul(values)
+            log.warning("store: %d value(s) of kind %s held U+0000, which was removed (run %s)", removed, kind, self.run_id)
+            encoded = orjson.dumps(values, option=orjson.OPT_NAIVE_UTC)
+        document = encoded.decode()
         raw = db.session.connection().connection.driver_connection
         with raw.cursor() as cur:
             cur.execute(upsert, {"rows": document, "school_id": self.school_id, "connection_id": self.connection_id,
@@ -505,6 +515,26 @@ class Writer:
             details={"run_id": self.run_id, "counts": {c: dict(v) for c, v in self.counts.items()}},
             actor="system",
         )
+
+
+def _without_nul(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Return the rows with U+0000 taken out of every string (nested JSON values too), and how many values held it."""
+    removed = 0
+
+    def clean(value: Any) -> Any:
+        nonlocal removed
+        if isinstance(value, str):
+            if "\x00" in value:
+                removed += 1
+                return value.replace("\x00", "")
+            return value
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return [clean(row) for row in rows], removed
 
 
 def withhold_objections(school_id: int, *, connection_id: int | None = None, pupil_external_id: str | None = None) -> dict[str, int]:
