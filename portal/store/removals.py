@@ -13,7 +13,7 @@ from portal.extensions import db
 from portal.models import Connection, ExtractRemoval, MisPupil
 from portal.models.base import UTCDateTime, utcnow
 from portal.models.mis import STORE_MODELS
-from portal.store.tables import KIND_CATEGORY, _insert_for, _table
+from portal.store.tables import KIND_CATEGORY, _insert_for, _table, one_of
 from portal.store.walk import DSR_SUBJECT_TABLES, linked_rows
 
 
@@ -164,7 +164,7 @@ def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[in
         # a day's 1,500 membership tombstones of a 250-pupil school; 20 ms of its 120 ms incremental run).
         for start in range(0, len(external_ids), _KEYS_PER_STATEMENT):
             keys = external_ids[start:start + _KEYS_PER_STATEMENT]
-            live = and_(table.c.connection_id == connection.id, table.c.deleted_at.is_(None), table.c.external_id.in_(keys))
+            live = and_(table.c.connection_id == connection.id, table.c.deleted_at.is_(None), one_of(table.c.external_id, keys))
             if kind in DSR_SUBJECT_TABLES:
                 # The pupils and staff this removal takes: everything about them goes with them, below.
                 subjects.setdefault(kind, []).extend(db.session.execute(select(table.c.id).where(live)).scalars())
@@ -202,13 +202,13 @@ def _tombstone_about(subject_kind: str, subject_ids: list[int], now: datetime) -
         if not parent_ids or "deleted_at" not in table.c or not table.name.startswith("mis_"):
             continue
         rows = db.session.execute(
-            select(table.c.category, func.count()).where(fk.parent.in_(parent_ids), table.c.deleted_at.is_(None))
+            select(table.c.category, func.count()).where(one_of(fk.parent, parent_ids), table.c.deleted_at.is_(None))
             .group_by(table.c.category)
         ).all()
         if not rows:
             continue
         db.session.execute(
-            update(table).where(fk.parent.in_(parent_ids), table.c.deleted_at.is_(None)).values(deleted_at=now, extracted_at=now)
+            update(table).where(one_of(fk.parent, parent_ids), table.c.deleted_at.is_(None)).values(deleted_at=now, extracted_at=now)
         )
         for category, n in rows:
             counts[category] += n

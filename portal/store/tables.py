@@ -4,15 +4,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Table
+from sqlalchemy import Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from portal.connectors import RECORD_TYPES
+from portal.extensions import db
 from portal.models.mis import STORE_MODELS, special_category_columns
 
 
@@ -87,6 +89,19 @@ def _keyed_hasher(key: bytes):
 def hash_key() -> bytes:
     """Return the key of content hashes for the current app."""
     return _hash_key(current_app.config["SECRET_KEY"])
+
+
+def one_of(column: ColumnElement, values: Iterable[Any]) -> ColumnElement:
+    """``column IN values``, sent on PostgreSQL as one array parameter (``= ANY``) instead of one per value.
+
+    A day's run looks up thousands of keys at once (removals, pupils): SQLAlchemy rendered and
+    psycopg parsed a placeholder per key for every statement, a sixth of a national worker's CPU
+    (issue 19). SQLite has no arrays: there it stays an IN list.
+    """
+    values = list(values)
+    if db.session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _insert_for(dialect: str):

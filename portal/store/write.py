@@ -25,7 +25,8 @@ from portal.models.base import UTCDateTime, utcnow
 from portal.models.mis import STORE_MODELS, PupilYearGroupFact
 from portal.store.removals import stage_removals
 from portal.store.tables import (
-    KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, special_columns,
+    KIND_CATEGORY, PUPIL_KINDS, _data_columns, _insert_for, _jsonable, _table, content_hash, hash_key, one_of,
+    special_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def _objecting(school_id: int, pupil_external_ids: Iterable[str]) -> set[str]:
         select(SubjectFlag.external_id).where(
             SubjectFlag.school_id == school_id, SubjectFlag.subject_kind == SubjectKind.pupil,
             SubjectFlag.kind == FlagKind.special_category_objection, SubjectFlag.lifted_at.is_(None),
-            SubjectFlag.external_id.in_(wanted),
+            one_of(SubjectFlag.external_id, wanted),
         )
     ).scalars())
 
@@ -347,7 +348,7 @@ class Writer:
             r.external_id: r
             for r in db.session.execute(
                 select(table.c.external_id, *(table.c[c] for c in columns)).where(
-                    table.c.connection_id == self.connection_id, table.c.external_id.in_(list(partial))
+                    table.c.connection_id == self.connection_id, one_of(table.c.external_id, partial)
                 )
             )
         }
@@ -385,7 +386,7 @@ class Writer:
             ids.update(
                 db.session.execute(
                     select(MisPupil.external_id, MisPupil.id).where(
-                        MisPupil.connection_id == self.connection_id, MisPupil.external_id.in_(wanted),
+                        MisPupil.connection_id == self.connection_id, one_of(MisPupil.external_id, wanted),
                         # A pupil the provider deleted takes no new rows (they would be served again).
                         MisPupil.deleted_at.is_(None),
                     )
