@@ -26,6 +26,7 @@ from portal.connectors import (
     RateLimited,
     is_loopback_host,
 )
+from portal.http_session import ProviderSession
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class GroupcallClient:
         self.tokens = tokens
         # Requests sent and retries waited, for the run's statistics.
         self.counters = counters if counters is not None else {"requests": 0, "retries": 0}
-        self.http = session or requests.Session()
+        self.http = session or ProviderSession()
         # Blocks until the portal's shared per-provider rate limit lets one request go (retries too).
         self.before_request = before_request
         self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})

@@ -27,6 +27,7 @@ from portal.connectors import (
     RateLimited,
     is_loopback_host,
 )
+from portal.http_session import ProviderSession
 
 __all__ = ["NotFound", "Page", "RegionRefused", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
 
@@ -189,7 +190,7 @@ class WondeClient:
         self.retry_after_cap = retry_after_cap
         self.sleep = sleep
         self.jitter = jitter or random.uniform
-        self.session = session or requests.Session()
+        self.session = session or ProviderSession()
         self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json",
                                      "User-Agent": USER_AGENT})
         # Counters shared with the connector's ``stats`` (the engine copies them into the run row).
