@@ -18,6 +18,7 @@ from portal.dfe import (
     normalise_year_group,
 )
 from portal.errors import StartupError
+from portal.http_session import ProviderSession
 
 if TYPE_CHECKING:
     from flask import Blueprint
@@ -52,6 +53,7 @@ __all__ = [
     "LessonRecord",
     "MembershipRecord",
     "NotFound",
+    "ProviderSession",
     "ProviderUnavailable",
     "is_loopback_host",
     "PermissionMissing",

@@ -22,11 +22,11 @@ from portal.connectors import (
     ConnectorError,
     InvalidJson,
     NotFound,
+    ProviderSession,
     ProviderUnavailable,
     RateLimited,
     is_loopback_host,
 )
-from portal.http_session import ProviderSession
 
 log = logging.getLogger(__name__)
 

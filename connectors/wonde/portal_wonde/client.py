@@ -23,11 +23,11 @@ from portal.connectors import (
     ConnectorError,
     InvalidJson,
     NotFound,
+    ProviderSession,
     ProviderUnavailable,
     RateLimited,
     is_loopback_host,
 )
-from portal.http_session import ProviderSession
 
 __all__ = ["NotFound", "Page", "RegionRefused", "WondeClient", "parse_wonde_date", "parse_wonde_datetime"]
 
