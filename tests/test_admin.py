@@ -328,3 +328,16 @@ def test_organisation_kinds_are_offered(staff, client):
     page = client.get("/admin/organisations/new/").data.decode()
     for kind in OrgKind:
         assert kind.name in page
+
+
+def test_a_statutory_high_age_out_of_range_or_on_a_trust_is_refused_with_its_reason(staff, client):
+    # The browser refuses an out-of-range age before sending it; the server refuses it too, with the reason.
+    before = count(Organisation)
+    wrong = post_form(client, "/admin/organisations/new/", {"kind": "school", "name": "Aged School", "statutory_high_age": "30"})
+    assert wrong.status_code == 200 and b"between 4 and 19" in wrong.data
+    trust = post_form(client, "/admin/organisations/new/", {"kind": "trust", "name": "Aged Trust", "statutory_high_age": "16"})
+    assert trust.status_code == 200 and b"Only schools have a URN, DfE number or statutory high age." in trust.data
+    assert count(Organisation) == before
+    made = post_form(client, "/admin/organisations/new/", {"kind": "school", "name": "Aged School", "statutory_high_age": "16"})
+    assert made.status_code == 302
+    assert db.session.execute(select(Organisation.statutory_high_age).where(Organisation.name == "Aged School")).scalar_one() == 16

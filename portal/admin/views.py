@@ -19,7 +19,7 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from wtforms.csrf.core import CSRF
-from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, Regexp, ValidationError
 
 from portal import audit
 from portal.auth.views import MFA_KEY, safe_next, send_reset_link
@@ -255,6 +255,7 @@ def core_views() -> list[BaseView]:
     class OrganisationView(SecureModelView):
         column_list = ("name", "kind", "urn", "dfe_number", "la_code", "phase", "local_authority.name", "trust.name")
         column_labels = {"urn": "URN", "dfe_number": "DfE number", "la_code": "LA code",
+                         "statutory_high_age": "Statutory high age (GIAS)",
                          "local_authority.name": "Local authority", "trust.name": "Trust"}
         column_searchable_list = ("name", "urn", "dfe_number")
         # An organisation's data leaves through retention rules, orders and erasure, which prove each deletion
@@ -262,19 +263,24 @@ def core_views() -> list[BaseView]:
         can_delete = False
         column_filters = ("kind", "phase")
         column_default_sort = "name"
-        form_columns = ("kind", "name", "urn", "dfe_number", "la_code", "phase", "local_authority", "trust")
+        # The statutory high age only pre-fills a school's last year group (R30), which the school confirms:
+        # support corrects it here when GIAS or the demo data had it wrong.
+        form_columns = ("kind", "name", "urn", "dfe_number", "la_code", "phase", "statutory_high_age",
+                        "local_authority", "trust")
         form_args = {
             "name": {"validators": [DataRequired("Enter the name."), Length(max=200)]},
             "urn": {"validators": [Optional(), Regexp(r"^\d{6}$", message="A URN is 6 digits.")]},
             "dfe_number": {"validators": [Optional(), Regexp(r"^\d{7}$", message="A DfE number is 7 digits (LA code + 4).")]},
             "la_code": {"validators": [Optional(), Regexp(r"^\d{3}$", message="An LA code is 3 digits.")]},
+            "statutory_high_age": {"validators": [Optional(), NumberRange(
+                4, 19, message="A school's statutory high age is between 4 and 19 (GIAS's StatutoryHighAge).")]},
             "local_authority": {"query_factory": lambda: Organisation.query.filter_by(kind=OrgKind.local_authority)},
             "trust": {"query_factory": lambda: Organisation.query.filter_by(kind=OrgKind.trust)},
         }
 
         def validate_model(self, model, is_created):
-            if model.kind != OrgKind.school and (model.urn or model.dfe_number):
-                raise ValidationError("Only schools have a URN or DfE number.")
+            if model.kind != OrgKind.school and (model.urn or model.dfe_number or model.statutory_high_age is not None):
+                raise ValidationError("Only schools have a URN, DfE number or statutory high age.")
             if model.kind != OrgKind.local_authority and model.la_code:
                 raise ValidationError("Only local authorities have an LA code.")
             if model.kind != OrgKind.school and (model.trust or model.local_authority):

@@ -71,6 +71,19 @@ def test_support_creates_and_edits_a_record_in_every_admin_view_through_the_real
     page.get_by_label("Name").fill("Renamed Browser Trust")
     _submit(page)
     assert _count(app, Organisation, Organisation.name == "Renamed Browser Trust") == 1
+    # A school's GIAS statutory high age (it pre-fills the last year group R30 starts from): out of range is refused.
+    page.goto(f"{base}/admin/organisations/edit/?id={ids['school']}")
+    age = page.get_by_label("Statutory high age (GIAS)")
+    age.fill("30")
+    page.locator("form input[type=submit][value=Save]").first.click()
+    # The browser refuses to send it (the field carries the validator's range) and says why beside the field.
+    assert age.evaluate("e => e.validity.rangeOverflow") and age.evaluate("e => e.validationMessage")
+    with app.app_context():
+        assert db.session.get(Organisation, ids["school"]).statutory_high_age is None
+    age.fill("18")
+    _submit(page)
+    with app.app_context():
+        assert db.session.get(Organisation, ids["school"]).statutory_high_age == 18
 
     # Users
     page.goto(f"{base}/admin/users/new/")
