@@ -174,7 +174,14 @@ class Kit:
     def cli(self, *args: str) -> dict[str, Any]:
         """Run `flask portal extract … --json` for the school in a separate OS process; return its JSON summary."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
-        env[APP_CONFIG_ENV] = json.dumps(self.app_config)
+        config = self.app_config
+        settings = config.get("CONNECTORS", {}).get(self.provider.name, {})
+        if "read_timeout" in settings:
+            # The kit's read timeout is short so that its timeout faults are quick; no CLI run injects one, and
+            # on a loaded machine a fresh process's first answers could miss it four times (a CI run did).
+            connectors = {**config["CONNECTORS"], self.provider.name: {**settings, "read_timeout": 10.0}}
+            config = {**config, "CONNECTORS": connectors}
+        env[APP_CONFIG_ENV] = json.dumps(config)
         done = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "portal.testing.conformance:app_from_env()", "portal", "extract",
              "--connector", self.provider.name, "--school", self.school.urn, "--json", *args],
