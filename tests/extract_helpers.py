@@ -68,6 +68,14 @@ def set_settings(conn: Connection, **settings: Any) -> None:
     db.session.commit()
 
 
+def committed_position(run) -> tuple[str, str | None]:
+    """Where a run stopped mid-way resumes: its first category not completed, at the checkpoint it committed."""
+    stats = run.stats
+    category = next(c for c in run.params["categories"] if c not in stats.get("completed", []))
+    checkpoint = stats.get("checkpoint") or {}
+    return category, checkpoint.get("cursor") if checkpoint.get("category") == category else None
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     """Wait until ``condition()`` holds (another thread's commit, say); fail naming ``what`` if it never does."""
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ from portal.models import Connection, ConnectionState, ErrorKind, JobRun, MisPup
 from portal.models.base import utcnow
 from tests.extract_helpers import (
     authorise_all_features,
+    committed_position,
     connect,
     extract_config,
     live,
@@ -252,14 +253,6 @@ with app.app_context():
 """
 
 
-def _committed_position(run: JobRun) -> tuple[str, str | None]:
-    """Where a run stopped mid-way resumes: its first category not completed, at the checkpoint it committed."""
-    stats = run.stats
-    category = next(c for c in run.params["categories"] if c not in stats.get("completed", []))
-    checkpoint = stats.get("checkpoint") or {}
-    return category, checkpoint.get("cursor") if checkpoint.get("category") == category else None
-
-
 def _comparable(snap: dict) -> dict:
     """A reconciliation tombstone carries the time the run found the gap; compare only that it has one."""
     return {
@@ -298,7 +291,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_store(
         select(JobRun).where(JobRun.connection_id == killed.id).order_by(JobRun.id.desc())
     ).scalars().first()
     assert interrupted.status == RunStatus.running
-    committed = _committed_position(interrupted)  # read now: the resumed attempt updates the same run
+    committed = committed_position(interrupted)  # read now: the resumed attempt updates the same run
     set_settings(killed, faults=[])
     fake_mis.CALLS.clear()
     resumed = run_extract(killed.id, mode="full", run_id=interrupted.id)
