@@ -123,7 +123,8 @@ def live_pupil_count(connection: Connection) -> int:
     ).scalar_one()
 
 
-# Keys per statement when applying removals (each is a bound parameter; SQLite allows 32,766 a statement).
+# Keys per statement when applying removals (on SQLite each is a bound parameter, and it allows 32,766 a
+# statement; PostgreSQL gets them as one array, see one_of).
 _KEYS_PER_STATEMENT = 2000
 
 
