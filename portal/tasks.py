@@ -9,16 +9,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from flask import Flask
 
 from portal import create_app
 from portal.extensions import db
+from portal.gc_settings import tune_for_long_runs
 from portal.jobs.celery import celery_app, run_job
 
 __all__ = ["celery_app", "run_job"]
 
 _worker_flask_app: Flask | None = None
+
+
+@worker_init.connect
+def _tune_collector(**_: Any) -> None:
+    """Sent once the worker has imported its modules, before it takes a task (and before a prefork pool forks)."""
+    tune_for_long_runs()
 
 
 @worker_process_init.connect

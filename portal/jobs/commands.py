@@ -11,6 +11,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from portal.gc_settings import tune_for_long_runs
 from portal.jobs.builtin import extract_specs
 from portal.jobs.runner import fire
 from portal.jobs.scheduler import registry, start_scheduler, stop_scheduler
@@ -37,6 +38,7 @@ def scheduler_command() -> None:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     done = True
+    tune_for_long_runs()
     try:
         scheduler = start_scheduler(app)
         click.echo(f"Scheduler running with {len(scheduler.get_jobs())} jobs; stop with Ctrl-C or SIGTERM.")

@@ -5,6 +5,7 @@ import sys
 
 from portal import create_app
 from portal.errors import StartupError
+from portal.gc_settings import tune_for_long_runs
 from portal.ops.requestlog import configure_logging
 
 try:
@@ -14,6 +15,7 @@ except StartupError as exc:
     sys.exit(2)
 
 configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
+tune_for_long_runs()
 # Off by default: `portal scheduler` runs as its own service (docs/deploy.md says why). A one-process
 # install may set SCHEDULER_ENABLED here instead; each worker then schedules, and claims keep firings single.
 if app.config["SCHEDULER_ENABLED"]:
