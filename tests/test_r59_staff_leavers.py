@@ -96,3 +96,49 @@ def test_r59_unmatched_users_and_current_staff_keep_access(staffed_school):
     assert run_extract(conn.id, mode="full").status == RunStatus.succeeded
     db.session.refresh(matched)
     assert matched.suspended_at is None
+
+
+def _hold_with_pupils_removed(school, conn):
+    """A full run that loses 4 of 30 pupils (over the 10 % mass-removal threshold): held for support's review."""
+    at = datetime.now(timezone.utc) + timedelta(seconds=1)
+    for key in list(school.pupils)[:4]:
+        school.delete_pupil(key, at)
+    run = run_extract(conn.id, mode="full")
+    assert run.status == RunStatus.held, run.error_message
+    return run
+
+
+def test_r59_staff_gone_from_a_held_full_extract_lose_access_when_support_approves_it(staffed_school, make):
+    from portal.extract import approve_held_run
+
+    school, auth, org, conn, key, admin, teacher, elsewhere = staffed_school
+    membership = _confirm_match(auth.client, auth, org, admin, teacher)
+    school.staff.pop(key)  # gone from the MIS without a deletion entry, in the same run as the pupils
+    held = _hold_with_pupils_removed(school, conn)
+    db.session.refresh(membership)
+    # The removal waits with the run: one ambiguous answer (a provider glitch can drop rows) suspends no one.
+    assert membership.suspended_at is None
+    support = make.user(support=True)
+    db.session.commit()
+    assert approve_held_run(held.id, support).status == RunStatus.succeeded
+    db.session.refresh(membership)
+    assert (membership.suspended_at is not None, membership.suspended_reason) == (True, "staff_left")
+    auth.login(teacher)
+    assert auth.client.get(f"/schools/{org.id}/connections").status_code == 404
+    auth.logout()
+    told = [m for m in (p.read_text(errors="replace") for p in outbox_dir().glob("*.eml")) if "lost access" in m]
+    assert len(told) == 1 and admin.email in told[0]
+
+
+def test_r59_a_staff_leaver_loses_access_in_a_run_that_completes_while_another_is_held(staffed_school):
+    school, auth, org, conn, key, admin, teacher, elsewhere = staffed_school
+    membership = _confirm_match(auth.client, auth, org, admin, teacher)
+    _hold_with_pupils_removed(school, conn)
+    # The next night's run finishes under the hold; its staff record saying they left is a fact, not a removal.
+    school.update_staff(key, datetime.now(timezone.utc) + timedelta(seconds=2), currently_employed=False)
+    run = run_extract(conn.id, mode="incremental")
+    assert run.status == RunStatus.succeeded and run.stats["hold_pending"]["run_id"], run.error_message
+    db.session.refresh(membership)
+    assert (membership.suspended_at is not None, membership.suspended_reason) == (True, "staff_left")
+    told = [m for m in (p.read_text(errors="replace") for p in outbox_dir().glob("*.eml")) if "lost access" in m]
+    assert len(told) == 1 and admin.email in told[0]

@@ -681,12 +681,18 @@ def _complete(state: _Attempt) -> JobRun:
     finished = _finish(run, RunStatus.succeeded, None, None, stats=stats, message=message, keep=True)
     if failing:
         lifecycle.mark_healthy(connection)
-    if suspended:
-        try:
-            alerts.staff_access_suspended(connection.school, suspended)
-        except Exception as exc:  # an email failure never undoes the suspension
-            log.error("staff-left alert for school %s failed with %s", connection.school_id, type(exc).__name__)
+    _tell_staff_left(connection, suspended)
     return finished
+
+
+def _tell_staff_left(connection: Connection, suspended: int) -> None:
+    """After the commit that suspended them (R59): tell the school admins how many staff lost access."""
+    if not suspended:
+        return
+    try:
+        alerts.staff_access_suspended(connection.school, suspended)
+    except Exception as exc:  # an email failure never undoes the suspension
+        log.error("staff-left alert for school %s failed with %s", connection.school_id, type(exc).__name__)
 
 
 def _started(run: JobRun) -> datetime:
@@ -705,8 +711,12 @@ def _complete_under_hold(state: _Attempt, hold: JobRun) -> JobRun:
     carried = store.carry_removals(connection, run.id, hold.id)
     stats = state.stats(hold_pending={"run_id": hold.id, "removals_carried": carried})
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=_started(run))
+    # R59 in this run too: a staff record that now says they left is a fact, not a removal waiting
+    # for review (staff gone from a full extract wait with the held run's removals).
+    suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in run.params["categories"] else 0
     finished = _finish(run, RunStatus.succeeded, None, None, stats=stats)
     lifecycle.mark_healthy(connection)
+    _tell_staff_left(connection, suspended)
     return finished
 
 
@@ -824,6 +834,8 @@ def approve_held_run(run_id: int, user: User | None) -> JobRun:
     """Support staff confirm a held run's removals: apply them and finish the run as succeeded."""
     run, connection = _held(run_id, user)
     tombstoned = store.apply_removals(connection, run.id, publish=deletions.publish_provider_deletion, **_actor(user))
+    # R59: staff whose removal waited with the run (gone from its full extract) lose access with it.
+    suspended = staff_access.suspend_leavers(connection.school_id, run.id)
     stats = dict(run.stats or {})
     categories = {c: dict(v) for c, v in stats.get("categories", {}).items()}
     for category, n in tombstoned.items():
@@ -840,6 +852,7 @@ def approve_held_run(run_id: int, user: User | None) -> JobRun:
     run.status = RunStatus.succeeded
     run.stats = stats
     db.session.commit()
+    _tell_staff_left(connection, suspended)
     return run
 
 
