@@ -1,6 +1,7 @@
 """A withdrawn field set (R31-grant, R42): an order clears exactly those columns on its date, rows kept, products told."""
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 from sqlalchemy import select
@@ -138,3 +139,36 @@ def test_r31_a_field_set_withdrawn_before_field_orders_existed_gets_its_order_fr
     assert permissions.withdraw(connection, "student_basic:upn") is None
     db.session.commit()
     assert len(db.session.execute(select(DeletionOrder)).all()) == 1, "no second order"
+
+
+def test_r35_a_restored_backup_gets_its_cleared_fields_cleared_again_before_the_portal_serves(zero_window_app, world):
+    from portal import audit
+    from portal.models import LedgerState
+    from portal.retention import ledger
+    from tests.test_retention_ledger import backup, restore
+
+    conn, pupils = _school(world)
+    [order] = _withdraw(conn, "student_basic:upn")
+    surnames = {p: db.session.get(MisPupil, p).legal_surname for p in pupils}
+    taken_before_the_order_ran = backup()
+    run_sweep(as_of=order.due_on)
+    db.session.expire_all()
+    assert all(db.session.get(MisPupil, p).upn is None for p in pupils)
+    # The ledger lists the clear with its columns, keyed hashes only.
+    path = ledger.ledger_path(db.session.get(LedgerState, 1).database_id)
+    [line] = [json.loads(text) for text in path.read_text().splitlines()]
+    assert (line["table"], line["columns"]) == ("mis_pupils", ["upn"])
+    assert set(line["keys"]) == {ledger.record_key("mis_pupils", p) for p in pupils}
+
+    restore(taken_before_the_order_ran)
+    assert all(db.session.get(MisPupil, p).upn for p in pupils), "the backup brought the UPNs back"
+    assert ledger.status()[0] == "behind"
+    result = zero_window_app.test_cli_runner().invoke(args=["portal", "retention", "replay-ledger"])
+    assert result.exit_code == 0, result.output
+    assert "fields cleared again on 2 records (mis_pupils:upn)" in result.output
+    db.session.expire_all()
+    for p in pupils:
+        row = db.session.get(MisPupil, p)
+        assert row is not None and row.upn is None and row.legal_surname == surnames[p], "the rows stay, the UPNs go again"
+    assert ledger.status()[0] == "ok"
+    assert audit.verify().ok

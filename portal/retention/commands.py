@@ -85,6 +85,10 @@ def replay_ledger_command() -> None:
     if before == "ok":
         click.echo(f"The database is up to date with the deletion ledger (entry {file_seq}); nothing to replay.")
         return
-    total = sum(deleted.values())
-    per_table = ", ".join(f"{t} {n}" for t, n in sorted(deleted.items())) or "none found"
-    click.echo(f"Replayed deletion ledger entries {db_seq + 1} to {file_seq}: {total} records deleted again ({per_table}).")
+    rows = {t: n for t, n in deleted.items() if ":" not in t}
+    fields = {t: n for t, n in deleted.items() if ":" in t}
+    per_table = ", ".join(f"{t} {n}" for t, n in sorted(rows.items())) or "none found"
+    message = f"Replayed deletion ledger entries {db_seq + 1} to {file_seq}: {sum(rows.values())} records deleted again ({per_table})"
+    if fields:
+        message += "; fields cleared again on " + ", ".join(f"{n} records ({t})" for t, n in sorted(fields.items()))
+    click.echo(message + ".")

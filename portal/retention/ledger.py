@@ -2,9 +2,10 @@
 
 Every batch the sweep deletes appends a line to a JSON-lines file (keyed hashes of the deleted
 records' ids, per table and school: no personal data) and, in the batch's transaction, records the
-line's number in the database (``retention_ledger_state.seq``). A restored backup holds an older
-number than the file: until `flask portal retention replay-ledger` has deleted again everything the
-later lines list, the portal answers every request with 503.
+line's number in the database (``retention_ledger_state.seq``). A batch of field clears (a withdrawn
+field set's order: the rows stay, some columns go) is a line that also names the columns. A restored
+backup holds an older number than the file: until `flask portal retention replay-ledger` has deleted
+(or cleared) again everything the later lines list, the portal answers every request with 503.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from flask import current_app, jsonify, render_template_string, request
 from sqlalchemy import select
 
-from portal import audit
+from portal import audit, store
 from portal.extensions import db
 from portal.models import Membership
 from portal.models.base import utcnow
@@ -83,8 +84,12 @@ def _last_seq(path: Path) -> int:
     return last
 
 
-def append(groups: dict[tuple[str, int | None], list[int]], *, run_id: int | None) -> int:
+def append(groups: dict[tuple[str, int | None], list[int]], *, run_id: int | None,
+           columns: Sequence[str] | None = None) -> int:
     """Write one ledger line per (table, school) of deleted record ids, durably, before the batch commits.
+
+    With ``columns``, the records were not deleted but had these columns cleared (a field-set order):
+    a replay clears them again and leaves the rows.
 
     Sets the database's ledger number in the caller's transaction; returns the last line's number.
     Written before the commit, so a crash in between leaves the file ahead: the next check asks for a
@@ -101,8 +106,11 @@ def append(groups: dict[tuple[str, int | None], list[int]], *, run_id: int | Non
     with path.open("a", encoding="utf-8") as fh:
         for (table, school_id), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
             seq += 1
-            fh.write(json.dumps({"seq": seq, "at": now, "run_id": run_id, "table": table, "school_id": school_id,
-                                 "keys": sorted(record_key(table, i, secret) for i in ids)}, separators=(",", ":")) + "\n")
+            line = {"seq": seq, "at": now, "run_id": run_id, "table": table, "school_id": school_id}
+            if columns:
+                line["columns"] = sorted(columns)
+            line["keys"] = sorted(record_key(table, i, secret) for i in ids)
+            fh.write(json.dumps(line, separators=(",", ":")) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     state.seq = seq
@@ -144,6 +152,7 @@ def _candidates(table: str, school_id: int | None) -> Iterable[int]:
 def replay() -> dict[str, int]:
     """Delete again everything the ledger lists after this database's number; return records deleted per table.
 
+    Lines that name columns clear those columns again instead, counted as "table:column,column".
     Run after restoring a backup (R35). Idempotent: records already gone are simply not found.
     """
     state = _state()
@@ -154,20 +163,25 @@ def replay() -> dict[str, int]:
             f"The database has applied ledger entry {state.seq} but the ledger file {path} ends at {file_seq}: "
             "restore the ledger file from its own copy before serving data."
         )
-    wanted: dict[tuple[str, int | None], set[str]] = defaultdict(set)
+    wanted: dict[tuple[str, int | None, tuple[str, ...]], set[str]] = defaultdict(set)
     for entry in _lines(path):
         if int(entry["seq"]) > state.seq:
-            wanted[(entry["table"], entry["school_id"])].update(entry["keys"])
+            wanted[(entry["table"], entry["school_id"], tuple(entry.get("columns") or ()))].update(entry["keys"])
     secret = _secret()
     deleted: dict[str, int] = defaultdict(int)
-    # Pupils first: their rows go with them, so the rows' own lines then find nothing left.
-    for (table, school_id), keys in sorted(wanted.items(), key=lambda kv: (kv[0][0] != "mis_pupils", kv[0][0], kv[0][1] or 0)):
+    # Pupils first: their rows go with them, so the rows' own lines then find nothing left. Clears
+    # after deletions: a row deleted later than its fields were cleared is not cleared for nothing.
+    for (table, school_id, columns), keys in sorted(
+            wanted.items(), key=lambda kv: (bool(kv[0][2]), kv[0][0] != "mis_pupils", kv[0][0], kv[0][1] or 0, kv[0][2])):
         if table not in db.metadata.tables:
             continue
         found = [i for i in _candidates(table, school_id) if record_key(table, i, secret) in keys]
         for start in range(0, len(found), 500):
-            delete_records(table, found[start:start + 500])
-        deleted[table] += len(found)
+            if columns:
+                store.clear_fields(table, found[start:start + 500], list(columns))
+            else:
+                delete_records(table, found[start:start + 500])
+        deleted[f"{table}:{','.join(columns)}" if columns else table] += len(found)
     previous = state.seq
     state.seq = file_seq
     audit.record("retention.ledger_replayed", actor="system",

@@ -238,8 +238,8 @@ def _clear_fields(run: JobRun, as_of: date, batch: int) -> None:
 
     One bounded batch per transaction; the last row cleared per order and table is kept in the run's
     stats, so a resumed run goes on from there. Rows under a legal hold keep their values, and their
-    order stays open until a sweep after the hold clears them (R40). Field clears are not listed in
-    the deletion ledger: a replay deletes rows, and these rows stay.
+    order stays open until a sweep after the hold clears them (R40). Each batch is listed in the
+    deletion ledger with its columns before it commits (R35): a restored backup clears them again.
     """
     due = fields.due_orders(as_of)
     if not due:
@@ -270,6 +270,8 @@ def _clear_fields(run: JobRun, as_of: date, batch: int) -> None:
                 if len(free) < len(ids):
                     held_orders.add(order.id)
                 deletions.publish_fields_cleared(table, free, order.rule_id)
+                if free:
+                    ledger.append({(table, order.school_id): free}, run_id=run.id, columns=columns)
                 cleared = store.clear_fields(table, free, columns, run_id=run.id)
                 if free:
                     category = order.categories[0] if order.categories else ""
