@@ -682,7 +682,30 @@ def _complete(state: _Attempt) -> JobRun:
     if failing:
         lifecycle.mark_healthy(connection)
     _tell_staff_left(connection, suspended)
+    if not full and state.writer.restored_pupils:
+        try:
+            _resync_restored(connection, finished, state.writer.restored_pupils)
+        except Exception as exc:  # the run itself succeeded; the next full reconciliation reads them anyway
+            db.session.rollback()
+            log.error("queueing a full run for restored pupils of connection %s failed with %s", connection.id, type(exc).__name__)
     return finished
+
+
+def _resync_restored(connection: Connection, run: JobRun, restored: int) -> None:
+    """Queue a full run now for pupils the provider restored (Wonde's restored_at) in this incremental run.
+
+    A restored pupil comes back with their older records (registers, results) as they were, stamped
+    before the watermark, so no incremental run asks for them again: their rows stay removed until a
+    full run. The run that saw the pupil come back queues that full run at once (the executor starts
+    it, as it does support's); if one is already claimed, that run reads them.
+    """
+    from portal.jobs import get_executor
+
+    queued = get_executor().queue_extract(connection.id, owner=claims.owner_id(), mode="full", reason="pupils_restored")
+    audit.record("extract.resync_queued", organisation_id=connection.school_id, target=run, actor="system",
+                 details={"connection_id": connection.id, "pupils_restored": restored,
+                          "queued_run_id": queued.id if queued is not None else None})
+    db.session.commit()
 
 
 def _tell_staff_left(connection: Connection, suspended: int) -> None:

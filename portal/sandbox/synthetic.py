@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import NamedTuple
 
@@ -182,6 +182,7 @@ class Pupil:
     updated_at: datetime
     absence_rate: float = 0.05  # drives the synthetic attendance; not MIS data
     slot: int = 0  # position in the attendance ordering
+    restored_at: datetime | None = None  # when a deleted pupil came back with the same MIS id
 
     @property
     def on_roll(self) -> bool:
@@ -289,6 +290,7 @@ class Deletion:
     key: str
     mis_id: str | None
     deleted_at: datetime
+    restored_at: datetime | None = None  # Wonde fills it when the record comes back with the same MIS id
 
 
 # ---------------------------------------------------------------- the school
@@ -423,6 +425,17 @@ class SyntheticSchool:
         self._deleted_pupils[key] = pupil
         self.deletions.append(Deletion("pupil", key, pupil.mis_id, at))
         self._drop_pupil_children(key, at)
+
+    def restore_pupil(self, key: str, at: datetime) -> Pupil:
+        """Bring a deleted pupil back with the same MIS id: their record, stamped ``at``, and their
+        registers as they were (stamped with their own days, not ``at``); their groups, results and
+        exclusions do not come back."""
+        pupil = self._deleted_pupils.pop(key)
+        pupil.updated_at = pupil.restored_at = at
+        self.pupils[key] = pupil
+        self.deletions = [replace(d, restored_at=at) if d.kind == "pupil" and d.key == key and d.restored_at is None else d
+                          for d in self.deletions]
+        return pupil
 
     def make_leaver(self, key: str, at: datetime, leaving_date: date | None = None) -> Pupil:
         """Record that a pupil left: they leave their groups and move to the leavers list."""

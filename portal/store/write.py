@@ -225,6 +225,8 @@ class Writer:
         self._key = hash_key()
         # SQLite: per kind, whether this connection had no stored rows when this writer first wrote it.
         self._first_rows: dict[str, bool] = {}
+        # Incremental runs: pupils the store held as removed that the provider sent again (restored).
+        self.restored_pupils = 0
 
     # -- buffering
 
@@ -328,6 +330,8 @@ class Writer:
             self._keep_absent(kind, rows)
             if special_columns(kind):
                 self._withhold_in_batch(kind, rows)
+            if kind == "pupil" and not self.full:
+                self.restored_pupils += self._count_removed(kind, rows)
             if self.dialect == "postgresql":
                 self._write_json(kind, rows, now)
             else:
@@ -336,6 +340,13 @@ class Writer:
                 record_year_groups(self.connection_id, {ext: (r["year_group"], r["leaving_date"]) for ext, r in rows.items()}, now)
             self.written += len(rows)
         stage_removals(self.run_id, self.connection_id, batch.removals)
+
+    def _count_removed(self, kind: str, rows: dict[str, dict[str, Any]]) -> int:
+        """How many of these rows the store holds as removed (before this write brings them back)."""
+        table = _table(kind)
+        return db.session.execute(select(func.count()).select_from(table).where(
+            table.c.connection_id == self.connection_id, table.c.deleted_at.is_not(None), one_of(table.c.external_id, rows)
+        )).scalar_one()
 
     def _keep_absent(self, kind: str, rows: dict[str, dict[str, Any]]) -> None:
         """Give fields the provider left out the values already stored (a new row gets None): absent is not null."""

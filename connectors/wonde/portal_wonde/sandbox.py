@@ -577,7 +577,7 @@ def _student(sb: WondeSandbox, school: SyntheticSchool, pupil: Pupil, includes: 
         "gender_identity": None,
         "date_of_birth": pupil.date_of_birth.isoformat() if sb.dob_as_string
         else wonde_datetime(pupil.date_of_birth, "Europe/London"),
-        "restored_at": None,
+        "restored_at": wonde_datetime(pupil.restored_at) if pupil.restored_at else None,
         "created_at": wonde_datetime(pupil.created_at),
         "updated_at": wonde_datetime(pupil.updated_at),
     }
@@ -890,12 +890,15 @@ DELETION_TYPES = {"pupil": "student", "staff": "employee", "group": "group", "su
 def _deletions(sb: WondeSandbox, request: Request, school: SyntheticSchool, resource: str) -> Response:
     since = _since(request)
     wanted = request.args.get("type")
-    rows = [d for d in school.deletions if (since is None or d.deleted_at > since)
+    # An entry counts as updated when it was deleted and again when it was restored.
+    rows = [d for d in school.deletions
+            if (since is None or d.deleted_at > since or (d.restored_at is not None and d.restored_at > since))
             and (not wanted or DELETION_TYPES.get(d.kind, d.kind) in wanted.split(","))]
 
     def render(d: Any) -> dict[str, Any]:
         return {"type": DELETION_TYPES.get(d.kind, d.kind), "id": sb.wonde_id(school, d.key), "mis_id": d.mis_id,
-                "deleted_at": wonde_datetime(d.deleted_at), "restored_at": None}
+                "deleted_at": wonde_datetime(d.deleted_at),
+                "restored_at": wonde_datetime(d.restored_at) if d.restored_at else None}
 
     return sb._page(request, resource, rows, render)
 
