@@ -233,3 +233,15 @@ def test_a_provider_value_holding_u0000_is_stored_without_it_on_postgresql_and_t
     expected = "Ann\x00e" if db.engine.dialect.name == "sqlite" else "Anne"
     assert stored == {"P1": expected, "P2": "Clean"}
     assert writer.counts["student_basic"]["inserted"] == 2
+
+
+def test_two_provider_ids_that_differ_only_by_u0000_are_one_pupil_on_postgresql_and_the_batch_is_kept(app, make):
+    conn, run = _connection(make)
+    writer = store.Writer(conn, run.id, full=True)
+    writer.add(PupilRecord(external_id="P\x009", updated_at=T, legal_surname="First"))
+    writer.add(PupilRecord(external_id="P9", updated_at=T, legal_surname="Second"))
+    writer.finish()
+    db.session.commit()
+    stored = dict(db.session.execute(select(MisPupil.external_id, MisPupil.legal_surname)).all())
+    # SQLite keeps both ids as sent; on PostgreSQL they are one key and the later record is kept.
+    assert stored == ({"P\x009": "First", "P9": "Second"} if db.engine.dialect.name == "sqlite" else {"P9": "Second"})

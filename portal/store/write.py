@@ -503,6 +503,9 @@ class Writer:
             # the encoded batch finds it, so batches without it cost nothing more.
             values, removed = _without_nul(values)
             log.warning("store: %d value(s) of kind %s held U+0000, which was removed (run %s)", removed, kind, self.run_id)
+            # Two provider ids that differ only by the character are one key without it: one statement
+            # cannot write a row twice, so the later record wins, as it would in two batches.
+            values = list({row["external_id"]: row for row in values}.values())
             encoded = orjson.dumps(values, option=orjson.OPT_NAIVE_UTC)
         document = encoded.decode()
         raw = db.session.connection().connection.driver_connection
