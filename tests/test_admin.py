@@ -178,6 +178,19 @@ def test_secrets_never_appear_in_any_admin_page(app, staff, client, make):
     assert "token: ••••••••" in details  # masked, but staff can see a setting exists
 
 
+def test_support_sees_a_connections_plain_settings_and_never_its_secrets(app, staff, client, make):
+    school = make.school()
+    conn = Connection(school_id=school.id, connector="fake",
+                      settings_encrypted=json.dumps({"api_key": SECRET_SETTING, "revoked": True, "unknown": "kept-hidden"}))
+    db.session.add(conn)
+    db.session.commit()
+    for path in (f"/admin/connections/details/?id={conn.id}", "/admin/connections/"):
+        body = client.get(path).data.decode()
+        # Declared and not secret: shown. The secret and a setting the connector does not declare: masked.
+        assert "api_key: ••••••••, revoked: True, unknown: ••••••••" in body, path
+        assert SECRET_SETTING not in body and "kept-hidden" not in body
+
+
 # ------------------------------------------------------------------ views and audit
 
 

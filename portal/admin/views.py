@@ -227,14 +227,28 @@ class ReadOnlyModelView(SecureModelView):
 
 
 def _masked_settings(view, context, model, name) -> str:
-    """Show which settings a connection has, never their values."""
+    """Show a connection's settings: the values of those its connector declares as not secret, every other masked.
+
+    Support needs to see which school id or host a connection points at; a secret, a setting the
+    connector does not declare, or any setting of a connector that is not enabled shows only that it is set.
+    """
     import json
 
+    from portal.plugins.manager import get_plugins
+
     try:
-        keys = sorted(json.loads(model.settings_encrypted or "{}"))
+        values = json.loads(model.settings_encrypted or "{}")
     except (ValueError, TypeError):
         return MASK
-    return ", ".join(f"{k}: {MASK}" for k in keys) or "none"
+    if not isinstance(values, dict):
+        return MASK
+    try:
+        connector = get_plugins().connector(model.connector)
+    except KeyError:
+        shown: set[str] = set()
+    else:
+        shown = set(connector.settings_schema) - connector.secret_settings()
+    return ", ".join(f"{k}: {values[k] if k in shown else MASK}" for k in sorted(values)) or "none"
 
 
 def _ids_of(model_cls, ids: list[str]) -> list:
