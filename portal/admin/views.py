@@ -27,6 +27,7 @@ from portal.converters import MAX_ID, parse_id
 from portal.extensions import db
 from portal.members import remove_membership
 from portal.models import AuditEntry, Connection, JobRun, Membership, Organisation, OrgKind, Role, User
+from portal.plugins.manager import get_plugins
 from portal.school.queries import LONDON
 
 log = logging.getLogger(__name__)
@@ -233,8 +234,6 @@ def _masked_settings(view, context, model, name) -> str:
     connector does not declare, or any setting of a connector that is not enabled shows only that it is set.
     """
     import json
-
-    from portal.plugins.manager import get_plugins
 
     try:
         values = json.loads(model.settings_encrypted or "{}")

@@ -18,7 +18,7 @@ from portal import alerts, audit, deletions, lifecycle, permissions, staff_acces
 from portal.connectors import RECORD_TYPES, AuthorisationLost, CategoryOutcome, Checkpoint, ConnectorError, SyncState
 from portal.extensions import db
 from portal.extract import plan
-from portal.jobs import claims
+from portal.jobs import claims, get_executor
 from portal.jobs.limits import request_gate
 from portal.jobs.runner import Heartbeat, beating
 from portal.models import EXTRACTABLE_STATES, Connection, ConnectionState, ErrorKind, JobRun, RunStatus, User
@@ -699,8 +699,6 @@ def _resync_restored(connection: Connection, run: JobRun, restored: int) -> None
     full run. The run that saw the pupil come back queues that full run at once (the executor starts
     it, as it does support's); if one is already claimed, that run reads them.
     """
-    from portal.jobs import get_executor
-
     queued = get_executor().queue_extract(connection.id, owner=claims.owner_id(), mode="full", reason="pupils_restored")
     audit.record("extract.resync_queued", organisation_id=connection.school_id, target=run, actor="system",
                  details={"connection_id": connection.id, "pupils_restored": restored,
