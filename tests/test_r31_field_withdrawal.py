@@ -172,3 +172,23 @@ def test_r35_a_restored_backup_gets_its_cleared_fields_cleared_again_before_the_
         assert row is not None and row.upn is None and row.legal_surname == surnames[p], "the rows stay, the UPNs go again"
     assert ledger.status()[0] == "ok"
     assert audit.verify().ok
+
+
+def test_r35_a_ledger_line_naming_a_column_the_schema_no_longer_has_clears_the_columns_that_remain(zero_window_app, world):
+    from portal.retention import ledger
+    from tests.test_retention_ledger import backup, restore
+
+    conn, pupils = _school(world)
+    surnames = {p: db.session.get(MisPupil, p).legal_surname for p in pupils}
+    taken = backup()
+    # A line written before a migration dropped one of its columns (replay runs after the restore's upgrade).
+    ledger.append({("mis_pupils", conn.school_id): pupils}, run_id=None, columns=["upn", "dropped_since"])
+    db.session.commit()
+    restore(taken)
+    assert ledger.status()[0] == "behind"
+    assert ledger.replay() == {"mis_pupils:upn": 2}
+    db.session.expire_all()
+    for p in pupils:
+        row = db.session.get(MisPupil, p)
+        assert row is not None and row.upn is None and row.legal_surname == surnames[p], "cleared, never deleted"
+    assert ledger.status()[0] == "ok"
