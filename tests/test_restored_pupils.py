@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.extract import run_extract
+from portal.extract import engine, run_extract
 from portal.jobs.claims import REQUESTED
 from portal.jobs.scheduler import fire_job
 from portal.models import AuditEntry, JobRun, RunStatus
@@ -60,3 +60,40 @@ def test_a_restored_pupil_gets_their_registers_back_from_a_full_run_queued_by_th
         # An ordinary night after that queues nothing more.
         assert run_extract(served.connection_id, mode="incremental").status == RunStatus.succeeded
         assert db.session.scalar(select(func.count()).select_from(JobRun).where(JobRun.status == RunStatus.queued)) == 0
+
+
+class _ProcessEnded(BaseException):
+    """The worker's process ending between the run's commit and the queueing of the full run."""
+
+
+def test_a_full_run_is_still_owed_when_the_process_ended_before_queueing_it(make_app, monkeypatch):
+    school = synthetic.generate_school(32, pupils=12, days=4, phase="primary")
+    with conformance.serve_school(installed_providers()["wonde"](), school, make_app) as served:
+        assert run_extract(served.connection_id, mode="full").status == RunStatus.succeeded
+        pupils, marks = _live(MisPupil), _live(MisAttendanceMark)
+        key = next(iter(school.pupils))
+        at = datetime.now(timezone.utc) + timedelta(seconds=1)
+        school.delete_pupil(key, at)
+        assert run_extract(served.connection_id, mode="incremental").status == RunStatus.succeeded
+        school.restore_pupil(key, at + timedelta(seconds=1))
+
+        def ended(*args, **kwargs):
+            raise _ProcessEnded()
+
+        monkeypatch.setattr(engine, "_resync_restored", ended)
+        with pytest.raises(_ProcessEnded):
+            run_extract(served.connection_id, mode="incremental")
+        monkeypatch.undo()
+        back = db.session.execute(select(JobRun).order_by(JobRun.id.desc())).scalars().first()
+        assert back.status == RunStatus.succeeded and back.stats["pupils_restored"] == 1
+        assert db.session.scalar(select(func.count()).select_from(JobRun).where(JobRun.status == RunStatus.queued)) == 0
+        assert _live(MisAttendanceMark) < marks, "the restored pupil's registers are still removed"
+
+        # The next night's run, asked as incremental, is the full run owed.
+        owed = run_extract(served.connection_id, mode="incremental")
+        assert owed.status == RunStatus.succeeded, owed.error_message
+        assert (owed.params["mode"], owed.params["mode_reason"]) == ("full", "pupils_restored")
+        assert (_live(MisPupil), _live(MisAttendanceMark)) == (pupils, marks)
+        # Paid: the night after is incremental again.
+        after = run_extract(served.connection_id, mode="incremental")
+        assert (after.params["mode"], after.params["mode_reason"]) == ("incremental", "asked")

@@ -669,6 +669,9 @@ def _complete(state: _Attempt) -> JobRun:
     # R59: staff the MIS no longer shows as employed (or a full extract no longer returns) lose access in this run.
     suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in categories else 0
     stats = state.stats()
+    if not full and state.writer.restored_pupils:
+        # Committed with the run: the next run is a full one (plan.restore_owed) should the queue below not happen.
+        stats["pupils_restored"] = state.writer.restored_pupils
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
@@ -731,6 +734,10 @@ def _complete_under_hold(state: _Attempt, hold: JobRun) -> JobRun:
     state.check_still_allowed()
     carried = store.carry_removals(connection, run.id, hold.id)
     stats = state.stats(hold_pending={"run_id": hold.id, "removals_carried": carried})
+    if state.writer.restored_pupils and run.params["mode"] != "full":
+        # No full run is queued while a run is held (every run is incremental then): the first run after
+        # the decision is a full one (plan.restore_owed).
+        stats["pupils_restored"] = state.writer.restored_pupils
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=_started(run))
     # R59 in this run too: a staff record that now says they left is a fact, not a removal waiting
     # for review (staff gone from a full extract wait with the held run's removals).

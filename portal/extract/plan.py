@@ -164,6 +164,10 @@ def choose_mode(
     elif requested == "auto" and reconciliation_due(connection, categories, now):
         # A deletions feed or changeset can miss rows (children of a deleted parent): a full pull catches them.
         reason = "reconciliation_due"
+    elif restore_owed(connection, now):
+        # The run that saw pupils come back queues this full run itself; this catches a queue that never
+        # happened (the process ended after that run's commit, the queue failed, or a hold was pending).
+        reason = "pupils_restored"
     elif connection.authorised_at is not None and any(marks[c].updated_at < connection.authorised_at for c in categories):
         # The connection was (re-)authorised after these watermarks were written (not: it recovered from failing).
         reason = "reauthorised"
@@ -201,6 +205,30 @@ def reconciliation_due(connection: Connection, categories: list[str], now: datet
         if (params or {}).get("mode") == "full":
             reconciled.update((params or {}).get("categories") or ())
     return not set(categories) <= reconciled
+
+
+def restore_owed(connection: Connection, now: datetime) -> bool:
+    """Whether an incremental run brought pupils back (Wonde's restored_at) and no full run has started since.
+
+    A restored pupil's older records carry stamps no incremental run asks for again: only a full run
+    reads them. Runs older than the reconciliation period are not looked at: a full run is due by then.
+    """
+    since = now - timedelta(days=reconciliation_days(connection))
+    runs = db.session.execute(
+        # Two values of each run's JSON, not the whole stats (this is asked before every incremental run).
+        select(
+            JobRun.params["mode"].as_string().label("mode"), JobRun.stats["pupils_restored"].as_integer().label("restored"),
+            JobRun.started_at, JobRun.finished_at,
+        ).where(
+            JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded,
+            JobRun.finished_at >= since,
+        )
+    ).all()
+    restored = [r.finished_at for r in runs if r.restored]
+    if not restored:
+        return False
+    fulls = [r.started_at for r in runs if r.mode == "full" and r.started_at is not None]
+    return not fulls or max(fulls) < max(restored)
 
 
 def read_to(asked: datetime, clock_offset: timedelta | None) -> datetime:
