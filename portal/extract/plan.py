@@ -157,14 +157,15 @@ def choose_mode(
     marks = watermarks(connection)
     missing = [c for c in categories if c not in marks]
     success = last_success(connection)
+    recent = recent_runs(connection, now)
     if missing:
         reason = "first_run" if not marks else "no_watermark"
     elif success is None or success.finished_at is None or now - success.finished_at > FULL_AFTER:
         reason = "gap_over_7_days"
-    elif requested == "auto" and reconciliation_due(connection, categories, now):
+    elif requested == "auto" and reconciliation_due(recent, categories):
         # A deletions feed or changeset can miss rows (children of a deleted parent): a full pull catches them.
         reason = "reconciliation_due"
-    elif restore_owed(connection, now):
+    elif restore_owed(recent):
         # The run that saw pupils come back queues this full run itself; this catches a queue that never
         # happened (the process ended after that run's commit, the queue failed, or a hold was pending).
         reason = "pupils_restored"
@@ -191,39 +192,39 @@ def reconciliation_days(connection: Connection) -> float:
     return days if days > 0 else 7.0
 
 
-def reconciliation_due(connection: Connection, categories: list[str], now: datetime) -> bool:
-    """Whether a category's last successful full run is older than the reconciliation period (or there is none)."""
-    since = now - timedelta(days=reconciliation_days(connection))
-    runs = db.session.execute(
-        select(JobRun.params).where(
-            JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded,
-            JobRun.finished_at >= since,
-        )
-    ).scalars()
-    reconciled: set[str] = set()
-    for params in runs:
-        if (params or {}).get("mode") == "full":
-            reconciled.update((params or {}).get("categories") or ())
-    return not set(categories) <= reconciled
+def recent_runs(connection: Connection, now: datetime) -> list:
+    """The connection's successful extract runs within the reconciliation period: what the next two rules read.
 
-
-def restore_owed(connection: Connection, now: datetime) -> bool:
-    """Whether an incremental run brought pupils back (Wonde's restored_at) and no full run has started since.
-
-    A restored pupil's older records carry stamps no incremental run asks for again: only a full run
-    reads them. Runs older than the reconciliation period are not looked at: a full run is due by then.
+    One statement before every run, with only the values they need from the runs' JSON.
     """
     since = now - timedelta(days=reconciliation_days(connection))
-    runs = db.session.execute(
-        # Two values of each run's JSON, not the whole stats (this is asked before every incremental run).
+    return db.session.execute(
         select(
-            JobRun.params["mode"].as_string().label("mode"), JobRun.stats["pupils_restored"].as_integer().label("restored"),
-            JobRun.started_at, JobRun.finished_at,
+            JobRun.params["mode"].as_string().label("mode"), JobRun.params["categories"].label("categories"),
+            JobRun.stats["pupils_restored"].as_integer().label("restored"), JobRun.started_at, JobRun.finished_at,
         ).where(
             JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded,
             JobRun.finished_at >= since,
         )
     ).all()
+
+
+def reconciliation_due(runs: list, categories: list[str]) -> bool:
+    """Whether a category had no successful full run within the reconciliation period (``runs``: recent_runs)."""
+    reconciled: set[str] = set()
+    for run in runs:
+        if run.mode == "full":
+            reconciled.update(run.categories or ())
+    return not set(categories) <= reconciled
+
+
+def restore_owed(runs: list) -> bool:
+    """Whether an incremental run brought pupils back (Wonde's restored_at) and no full run has started since.
+
+    A restored pupil's older records carry stamps no incremental run asks for again: only a full run
+    reads them. Runs older than the reconciliation period (``runs``: recent_runs) are not looked at: a
+    full run is due by then.
+    """
     restored = [r.finished_at for r in runs if r.restored]
     if not restored:
         return False
