@@ -59,6 +59,11 @@ def _instance_secret(app: Flask, filename: str, make: Any) -> str:
     return value
 
 
+# Connections a process may hold on PostgreSQL: kept open, and opened beyond that when needed.
+DATABASE_POOL_SIZE = 10
+DATABASE_POOL_OVERFLOW = 30
+
+
 def _fill_generated_defaults(app: Flask) -> None:
     cfg = app.config
     if not cfg.get("DATABASE_URL"):
@@ -71,7 +76,14 @@ def _fill_generated_defaults(app: Flask) -> None:
             app, "encryption_key", lambda: Fernet.generate_key().decode()
         )
     cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
-    cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    options = cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    if str(cfg["DATABASE_URL"]).startswith("postgresql"):
+        # Room for a threaded Celery worker (docs/scaling.md): each of its runs holds up to three
+        # connections at once (the run's session, a full run's writer thread, the lease heartbeat), and
+        # SQLAlchemy's 5 + 10 made the thirteenth wait, then fail after 30 s, on a night of full runs.
+        # Connections open only when used, so a web process keeps the few it needs.
+        options.setdefault("pool_size", DATABASE_POOL_SIZE)
+        options.setdefault("max_overflow", DATABASE_POOL_OVERFLOW)
 
 
 def _is_positive_int(value: Any) -> bool:

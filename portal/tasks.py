@@ -15,17 +15,23 @@ from flask import Flask
 from portal import create_app
 from portal.extensions import db
 from portal.gc_settings import tune_for_long_runs
-from portal.jobs.celery import celery_app, run_job
+from portal.jobs.celery import celery_app, pool_shortfall, run_job
 
 __all__ = ["celery_app", "run_job"]
+
+log = logging.getLogger(__name__)
 
 _worker_flask_app: Flask | None = None
 
 
 @worker_init.connect
-def _tune_collector(**_: Any) -> None:
+def _tune_collector(sender: Any = None, **_: Any) -> None:
     """Sent once the worker has imported its modules, before it takes a task (and before a prefork pool forks)."""
     tune_for_long_runs()
+    if _worker_flask_app is not None and sender is not None:
+        problem = pool_shortfall(_worker_flask_app, getattr(sender, "pool_cls", None), getattr(sender, "concurrency", None))
+        if problem:
+            log.error("worker start: %s", problem)
 
 
 @worker_process_init.connect

@@ -83,6 +83,31 @@ def _settings(flask_app: Flask) -> dict[str, Any]:
     }
 
 
+# Connections one run may hold at once: its session, a full run's writer thread, its lease heartbeat.
+CONNECTIONS_PER_RUN = 3
+
+
+def pool_shortfall(flask_app: Flask, pool: Any, concurrency: Any) -> str | None:
+    """At a worker's start: why its database pool cannot serve its thread pool's runs at once; None when it can.
+
+    Only a thread pool shares one process's connections between its runs (prefork's processes have a
+    pool each). SQLAlchemy's own defaults (5 + 10) apply where the options leave them out.
+    """
+    if "thread" not in str(pool).lower() or not isinstance(concurrency, int):
+        return None
+    options = flask_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+    if options.get("poolclass") is not None or not str(flask_app.config.get("DATABASE_URL", "")).startswith("postgresql"):
+        return None
+    room = int(options.get("pool_size", 5)) + int(options.get("max_overflow", 10))
+    needed = CONNECTIONS_PER_RUN * concurrency
+    if room >= needed:
+        return None
+    return (f"this worker runs {concurrency} runs at once on threads, which may need {needed} database connections, "
+            f"but its pool allows {room} (pool_size + max_overflow in PORTAL_SQLALCHEMY_ENGINE_OPTIONS): runs would wait "
+            f"for a connection and fail after its timeout. Raise max_overflow to at least {needed - int(options.get('pool_size', 5))} "
+            "or lower --concurrency (docs/scaling.md).")
+
+
 def celery_app(flask_app: Flask) -> Celery:
     """Return (building once) the Celery app of a Flask app, its tasks running in that app's context."""
     existing = flask_app.extensions.get(EXTENSION_KEY)
