@@ -283,15 +283,11 @@ class Writer:
             if absent:
                 row["_absent"] = absent
         row["content_hash"] = content_hash(kind, row, self._key)
-        row.update(
-            school_id=self.school_id,
-            connection_id=self.connection_id,
-            category=record.category,
-            external_id=record.external_id,
-            provider_updated_at=record.updated_at,
-            data_type="customer",  # R16: MIS data is the school's, as controller
-            seen_run_id=self.run_id,
-        )
+        # The columns with one value for the batch (BATCH_CONSTANTS) are added where a write needs them:
+        # PostgreSQL's statement takes them as parameters, so its JSON document does not carry them on
+        # every row (they were a third of its bytes, encoded here and parsed again by the server).
+        row["external_id"] = record.external_id
+        row["provider_updated_at"] = record.updated_at
         return row
 
     # -- writing
@@ -414,10 +410,17 @@ class Writer:
             kept[ext] = row
         return kept
 
+    def _constants(self, kind: str, now: datetime) -> dict[str, Any]:
+        """The values of the BATCH_CONSTANTS columns for a batch of a kind written at ``now``."""
+        return {"school_id": self.school_id, "connection_id": self.connection_id, "category": KIND_CATEGORY[kind],
+                "data_type": "customer",  # R16: MIS data is the school's, as controller
+                "seen_run_id": self.run_id, "extracted_at": now}
+
     def _write_upsert(self, kind: str, rows: dict[str, dict[str, Any]], now: datetime) -> None:
-        # Stamped on each row here only: PostgreSQL's statement takes the time once, as a parameter.
+        # Stamped on each row here only: PostgreSQL's statement takes them once, as parameters.
+        constants = self._constants(kind, now)
         for row in rows.values():
-            row["extracted_at"] = now
+            row.update(constants)
         table = _table(kind)
         category = KIND_CATEGORY[kind]
         raw = db.session.connection().connection.driver_connection
@@ -510,9 +513,7 @@ class Writer:
         document = encoded.decode()
         raw = db.session.connection().connection.driver_connection
         with raw.cursor() as cur:
-            cur.execute(upsert, {"rows": document, "school_id": self.school_id, "connection_id": self.connection_id,
-                                 "category": KIND_CATEGORY[kind], "data_type": "customer", "seen_run_id": self.run_id,
-                                 "extracted_at": now})
+            cur.execute(upsert, {"rows": document, **self._constants(kind, now)})
             inserted, updated = cur.fetchone()
         counted = {"inserted": inserted, "updated": updated, "unchanged": len(rows) - inserted - updated}
         self.counts[KIND_CATEGORY[kind]].update({k: n for k, n in counted.items() if n})
