@@ -1,6 +1,6 @@
 """Benchmark: a day's incremental extracts for a sample of England's schools on 1 and then 2 Celery workers.
 
-Run: .venv/bin/python bench/national.py [--schools 1000] [--latency 0.08] [--threads 8] [--workers 1,2]
+Run: .venv/bin/python bench/national.py [--schools 1000] [--latency 0.08] [--threads 12] [--workers 1,2]
      [--baseline-ref 8aa62df] [--baseline-workers 2] [--profile docs/perf/national-worker.svg]
 
 What it does, in one run of the script (same sample, same machine):
@@ -55,7 +55,9 @@ sys.path.insert(0, str(ROOT))
 ENGLAND_SCHOOLS = 24_453
 # The code before issue 19's work on the national run: its workers are the baseline ("today's engine path").
 BASELINE_REF = "8aa62df"
-DEFAULT_THREADS = 8
+# Runs at once per worker process: 12 kept both cores busier than 8 once a run's CPU had halved (issue 19,
+# fifth round: 2 x 12 finished 1,000 schools in 135-155 s against 157-170 s for 2 x 8, same-run pairs).
+DEFAULT_THREADS = 12
 LAS = ("201", "202", "203", "204", "205", "206", "207", "208", "209", "210", "211", "212", "213", "330", "371", "856", "926")
 
 
@@ -457,7 +459,8 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default=BASELINE_REF,
                         help="git commit whose code is the baseline (today's engine path); '' to skip the baseline")
     parser.add_argument("--baseline-workers", type=int, default=2)
-    parser.add_argument("--baseline-threads", type=int, default=8)
+    parser.add_argument("--baseline-threads", type=int, default=None,
+                        help="runs at once per baseline worker (default: --threads, so the CPU per school compares like with like)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy flame graph (SVG) of the first worker of this tree's last configuration")
     parser.add_argument("--seed", type=int, default=7)
@@ -479,7 +482,7 @@ def main() -> None:
     configs = []
     if args.baseline_ref:
         configs.append((f"baseline {args.baseline_ref}", baseline_tree(args.baseline_ref, logdir), args.baseline_workers,
-                        args.baseline_threads))
+                        args.baseline_threads or args.threads))
     worker_counts = [int(w) for w in args.workers.split(",") if w]
     configs += [("this tree", ROOT, w, args.threads) for w in worker_counts]
     print(f"sample: {args.schools} schools ({primaries} primary, {args.schools - primaries} secondary), "
