@@ -56,7 +56,7 @@ ENGLAND_SCHOOLS = 24_453
 # The code before issue 19's work on the national run: its workers are the baseline ("today's engine path").
 BASELINE_REF = "8aa62df"
 # Runs at once per worker process: 12 kept both cores busier than 8 once a run's CPU had halved (issue 19,
-# fifth round: 2 x 12 finished 1,000 schools in 135-155 s against 157-170 s for 2 x 8, same-run pairs).
+# sixth round: 2 x 12 finished 1,000 schools in 124-155 s against 157-170 s for 2 x 8, same-run pairs).
 DEFAULT_THREADS = 12
 LAS = ("201", "202", "203", "204", "205", "206", "207", "208", "209", "210", "211", "212", "213", "330", "371", "856", "926")
 

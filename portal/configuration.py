@@ -80,7 +80,7 @@ def _fill_generated_defaults(app: Flask) -> None:
     if str(cfg["DATABASE_URL"]).startswith("postgresql"):
         # Room for a threaded Celery worker (docs/scaling.md): each of its runs holds up to three
         # connections at once (the run's session, a full run's writer thread, the lease heartbeat), and
-        # SQLAlchemy's 5 + 10 made the thirteenth wait, then fail after 30 s, on a night of full runs.
+        # SQLAlchemy's 5 + 10 could leave a night of full runs on 8 threads failing after 30 s' wait.
         # Connections open only when used, so a web process keeps the few it needs.
         options.setdefault("pool_size", DATABASE_POOL_SIZE)
         options.setdefault("max_overflow", DATABASE_POOL_OVERFLOW)

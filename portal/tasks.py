@@ -25,7 +25,7 @@ _worker_flask_app: Flask | None = None
 
 
 @worker_init.connect
-def _tune_collector(sender: Any = None, **_: Any) -> None:
+def _at_worker_start(sender: Any = None, **_: Any) -> None:
     """Sent once the worker has imported its modules, before it takes a task (and before a prefork pool forks)."""
     tune_for_long_runs()
     if _worker_flask_app is not None and sender is not None:
