@@ -22,18 +22,24 @@ def _live(model) -> int:
     return db.session.scalar(select(func.count()).select_from(model).where(model.deleted_at.is_(None)))
 
 
+def _a_pupil_deleted_after_a_full_run(served, school) -> tuple[int, int, str, datetime]:
+    """A full run, then the provider deletes a pupil and an incremental run sees it: (pupils, marks) live
+    after the full run, the pupil's key and when they were deleted."""
+    assert run_extract(served.connection_id, mode="full").status == RunStatus.succeeded
+    pupils, marks = _live(MisPupil), _live(MisAttendanceMark)
+    key = next(iter(school.pupils))
+    at = datetime.now(timezone.utc) + timedelta(seconds=1)
+    school.delete_pupil(key, at)
+    assert run_extract(served.connection_id, mode="incremental").status == RunStatus.succeeded
+    return pupils, marks, key, at
+
+
 # The two real providers' sandboxes (the example connector's models no restore).
 @pytest.mark.parametrize("provider", [p for p in sorted(installed_providers()) if p in ("groupcall", "wonde")])
 def test_a_restored_pupil_gets_their_registers_back_from_a_full_run_queued_by_the_run_that_saw_them_return(provider, make_app):
     school = synthetic.generate_school(31, pupils=12, days=5, phase="primary")
     with conformance.serve_school(installed_providers()[provider](), school, make_app) as served:
-        assert run_extract(served.connection_id, mode="full").status == RunStatus.succeeded
-        pupils, marks = _live(MisPupil), _live(MisAttendanceMark)
-        key = next(iter(school.pupils))
-        at = datetime.now(timezone.utc) + timedelta(seconds=1)
-
-        school.delete_pupil(key, at)
-        assert run_extract(served.connection_id, mode="incremental").status == RunStatus.succeeded
+        pupils, marks, key, at = _a_pupil_deleted_after_a_full_run(served, school)
         assert _live(MisPupil) == pupils - 1
         removed_marks = marks - _live(MisAttendanceMark)
         assert removed_marks > 0, "the pupil's registers went with them"
@@ -69,12 +75,7 @@ class _ProcessEnded(BaseException):
 def test_a_full_run_is_still_owed_when_the_process_ended_before_queueing_it(make_app, monkeypatch):
     school = synthetic.generate_school(32, pupils=12, days=4, phase="primary")
     with conformance.serve_school(installed_providers()["wonde"](), school, make_app) as served:
-        assert run_extract(served.connection_id, mode="full").status == RunStatus.succeeded
-        pupils, marks = _live(MisPupil), _live(MisAttendanceMark)
-        key = next(iter(school.pupils))
-        at = datetime.now(timezone.utc) + timedelta(seconds=1)
-        school.delete_pupil(key, at)
-        assert run_extract(served.connection_id, mode="incremental").status == RunStatus.succeeded
+        pupils, marks, key, at = _a_pupil_deleted_after_a_full_run(served, school)
         school.restore_pupil(key, at + timedelta(seconds=1))
 
         def ended(*args, **kwargs):

@@ -669,9 +669,9 @@ def _complete(state: _Attempt) -> JobRun:
     # R59: staff the MIS no longer shows as employed (or a full extract no longer returns) lose access in this run.
     suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in categories else 0
     stats = state.stats()
-    if not full and state.writer.restored_pupils:
+    if not full:
         # Committed with the run: the next run is a full one (plan.restore_owed) should the queue below not happen.
-        stats["pupils_restored"] = state.writer.restored_pupils
+        stats.update(state.writer.restored)
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
@@ -685,26 +685,28 @@ def _complete(state: _Attempt) -> JobRun:
     if failing:
         lifecycle.mark_healthy(connection)
     _tell_staff_left(connection, suspended)
-    if not full and state.writer.restored_pupils:
+    if not full and state.writer.restored:
         try:
-            _resync_restored(connection, finished, state.writer.restored_pupils)
+            _resync_restored(connection, finished, state.writer.restored)
         except Exception as exc:  # the run itself succeeded; the next full reconciliation reads them anyway
             db.session.rollback()
-            log.error("queueing a full run for restored pupils of connection %s failed with %s", connection.id, type(exc).__name__)
+            log.error("queueing a full run for restored pupils or classes of connection %s failed with %s", connection.id, type(exc).__name__)
     return finished
 
 
-def _resync_restored(connection: Connection, run: JobRun, restored: int) -> None:
-    """Queue a full run now for pupils the provider restored (Wonde's restored_at) in this incremental run.
+def _resync_restored(connection: Connection, run: JobRun, restored: dict[str, int]) -> None:
+    """Queue a full run now for pupils or classes the provider restored (Wonde's restored_at) in this incremental run.
 
-    A restored pupil comes back with their older records (registers, results) as they were, stamped
-    before the watermark, so no incremental run asks for them again: their rows stay removed until a
-    full run. The run that saw the pupil come back queues that full run at once (the executor starts
-    it, as it does support's); if one is already claimed, that run reads them.
+    A restored pupil comes back with their older records (registers, results) as they were, and a
+    restored class with its lessons, stamped before the watermark, so no incremental run asks for them
+    again: their rows stay removed until a full run. The run that saw them come back queues that full
+    run at once (the executor starts it, as it does support's); if one is already claimed, that run
+    reads them. ``restored``: counts by stats key (pupils_restored, groups_restored).
     """
-    queued = get_executor().queue_extract(connection.id, owner=claims.owner_id(), mode="full", reason="pupils_restored")
+    reason = plan.restored_reason(restored)
+    queued = get_executor().queue_extract(connection.id, owner=claims.owner_id(), mode="full", reason=reason)
     audit.record("extract.resync_queued", organisation_id=connection.school_id, target=run, actor="system",
-                 details={"connection_id": connection.id, "pupils_restored": restored,
+                 details={"connection_id": connection.id, **restored,
                           "queued_run_id": queued.id if queued is not None else None})
     db.session.commit()
 
@@ -734,10 +736,10 @@ def _complete_under_hold(state: _Attempt, hold: JobRun) -> JobRun:
     state.check_still_allowed()
     carried = store.carry_removals(connection, run.id, hold.id)
     stats = state.stats(hold_pending={"run_id": hold.id, "removals_carried": carried})
-    if state.writer.restored_pupils and run.params["mode"] != "full":
+    if run.params["mode"] != "full":
         # No full run is queued while a run is held (every run is incremental then): the first run after
         # the decision is a full one (plan.restore_owed).
-        stats["pupils_restored"] = state.writer.restored_pupils
+        stats.update(state.writer.restored)
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=_started(run))
     # R59 in this run too: a staff record that now says they left is a fact, not a removal waiting
     # for review (staff gone from a full extract wait with the held run's removals).

@@ -165,10 +165,10 @@ def choose_mode(
     elif requested == "auto" and reconciliation_due(recent, categories):
         # A deletions feed or changeset can miss rows (children of a deleted parent): a full pull catches them.
         reason = "reconciliation_due"
-    elif restore_owed(recent):
-        # The run that saw pupils come back queues this full run itself; this catches a queue that never
-        # happened (the process ended after that run's commit, the queue failed, or a hold was pending).
-        reason = "pupils_restored"
+    elif owed := restore_owed(recent):
+        # The run that saw pupils or classes come back queues this full run itself; this catches a queue that
+        # never happened (the process ended after that run's commit, the queue failed, or a hold was pending).
+        reason = owed
     elif connection.authorised_at is not None and any(marks[c].updated_at < connection.authorised_at for c in categories):
         # The connection was (re-)authorised after these watermarks were written (not: it recovered from failing).
         reason = "reauthorised"
@@ -201,7 +201,8 @@ def recent_runs(connection: Connection, now: datetime) -> list:
     return db.session.execute(
         select(
             JobRun.params["mode"].as_string().label("mode"), JobRun.params["categories"].label("categories"),
-            JobRun.stats["pupils_restored"].as_integer().label("restored"), JobRun.started_at, JobRun.finished_at,
+            JobRun.stats["pupils_restored"].as_integer().label("pupils_restored"),
+            JobRun.stats["groups_restored"].as_integer().label("groups_restored"), JobRun.started_at, JobRun.finished_at,
         ).where(
             JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded,
             JobRun.finished_at >= since,
@@ -218,18 +219,24 @@ def reconciliation_due(runs: list, categories: list[str]) -> bool:
     return not set(categories) <= reconciled
 
 
-def restore_owed(runs: list) -> bool:
-    """Whether an incremental run brought pupils back (Wonde's restored_at) and no full run has started since.
+def restore_owed(runs: list) -> str | None:
+    """The reason a full run is owed when an incremental run brought pupils or classes back (Wonde's
+    restored_at) and no full run has started since; None when none is.
 
-    A restored pupil's older records carry stamps no incremental run asks for again: only a full run
-    reads them. Runs older than the reconciliation period (``runs``: recent_runs) are not looked at: a
-    full run is due by then.
+    A restored pupil's older records, and a restored class's lessons, carry stamps no incremental run
+    asks for again: only a full run reads them. Runs older than the reconciliation period (``runs``:
+    recent_runs) are not looked at: a full run is due by then.
     """
-    restored = [r.finished_at for r in runs if r.restored]
-    if not restored:
-        return False
     fulls = [r.started_at for r in runs if r.mode == "full" and r.started_at is not None]
-    return not fulls or max(fulls) < max(restored)
+    since = max(fulls) if fulls else None
+    owed = {key: n for r in runs if since is None or r.finished_at > since
+            for key, n in (("pupils_restored", r.pupils_restored), ("groups_restored", r.groups_restored)) if n}
+    return restored_reason(owed) if owed else None
+
+
+def restored_reason(restored: dict[str, int]) -> str:
+    """The reason a full run is made for records restored (counts by stats key): pupils first, then classes."""
+    return "pupils_restored" if restored.get("pupils_restored") else "groups_restored"
 
 
 def read_to(asked: datetime, clock_offset: timedelta | None) -> datetime:

@@ -230,6 +230,7 @@ class Group:
     members: list[str]  # pupil keys
     created_at: datetime
     updated_at: datetime
+    restored_at: datetime | None = None  # Wonde fills it when the group comes back with the same MIS id
 
 
 @dataclass(slots=True)
@@ -291,6 +292,7 @@ class Deletion:
     mis_id: str | None
     deleted_at: datetime
     restored_at: datetime | None = None  # Wonde fills it when the record comes back with the same MIS id
+    group_type: str | None = None  # a group's: "class" is its own deletion type at Wonde
 
 
 # ---------------------------------------------------------------- the school
@@ -321,6 +323,7 @@ class SyntheticSchool:
     _codes: dict[str, str] = field(default_factory=dict, repr=False)
     _mark_changes: dict[tuple[int, int, int], tuple[str, datetime]] = field(default_factory=dict, repr=False)
     _deleted_pupils: dict[str, Pupil] = field(default_factory=dict, repr=False)
+    _deleted_groups: dict[str, tuple[Group, dict[str, Lesson]]] = field(default_factory=dict, repr=False)
     _stamps: list[datetime] = field(default_factory=list, repr=False)
     _counter: int = 0
 
@@ -436,6 +439,26 @@ class SyntheticSchool:
         self.deletions = [replace(d, restored_at=at) if d.kind == "pupil" and d.key == key and d.restored_at is None else d
                           for d in self.deletions]
         return pupil
+
+    def delete_group(self, key: str, at: datetime) -> None:
+        """Remove a group (a class) from the MIS: its lessons and memberships go with it, without deletion rows."""
+        group = self.groups.pop(key)
+        lessons = {k: lesson for k, lesson in self.lessons.items() if lesson.group_key == key}
+        for k in lessons:
+            del self.lessons[k]
+        self._deleted_groups[key] = (group, lessons)
+        self.deletions.append(Deletion("group", key, group.key, at, group_type=group.group_type))
+
+    def restore_group(self, key: str, at: datetime) -> Group:
+        """Bring a deleted group back with the same MIS id: the group and its members, stamped ``at``,
+        and its lessons as they were (stamped with their own times, not ``at``)."""
+        group, lessons = self._deleted_groups.pop(key)
+        group.updated_at = group.restored_at = at
+        self.groups[key] = group
+        self.lessons.update(lessons)
+        self.deletions = [replace(d, restored_at=at) if d.kind == "group" and d.key == key and d.restored_at is None else d
+                          for d in self.deletions]
+        return group
 
     def make_leaver(self, key: str, at: datetime, leaving_date: date | None = None) -> Pupil:
         """Record that a pupil left: they leave their groups and move to the leavers list."""

@@ -146,6 +146,7 @@ def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[in
         return {}
     now = utcnow()
     subjects: dict[str, list[int]] = {}
+    groups: list[str] = []
     for kind, external_ids in staged_ids.items():
         if kind not in STORE_MODELS:
             continue
@@ -169,6 +170,9 @@ def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[in
             if kind in DSR_SUBJECT_TABLES:
                 # The pupils and staff this removal takes: everything about them goes with them, below.
                 subjects.setdefault(kind, []).extend(db.session.execute(select(table.c.id).where(live)).scalars())
+            elif kind == "group":
+                # The groups this removal takes: their memberships and lessons go with them, below.
+                groups.extend(db.session.execute(select(table.c.external_id).where(live)).scalars())
             result = db.session.execute(
                 # extracted_at moves too: the product feed pages by it, so consumers see the tombstone and delete.
                 update(table).where(live).values(deleted_at=when, extracted_at=now)
@@ -176,6 +180,7 @@ def apply_removals(connection: Connection, run_id: int, *, publish: Callable[[in
             counts[KIND_CATEGORY[kind]] += result.rowcount or 0
     for kind, ids in subjects.items():
         counts.update(_tombstone_about(kind, ids, now))
+    counts.update(_tombstone_group_children(connection.id, groups, now))
     db.session.execute(delete(ExtractRemoval).where(ExtractRemoval.run_id == run_id))
     # R42: products that received a removed pupil or staff member are told now, in the same transaction.
     notices = publish(connection.school_id, subjects.get("pupil", []), subjects.get("staff", []))
@@ -214,6 +219,28 @@ def _tombstone_about(subject_kind: str, subject_ids: list[int], now: datetime) -
         for category, n in rows:
             counts[category] += n
     return counts
+
+
+def _tombstone_group_children(connection_id: int, group_external_ids: list[str], now: datetime) -> Counter:
+    """Tombstone the live memberships and lessons of these removed groups; return counts per category.
+
+    A provider deletes a class's lessons (and its pupils' memberships) with the class, without deletion
+    entries of their own (Wonde: "when a class is removed its lessons vanish"): they must stop flowing
+    with it, not at the next full reconciliation. A class the provider restores gets them back from
+    the full run it makes owed (the engine's ``groups_restored``).
+    """
+    counts: Counter = Counter()
+    if not group_external_ids:
+        return counts
+    for kind in ("membership", "lesson"):
+        table = _table(kind)
+        for start in range(0, len(group_external_ids), _KEYS_PER_STATEMENT):
+            live = and_(table.c.connection_id == connection_id, table.c.deleted_at.is_(None),
+                        one_of(table.c.group_external_id, group_external_ids[start:start + _KEYS_PER_STATEMENT]))
+            counts[KIND_CATEGORY[kind]] += db.session.execute(
+                update(table).where(live).values(deleted_at=now, extracted_at=now)
+            ).rowcount or 0
+    return +counts
 
 
 def carry_removals(connection: Connection, from_run_id: int, to_run_id: int) -> int:

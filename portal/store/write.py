@@ -181,6 +181,10 @@ class Batch:
         return cls(dict(rows), removals)
 
 
+# Kinds whose return after a removal makes a full run owed (their older children keep older stamps), and
+# the run's stats key that counts them (portal.extract.plan.restore_owed).
+RESTORED_KEYS = {"pupil": "pupils_restored", "group": "groups_restored"}
+
 # Store columns whose value is the same for every row of a batch (see Writer._row and write_batch).
 BATCH_CONSTANTS = ("school_id", "connection_id", "category", "data_type", "seen_run_id", "extracted_at")
 
@@ -225,8 +229,9 @@ class Writer:
         self._key = hash_key()
         # SQLite: per kind, whether this connection had no stored rows when this writer first wrote it.
         self._first_rows: dict[str, bool] = {}
-        # Incremental runs: pupils the store held as removed that the provider sent again (restored).
-        self.restored_pupils = 0
+        # Incremental runs: pupils and groups the store held as removed that the provider sent again
+        # (restored), by the run's stats key; only counts above 0.
+        self.restored: dict[str, int] = {}
 
     # -- buffering
 
@@ -326,8 +331,11 @@ class Writer:
             self._keep_absent(kind, rows)
             if special_columns(kind):
                 self._withhold_in_batch(kind, rows)
-            if kind == "pupil" and not self.full:
-                self.restored_pupils += self._count_removed(kind, rows)
+            if kind in RESTORED_KEYS and not self.full:
+                restored = self._count_removed(kind, rows)
+                if restored:
+                    key = RESTORED_KEYS[kind]
+                    self.restored[key] = self.restored.get(key, 0) + restored
             if self.dialect == "postgresql":
                 self._write_json(kind, rows, now)
             else:

@@ -695,7 +695,7 @@ def _group(sb: WondeSandbox, school: SyntheticSchool, group: Group, includes: se
         "description": group.name,
         "created_at": wonde_datetime(group.created_at),
         "updated_at": wonde_datetime(group.updated_at),
-        "restored_at": None,
+        "restored_at": wonde_datetime(group.restored_at) if group.restored_at else None,
     }
     if group.group_type == "class":
         subject = school.subjects.get(group.subject_key)
@@ -887,16 +887,23 @@ def _results(sb: WondeSandbox, request: Request, school: SyntheticSchool, resour
 DELETION_TYPES = {"pupil": "student", "staff": "employee", "group": "group", "subject": "subject"}
 
 
+def _deletion_type(d: Any) -> str:
+    """The Wonde deletion type of a synthetic deletion: a class has its own ("class"), other groups are "group"."""
+    if d.kind == "group" and d.group_type == "class":
+        return "class"
+    return DELETION_TYPES.get(d.kind, d.kind)
+
+
 def _deletions(sb: WondeSandbox, request: Request, school: SyntheticSchool, resource: str) -> Response:
     since = _since(request)
     wanted = request.args.get("type")
     # An entry counts as updated when it was deleted and again when it was restored.
     rows = [d for d in school.deletions
             if (since is None or d.deleted_at > since or (d.restored_at is not None and d.restored_at > since))
-            and (not wanted or DELETION_TYPES.get(d.kind, d.kind) in wanted.split(","))]
+            and (not wanted or _deletion_type(d) in wanted.split(","))]
 
     def render(d: Any) -> dict[str, Any]:
-        return {"type": DELETION_TYPES.get(d.kind, d.kind), "id": sb.wonde_id(school, d.key), "mis_id": d.mis_id,
+        return {"type": _deletion_type(d), "id": sb.wonde_id(school, d.key), "mis_id": d.mis_id,
                 "deleted_at": wonde_datetime(d.deleted_at),
                 "restored_at": wonde_datetime(d.restored_at) if d.restored_at else None}
 
