@@ -220,15 +220,20 @@ def test_removals_staged_in_numbers_are_applied_by_key_each_with_its_own_time(ap
     assert store.live_pupil_count(other) == 8
 
 
-def test_a_provider_value_holding_u0000_is_stored_without_it_on_postgresql_and_the_batch_is_kept(app, make):
-    """PostgreSQL's text cannot hold U+0000: the character is dropped, never the batch (which would fail the run)."""
+def _surnames_stored(make, pupils: list[tuple[str, str]]) -> tuple[dict[str, str], store.Writer]:
+    """Write these (external id, surname) pupils in one full-run batch and return the surnames stored, by id."""
     conn, run = _connection(make)
     writer = store.Writer(conn, run.id, full=True)
-    writer.add(PupilRecord(external_id="P1", updated_at=T, legal_surname="Ann\x00e"))
-    writer.add(PupilRecord(external_id="P2", updated_at=T, legal_surname="Clean"))
+    for external_id, surname in pupils:
+        writer.add(PupilRecord(external_id=external_id, updated_at=T, legal_surname=surname))
     writer.finish()
     db.session.commit()
-    stored = dict(db.session.execute(select(MisPupil.external_id, MisPupil.legal_surname)).all())
+    return dict(db.session.execute(select(MisPupil.external_id, MisPupil.legal_surname)).all()), writer
+
+
+def test_a_provider_value_holding_u0000_is_stored_without_it_on_postgresql_and_the_batch_is_kept(app, make):
+    """PostgreSQL's text cannot hold U+0000: the character is dropped, never the batch (which would fail the run)."""
+    stored, writer = _surnames_stored(make, [("P1", "Ann\x00e"), ("P2", "Clean")])
     # SQLite stores the value as sent; PostgreSQL without the character it cannot hold.
     expected = "Ann\x00e" if db.engine.dialect.name == "sqlite" else "Anne"
     assert stored == {"P1": expected, "P2": "Clean"}
@@ -236,12 +241,6 @@ def test_a_provider_value_holding_u0000_is_stored_without_it_on_postgresql_and_t
 
 
 def test_two_provider_ids_that_differ_only_by_u0000_are_one_pupil_on_postgresql_and_the_batch_is_kept(app, make):
-    conn, run = _connection(make)
-    writer = store.Writer(conn, run.id, full=True)
-    writer.add(PupilRecord(external_id="P\x009", updated_at=T, legal_surname="First"))
-    writer.add(PupilRecord(external_id="P9", updated_at=T, legal_surname="Second"))
-    writer.finish()
-    db.session.commit()
-    stored = dict(db.session.execute(select(MisPupil.external_id, MisPupil.legal_surname)).all())
+    stored, _ = _surnames_stored(make, [("P\x009", "First"), ("P9", "Second")])
     # SQLite keeps both ids as sent; on PostgreSQL they are one key and the later record is kept.
     assert stored == ({"P\x009": "First", "P9": "Second"} if db.engine.dialect.name == "sqlite" else {"P9": "Second"})
