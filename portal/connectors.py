@@ -529,9 +529,9 @@ def check_deployment_settings(name: str, schema: Mapping[str, Setting], values: 
     return out
 
 
-def masked_settings(schema: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the values with every secret (and every key the schema does not know) replaced by a mask."""
-    return {key: value if key in schema and not schema[key].secret else "••••••" for key, value in values.items()}
+def masked_settings(schema: Mapping[str, Setting], values: Mapping[str, Any], mask: str = "••••••") -> dict[str, Any]:
+    """Return the values with every secret (and every key the schema does not know) replaced by ``mask``."""
+    return {key: value if key in schema and not schema[key].secret else mask for key, value in values.items()}
 
 
 # ---------------------------------------------------------------- demo and sandbox
@@ -644,9 +644,9 @@ class Connector(abc.ABC):
         return frozenset(key for key, setting in cls.settings_schema.items() if setting.secret)
 
     @classmethod
-    def masked(cls, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Return settings safe to show: secrets (and keys the schema does not know) masked."""
-        return masked_settings(cls.settings_schema, values)
+    def masked(cls, values: Mapping[str, Any], mask: str = "••••••") -> dict[str, Any]:
+        """Return settings safe to show: secrets (and keys the schema does not know) replaced by ``mask``."""
+        return masked_settings(cls.settings_schema, values, mask)
 
     @staticmethod
     def demo_connections(schools: list[Any]) -> list[Any]:

@@ -242,12 +242,10 @@ def _masked_settings(view, context, model, name) -> str:
     if not isinstance(values, dict):
         return MASK
     try:
-        connector = get_plugins().connector(model.connector)
+        safe = get_plugins().connector(model.connector).masked(values, MASK)
     except KeyError:
-        shown: set[str] = set()
-    else:
-        shown = set(connector.settings_schema) - connector.secret_settings()
-    return ", ".join(f"{k}: {values[k] if k in shown else MASK}" for k in sorted(values)) or "none"
+        safe = dict.fromkeys(values, MASK)
+    return ", ".join(f"{k}: {safe[k]}" for k in sorted(safe)) or "none"
 
 
 def _ids_of(model_cls, ids: list[str]) -> list:

@@ -669,9 +669,9 @@ def _complete(state: _Attempt) -> JobRun:
     # R59: staff the MIS no longer shows as employed (or a full extract no longer returns) lose access in this run.
     suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in categories else 0
     stats = state.stats()
-    if not full:
-        # Committed with the run: the next run is a full one (plan.restore_owed) should the queue below not happen.
-        stats.update(state.writer.restored)
+    # Pupils and classes an incremental run brought back (the writer counts none on a full run), committed with
+    # the run: the next run is a full one (plan.restore_owed) should the queue below not happen.
+    stats.update(state.writer.restored)
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
@@ -685,7 +685,7 @@ def _complete(state: _Attempt) -> JobRun:
     if failing:
         lifecycle.mark_healthy(connection)
     _tell_staff_left(connection, suspended)
-    if not full and state.writer.restored:
+    if state.writer.restored:
         try:
             _resync_restored(connection, finished, state.writer.restored)
         except Exception as exc:  # the run itself succeeded; the next full reconciliation reads them anyway
@@ -736,10 +736,9 @@ def _complete_under_hold(state: _Attempt, hold: JobRun) -> JobRun:
     state.check_still_allowed()
     carried = store.carry_removals(connection, run.id, hold.id)
     stats = state.stats(hold_pending={"run_id": hold.id, "removals_carried": carried})
-    if run.params["mode"] != "full":
-        # No full run is queued while a run is held (every run is incremental then): the first run after
-        # the decision is a full one (plan.restore_owed).
-        stats.update(state.writer.restored)
+    # No full run is queued while a run is held (every run is incremental then): the first run after the
+    # decision is a full one (plan.restore_owed) if this one brought pupils or classes back.
+    stats.update(state.writer.restored)
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=_started(run))
     # R59 in this run too: a staff record that now says they left is a fact, not a removal waiting
     # for review (staff gone from a full extract wait with the held run's removals).

@@ -24,6 +24,7 @@ from portal.models import (
 from portal.models.base import utcnow
 from portal.privacy.suppression import is_suppressed as suppressed
 from portal.retention.calendar import add_months, london_date
+from portal.store.write import RESTORED_KEYS
 
 # R21: more than this long without a successful run means the next run is a full one.
 FULL_AFTER = timedelta(days=7)
@@ -201,8 +202,8 @@ def recent_runs(connection: Connection, now: datetime) -> list:
     return db.session.execute(
         select(
             JobRun.params["mode"].as_string().label("mode"), JobRun.params["categories"].label("categories"),
-            JobRun.stats["pupils_restored"].as_integer().label("pupils_restored"),
-            JobRun.stats["groups_restored"].as_integer().label("groups_restored"), JobRun.started_at, JobRun.finished_at,
+            *(JobRun.stats[key].as_integer().label(key) for key in RESTORED_KEYS.values()),
+            JobRun.started_at, JobRun.finished_at,
         ).where(
             JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded,
             JobRun.finished_at >= since,
@@ -230,13 +231,13 @@ def restore_owed(runs: list) -> str | None:
     fulls = [r.started_at for r in runs if r.mode == "full" and r.started_at is not None]
     since = max(fulls) if fulls else None
     owed = {key: n for r in runs if since is None or r.finished_at > since
-            for key, n in (("pupils_restored", r.pupils_restored), ("groups_restored", r.groups_restored)) if n}
+            for key in RESTORED_KEYS.values() if (n := getattr(r, key))}
     return restored_reason(owed) if owed else None
 
 
 def restored_reason(restored: dict[str, int]) -> str:
     """The reason a full run is made for records restored (counts by stats key): pupils first, then classes."""
-    return "pupils_restored" if restored.get("pupils_restored") else "groups_restored"
+    return next(key for key in RESTORED_KEYS.values() if restored.get(key))
 
 
 def read_to(asked: datetime, clock_offset: timedelta | None) -> datetime:

@@ -98,13 +98,14 @@ def pool_shortfall(flask_app: Flask, pool: Any, concurrency: Any) -> str | None:
     options = flask_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
     if options.get("poolclass") is not None or not str(flask_app.config.get("DATABASE_URL", "")).startswith("postgresql"):
         return None
-    room = int(options.get("pool_size", 5)) + int(options.get("max_overflow", 10))
+    size = int(options.get("pool_size", 5))
+    room = size + int(options.get("max_overflow", 10))
     needed = CONNECTIONS_PER_RUN * concurrency
     if room >= needed:
         return None
     return (f"this worker runs {concurrency} runs at once on threads, which may need {needed} database connections, "
             f"but its pool allows {room} (pool_size + max_overflow in PORTAL_SQLALCHEMY_ENGINE_OPTIONS): runs would wait "
-            f"for a connection and fail after its timeout. Raise max_overflow to at least {needed - int(options.get('pool_size', 5))} "
+            f"for a connection and fail after its timeout. Raise max_overflow to at least {needed - size} "
             "or lower --concurrency (docs/scaling.md).")
 
 

@@ -436,8 +436,7 @@ class SyntheticSchool:
         pupil = self._deleted_pupils.pop(key)
         pupil.updated_at = pupil.restored_at = at
         self.pupils[key] = pupil
-        self.deletions = [replace(d, restored_at=at) if d.kind == "pupil" and d.key == key and d.restored_at is None else d
-                          for d in self.deletions]
+        self._deletion_restored("pupil", key, at)
         return pupil
 
     def delete_group(self, key: str, at: datetime) -> None:
@@ -456,9 +455,13 @@ class SyntheticSchool:
         group.updated_at = group.restored_at = at
         self.groups[key] = group
         self.lessons.update(lessons)
-        self.deletions = [replace(d, restored_at=at) if d.kind == "group" and d.key == key and d.restored_at is None else d
-                          for d in self.deletions]
+        self._deletion_restored("group", key, at)
         return group
+
+    def _deletion_restored(self, kind: str, key: str, at: datetime) -> None:
+        """Fill ``restored_at`` on the record's open deletion entry (Wonde's feed lists it as updated then)."""
+        self.deletions = [replace(d, restored_at=at) if d.kind == kind and d.key == key and d.restored_at is None else d
+                          for d in self.deletions]
 
     def make_leaver(self, key: str, at: datetime, leaving_date: date | None = None) -> Pupil:
         """Record that a pupil left: they leave their groups and move to the leavers list."""
