@@ -1,7 +1,7 @@
 """Benchmark: a day's incremental extracts for a sample of England's schools on 1 and then 2 Celery workers.
 
 Run: .venv/bin/python bench/national.py [--schools 1000] [--latency 0.08] [--threads 12] [--workers 1,2]
-     [--baseline-ref 8aa62df] [--baseline-workers 2] [--profile docs/perf/national-worker.svg]
+     [--baseline-ref 8aa62df] [--baseline-workers 2] [--profile docs/perf/national-worker.svg] [--ask-ahead N]
 
 What it does, in one run of the script (same sample, same machine):
 
@@ -464,6 +464,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy flame graph (SVG) of the first worker of this tree's last configuration")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--ask-ahead", type=int, default=None,
+                        help="the Wonde connector's ask_ahead setting for this tree's runs (default: the connector's own)")
     args = parser.parse_args()
 
     from sqlalchemy.engine import make_url
@@ -487,7 +489,9 @@ def main() -> None:
     configs += [("this tree", ROOT, w, args.threads) for w in worker_counts]
     print(f"sample: {args.schools} schools ({primaries} primary, {args.schools - primaries} secondary), "
           f"latency {args.latency * 1000:.0f} ms, ~{args.changed} changed records per school; "
-          f"configurations {[(c[0], c[2], c[3]) for c in configs]}; logs in {logdir}", flush=True)
+          f"configurations {[(c[0], c[2], c[3]) for c in configs]}"
+          + (f", ask_ahead {args.ask_ahead} for this tree" if args.ask_ahead is not None else "")
+          + f"; logs in {logdir}", flush=True)
     print(f"start: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {uptime()}", flush=True)
     here, there = multiprocessing.get_context("fork").Pipe()
     sandbox = multiprocessing.get_context("fork").Process(target=serve, args=(specs, args.latency, args.changed, there), daemon=True)
@@ -509,8 +513,11 @@ def main() -> None:
                 copy_database(admin_url, source, target)
                 last = n == len(configs) - 1
                 try:
+                    # Settings a baseline's connector may not know are given to this tree's runs only.
+                    settings = served["settings"] if tree != ROOT or args.ask_ahead is None else {
+                        **served["settings"], "ask_ahead": args.ask_ahead}
                     result = run_config(workers, threads, make_url(url).set(database=target).render_as_string(hide_password=False),
-                                        served["settings"], args.schools, logdir, label=label, tree=tree,
+                                        settings, args.schools, logdir, label=label, tree=tree,
                                         sandbox_pid=sandbox.pid, profile=args.profile if last and tree == ROOT else None)
                 finally:
                     drop_database(admin_url, target)

@@ -619,6 +619,9 @@ class Connector(abc.ABC):
     # Set by the engine before extract(): every category this run reads, in order (it asks for them one
     # at a time). A connector may serve several from one request (a shared deletions feed); empty: unknown.
     run_categories: Sequence[str] = ()
+    # Set by the engine before extract(): each of those categories' changed-since time (None: read in full),
+    # so a connector may ask for a later category's first pages early (it is asked with the same time).
+    run_since: Mapping[str, datetime | None] = {}
     # HTTP requests made and retried by this instance; the engine copies them into the run's stats.
     stats: dict[str, int]
     # The provider's clock minus ours, as a lower bound measured from the Date header of its answers

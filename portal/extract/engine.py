@@ -550,6 +550,7 @@ def _work(state: _Attempt) -> JobRun:
     # A full run starts every changeset again; other runs carry on from where the last successful one got to.
     state.connector.sync_state = {} if full else plan.sync_state(connection)
     state.connector.run_categories = tuple(state.categories)
+    state.connector.run_since = {c: datetime.fromisoformat(s) if s else None for c, s in state.since.items()}
     # Full runs only: an incremental run's few records are written faster on this thread than a
     # second thread, session and hand-over per page cost (a fifth of a national worker's CPU went
     # to them, issue 19); a large one still commits whenever a batch fills.

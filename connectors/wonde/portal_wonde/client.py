@@ -123,6 +123,25 @@ def format_filter_datetime(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def read_key(url: str, endpoint: str, params: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The identity of a list's first request: the same key is the same request."""
+    return url, endpoint, repr(sorted((str(k), str(v)) for k, v in params.items()))
+
+
+def _first_answered(asked: Any, send: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a page sender so its first call returns ``asked`` (the first page, already asked for) and later ones send."""
+    used = False
+
+    def sender(method: str, url: str, **kwargs: Any) -> Any:
+        nonlocal used
+        if not used:
+            used = True
+            return asked
+        return send(method, url, **kwargs)
+
+    return sender
+
+
 # ---------------------------------------------------------------- client
 
 
@@ -335,18 +354,40 @@ class WondeClient:
             raise BadResponse(f"Wonde's answer for {endpoint} has no 'data' object.", endpoint=endpoint)
         return data
 
+    def _query(self, endpoint: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"per_page": self.page_sizes.get(endpoint, self.per_page), **params}
+
+    def ask_ahead(self, reads: Iterable[tuple[str, str, Mapping[str, Any]]], workers: int) -> dict[tuple[str, str, str], Future]:
+        """Ask for the first page of several lists at once, ``workers`` at a time; return each answer's Future.
+
+        ``reads`` are (url, endpoint, params) as ``pages`` takes them; a Future is keyed by ``read_key``
+        and handed to ``pages`` as ``asked``, which raises its error when the caller reaches that page,
+        as if it had been asked for then. The threads end once the last request is answered.
+        """
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wonde-ahead")
+        try:
+            return {read_key(url, endpoint, params): pool.submit(self.request, "GET", url, endpoint=endpoint, page=1,
+                                                                  params=self._query(endpoint, params))
+                    for url, endpoint, params in reads}
+        finally:
+            pool.shutdown(wait=False)  # queued requests still go; nothing waits for them here
+
     def pages(self, url: str, *, endpoint: str, params: Mapping[str, Any] | None = None,
-              first_page: int = 1) -> Iterator[Page]:
+              first_page: int = 1, asked: Future | None = None) -> Iterator[Page]:
         """Yield the pages of a list one at a time, following ``meta.pagination.next`` to the end.
 
         ``url`` may be a next-page URL saved from an earlier run; then ``params`` must be None.
+        ``asked``: the first page's answer, already asked for (``ask_ahead``).
         """
         query: dict[str, Any] | None = None
         if params is not None:
-            query = {"per_page": self.page_sizes.get(endpoint, self.per_page), **params}
+            query = self._query(endpoint, params)
         if not self.prefetch:
             # Each page is asked for only when the caller reaches it.
-            yield from self._pages(url, endpoint, query, first_page, functools.partial(functools.partial, self.request))
+            send = functools.partial(functools.partial, self.request)
+            if asked is not None:
+                send = _first_answered(asked.result, send)
+            yield from self._pages(url, endpoint, query, first_page, send)
             return
         # One page ahead: the next page is fetched (and its JSON decoded) in a helper thread while
         # the caller maps and stores this one, so the provider's time and ours overlap. Requests
@@ -356,12 +397,14 @@ class WondeClient:
         # incremental run are one page, and a thread started and joined per read was their main cost.
         ahead: ThreadPoolExecutor | None = None
         pending: list[Future] = []
-        asked = False
+        sent = False
 
         def fetch(method: str, u: str, **kwargs: Any) -> Future:
-            nonlocal ahead, asked
-            if not asked:
-                asked = True
+            nonlocal ahead, sent
+            if not sent:
+                sent = True
+                if asked is not None:
+                    return asked
                 done: Future = Future()
                 try:
                     done.set_result(self.request(method, u, **kwargs))
