@@ -317,7 +317,11 @@ class CategoryOutcome:
 #   permission granted (or the check itself failed): nothing changes, the next run asks again.
 # fields_withheld: the provider left some fields out (a field permission or scope not granted).
 # optional_read_skipped: a secondary read (e.g. leavers) was missing or refused; the category went on.
-OUTCOME_CODES = ("permission_missing", "access_refused", "fields_withheld", "optional_read_skipped")
+# changes_restarted: asked for the changes since a saved position (SyncState), the provider sent
+#   everything again without the deletions in between (it no longer knew the position): the data was
+#   read in full, and the engine queues a full run to reconcile what was deleted meanwhile.
+CHANGES_RESTARTED = "changes_restarted"
+OUTCOME_CODES = ("permission_missing", "access_refused", "fields_withheld", "optional_read_skipped", CHANGES_RESTARTED)
 
 
 @dataclass(frozen=True)

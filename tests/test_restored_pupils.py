@@ -81,7 +81,7 @@ def test_a_full_run_is_still_owed_when_the_process_ended_before_queueing_it(make
         def ended(*args, **kwargs):
             raise _ProcessEnded()
 
-        monkeypatch.setattr(engine, "_resync_restored", ended)
+        monkeypatch.setattr(engine, "_resync", ended)
         with pytest.raises(_ProcessEnded):
             run_extract(served.connection_id, mode="incremental")
         monkeypatch.undo()

@@ -323,6 +323,18 @@ class _Attempt:
             log.info("extract run %s: %s for %s", self.run.id, outcome.code, outcome.category)
         self.tell(event="outcome", category=outcome.category, code=outcome.code)
 
+    def owed(self) -> dict[str, int]:
+        """What this incremental run found that only a full run catches up on, by stats key (plan.OWED_KEYS).
+
+        Pupils and classes it brought back (the writer counts none on a full run), and reads whose
+        provider sent everything again instead of the changes (a full run starts every read afresh).
+        """
+        owed = dict(self.writer.restored)
+        restarted = sum(o["code"] == plan.CHANGES_RESTARTED for o in self.outcomes)
+        if restarted and self.run.params["mode"] != "full":
+            owed[plan.CHANGES_RESTARTED] = restarted
+        return owed
+
     def withheld(self) -> set[str]:
         """Categories not read in full: never reconciled, so nothing is removed for not being seen."""
         return {o["category"] for o in self.outcomes if o.get("withheld")}
@@ -670,9 +682,9 @@ def _complete(state: _Attempt) -> JobRun:
     # R59: staff the MIS no longer shows as employed (or a full extract no longer returns) lose access in this run.
     suspended = staff_access.suspend_leavers(connection.school_id, run.id) if "staff_basic" in categories else 0
     stats = state.stats()
-    # Pupils and classes an incremental run brought back (the writer counts none on a full run), committed with
-    # the run: the next run is a full one (plan.restore_owed) should the queue below not happen.
-    stats.update(state.writer.restored)
+    # Committed with the run: the next run is a full one (plan.full_run_owed) should the queue below not happen.
+    owed = state.owed()
+    stats.update(owed)
     for category, n in tombstoned.items():
         stats["categories"].setdefault(category, {k: 0 for k in store.COUNT_KEYS})["tombstoned"] += n
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=datetime.fromisoformat(run.params["started_at"]))
@@ -686,28 +698,30 @@ def _complete(state: _Attempt) -> JobRun:
     if failing:
         lifecycle.mark_healthy(connection)
     _tell_staff_left(connection, suspended)
-    if state.writer.restored:
+    if owed:
         try:
-            _resync_restored(connection, finished, state.writer.restored)
-        except Exception as exc:  # the run itself succeeded; the next full reconciliation reads them anyway
+            _resync(connection, finished, owed)
+        except Exception as exc:  # the run itself succeeded; the next run is a full one (plan.full_run_owed)
             db.session.rollback()
-            log.error("queueing a full run for restored pupils or classes of connection %s failed with %s", connection.id, type(exc).__name__)
+            log.error("queueing a full run owed by connection %s's run failed with %s", connection.id, type(exc).__name__)
     return finished
 
 
-def _resync_restored(connection: Connection, run: JobRun, restored: dict[str, int]) -> None:
-    """Queue a full run now for pupils or classes the provider restored (Wonde's restored_at) in this incremental run.
+def _resync(connection: Connection, run: JobRun, owed: dict[str, int]) -> None:
+    """Queue a full run now for what this incremental run found only a full run catches up on (plan.OWED_KEYS).
 
-    A restored pupil comes back with their older records (registers, results) as they were, and a
-    restored class with its lessons, stamped before the watermark, so no incremental run asks for them
-    again: their rows stay removed until a full run. The run that saw them come back queues that full
-    run at once (the executor starts it, as it does support's); if one is already claimed, that run
-    reads them. ``restored``: counts by stats key (pupils_restored, groups_restored).
+    A restored pupil (Wonde's restored_at) comes back with their older records (registers, results)
+    as they were, and a restored class with its lessons, stamped before the watermark, so no
+    incremental run asks for them again: their rows stay removed until a full run. A changeset the
+    provider started again (Groupcall forgot the saved position) sent every row but none of the
+    deletions since the last run: rows deleted meanwhile stay live until a full run reconciles them.
+    The run that found it queues that full run at once (the executor starts it, as it does
+    support's); if one is already claimed, that run does it. ``owed``: counts by stats key.
     """
-    reason = plan.restored_reason(restored)
+    reason = plan.owed_reason(owed)
     queued = get_executor().queue_extract(connection.id, owner=claims.owner_id(), mode="full", reason=reason)
     audit.record("extract.resync_queued", organisation_id=connection.school_id, target=run, actor="system",
-                 details={"connection_id": connection.id, **restored,
+                 details={"connection_id": connection.id, **owed,
                           "queued_run_id": queued.id if queued is not None else None})
     db.session.commit()
 
@@ -738,8 +752,8 @@ def _complete_under_hold(state: _Attempt, hold: JobRun) -> JobRun:
     carried = store.carry_removals(connection, run.id, hold.id)
     stats = state.stats(hold_pending={"run_id": hold.id, "removals_carried": carried})
     # No full run is queued while a run is held (every run is incremental then): the first run after the
-    # decision is a full one (plan.restore_owed) if this one brought pupils or classes back.
-    stats.update(state.writer.restored)
+    # decision is a full one (plan.full_run_owed) if this one found one owed.
+    stats.update(state.owed())
     plan.save_watermarks(connection, _watermarks(run, stats), run.id, fallback=_started(run))
     # R59 in this run too: a staff record that now says they left is a fact, not a removal waiting
     # for review (staff gone from a full extract wait with the held run's removals).

@@ -8,7 +8,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from portal.configuration import WEEKDAYS
-from portal.connectors import CATEGORIES, Connector, PupilRecord, StaffRecord
+from portal.connectors import CATEGORIES, CHANGES_RESTARTED, Connector, PupilRecord, StaffRecord
 from portal.extensions import db
 from portal.lifecycle import connection_settings
 from portal.models import (
@@ -25,6 +25,11 @@ from portal.models.base import utcnow
 from portal.privacy.suppression import is_suppressed as suppressed
 from portal.retention.calendar import add_months, london_date
 from portal.store.write import RESTORED_KEYS
+
+# Run stats counting what only a full run can catch up on, in the order their reasons are given: pupils and
+# classes an incremental run brought back (store.write.RESTORED_KEYS), and reads whose provider could not
+# continue from the saved position and sent everything again without its deletions (CHANGES_RESTARTED).
+OWED_KEYS = (*RESTORED_KEYS.values(), CHANGES_RESTARTED)
 
 # R21: more than this long without a successful run means the next run is a full one.
 FULL_AFTER = timedelta(days=7)
@@ -166,9 +171,9 @@ def choose_mode(
     elif requested == "auto" and reconciliation_due(recent, categories):
         # A deletions feed or changeset can miss rows (children of a deleted parent): a full pull catches them.
         reason = "reconciliation_due"
-    elif owed := restore_owed(recent):
-        # The run that saw pupils or classes come back queues this full run itself; this catches a queue that
-        # never happened (the process ended after that run's commit, the queue failed, or a hold was pending).
+    elif owed := full_run_owed(recent):
+        # The run that found it owed queues this full run itself; this catches a queue that never happened
+        # (the process ended after that run's commit, the queue failed, or a hold was pending).
         reason = owed
     elif connection.authorised_at is not None and any(marks[c].updated_at < connection.authorised_at for c in categories):
         # The connection was (re-)authorised after these watermarks were written (not: it recovered from failing).
@@ -202,7 +207,7 @@ def recent_runs(connection: Connection, now: datetime) -> list:
     return db.session.execute(
         select(
             JobRun.params["mode"].as_string().label("mode"), JobRun.params["categories"].label("categories"),
-            *(JobRun.stats[key].as_integer().label(key) for key in RESTORED_KEYS.values()),
+            *(JobRun.stats[key].as_integer().label(key) for key in OWED_KEYS),
             JobRun.started_at, JobRun.finished_at,
         ).where(
             JobRun.connection_id == connection.id, JobRun.kind == "extract", JobRun.status == RunStatus.succeeded,
@@ -220,24 +225,25 @@ def reconciliation_due(runs: list, categories: list[str]) -> bool:
     return not set(categories) <= reconciled
 
 
-def restore_owed(runs: list) -> str | None:
-    """The reason a full run is owed when an incremental run brought pupils or classes back (Wonde's
-    restored_at) and no full run has started since; None when none is.
+def full_run_owed(runs: list) -> str | None:
+    """The reason a full run is owed when an incremental run found something only a full run catches up on
+    (OWED_KEYS in its stats) and no full run has started since; None when none is.
 
     A restored pupil's older records, and a restored class's lessons, carry stamps no incremental run
-    asks for again: only a full run reads them. Runs older than the reconciliation period (``runs``:
-    recent_runs) are not looked at: a full run is due by then.
+    asks for again; a changeset the provider started again (Groupcall's expired ``changedRows``) lists
+    no deletions of the time it forgot. Only a full run reads or reconciles them. Runs older than the
+    reconciliation period (``runs``: recent_runs) are not looked at: a full run is due by then.
     """
     fulls = [r.started_at for r in runs if r.mode == "full" and r.started_at is not None]
     since = max(fulls) if fulls else None
     owed = {key: n for r in runs if since is None or r.finished_at > since
-            for key in RESTORED_KEYS.values() if (n := getattr(r, key))}
-    return restored_reason(owed) if owed else None
+            for key in OWED_KEYS if (n := getattr(r, key))}
+    return owed_reason(owed) if owed else None
 
 
-def restored_reason(restored: dict[str, int]) -> str:
-    """The reason a full run is made for records restored (counts by stats key): pupils first, then classes."""
-    return next(key for key in RESTORED_KEYS.values() if restored.get(key))
+def owed_reason(owed: dict[str, int]) -> str:
+    """The reason given for a full run owed (counts by stats key, OWED_KEYS): the first that is counted."""
+    return next(key for key in OWED_KEYS if owed.get(key))
 
 
 def read_to(asked: datetime, clock_offset: timedelta | None) -> datetime:

@@ -182,7 +182,7 @@ class Batch:
 
 
 # Kinds whose return after a removal makes a full run owed (their older children keep older stamps), and
-# the run's stats key that counts them (portal.extract.plan.restore_owed).
+# the run's stats key that counts them (portal.extract.plan.full_run_owed).
 RESTORED_KEYS = {"pupil": "pupils_restored", "group": "groups_restored"}
 
 # Store columns whose value is the same for every row of a batch (see Writer._row and write_batch).

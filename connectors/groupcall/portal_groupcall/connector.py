@@ -10,6 +10,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from portal.connectors import (
+    CHANGES_RESTARTED,
     CATEGORIES,
     AccessRefused,
     AccessStatus,
@@ -40,6 +41,8 @@ class Step:
     changesets: bool = True
 
 
+RESTARTED_MESSAGE = ("Groupcall no longer knew where the last run had got to, so it sent this data in full without "
+                     "what was deleted in between; a full run was queued to find and remove it.")
 # XoD scopes that open each category (any one is enough); a category with none granted yields nothing.
 CATEGORY_SCOPES = {
     "student_basic": ("Student", "StudentLite"),
@@ -418,11 +421,12 @@ class _CategoryReader:
         kept: set[tuple[str, str]] = set()
         deleted: list[Tombstone] = []
         last_page = start
+        restarted = False
         for page in self.client.pages(step.resource, params, start_page=start):
             block = page.changed_rows
             if block is not None:
-                # An unknown or expired snapshot comes back as "*": a full answer without deletions.
                 next_token = block.get("NextChangedRows")
+                restarted = restarted or (step.changesets and requested != "*" and _started_again(block))
             for record in self.records(step, page):
                 kept.add((record.kind, record.external_id))
                 yield record
@@ -436,6 +440,9 @@ class _CategoryReader:
             if key_ not in kept and key_ not in done:
                 done.add(key_)
                 yield tombstone
+        if restarted:
+            # Every row came, but none of the deletions since the last run: the engine queues a full run.
+            yield CategoryOutcome(self.category, CHANGES_RESTARTED, RESTARTED_MESSAGE, endpoint=step.resource)
         if next_token and step.changesets:
             # After every record and deletion of the changeset: stored with them, used once the run succeeds.
             yield SyncState(key, next_token)
@@ -501,3 +508,17 @@ class _CategoryReader:
 
     def _pupil_kind(self) -> tuple[str, str]:
         return ("pupil", "student_basic") if self.category == "student_basic" else ("demographics", "student_demographics")
+
+
+def _started_again(block: Mapping[str, Any]) -> bool:
+    """Whether a changeset answer to a saved ``changedRows`` hash is a new start (everything, no deletions).
+
+    How XoD answers a hash it no longer knows (expired, or its snapshots lost) is not documented
+    (spec §6.1, [UNKNOWN]); its answer to ``*`` shows ``PreviousChangedRows`` and ``SnapshotDate`` null,
+    and a normal follow-up shows both set (``PreviousChangedRows`` is then the token before the one sent,
+    "*" on the second call, so "*" there is no sign of a restart). Taken as a restart: an answer that
+    says it answered ``*``, or that carries both fields null. Fields left out say nothing (absent is not null).
+    """
+    if block.get("RequestedChangedRows") == "*":
+        return True
+    return all(name in block and block[name] is None for name in ("PreviousChangedRows", "SnapshotDate"))

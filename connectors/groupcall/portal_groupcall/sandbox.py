@@ -196,6 +196,11 @@ class GroupcallSandbox(SandboxServer):
         self._tokens: dict[str, _Issued] = {}
         self._snapshots: dict[tuple, dict[str, dict[str, str]]] = {}
         self._changesets: dict[tuple, dict[str, Any]] = {}
+        # Per changeset token: the token asked for when it was given out (PreviousChangedRows of its follow-up).
+        self._chain: dict[tuple, str] = {}
+        # How an unknown (expired, forgotten) changedRows hash is answered besides "everything, no deletions":
+        # RequestedChangedRows "*" (False) or the hash sent (True); how XoD does it is not known.
+        self.restart_echoes_hash = False
         self.app = self._build_app()
 
     def wsgi_app(self) -> Flask:
@@ -305,6 +310,12 @@ class GroupcallSandbox(SandboxServer):
         return super().add_fault(kind=kind, match=match, **fields)
 
     # ------------------------------------------------------------ internals
+
+    def forget_changesets(self) -> None:
+        """Forget every changedRows snapshot given out (expired, or lost by XoD): a saved hash is then unknown."""
+        self._snapshots.clear()
+        self._changesets.clear()
+        self._chain.clear()
 
     def _forget_tokens(self, estab: str) -> None:
         for token in [t for t, issued in self._tokens.items() if issued.estab == estab]:
@@ -600,11 +611,16 @@ class GroupcallSandbox(SandboxServer):
             result[f"{name}_deleted"] = [{"Id": i} for i in before if i not in snapshot[name]]
         next_hash = uuid.uuid4().hex
         self._snapshots[(key, next_hash)] = snapshot
+        # The token before the one asked for ("*" on a chain's second call, as observed); an answer to "*" or to
+        # a hash this server does not know is a new start, shaped as the answer to "*" (spec §6.1 [PROPOSAL];
+        # restart_echoes_hash: the other possibility, the hash sent echoed back).
+        self._chain[(key, next_hash)] = requested if previous is not None else "*"
+        echoed = requested if previous is not None or self.restart_echoes_hash else "*"
         result["__changedRows__"] = [{
             "SnapshotDate": xod_expires(self.now()) if previous is not None else None,
             "SnapshotRP": self.relying_party if previous is not None else None,
-            "PreviousChangedRows": requested if previous is not None else "*",
-            "RequestedChangedRows": requested,
+            "PreviousChangedRows": self._chain.get((key, requested)) if previous is not None else None,
+            "RequestedChangedRows": echoed,
             "NextChangedRows": next_hash,
             "NextUrl": f"?changedRows={next_hash}&page=1&pageSize={params.get('pagesize', 25)}",
         }]
