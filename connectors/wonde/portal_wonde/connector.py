@@ -341,13 +341,15 @@ class WondeConnector(Connector):
     def _ask_ahead(self, base: str, first: str, since: datetime | None, *, resumed: bool) -> dict[tuple[str, str, str], Future]:
         """Ask at once for the first page of every incremental read this run will make, from ``first`` on.
 
-        A quiet day's incremental run is a dozen one-page reads; asked one after another, their round
-        trips were most of its time (issue 19). Each answer waits until its read is reached and is
-        used there as if asked for then: errors (a 403 confirmed with Wonde first, R5) surface at
-        that point, the pages and checkpoints are the same, and the run's watermark is its start, so
-        an answer asked early is never newer than the watermark says. Reads in full (no changed-since
-        time), the category a resumed run restarts in, and reads served from an earlier one of the
-        run (deletions, departures) are not asked ahead.
+        A quiet day's incremental run is a dozen one-page reads; asked one after another, each waiting
+        for the run to store the one before, their round trips were most of its time against a distant
+        provider (issue 19). ``ask_ahead`` helper threads send them in order (one: still one request at
+        a time, without the waits in between). Each answer waits until its read is reached and is used
+        there as if asked for then: errors (a 403 confirmed with Wonde first, R5) surface at that point,
+        the pages and checkpoints are the same, and the run's watermark is its start, so an answer asked
+        early is never newer than the watermark says. The same request is asked once (the deletions read
+        the run's categories share). Not asked ahead: reads in full (no changed-since time), the
+        category a resumed run restarts in, and the timetable's departures (served from earlier reads).
         """
         workers = self.settings["ask_ahead"]
         run = list(self.run_categories)
