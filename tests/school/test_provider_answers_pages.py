@@ -24,7 +24,22 @@ def test_run_page_lists_what_the_provider_answered_instead_of_data(app, client, 
     page = client.get(f"/schools/{school.id}/runs/{run.id}").get_data(as_text=True)
     assert 'data-testid="run-outcomes"' in page and 'data-code="permission_missing"' in page
     assert "your school has not approved &#39;exclusions&#39;" in page or message in page
+    assert "Some data was not read in this run" in page
     assert 'data-testid="run-outcomes"' not in client.get(f"/schools/{school.id}/runs/{plain.id}").get_data(as_text=True)
+
+
+def test_run_page_does_not_say_data_was_missed_when_everything_was_read(app, client, make, auth):
+    school = make.school()
+    admin = make.user(Role.school_admin, school)
+    run = helpers.run(helpers.connection(school), categories={"student_basic": counts(inserted=10)})
+    run.stats = {**run.stats, "outcomes": [{"category": "student_basic", "code": "changes_restarted",
+                                            "message": "The provider sent this data in full; a full run was queued.", "withheld": False, "confirmed": False,
+                                            "endpoint": "Students", "fields": []}]}
+    db.session.commit()
+    auth.login(admin)
+    page = client.get(f"/schools/{school.id}/runs/{run.id}").get_data(as_text=True)
+    assert 'data-code="changes_restarted"' in page and "a full run was queued" in page
+    assert "Some data was not read" not in page
 
 
 def test_deletion_page_names_data_the_provider_no_longer_shares(app, client, make, auth):
