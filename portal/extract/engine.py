@@ -15,7 +15,15 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from portal import alerts, audit, deletions, lifecycle, permissions, staff_access, store
-from portal.connectors import RECORD_TYPES, AuthorisationLost, CategoryOutcome, Checkpoint, ConnectorError, SyncState
+from portal.connectors import (
+    CHANGES_RESTARTED,
+    RECORD_TYPES,
+    AuthorisationLost,
+    CategoryOutcome,
+    Checkpoint,
+    ConnectorError,
+    SyncState,
+)
 from portal.extensions import db
 from portal.extract import plan
 from portal.jobs import claims, get_executor
@@ -330,9 +338,9 @@ class _Attempt:
         provider sent everything again instead of the changes (a full run starts every read afresh).
         """
         owed = dict(self.writer.restored)
-        restarted = sum(o["code"] == plan.CHANGES_RESTARTED for o in self.outcomes)
+        restarted = sum(o["code"] == CHANGES_RESTARTED for o in self.outcomes)
         if restarted and self.run.params["mode"] != "full":
-            owed[plan.CHANGES_RESTARTED] = restarted
+            owed[CHANGES_RESTARTED] = restarted
         return owed
 
     def withheld(self) -> set[str]:

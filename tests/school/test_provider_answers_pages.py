@@ -33,12 +33,12 @@ def test_run_page_does_not_say_data_was_missed_when_everything_was_read(app, cli
     admin = make.user(Role.school_admin, school)
     run = helpers.run(helpers.connection(school), categories={"student_basic": counts(inserted=10)})
     run.stats = {**run.stats, "outcomes": [{"category": "student_basic", "code": "changes_restarted",
-                                            "message": "The provider sent this data in full; a full run was queued.", "withheld": False, "confirmed": False,
+                                            "message": "The provider sent this data in full; a full run follows.", "withheld": False, "confirmed": False,
                                             "endpoint": "Students", "fields": []}]}
     db.session.commit()
     auth.login(admin)
     page = client.get(f"/schools/{school.id}/runs/{run.id}").get_data(as_text=True)
-    assert 'data-code="changes_restarted"' in page and "a full run was queued" in page
+    assert 'data-code="changes_restarted"' in page and "a full run follows" in page
     assert "Some data was not read" not in page
 
 

@@ -42,7 +42,7 @@ class Step:
 
 
 RESTARTED_MESSAGE = ("Groupcall no longer knew where the last run had got to, so it sent this data in full without "
-                     "what was deleted in between; a full run was queued to find and remove it.")
+                     "what was deleted in between; a full run follows to find and remove it.")
 # XoD scopes that open each category (any one is enough); a category with none granted yields nothing.
 CATEGORY_SCOPES = {
     "student_basic": ("Student", "StudentLite"),

@@ -34,7 +34,7 @@ def test_r20_a_forgotten_changeset_queues_a_full_run_that_removes_what_was_delet
     assert "student_basic" in restarted
     assert run.stats["changes_restarted"] >= len(restarted)
     assert not any(o["withheld"] for o in run.stats["outcomes"])  # everything was read
-    assert "full run was queued" in run.error_message
+    assert "a full run follows" in run.error_message
     store = kit.store()
     assert all(not store["pupil"][(key,)]["deleted"] for key in done["deleted"]), "no deletion came with the answer"
 
