@@ -25,7 +25,7 @@ from portal.connectors import (
     Tombstone,
 )
 from portal_wonde import demo, mapping, sandbox_spec, webhook
-from portal_wonde.client import DEFAULT_BASE_URL, NotFound, WondeClient, format_filter_datetime, read_key
+from portal_wonde.client import DEFAULT_BASE_URL, NotFound, Page, WondeClient, format_filter_datetime, read_key
 
 __all__ = ["SchoolNotFound", "WondeConnector"]
 
@@ -46,18 +46,24 @@ class Step:
     """One list endpoint read for a category, with the mapper that turns each row into records.
 
     ``optional``: a secondary read; if Wonde does not have it (404) or refuses it while the school
-    stays approved, the run records a warning and the category goes on without it.
+    stays approved, the run records a warning and the category goes on without it. ``shared``: a
+    read of the pupils student_basic and student_demographics share in an incremental run ("keep":
+    asked with both categories' includes, its rows kept; "use": served from those rows when kept).
     """
 
     endpoint: str
     params: Mapping[str, Any]
     mapper: Callable[[Mapping[str, Any]], Iterable[Record]]
     optional: bool = False
+    shared: str = ""
 
 
 # Incremental reads that later categories of the same run repeat: the changed pupils (the timetable's
 # departures) and the deletions feed (student_basic and student_demographics ask for the same entries).
 KEPT_ENDPOINTS = frozenset({"students", "students-leaver", "deletions"})
+# The includes of the two categories read from the students (and leavers) lists.
+BASIC_INCLUDES = "education_details,registration,year"
+DEMOGRAPHIC_INCLUDES = "extended_details,sen_needs"
 # A read is kept only while it is small (a day's changes); a big one is simply asked for again.
 KEEP_AT_MOST = 10_000
 # Secondary reads: a category is still worth having without them.
@@ -134,6 +140,9 @@ class WondeConnector(Connector):
         # Reads of this run kept for later categories (incremental runs only, ids and deletion entries):
         # (endpoint, params) -> rows, filled only when a read went from its first page to its last.
         self._kept: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        # The day's pupils student_basic read with student_demographics' includes too, whole rows by endpoint
+        # (incremental runs only, read in full and small), for student_demographics (Step.shared).
+        self._shared: dict[str, list[Mapping[str, Any]]] = {}
         # First pages of this run's incremental reads, asked for together at its start (see _ask_ahead).
         self._ahead: dict[tuple[str, str, str], Future] | None = None
 
@@ -212,16 +221,21 @@ class WondeConnector(Connector):
         changed = {"updated_after": format_filter_datetime(since)} if since else {}
         steps: list[Step] = []
         if category == "student_basic":
-            # Not read together with student_demographics' includes, although the rows are the same: a
-            # school may withhold those (special-category) fields, and Wonde may then refuse the whole
-            # read (spec: 403 per object, unconfirmed), which would take student_basic down with it.
-            params = {"include": "education_details,registration,year", **changed}
-            steps = [Step("students", params, lambda row: [mapping.map_pupil(row)]),
-                     Step("students-leaver", params, lambda row: [mapping.map_pupil(row, leaving=True)], True)]
+            # An incremental run reading both categories from the same time asks once, with both includes,
+            # and keeps the day's rows for student_demographics (two requests fewer). A school may withhold
+            # the special-category fields and Wonde might then refuse the whole read (spec: 403 per object,
+            # unconfirmed): such a refusal is not student_basic's, so it is read again alone (_read_step).
+            shared = "keep" if self._students_shared(since) else ""
+            include = f"{BASIC_INCLUDES},{DEMOGRAPHIC_INCLUDES}" if shared else BASIC_INCLUDES
+            params = {"include": include, **changed}
+            steps = [Step("students", params, lambda row: [mapping.map_pupil(row)], shared=shared),
+                     Step("students-leaver", params, lambda row: [mapping.map_pupil(row, leaving=True)], True,
+                          shared=shared)]
         elif category == "student_demographics":
-            params = {"include": "extended_details,sen_needs", **changed}
-            steps = [Step("students", params, lambda row: [mapping.map_demographics(row)]),
-                     Step("students-leaver", params, lambda row: [mapping.map_demographics(row)], True)]
+            shared = "use" if self._students_shared(since) else ""
+            params = {"include": DEMOGRAPHIC_INCLUDES, **changed}
+            steps = [Step("students", params, lambda row: [mapping.map_demographics(row)], shared=shared),
+                     Step("students-leaver", params, lambda row: [mapping.map_demographics(row)], True, shared=shared)]
         elif category == "student_timetable":
             steps = [Step("subjects", dict(changed), lambda row: [mapping.map_subject(row)]),
                      Step("classes", {"include": "subject,students", **changed}, self._with_departures(mapping.map_class)),
@@ -243,6 +257,12 @@ class WondeConnector(Connector):
                 steps.append(Step("deletions", {"type": types, **changed},
                                   lambda row, c=category: [t] if (t := mapping.map_deletion(row, c)) else []))
         return steps
+
+    def _students_shared(self, since: datetime | None) -> bool:
+        """Whether this run reads student_basic and student_demographics incrementally from the same time."""
+        run, at = self.run_categories, self.run_since
+        return (since is not None and "student_basic" in run and "student_demographics" in run
+                and at.get("student_basic") == at.get("student_demographics") == since)
 
     def _with_departures(self, mapper: Callable[[Mapping[str, Any]], Iterable[Record]]):
         """Wrap a class/group mapper so an incremental run also removes memberships of pupils who moved on.
@@ -361,6 +381,8 @@ class WondeConnector(Connector):
             if changed is None or (resumed and category == first):
                 continue
             for step in self.steps(category, changed):
+                if step.shared == "use":
+                    continue  # served from student_basic's read
                 url = f"{base}/{step.endpoint}"
                 reads.setdefault(read_key(url, step.endpoint, step.params), (url, step.endpoint, step.params))
         return self.client.ask_ahead(reads.values(), workers) if reads else {}
@@ -465,8 +487,11 @@ class WondeConnector(Connector):
                    next_url: str | None) -> Iterator[Record | Checkpoint]:
         step = steps[number]
         key = _kept_key(step.endpoint, step.params)
-        # The same deletions read (same types, same window) may have been read in full earlier in this run.
+        # The same deletions read (same types, same window) may have been read in full earlier in this run, and
+        # student_demographics' pupils by student_basic; else (refused, too many, a resumed run) they are asked for.
         kept = self._kept.get(key) if step.endpoint == "deletions" and not next_url else None
+        if step.shared == "use" and not next_url:
+            kept = self._shared.pop(step.endpoint, None)
         if kept is not None:
             for row in kept:
                 try:
@@ -479,6 +504,8 @@ class WondeConnector(Connector):
         # Incremental reads later categories repeat (changed pupils, deletions) are kept, ids and entries only.
         keep: list[Mapping[str, Any]] | None = (
             [] if not next_url and "updated_after" in step.params and step.endpoint in KEPT_ENDPOINTS else None)
+        share: list[Mapping[str, Any]] | None = [] if step.shared == "keep" and not next_url else None
+        alone: list[bool] = []
         if next_url:
             self.client._check_host(next_url, step.endpoint)
             pages = self.client.pages(next_url, endpoint=step.endpoint, params=None)
@@ -486,6 +513,8 @@ class WondeConnector(Connector):
             url = f"{base}/{step.endpoint}"
             asked = self._ahead.pop(read_key(url, step.endpoint, step.params), None) if self._ahead else None
             pages = self.client.pages(url, endpoint=step.endpoint, params=step.params, asked=asked)
+            if share is not None:
+                pages = self._alone_if_refused(pages, url, step, alone)
         for page in pages:
             self.pages_read += 1
             if keep is not None:
@@ -493,6 +522,10 @@ class WondeConnector(Connector):
                             for row in page.items if isinstance(row, Mapping))
                 if len(keep) > KEEP_AT_MOST:
                     keep = None
+            if share is not None:
+                share.extend(page.items)
+                if len(share) > KEEP_AT_MOST:
+                    share = None
             for row in page.items:
                 # type() first: decoded JSON rows are plain dicts, and the ABC check costs more per row.
                 if type(row) is not dict and not isinstance(row, Mapping):
@@ -509,8 +542,28 @@ class WondeConnector(Connector):
                 self._codes_outcome = None
             if keep is not None and not page.next_url:
                 self._kept[key] = keep
+            if share is not None and not alone and not page.next_url:
+                self._shared[step.endpoint] = share
             position = {"step": number, "next": page.next_url} if page.next_url else {"step": number + 1}
             yield Checkpoint(category, json.dumps(position))
+
+    def _alone_if_refused(self, pages: Iterator[Page], url: str, step: Step, alone: list[bool]) -> Iterator[Page]:
+        """A shared read's pages; should Wonde refuse its first page, the read again with student_basic's includes only.
+
+        The refusal may be of student_demographics' fields (not student_basic's to answer for): the read
+        is asked again alone, and it decides (a refusal of that goes to classify, R5). ``alone`` gets an
+        entry then, and student_demographics asks for its own pupils.
+        """
+        try:
+            first = next(pages)
+        except StopIteration:
+            return
+        except AccessRefused:
+            alone.append(True)
+            yield from self.client.pages(url, endpoint=step.endpoint, params={**step.params, "include": BASIC_INCLUDES})
+            return
+        yield first
+        yield from pages
 
     def _kept_deletions(self, type_: str, updated_after: str) -> list[Mapping[str, Any]] | None:
         """A deletions read of this run, in this window, that asked for ``type_`` (with others): its entries of that type."""

@@ -141,6 +141,9 @@ class WondeSandbox(SandboxServer):
         self.unexpanded: set[str] = set()
         # When True, answers' Date header is the sandbox's clock (a provider whose clock differs from ours).
         self.date_from_clock = False
+        # Includes whose request this server refuses whole (403) instead of leaving the fields out: the spec's
+        # "403 per object" for data the school withheld is unconfirmed (§16), so both are served.
+        self.refused_includes: set[str] = set()
 
     def wsgi_app(self) -> Callable:
         return self.wsgi
@@ -328,7 +331,7 @@ class WondeSandbox(SandboxServer):
         handler = RESOURCES.get(resource)
         if handler is None or request.method != "GET" or resource in self.missing:
             raise _Answer(_error(404, "not_found", "No such endpoint."))
-        if _permission_of(resource) in self.withheld.get(school_id, ()):
+        if _permission_of(resource) in self.withheld.get(school_id, ()) or self.refused_includes & _includes(request):
             raise _Answer(_error(403, "forbidden", "Your application does not have permission to read this object."))
         response = handler(self, request, school, resource)
         hidden = self.withheld_fields.get(school_id)
