@@ -786,11 +786,16 @@ def _watermarks(run: JobRun, stats: dict[str, Any]) -> dict[str, datetime | None
     By the provider's clock, not ours: the updated-after filter is compared with its clock. Not the
     newest ``updated_at`` seen, which a drop stamped with one time would pin (issue 19); stats of a
     run from before ``read_to`` existed fall back to it. A category the provider withheld (in part)
-    keeps its watermark: the next run asks again for what this one could not read.
+    keeps its watermark: the next run asks again for what this one could not read. Not for a
+    secondary read skipped (a leavers list the server lacks or the school does not grant): the
+    category's own lists were read in full, and a category that never had a watermark would make
+    every run of the connection a full one for as long as the secondary read fails; the periodic full
+    run reads it again. Such a category is still not reconciled (_Attempt.withheld).
     """
     high = stats.get("high_water", {})
     read = stats.get("read_to") or {}
-    withheld = {o["category"] for o in stats.get("outcomes", ()) if o.get("withheld")}
+    withheld = {o["category"] for o in stats.get("outcomes", ())
+                if o.get("withheld") and o.get("code") != "optional_read_skipped"}
     marks = {}
     for c in run.params["categories"]:
         if c in withheld:

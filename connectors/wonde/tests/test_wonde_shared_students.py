@@ -54,3 +54,21 @@ def test_r5_a_refusal_of_the_special_category_includes_is_student_demographics_a
     assert _received(run, "student_basic") >= 3
     assert [r.param("include") for r in _lists(sandbox, "students") if r.status == 200] == [
         "education_details,registration,year"]
+
+
+def test_a_server_without_the_leavers_list_stays_incremental_and_warns_for_both_pupil_categories(wonde):
+    sandbox = wonde.served.sandbox
+    sandbox.missing = {"students-leaver"}
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    wonde.mutate(_now(), updated=3)
+    sandbox.clear_log()
+    run = run_extract(wonde.connection_id)
+    # The full run gave both pupil categories a watermark although their leavers could not be read: the
+    # night after is incremental (a category without one made every run of the connection a full one).
+    assert (run.status, run.params["mode"]) == (RunStatus.succeeded, "incremental"), run.error_message
+    skipped = sorted((o["category"], o["code"]) for o in run.stats["outcomes"])
+    assert skipped == [("student_basic", "optional_read_skipped"), ("student_demographics", "optional_read_skipped")]
+    # The pupils on roll were still read once for both.
+    (asked,) = _lists(sandbox, "students")
+    assert "extended_details" in asked.param("include")
+    assert _received(run, "student_demographics") == _received(run, "student_basic") >= 3
