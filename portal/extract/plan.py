@@ -11,6 +11,7 @@ from portal.configuration import WEEKDAYS
 from portal.connectors import CATEGORIES, CHANGES_RESTARTED, Connector, PupilRecord, StaffRecord
 from portal.extensions import db
 from portal.lifecycle import connection_settings
+from portal.permissions import open_withdrawals
 from portal.models import (
     Connection,
     ConnectorSyncState,
@@ -162,6 +163,12 @@ def choose_mode(
         return "full", "asked", {c: None for c in categories}
     marks = watermarks(connection)
     missing = [c for c in categories if c not in marks]
+    if missing:
+        # A category the provider confirmed it does not grant never gets a watermark (nothing of it was read):
+        # it is read whole in an otherwise incremental run (since None), or one such category made every run
+        # of the connection a full one for as long as the school withheld it.
+        withdrawn = {w.permission for w in open_withdrawals(connection)}
+        missing = [c for c in missing if c not in withdrawn]
     success = last_success(connection)
     recent = recent_runs(connection, now)
     if missing:
@@ -175,12 +182,12 @@ def choose_mode(
         # The run that found it owed queues this full run itself; this catches a queue that never happened
         # (the process ended after that run's commit, the queue failed, or a hold was pending).
         reason = owed
-    elif connection.authorised_at is not None and any(marks[c].updated_at < connection.authorised_at for c in categories):
+    elif connection.authorised_at is not None and any(marks[c].updated_at < connection.authorised_at for c in categories if c in marks):
         # The connection was (re-)authorised after these watermarks were written (not: it recovered from failing).
         reason = "reauthorised"
     else:
         return "incremental", "asked" if requested == "incremental" else "auto", {
-            c: marks[c].watermark - WATERMARK_OVERLAP for c in categories
+            c: marks[c].watermark - WATERMARK_OVERLAP if c in marks else None for c in categories
         }
     return "full", reason, {c: None for c in categories}
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from sqlalchemy import select
 
 from portal.connectors import ConnectorError
 from portal.extensions import db
 from portal.extract import run_extract
-from portal.models import ConnectionState, DeletionOrder, PermissionWithdrawal, RunStatus
+from portal.models import ConnectionState, DeletionOrder, ExtractWatermark, PermissionWithdrawal, RunStatus
 from portal_wonde.client import WondeClient
 from portal_wonde.connector import WondeConnector
 
@@ -153,3 +154,26 @@ def test_a_refused_category_keeps_its_watermark_so_the_next_run_asks_again(wonde
     assert plan.watermarks(wonde.connection())["student_attendance_exclusions"].watermark >= before[
         "student_attendance_exclusions"]
     wonde.assert_store_matches()
+
+
+def test_a_category_the_school_does_not_grant_leaves_the_other_categories_incremental(wonde):
+    sandbox = wonde.served.sandbox
+    sandbox.withhold(sandbox.school_id(), "exclusions")
+    assert run_extract(wonde.connection_id, mode="full").status == RunStatus.succeeded
+    wonde.mutate(datetime.now(timezone.utc).replace(microsecond=0), updated=2)
+    night = run_extract(wonde.connection_id)
+    # The withheld category has no watermark (nothing of it was read), and that no longer makes every run full.
+    assert (night.status, night.params["mode"]) == (RunStatus.succeeded, "incremental"), night.params.get("mode_reason")
+    assert night.stats["since"]["student_attendance_exclusions"] is None
+    assert night.stats["since"]["student_basic"] is not None
+    assert [(o["category"], o["code"]) for o in night.stats["outcomes"]] == [
+        ("student_attendance_exclusions", "permission_missing")]
+    # Granted again: that category is read whole in the next incremental run, and has a watermark from then on.
+    sandbox.grant(sandbox.school_id(), "exclusions")
+    back = run_extract(wonde.connection_id)
+    assert (back.status, back.params["mode"], back.stats["outcomes"]) == (RunStatus.succeeded, "incremental", [])
+    wonde.assert_store_matches()
+    marks = set(db.session.scalars(select(ExtractWatermark.category).where(
+        ExtractWatermark.connection_id == wonde.connection_id)))
+    assert "student_attendance_exclusions" in marks
+    assert run_extract(wonde.connection_id).stats["since"]["student_attendance_exclusions"] is not None
