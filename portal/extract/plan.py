@@ -11,7 +11,6 @@ from portal.configuration import WEEKDAYS
 from portal.connectors import CATEGORIES, CHANGES_RESTARTED, Connector, PupilRecord, StaffRecord
 from portal.extensions import db
 from portal.lifecycle import connection_settings
-from portal.permissions import open_withdrawals
 from portal.models import (
     Connection,
     ConnectorSyncState,
@@ -23,6 +22,7 @@ from portal.models import (
     product_features,
 )
 from portal.models.base import utcnow
+from portal.permissions import open_withdrawals
 from portal.privacy.suppression import is_suppressed as suppressed
 from portal.retention.calendar import add_months, london_date
 from portal.store.write import RESTORED_KEYS

@@ -15,7 +15,7 @@ def _now() -> datetime:
 
 
 def _data_requests(sandbox) -> list:
-    return [r for r in sandbox.requests(f"/schools/{sandbox.school_id()}/")]
+    return sandbox.requests(f"/schools/{sandbox.school_id()}/")
 
 
 def _asked_twice(requests) -> list:
