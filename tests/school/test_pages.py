@@ -1,8 +1,9 @@
 """Run history (with chart and plain-English failures), live progress, data use (R8, R22), trust and LA views (R54–R56)."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta, timezone
 
+from portal.clock import LONDON, london_date
 from portal.extensions import db
 from portal.models import ErrorKind, Feature, Product, Role, RunStatus, SubscriptionRoute
 from tests.school import helpers
@@ -65,7 +66,11 @@ def test_r8_data_use_shows_products_features_categories_and_freshness(app, clien
 
     school, admin = _admin(make)
     conn = helpers.connection(school)
-    helpers.run(conn, ago=timedelta(days=3), categories={"student_attendance_exclusions": counts(inserted=10)})
+    # Finished at midday three London days ago, whatever the time now: two whole days missed since (R22).
+    # (Three days back from now crossed midnight when the test ran in the minute and a half before it.)
+    now = datetime.now(timezone.utc)
+    midday = datetime.combine(london_date(now) - timedelta(days=3), time(12), tzinfo=LONDON)
+    helpers.run(conn, ago=now - midday, categories={"student_attendance_exclusions": counts(inserted=10)})
     product = Product(name="Attendance tracker", purpose="Attendance reporting")
     product.features.append(db.session.get(Feature, "attendance_reporting"))
     db.session.add(product)
