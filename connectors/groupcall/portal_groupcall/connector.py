@@ -10,8 +10,8 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from portal.connectors import (
-    CHANGES_RESTARTED,
     CATEGORIES,
+    CHANGES_RESTARTED,
     AccessRefused,
     AccessStatus,
     AuthorisationLost,
@@ -41,6 +41,7 @@ class Step:
     changesets: bool = True
 
 
+# What the school and support read when a changeset was started again (CHANGES_RESTARTED; no personal data).
 RESTARTED_MESSAGE = ("Groupcall no longer knew where the last run had got to, so it sent this data in full without "
                      "what was deleted in between; a full run follows to find and remove it.")
 # XoD scopes that open each category (any one is enough); a category with none granted yields nothing.
